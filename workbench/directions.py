@@ -1,0 +1,187 @@
+"""`DirectionSet`: ordered unit directions plus the metadata needed to reuse them.
+
+Contract (``docs/architecture.md``): ``vectors`` ``[k, *shape]`` are unit vectors (norm over
+all of ``shape``), ranked best first; ``space`` is ``"x"`` (shape ``(C, H, W)`` of x_t) or
+``"h"`` (shape ``h_shape`` = ``(C, H, W)``, or ``(C,)`` for a channel direction added at
+every spatial position); ``timestep`` is an int, or for h a window ``(t_high, t_low)``.
+Saved as one ``.safetensors`` file whose metadata holds the JSON; loading against a
+model checks the fingerprint and the shape and refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.errors import FingerprintMismatch, WorkbenchError, check_finite
+from workbench.store import load_tensors, save_tensors
+
+SPACES = ("x", "h")
+
+
+@dataclass
+class DirectionSet:
+    """Ranked unit directions found by one engine on one model.
+
+    Attributes:
+        vectors: ``[k, *shape]``, unit norm each.
+        space: ``"x"`` or ``"h"``.
+        timestep: int, or ``(t_high, t_low)`` window for h-space edits.
+        engine: name of the engine that found them.
+        model_fingerprint: :attr:`DiffusionModel.fingerprint` of the model.
+        scores: ``[k]`` values that rank them (singular values, eigenvalues, accuracies).
+        score_name: what ``scores`` are.
+        params: the engine's parameters (JSON-serialisable).
+        labels: optional names, one per direction.
+    """
+
+    vectors: torch.Tensor
+    space: str
+    timestep: int | tuple[int, int]
+    engine: str
+    model_fingerprint: str
+    scores: torch.Tensor | None = None
+    score_name: str = "score"
+    params: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise WorkbenchError(f"space must be 'x' or 'h', got {self.space!r}")
+        vectors = torch.as_tensor(self.vectors).detach().to("cpu", torch.float32)
+        if vectors.ndim < 2 or vectors.shape[0] == 0:
+            raise WorkbenchError(f"vectors must be [k, *shape] with k >= 1, got {list(vectors.shape)}")
+        check_finite("directions", vectors)
+        norms = vectors.flatten(1).norm(dim=1)
+        if bool((norms < 1e-12).any()):
+            raise WorkbenchError("a direction has zero norm")
+        self.vectors = vectors / norms.reshape(-1, *([1] * (vectors.ndim - 1)))
+        k = vectors.shape[0]
+        if self.scores is not None:
+            self.scores = torch.as_tensor(self.scores, dtype=torch.float32).reshape(-1).cpu()
+            if self.scores.shape[0] != k:
+                raise WorkbenchError(f"{self.scores.shape[0]} scores for {k} directions")
+        if self.labels is not None and len(self.labels) != k:
+            raise WorkbenchError(f"{len(self.labels)} labels for {k} directions")
+        if isinstance(self.timestep, (list, tuple)):
+            if len(self.timestep) != 2 or self.space != "h":
+                raise WorkbenchError("a timestep window (t_high, t_low) is for h-space directions only")
+            hi, lo = (int(v) for v in self.timestep)
+            if hi < lo:
+                raise WorkbenchError(f"timestep window must be (t_high, t_low), got {self.timestep}")
+            self.timestep = (hi, lo)
+        else:
+            self.timestep = int(self.timestep)
+
+    # ------------------------------------------------------------------ basics
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.vectors.shape[1:])
+
+    def name(self, index: int) -> str:
+        if self.labels is not None:
+            return self.labels[index]
+        return f"{self.engine}[{index}]"
+
+    def select(self, indices: list[int]) -> DirectionSet:
+        """The directions at ``indices``, in that order."""
+        for i in indices:
+            self._check_index(i)
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return DirectionSet(
+            vectors=self.vectors[idx], space=self.space, timestep=self.timestep,
+            engine=self.engine, model_fingerprint=self.model_fingerprint,
+            scores=None if self.scores is None else self.scores[idx], score_name=self.score_name,
+            params=dict(self.params), labels=None if self.labels is None else [self.labels[i] for i in indices],
+        )
+
+    def _check_index(self, index: int) -> int:
+        if not -len(self) <= index < len(self):
+            raise WorkbenchError(f"direction index {index} out of range for {len(self)} directions")
+        return index % len(self)
+
+    # ------------------------------------------------------------------ model checks
+    def check_model(self, model) -> None:
+        """Raise if these directions do not belong to ``model`` (fingerprint, shape, timestep)."""
+        if self.model_fingerprint != model.fingerprint:
+            raise FingerprintMismatch(
+                f"fingerprint mismatch: directions were computed on model {self.model_fingerprint}, "
+                f"not on {model.name!r} ({model.fingerprint})"
+            )
+        if self.space == "x":
+            expected = [model.sample_shape]
+        else:
+            expected = [model.h_shape, model.h_shape[:1]]
+        if self.shape not in expected:
+            raise WorkbenchError(
+                f"{self.space}-space directions of shape {list(self.shape)} do not fit "
+                f"{model.name!r} (expected {' or '.join(str(list(e)) for e in expected)})"
+            )
+        times = self.timestep if isinstance(self.timestep, tuple) else (self.timestep,)
+        for t in times:
+            model.check_timestep(t)
+
+    def vector(self, index: int, model=None) -> torch.Tensor:
+        """Direction ``index`` as a unit tensor of the full space (``[C, H, W]``).
+
+        A channel direction ``n`` ``[C]`` becomes ``n / sqrt(H W)`` at every position,
+        which has unit norm over all of h, so that strengths compare across engines.
+        """
+        v = self.vectors[self._check_index(index)]
+        if self.space == "h" and v.ndim == 1:
+            if model is None:
+                raise WorkbenchError("a model is needed to expand a channel direction over h")
+            _, height, width = model.h_shape
+            v = v[:, None, None].expand(-1, height, width) / math.sqrt(height * width)
+        return v.contiguous()
+
+    # ------------------------------------------------------------------ disk
+    def metadata(self) -> dict[str, Any]:
+        from workbench import __version__
+
+        return {
+            "format": "workbench.DirectionSet/1",
+            "space": self.space,
+            "shape": list(self.shape),
+            "timestep": list(self.timestep) if isinstance(self.timestep, tuple) else self.timestep,
+            "engine": self.engine,
+            "model_fingerprint": self.model_fingerprint,
+            "score_name": self.score_name,
+            "params": self.params,
+            "labels": self.labels,
+            "workbench_version": __version__,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``path`` (``.safetensors``), atomically."""
+        tensors = {"vectors": self.vectors}
+        if self.scores is not None:
+            tensors["scores"] = self.scores
+        return save_tensors(path, tensors, self.metadata())
+
+    @classmethod
+    def load(cls, path: str | Path, model=None) -> DirectionSet:
+        """Read a saved set; with ``model``, refuse it unless it belongs to that model."""
+        tensors, meta = load_tensors(path)
+        if meta.get("format") != "workbench.DirectionSet/1" or "vectors" not in tensors:
+            raise WorkbenchError(f"{path}: not a DirectionSet file")
+        if list(tensors["vectors"].shape[1:]) != meta["shape"]:
+            raise WorkbenchError(f"{path}: vectors do not have the recorded shape {meta['shape']}")
+        timestep = meta["timestep"]
+        ds = cls(
+            vectors=tensors["vectors"], space=meta["space"],
+            timestep=tuple(timestep) if isinstance(timestep, list) else timestep,
+            engine=meta["engine"], model_fingerprint=meta["model_fingerprint"],
+            scores=tensors.get("scores"), score_name=meta.get("score_name", "score"),
+            params=meta.get("params") or {}, labels=meta.get("labels"),
+        )
+        if model is not None:
+            ds.check_model(model)
+        return ds

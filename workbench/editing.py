@@ -1,0 +1,188 @@
+"""`edit`: one entry point for editing along a direction, with pluggable modes.
+
+A strength of 1 is a perturbation of norm ``preset.x_step`` (x-space) or ``preset.h_step``
+(h-space, norm over all of ``[C, H, W]``). Built-in modes:
+
+- ``"additive"`` (default): x-space directions are added to x_t at their timestep;
+  h-space directions are added to h at every step of their window (or at their single
+  timestep), with the asymmetric reverse step when ``asymmetric`` (the preset's default).
+
+Engines register further modes with :func:`register_mode`. The denoising before the first
+edited step is shared by all strengths and computed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.directions import DirectionSet
+from workbench.errors import WorkbenchError, check_finite
+from workbench.models.wrapper import DiffusionModel
+from workbench.sampling import Step, StepHook, ddim, make_timesteps
+from workbench.store import save_npz
+
+
+@dataclass
+class EditPlan:
+    """What a mode needs from the loop: timesteps to put on the grid, first edited step,
+    and a factory of the edit hook for a batch of per-sample strengths ``[B]``."""
+
+    include: list[int]
+    first_edit: int
+    make_hook: Callable[[torch.Tensor], StepHook]
+
+
+ModeFn = Callable[..., EditPlan]
+MODES: dict[str, ModeFn] = {}
+
+
+def register_mode(name: str) -> Callable[[ModeFn], ModeFn]:
+    """Register ``fn(model, directions, index, **options) -> EditPlan`` as edit mode ``name``."""
+
+    def wrap(fn: ModeFn) -> ModeFn:
+        MODES[name] = fn
+        return fn
+
+    return wrap
+
+
+def _per_sample(strengths: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return strengths.to(like.device, like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+@register_mode("additive")
+def additive(
+    model: DiffusionModel, directions: DirectionSet, index: int, asymmetric: bool | None = None
+) -> EditPlan:
+    """x-space: ``x_t += s * x_step * v`` at the direction's timestep.
+    h-space: ``h += s * h_step * n`` at every step of the window (or the single timestep)."""
+    v = directions.vector(index, model).to(model.device, model.dtype)
+    if directions.space == "x":
+        t_edit = int(directions.timestep)  # type: ignore[arg-type]
+        unit = model.preset.x_step * v
+
+        def make_hook(strengths: torch.Tensor) -> StepHook:
+            def hook(step: Step) -> None:
+                if step.t == t_edit:
+                    step.x = step.x + _per_sample(strengths, step.x) * unit
+
+            return hook
+
+        return EditPlan(include=[t_edit], first_edit=t_edit, make_hook=make_hook)
+
+    if isinstance(directions.timestep, tuple):
+        t_high, t_low = directions.timestep
+    else:
+        t_high = t_low = int(directions.timestep)
+    asym = model.preset.asymmetric if asymmetric is None else asymmetric
+    unit = model.preset.h_step * v
+
+    def make_hook(strengths: torch.Tensor) -> StepHook:
+        def hook(step: Step) -> None:
+            if t_low <= step.t <= t_high and not step.inverting:
+                step.delta_h = _per_sample(strengths, unit[None]) * unit
+                step.asymmetric = asym
+
+        return hook
+
+    include = [t_high] if t_high == t_low else []
+    return EditPlan(include=include, first_edit=t_high, make_hook=make_hook)
+
+
+@dataclass
+class EditResult:
+    """Edited images ``[S, N, C, H, W]`` in [-1, 1]: strengths along dim 0, samples along 1."""
+
+    images: torch.Tensor
+    strengths: list[float]
+    seeds: list[int] | None
+    index: int
+    mode: str
+    directions: DirectionSet
+    timesteps: list[int] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def uint8(self) -> torch.Tensor:
+        """``[S, N, H, W, C]`` uint8."""
+        return DiffusionModel.to_uint8(self.images)
+
+    def save_npz(self, path: str | Path) -> Path:
+        """``images`` uint8 ``[S, N, H, W, 3]``, ``strengths``, ``seeds`` (-1 if given latents)."""
+        seeds = self.seeds if self.seeds is not None else [-1] * self.images.shape[1]
+        return save_npz(
+            path, images=self.uint8().numpy(), strengths=torch.tensor(self.strengths).numpy(),
+            seeds=torch.tensor(seeds).numpy(), index=self.index, mode=self.mode,
+            engine=self.directions.engine, space=self.directions.space,
+        )
+
+
+def edit(
+    model: DiffusionModel,
+    directions: DirectionSet,
+    index: int,
+    strengths: Sequence[float],
+    seeds: Sequence[int] | None = None,
+    x: torch.Tensor | None = None,
+    t_start: int | None = None,
+    mode: str = "additive",
+    num_steps: int | None = None,
+    eta: float = 0.0,
+    progress: bool | None = None,
+    batch_size: int = 256,
+    **options: Any,
+) -> EditResult:
+    """Edit along direction ``index`` at each strength, for seeds or given latents.
+
+    Args:
+        directions: checked against ``model`` (fingerprint, shape, timestep range).
+        strengths: in units of the preset's step for the directions' space.
+        seeds: x_T from these seeds; or ``x``: latents ``[N, C, H, W]`` at ``t_start``
+            (default T-1; e.g. DDIM-inverted images at the mixing step).
+        mode: a registered mode (``"additive"`` or an engine's own).
+        num_steps: DDIM steps over ``[0, t_start]`` (default: the preset's).
+        eta: DDIM eta after the edit's first step (0: deterministic).
+        options: passed to the mode.
+    Returns:
+        :class:`EditResult` with images ``[S, N, C, H, W]``.
+    """
+    directions.check_model(model)
+    if mode not in MODES:
+        raise WorkbenchError(f"unknown edit mode {mode!r}; known: {', '.join(sorted(MODES))}")
+    strengths = [float(s) for s in strengths]
+    if not strengths:
+        raise WorkbenchError("give at least one strength")
+    if (seeds is None) == (x is None):
+        raise WorkbenchError("give exactly one of seeds or x")
+    x = model.noise(seeds) if x is None else x.to(model.device, model.dtype)
+    model._check_x(x, "x")
+    check_finite("x", x)
+    plan = MODES[mode](model, directions, index, **options)
+    top = model.num_train_timesteps - 1 if t_start is None else model.check_timestep(t_start)
+    for t in plan.include:
+        if t > top:
+            raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")
+    grid = make_timesteps(model, num_steps, t_start=top, include=plan.include)
+    split = next((i for i, t in enumerate(grid) if t <= plan.first_edit), len(grid) - 1)
+    n, s_count = x.shape[0], len(strengths)
+    outs = []
+    for start in range(0, n, max(1, batch_size // s_count)):
+        chunk = x[start : start + max(1, batch_size // s_count)]
+        if split > 0:  # shared, unedited trunk
+            chunk = ddim(model, chunk, grid[: split + 1], progress=progress)
+        m = chunk.shape[0]
+        batch = chunk.repeat(s_count, 1, 1, 1)  # strength-major: [S*m, ...]
+        per_sample = torch.tensor(strengths).repeat_interleave(m)
+        hook = plan.make_hook(per_sample)
+        out = ddim(model, batch, grid[split:], eta=eta, edit=hook, progress=progress)
+        outs.append(out.reshape(s_count, m, *out.shape[1:]))
+    images = torch.cat(outs, dim=1)
+    check_finite("edited images", images)
+    return EditResult(
+        images=images.cpu(), strengths=strengths, seeds=None if seeds is None else [int(s) for s in seeds],
+        index=index, mode=mode, directions=directions, timesteps=grid, options=dict(options),
+    )

@@ -1,0 +1,59 @@
+"""The control engine: seeded random unit directions, the floor every engine must beat."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from workbench.directions import DirectionSet
+from workbench.engines import register_engine
+from workbench.errors import WorkbenchError
+from workbench.models.wrapper import DiffusionModel
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", choices=["x", "h"], default="x", help="x_t or h (default x)")
+    parser.add_argument(
+        "--form", choices=["full", "channel"], default="full",
+        help="h only: full [C,H,W] directions, or channel [C] directions added at every position",
+    )
+
+
+@register_engine("random", "seeded random unit directions (control)", _arguments)
+def random_directions(
+    model: DiffusionModel,
+    k: int = 8,
+    timestep: int | None = None,
+    seed: int = 0,
+    space: str = "x",
+    form: str = "full",
+    window: tuple[int, int] | None = None,
+) -> DirectionSet:
+    """``k`` independent Gaussian directions, normalised, drawn from ``seed``.
+
+    x-space: at ``timestep`` (default: the preset's ``x_timestep``). h-space: over
+    ``window`` (default: the preset's ``h_window``), or at the single ``timestep`` if given.
+    """
+    if k < 1:
+        raise WorkbenchError(f"k must be at least 1, got {k}")
+    if space == "x":
+        shape = model.sample_shape
+        when: int | tuple[int, int] = model.check_timestep(
+            model.preset.x_timestep if timestep is None else timestep
+        )
+    elif space == "h":
+        shape = model.h_shape if form == "full" else model.h_shape[:1]
+        if timestep is not None:
+            when = model.check_timestep(timestep)
+        else:
+            when = tuple(window or model.preset.h_window)  # type: ignore[assignment]
+    else:
+        raise WorkbenchError(f"space must be 'x' or 'h', got {space!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    vectors = torch.randn(k, *shape, generator=gen)
+    return DirectionSet(
+        vectors=vectors, space=space, timestep=when, engine="random",
+        model_fingerprint=model.fingerprint, scores=torch.zeros(k), score_name="none",
+        params={"k": k, "seed": seed, "space": space, "form": form},
+    )

@@ -1,0 +1,23 @@
+"""Errors raised on bad input.
+
+Every error a user can cause by passing bad input is a :class:`WorkbenchError` with a
+one-line message that names the problem; the CLI prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class WorkbenchError(ValueError):
+    """Bad input: wrong shape, unknown model, timestep out of range, NaN, ..."""
+
+
+class FingerprintMismatch(WorkbenchError):
+    """A saved result was computed on another model than the one it is used with."""
+
+
+def check_finite(name: str, tensor) -> None:
+    """Raise a one-line error if ``tensor`` holds a NaN or an infinity."""
+    import torch
+
+    if not bool(torch.isfinite(tensor).all()):
+        raise WorkbenchError(f"{name} contains NaN or infinite values")

@@ -1,0 +1,68 @@
+"""An attention processor under which forward- and reverse-mode AD both work.
+
+The fused scaled-dot-product kernels (flash / memory-efficient) have no forward-mode AD
+rule, and on CPU the stock processor returns a non-contiguous tensor on which the next
+GroupNorm's ``view`` fails under ``torch.func.jvp``. This processor computes the attention
+with plain matrix products and returns a contiguous tensor; numerically it equals the
+stock :class:`diffusers.models.attention_processor.AttnProcessor2_0`.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention_processor import Attention
+
+
+class JacobianSafeAttnProcessor:
+    """Explicit ``softmax(q k^T * scale) v`` attention, contiguous output."""
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.reshape(batch, channel, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(context)
+        value = attn.to_v(context)
+        head_dim = key.shape[-1] // attn.heads
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # [B, L, heads*d] -> [B, heads, L, d]
+            return x.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+        query, key, value = heads(query), heads(key), heads(value)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        scores = torch.matmul(query, key.transpose(-1, -2)) * (head_dim**-0.5)
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+            scores = scores + mask.reshape(batch, attn.heads, -1, mask.shape[-1])
+        weights = scores.softmax(dim=-1)
+        out = torch.matmul(weights, value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        out = out / attn.rescale_output_factor
+        return out.contiguous()

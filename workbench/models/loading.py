@@ -1,0 +1,168 @@
+"""``load(name_or_path)``: bundled names, local diffusers folders, Hub ids.
+
+Resolution order: a bundled name (``shapes32``; ``tiny-test`` is a test-only random
+model built from a config), then an existing local folder, then a Hub id of the form
+``owner/name`` (the same ``from_pretrained`` code path as a local folder). A folder may be
+a pipeline layout (``unet/`` and ``scheduler/`` subfolders) or a bare U-Net folder with
+``config.json`` and ``scheduler_config.json`` side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, UNet2DModel
+
+from workbench.errors import WorkbenchError
+from workbench.models.presets import PRESET_FILE, Preset
+from workbench.models.wrapper import DiffusionModel
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+
+#: Bundled model names -> presets. A name with a folder under ``bundled/`` loads from it.
+PRESETS: dict[str, Preset] = {
+    "tiny-test": Preset(
+        num_inference_steps=20,
+        x_step=2.0,
+        h_step=4.0,
+        x_timestep=700,
+        h_window=(999, 500),
+        pullback_timesteps=(800, 400),
+        mixing_step=500,
+    ),
+}
+
+#: Architecture of the test-only model: 16x16 RGB, mid block at 4x4, attention below 16x16.
+TINY_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 16,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": (16, 32, 32),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "norm_num_groups": 8,
+    "attention_head_dim": 8,
+}
+TINY_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+    "clip_sample": False,
+}
+
+
+def bundled_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def _build_tiny() -> tuple[UNet2DModel, DDIMScheduler]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNet2DModel(**TINY_UNET_CONFIG)
+        # Random weights give a wildly non-smooth denoiser; shrink the output layer so the
+        # tiny model behaves like a (useless but) well-conditioned one.
+        with torch.no_grad():
+            unet.conv_out.weight.mul_(0.1)
+    return unet, DDIMScheduler(**TINY_SCHEDULER_CONFIG)
+
+
+def _read_scheduler(source: str | Path, subfolder: str | None, **kwargs: Any) -> DDIMScheduler:
+    config = DDIMScheduler.load_config(source, subfolder=subfolder, **kwargs)
+    return DDIMScheduler.from_config(config)
+
+
+def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any):
+    """Load a U-Net and scheduler from a folder or Hub id, pipeline or bare layout."""
+    local = Path(source)
+    if local.is_dir():
+        subfolder = "unet" if (local / "unet" / "config.json").is_file() else None
+        if subfolder is None and not (local / "config.json").is_file():
+            raise WorkbenchError(f"{source}: no diffusers model here (no unet/config.json or config.json)")
+        sched_sub = "scheduler" if (local / "scheduler").is_dir() else None
+        config = json.loads((local / (subfolder or "") / "config.json").read_text())
+    else:
+        subfolder, sched_sub, config = "unet", "scheduler", None
+        try:
+            UNet2DModel.load_config(source, subfolder="unet", **kwargs)
+        except Exception:
+            subfolder, sched_sub = None, None
+        config = UNet2DModel.load_config(source, subfolder=subfolder, **kwargs)
+    cls_name = config.get("_class_name", "UNet2DModel")
+    if cls_name != "UNet2DModel":
+        raise WorkbenchError(f"{source}: {cls_name} is not supported yet (only UNet2DModel)")
+    unet = UNet2DModel.from_pretrained(source, subfolder=subfolder, torch_dtype=torch_dtype, **kwargs)
+    scheduler = _read_scheduler(source, sched_sub, **kwargs)
+    return unet, scheduler
+
+
+def load(
+    name_or_path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    preset: Preset | None = None,
+    **hub_kwargs: Any,
+) -> DiffusionModel:
+    """Load a diffusion model as a :class:`DiffusionModel`.
+
+    Args:
+        name_or_path: a bundled name (see :func:`bundled_names`), a local diffusers folder,
+            or a Hub id ``owner/name``.
+        device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available, else CPU.
+        dtype: parameter dtype (float32 by default; Jacobian work wants float32).
+        preset: overrides the model's preset (bundled table or ``workbench_preset.json``).
+        hub_kwargs: passed to ``from_pretrained`` (``revision``, ``cache_dir``, ...).
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = str(name_or_path)
+    if name == "tiny-test":
+        unet, scheduler = _build_tiny()
+        if dtype != torch.float32:
+            unet = unet.to(dtype=dtype)
+        source, found_preset = name, PRESETS[name]
+    elif name in PRESETS:
+        folder = BUNDLED_DIR / name
+        if not folder.is_dir():
+            raise WorkbenchError(f"bundled model {name!r} has no weights in {folder}")
+        unet, scheduler = _from_pretrained(folder, dtype)
+        source, found_preset = str(folder), PRESETS[name]
+    elif Path(name).exists():
+        if not Path(name).is_dir():
+            raise WorkbenchError(f"{name}: not a folder (expected a diffusers model folder)")
+        unet, scheduler = _from_pretrained(name, dtype)
+        source, found_preset = name, Preset.from_folder(name)
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        try:
+            unet, scheduler = _from_pretrained(name, dtype, **hub_kwargs)
+        except WorkbenchError:
+            raise
+        except Exception as exc:  # network, missing repo, ...: keep it to one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WorkbenchError(f"could not load {name!r} from the Hub: {first}") from exc
+        source, found_preset = name, None
+    else:
+        raise WorkbenchError(
+            f"unknown model {name!r}: not a bundled name ({', '.join(bundled_names())}), "
+            "a local folder, or a Hub id owner/name"
+        )
+    model = DiffusionModel(unet, scheduler, preset or found_preset, name=name, source=source)
+    return model.to(device)
+
+
+def save(model: DiffusionModel, folder: str | Path) -> Path:
+    """Save ``model`` as a diffusers folder (``unet/``, ``scheduler/``) plus its preset."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.unet.save_pretrained(folder / "unet")
+    model.scheduler.save_pretrained(folder / "scheduler")
+    (folder / PRESET_FILE).write_text(json.dumps(model.preset.to_dict(), indent=2))
+    return folder

@@ -1,0 +1,75 @@
+"""Per-model presets: edit timesteps, strength steps, h edit window, mixing step.
+
+A strength of 1 in :func:`workbench.edit` means a perturbation of norm ``x_step`` in x-space
+or of total norm ``h_step`` over the whole h tensor ``[C, H, W]`` in h-space, so that
+directions of different engines in the same space are compared at equal perturbation
+norms. The values for bundled models are measured on them (see ``docs/presets.md``);
+a local folder may carry its own ``workbench_preset.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+PRESET_FILE = "workbench_preset.json"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Editing defaults of one model.
+
+    Attributes:
+        num_inference_steps: DDIM steps used by sampling and editing by default.
+        x_step: norm of an x-space perturbation of strength 1.
+        h_step: total norm (over ``[C, H, W]``) of an h-space perturbation of strength 1.
+        x_timestep: default timestep of x-space edits and of x-space discovery.
+        h_window: ``(t_high, t_low)``: h-space edits act on every step with
+            ``t_low <= t <= t_high``.
+        asymmetric: h edits use the asymmetric reverse step (Asyrp): the edited noise
+            prediction forms the predicted x_0, the unedited one the direction to x_{t-1}.
+        pullback_timesteps: timesteps at which the pullback engine is examined by default
+            (early/coarse first, late/fine last).
+        mixing_step: the mixing step found for this model by the boundary engine's search,
+            or ``None`` if not measured yet.
+    """
+
+    num_inference_steps: int = 50
+    x_step: float = 6.0
+    h_step: float = 10.0
+    x_timestep: int = 800
+    h_window: tuple[int, int] = (999, 600)
+    asymmetric: bool = True
+    pullback_timesteps: tuple[int, ...] = (880, 580)
+    mixing_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preset:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WorkbenchError(f"unknown preset keys: {', '.join(unknown)}")
+        data = dict(data)
+        if "h_window" in data:
+            data["h_window"] = tuple(int(v) for v in data["h_window"])
+        if "pullback_timesteps" in data:
+            data["pullback_timesteps"] = tuple(int(v) for v in data["pullback_timesteps"])
+        return cls(**data)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> Preset | None:
+        path = Path(folder) / PRESET_FILE
+        if not path.is_file():
+            return None
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def replace(self, **changes: Any) -> Preset:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,242 @@
+"""DDIM sampling and DDIM inversion: one explicit loop, edits plug in through callbacks.
+
+The loop walks a list of integer timesteps (``-1`` is the clean end, alpha-bar = 1).
+Going down (sampling) it evaluates the U-Net at the current timestep; going up
+(inversion) it evaluates it at the target timestep and uses the exact algebraic inverse
+of the deterministic DDIM step, so inversion then sampling on the same grid is exact up
+to the change of eps between neighbouring timesteps.
+
+Two hooks, k-diffusion style, take a :class:`Step`:
+
+- ``edit(step)`` runs before the U-Net call and may change ``step.x`` (x-space edit),
+  set ``step.delta_h`` (additive h edit for this step only), ``step.asymmetric`` (the
+  edited prediction forms x0, the unedited one the direction to the next x) and
+  ``step.eta``.
+- ``callback(step)`` runs after the step, read-only, with ``step.prediction`` and
+  ``step.x_next`` filled in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.errors import WorkbenchError, check_finite
+from workbench.models.wrapper import DiffusionModel, Prediction
+
+StepHook = Callable[["Step"], None]
+
+
+@dataclass
+class Step:
+    """One step of the DDIM loop, as seen by ``edit`` and ``callback`` hooks."""
+
+    index: int
+    t: int
+    t_next: int
+    x: torch.Tensor
+    eta: float = 0.0
+    delta_h: torch.Tensor | None = None
+    asymmetric: bool = False
+    prediction: Prediction | None = None
+    x_next: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def inverting(self) -> bool:
+        return self.t_next > self.t
+
+
+@dataclass
+class Trajectory:
+    """Every x along a DDIM run: ``x[i]`` is x at ``timesteps[i]``; ``[S+1, B, C, H, W]``."""
+
+    timesteps: list[int]
+    x: torch.Tensor
+
+    def at(self, t: int) -> torch.Tensor:
+        if t not in self.timesteps:
+            raise WorkbenchError(f"timestep {t} is not on this trajectory's grid")
+        return self.x[self.timesteps.index(t)]
+
+
+def make_timesteps(
+    model: DiffusionModel,
+    num_steps: int | None = None,
+    t_start: int | None = None,
+    include: Sequence[int] = (),
+) -> list[int]:
+    """Decreasing DDIM grid from ``t_start`` (default T-1) to the clean end ``-1``.
+
+    "Trailing" spacing: ``t_i = round((N - i) (t_start + 1) / N) - 1`` for i < N, so the
+    grid starts exactly at ``t_start``. Each timestep in ``include`` replaces its nearest
+    grid point, so an edit at that timestep happens exactly there. Returns ``N + 1`` values.
+    """
+    num_steps = int(num_steps or model.preset.num_inference_steps)
+    top = model.num_train_timesteps - 1 if t_start is None else model.check_timestep(t_start)
+    if not 1 <= num_steps <= top + 1:
+        raise WorkbenchError(f"num_steps must be in [1, {top + 1}], got {num_steps}")
+    grid = [round((num_steps - i) * (top + 1) / num_steps) - 1 for i in range(num_steps)]
+    for t in include:
+        t = model.check_timestep(t)
+        if t > top:
+            raise WorkbenchError(f"timestep {t} lies above the grid's start {top}")
+        if t not in grid:
+            nearest = min(range(num_steps), key=lambda i: (abs(grid[i] - t), i))
+            grid[nearest] = t
+    grid = sorted(set(grid), reverse=True)
+    if len(grid) != num_steps:
+        raise WorkbenchError(f"timesteps to include {list(include)} collide on a {num_steps}-step grid")
+    return grid + [-1]
+
+
+def _as_hooks(hooks: StepHook | Sequence[StepHook] | None) -> list[StepHook]:
+    if hooks is None:
+        return []
+    if callable(hooks):
+        return [hooks]
+    return list(hooks)
+
+
+def _progress(progress: bool | None) -> bool:
+    from workbench import settings
+
+    return settings.progress if progress is None else progress
+
+
+def _step_noise(x: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None):
+    if generator is None or isinstance(generator, torch.Generator):
+        z = torch.randn(x.shape, generator=generator, dtype=torch.float32)
+    else:
+        if len(generator) != x.shape[0]:
+            raise WorkbenchError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+        z = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generator])
+    return z.to(x.device, x.dtype)
+
+
+@torch.no_grad()
+def ddim(
+    model: DiffusionModel,
+    x: torch.Tensor,
+    timesteps: Sequence[int],
+    eta: float = 0.0,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    edit: StepHook | Sequence[StepHook] | None = None,
+    callback: StepHook | Sequence[StepHook] | None = None,
+    return_trajectory: bool = False,
+    progress: bool | None = None,
+    clip_x0: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
+    """Run DDIM from ``x`` at ``timesteps[0]`` along ``timesteps`` (down: sample, up: invert).
+
+    Args:
+        x: ``[B, C, H, W]`` at ``timesteps[0]``.
+        timesteps: strictly monotone integers, ``-1`` allowed at the clean end.
+        eta: DDIM stochasticity (sampling only; inversion is deterministic).
+        generator: one generator, or one per sample, for the eta > 0 noise.
+        edit, callback: hooks, see the module docstring.
+        return_trajectory: also return every intermediate x (on the CPU).
+        clip_x0: clamp the predicted x0 to [-1, 1] at every step.
+    Returns:
+        x at ``timesteps[-1]``, and the :class:`Trajectory` if asked for.
+    """
+    model._check_x(x, "x")
+    ts = [model.check_timestep(int(t), allow_clean=True) for t in timesteps]
+    if len(ts) < 2:
+        raise WorkbenchError("timesteps must hold at least two values")
+    diffs = [b - a for a, b in zip(ts, ts[1:])]
+    if not (all(d < 0 for d in diffs) or all(d > 0 for d in diffs)):
+        raise WorkbenchError("timesteps must be strictly decreasing (sampling) or increasing (inversion)")
+    if diffs[0] > 0 and eta != 0:
+        raise WorkbenchError("DDIM inversion is deterministic: eta must be 0")
+    edits, callbacks = _as_hooks(edit), _as_hooks(callback)
+    x = x.to(model.device, model.dtype)
+    trajectory = [x.detach().cpu()] if return_trajectory else None
+    desc = "DDIM inversion" if diffs[0] > 0 else "DDIM sampling"
+    bar = tqdm(range(len(ts) - 1), desc=desc, disable=not _progress(progress), leave=False)
+    for i in bar:
+        step = Step(index=i, t=ts[i], t_next=ts[i + 1], x=x, eta=eta)
+        for hook in edits:
+            hook(step)
+        x = step.x
+        t_eval = max(step.t, step.t_next)
+        pred = model.predict(x, t_eval, step.delta_h)
+        direction = model.eps(x, t_eval) if step.asymmetric and step.delta_h is not None else pred.eps
+        a_t, a_next = model.alpha_bar(step.t), model.alpha_bar(step.t_next)
+        if step.inverting:  # exact inverse of the deterministic step, eps taken at t_next
+            x0 = (x - math.sqrt(1.0 - a_t) * pred.eps) / math.sqrt(a_t)
+        else:
+            x0 = pred.x0
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+        sigma = 0.0
+        if step.eta and not step.inverting:
+            sigma = step.eta * math.sqrt((1 - a_next) / (1 - a_t) * (1 - a_t / a_next))
+        x_next = math.sqrt(a_next) * x0 + math.sqrt(max(1.0 - a_next - sigma**2, 0.0)) * direction
+        if sigma > 0:
+            x_next = x_next + sigma * _step_noise(x, generator)
+        step.prediction, step.x_next = Prediction(eps=pred.eps, x0=x0), x_next
+        for hook in callbacks:
+            hook(step)
+        x = x_next
+        if trajectory is not None:
+            trajectory.append(x.detach().cpu())
+    check_finite("DDIM result", x)
+    if trajectory is not None:
+        return x, Trajectory(timesteps=ts, x=torch.stack(trajectory))
+    return x
+
+
+def sample(
+    model: DiffusionModel,
+    seeds: Sequence[int] | None = None,
+    x_T: torch.Tensor | None = None,
+    num_steps: int | None = None,
+    eta: float = 0.0,
+    edit: StepHook | Sequence[StepHook] | None = None,
+    callback: StepHook | Sequence[StepHook] | None = None,
+    progress: bool | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Sample images ``[B, C, H, W]`` in [-1, 1] from seeds (or from given x_T).
+
+    With ``eta > 0`` the step noise of sample i is drawn from a generator seeded with
+    ``seeds[i] + 1_000_003``, so a sample does not depend on the batch it is in.
+    """
+    if (seeds is None) == (x_T is None):
+        raise WorkbenchError("give exactly one of seeds or x_T")
+    x_T = model.noise(seeds) if x_T is None else x_T
+    model._check_x(x_T, "x_T")
+    timesteps = make_timesteps(model, num_steps)
+    outs = []
+    for start in range(0, x_T.shape[0], batch_size):
+        gens = None
+        if eta and seeds is not None:
+            gens = [torch.Generator().manual_seed(int(s) + 1_000_003) for s in seeds[start : start + batch_size]]
+        outs.append(
+            ddim(model, x_T[start : start + batch_size], timesteps, eta=eta, generator=gens,
+                 edit=edit, callback=callback, progress=progress)
+        )
+    return torch.cat(outs)
+
+
+def invert(
+    model: DiffusionModel,
+    x0: torch.Tensor,
+    num_steps: int | None = None,
+    t_stop: int | None = None,
+    return_trajectory: bool = False,
+    progress: bool | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
+    """DDIM-invert clean images ``x0`` ``[B, C, H, W]`` in [-1, 1] up to ``t_stop`` (default T-1).
+
+    The ``num_steps`` steps are spread over ``[0, t_stop]`` (the grid of
+    ``make_timesteps(model, num_steps, t_start=t_stop)`` walked upwards), so sampling from
+    the result on that same grid retraces the same timesteps.
+    """
+    grid = make_timesteps(model, num_steps, t_start=t_stop)
+    return ddim(model, x0, grid[::-1], return_trajectory=return_trajectory, progress=progress)

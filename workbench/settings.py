@@ -1,0 +1,10 @@
+"""Package-wide switches.
+
+``progress``: show ``tqdm`` progress bars (default on; ``WORKBENCH_PROGRESS=0`` turns them off).
+"""
+
+from __future__ import annotations
+
+import os
+
+progress: bool = os.environ.get("WORKBENCH_PROGRESS", "1") not in ("0", "false", "False")

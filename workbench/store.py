@@ -1,0 +1,144 @@
+"""Results on disk: safetensors + JSON metadata, atomic writes, a fingerprint-keyed cache.
+
+Every writer goes through :func:`atomic_path`: the data is written to a temporary file in
+the target folder and renamed over the target only when complete, so an interrupted or
+failing write never leaves a half-written result behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from workbench.errors import WorkbenchError
+
+META_KEY = "workbench"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it replaces ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "previous")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Write tensors to a ``.safetensors`` file with ``metadata`` as JSON, atomically."""
+    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    meta = {META_KEY: json.dumps(metadata, default=_json_default)}
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_tensors`: (tensors, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise WorkbenchError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from exc
+    if META_KEY not in raw:
+        raise WorkbenchError(f"{path}: not a workbench file (no '{META_KEY}' metadata)")
+    return tensors, json.loads(raw[META_KEY])
+
+
+def save_npz(path: str | Path, **arrays: Any) -> Path:
+    """Write a ``.npz`` atomically (the name is kept as given)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    return Path(path)
+
+
+def cache_key(**parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (fingerprint, engine, parameters)."""
+    text = json.dumps(parts, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class Cache:
+    """Expensive results on disk, keyed by :func:`cache_key`.
+
+    The folder defaults to ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``.
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        default = os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench")
+        self.root = Path(root or default)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.safetensors"
+
+    def get(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        path = self.path(key)
+        return load_tensors(path) if path.is_file() else None
+
+    def put(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+        return save_tensors(self.path(key), tensors, metadata)
