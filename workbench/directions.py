@@ -54,7 +54,9 @@ class DirectionSet:
             raise WorkbenchError(f"space must be 'x' or 'h', got {self.space!r}")
         vectors = torch.as_tensor(self.vectors).detach().to("cpu", torch.float32)
         if vectors.ndim < 2 or vectors.shape[0] == 0:
-            raise WorkbenchError(f"vectors must be [k, *shape] with k >= 1, got {list(vectors.shape)}")
+            raise WorkbenchError(
+                f"vectors must be [k, *shape] with k >= 1, got {list(vectors.shape)}"
+            )
         check_finite("directions", vectors)
         norms = vectors.flatten(1).norm(dim=1)
         if bool((norms < 1e-12).any()):
@@ -69,10 +71,14 @@ class DirectionSet:
             raise WorkbenchError(f"{len(self.labels)} labels for {k} directions")
         if isinstance(self.timestep, (list, tuple)):
             if len(self.timestep) != 2 or self.space != "h":
-                raise WorkbenchError("a timestep window (t_high, t_low) is for h-space directions only")
+                raise WorkbenchError(
+                    "a timestep window (t_high, t_low) is for h-space directions only"
+                )
             hi, lo = (int(v) for v in self.timestep)
             if hi < lo:
-                raise WorkbenchError(f"timestep window must be (t_high, t_low), got {self.timestep}")
+                raise WorkbenchError(
+                    f"timestep window must be (t_high, t_low), got {self.timestep}"
+                )
             self.timestep = (hi, lo)
         else:
             self.timestep = int(self.timestep)
@@ -96,10 +102,15 @@ class DirectionSet:
             self._check_index(i)
         idx = torch.as_tensor(indices, dtype=torch.long)
         return DirectionSet(
-            vectors=self.vectors[idx], space=self.space, timestep=self.timestep,
-            engine=self.engine, model_fingerprint=self.model_fingerprint,
-            scores=None if self.scores is None else self.scores[idx], score_name=self.score_name,
-            params=dict(self.params), labels=None if self.labels is None else [self.labels[i] for i in indices],
+            vectors=self.vectors[idx],
+            space=self.space,
+            timestep=self.timestep,
+            engine=self.engine,
+            model_fingerprint=self.model_fingerprint,
+            scores=None if self.scores is None else self.scores[idx],
+            score_name=self.score_name,
+            params=dict(self.params),
+            labels=None if self.labels is None else [self.labels[i] for i in indices],
         )
 
     def _check_index(self, index: int) -> int:
@@ -112,8 +123,8 @@ class DirectionSet:
         """Raise if these directions do not belong to ``model`` (fingerprint, shape, timestep)."""
         if self.model_fingerprint != model.fingerprint:
             raise FingerprintMismatch(
-                f"fingerprint mismatch: directions were computed on model {self.model_fingerprint}, "
-                f"not on {model.name!r} ({model.fingerprint})"
+                f"fingerprint mismatch: directions were computed on model "
+                f"{self.model_fingerprint}, not on {model.name!r} ({model.fingerprint})"
             )
         if self.space == "x":
             expected = [model.sample_shape]
@@ -176,11 +187,15 @@ class DirectionSet:
             raise WorkbenchError(f"{path}: vectors do not have the recorded shape {meta['shape']}")
         timestep = meta["timestep"]
         ds = cls(
-            vectors=tensors["vectors"], space=meta["space"],
+            vectors=tensors["vectors"],
+            space=meta["space"],
             timestep=tuple(timestep) if isinstance(timestep, list) else timestep,
-            engine=meta["engine"], model_fingerprint=meta["model_fingerprint"],
-            scores=tensors.get("scores"), score_name=meta.get("score_name", "score"),
-            params=meta.get("params") or {}, labels=meta.get("labels"),
+            engine=meta["engine"],
+            model_fingerprint=meta["model_fingerprint"],
+            scores=tensors.get("scores"),
+            score_name=meta.get("score_name", "score"),
+            params=meta.get("params") or {},
+            labels=meta.get("labels"),
         )
         if model is not None:
             ds.check_model(model)

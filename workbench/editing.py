@@ -115,9 +115,14 @@ class EditResult:
         """``images`` uint8 ``[S, N, H, W, 3]``, ``strengths``, ``seeds`` (-1 if given latents)."""
         seeds = self.seeds if self.seeds is not None else [-1] * self.images.shape[1]
         return save_npz(
-            path, images=self.uint8().numpy(), strengths=torch.tensor(self.strengths).numpy(),
-            seeds=torch.tensor(seeds).numpy(), index=self.index, mode=self.mode,
-            engine=self.directions.engine, space=self.directions.space,
+            path,
+            images=self.uint8().numpy(),
+            strengths=torch.tensor(self.strengths).numpy(),
+            seeds=torch.tensor(seeds).numpy(),
+            index=self.index,
+            mode=self.mode,
+            engine=self.directions.engine,
+            space=self.directions.space,
         )
 
 
@@ -183,6 +188,12 @@ def edit(
     images = torch.cat(outs, dim=1)
     check_finite("edited images", images)
     return EditResult(
-        images=images.cpu(), strengths=strengths, seeds=None if seeds is None else [int(s) for s in seeds],
-        index=index, mode=mode, directions=directions, timesteps=grid, options=dict(options),
+        images=images.cpu(),
+        strengths=strengths,
+        seeds=None if seeds is None else [int(s) for s in seeds],
+        index=index,
+        mode=mode,
+        directions=directions,
+        timesteps=grid,
+        options=dict(options),
     )

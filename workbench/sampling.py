@@ -90,7 +90,9 @@ def make_timesteps(
             grid[nearest] = t
     grid = sorted(set(grid), reverse=True)
     if len(grid) != num_steps:
-        raise WorkbenchError(f"timesteps to include {list(include)} collide on a {num_steps}-step grid")
+        raise WorkbenchError(
+            f"timesteps to include {list(include)} collide on a {num_steps}-step grid"
+        )
     return grid + [-1]
 
 
@@ -148,9 +150,11 @@ def ddim(
     ts = [model.check_timestep(int(t), allow_clean=True) for t in timesteps]
     if len(ts) < 2:
         raise WorkbenchError("timesteps must hold at least two values")
-    diffs = [b - a for a, b in zip(ts, ts[1:])]
+    diffs = [b - a for a, b in zip(ts, ts[1:], strict=False)]
     if not (all(d < 0 for d in diffs) or all(d > 0 for d in diffs)):
-        raise WorkbenchError("timesteps must be strictly decreasing (sampling) or increasing (inversion)")
+        raise WorkbenchError(
+            "timesteps must be strictly decreasing (sampling) or increasing (inversion)"
+        )
     if diffs[0] > 0 and eta != 0:
         raise WorkbenchError("DDIM inversion is deterministic: eta must be 0")
     edits, callbacks = _as_hooks(edit), _as_hooks(callback)
@@ -165,7 +169,9 @@ def ddim(
         x = step.x
         t_eval = max(step.t, step.t_next)
         pred = model.predict(x, t_eval, step.delta_h)
-        direction = model.eps(x, t_eval) if step.asymmetric and step.delta_h is not None else pred.eps
+        direction = (
+            model.eps(x, t_eval) if step.asymmetric and step.delta_h is not None else pred.eps
+        )
         a_t, a_next = model.alpha_bar(step.t), model.alpha_bar(step.t_next)
         if step.inverting:  # exact inverse of the deterministic step, eps taken at t_next
             x0 = (x - math.sqrt(1.0 - a_t) * pred.eps) / math.sqrt(a_t)
@@ -216,10 +222,21 @@ def sample(
     for start in range(0, x_T.shape[0], batch_size):
         gens = None
         if eta and seeds is not None:
-            gens = [torch.Generator().manual_seed(int(s) + 1_000_003) for s in seeds[start : start + batch_size]]
+            gens = [
+                torch.Generator().manual_seed(int(s) + 1_000_003)
+                for s in seeds[start : start + batch_size]
+            ]
         outs.append(
-            ddim(model, x_T[start : start + batch_size], timesteps, eta=eta, generator=gens,
-                 edit=edit, callback=callback, progress=progress)
+            ddim(
+                model,
+                x_T[start : start + batch_size],
+                timesteps,
+                eta=eta,
+                generator=gens,
+                edit=edit,
+                callback=callback,
+                progress=progress,
+            )
         )
     return torch.cat(outs)
 

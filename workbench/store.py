@@ -84,7 +84,9 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
+) -> Path:
     """Write tensors to a ``.safetensors`` file with ``metadata`` as JSON, atomically."""
     clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {META_KEY: json.dumps(metadata, default=_json_default)}
@@ -103,7 +105,9 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
             raw = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
-        raise WorkbenchError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from exc
+        raise WorkbenchError(
+            f"{path}: not a readable safetensors file ({type(exc).__name__})"
+        ) from exc
     if META_KEY not in raw:
         raise WorkbenchError(f"{path}: not a workbench file (no '{META_KEY}' metadata)")
     return tensors, json.loads(raw[META_KEY])

@@ -54,7 +54,9 @@ def rgb_to_hue(rgb: torch.Tensor) -> torch.Tensor:
     mn, _ = rgb.min(-1)
     delta = (mx - mn).clamp_min(1e-8)
     hue = torch.where(
-        mx == r, ((g - b) / delta) % 6, torch.where(mx == g, (b - r) / delta + 2, (r - g) / delta + 4)
+        mx == r,
+        ((g - b) / delta) % 6,
+        torch.where(mx == g, (b - r) / delta + 2, (r - g) / delta + 4),
     )
     return (hue / 6) % 1.0
 
@@ -95,10 +97,14 @@ def read_factors(images: torch.Tensor) -> Readout:
     inner = interior[:, None].float()
     count = inner.sum((2, 3)).clamp_min(1)
     colour = (img * inner).sum((2, 3)) / count  # [N, 3]
-    object_std = (((img - colour[:, :, None, None]) ** 2 * inner).sum((2, 3)) / count).sqrt().amax(1)
+    object_std = (
+        (((img - colour[:, :, None, None]) ** 2 * inner).sum((2, 3)) / count).sqrt().amax(1)
+    )
 
     contrast = colour - bg
-    alpha = (diff * contrast[:, :, None, None]).sum(1) / (contrast**2).sum(1).clamp_min(1e-8)[:, None, None]
+    alpha = (diff * contrast[:, :, None, None]).sum(1) / (contrast**2).sum(1).clamp_min(1e-8)[
+        :, None, None
+    ]
     alpha = alpha.clamp(0, 1) * region_t
     area = alpha.sum((1, 2))
     centres = torch.arange(size, dtype=torch.float32) + 0.5
@@ -110,27 +116,32 @@ def read_factors(images: torch.Tensor) -> Readout:
     outside = torch.from_numpy(~ndimage.binary_dilation(region, structure=np.ones((1, 3, 3), bool)))
     out_f = outside[:, None].float()
     out_count = out_f.sum((2, 3)).clamp_min(1)
-    background_std = (((img - bg[:, :, None, None]) ** 2 * out_f).sum((2, 3)) / out_count).sqrt().amax(1)
+    background_std = (
+        (((img - bg[:, :, None, None]) ** 2 * out_f).sum((2, 3)) / out_count).sqrt().amax(1)
+    )
 
     ious = []
     for kind in range(3):
         template = coverage(torch.full((n,), kind), scale, cx, cy, size)
-        ious.append(torch.minimum(template, alpha).sum((1, 2)) / torch.maximum(template, alpha).sum((1, 2)).clamp_min(1e-8))
+        ious.append(
+            torch.minimum(template, alpha).sum((1, 2))
+            / torch.maximum(template, alpha).sum((1, 2)).clamp_min(1e-8)
+        )
     iou_all = torch.stack(ious, 1)
     iou, shape = iou_all.max(1)
 
     n_comp_t = torch.from_numpy(n_comp)
     valid = (
-        (n_comp_t == 1)
-        & (area >= 4)
-        & (object_std < 0.1)
-        & (background_std < 0.05)
-        & (iou >= 0.6)
+        (n_comp_t == 1) & (area >= 4) & (object_std < 0.1) & (background_std < 0.05) & (iou >= 0.6)
     )
     factors = Factors(
         shape=shape, hue=rgb_to_hue(colour), scale=scale, x=cx, y=cy, background=bg.mean(1)
     )
     return Readout(
-        factors=factors, valid=valid, n_components=n_comp_t, iou=iou,
-        object_std=object_std, background_std=background_std,
+        factors=factors,
+        valid=valid,
+        n_components=n_comp_t,
+        iou=iou,
+        object_std=object_std,
+        background_std=background_std,
     )

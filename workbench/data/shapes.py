@@ -10,7 +10,8 @@ Factors (independent, uniform unless said), in pixel units of a ``size x size`` 
   touches the border); y grows downwards.
 - ``background``: grey level in [0.15, 0.85].
 
-Edges are anti-aliased from the signed distance to the outline. Images are returned in [-1, 1], ``[N, 3, S, S]``.
+Edges are anti-aliased from the signed distance to the outline. Images are returned in
+[-1, 1], ``[N, 3, S, S]``.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ def render(factors: Factors, size: int = 32) -> torch.Tensor:
     return torch.lerp(background, colour, cov)
 
 
-def sample_factors(n: int, size: int = 32, seed: int | None = 0, generator: torch.Generator | None = None) -> Factors:
+def sample_factors(
+    n: int, size: int = 32, seed: int | None = 0, generator: torch.Generator | None = None
+) -> Factors:
     """Draw ``n`` independent factor settings (positions and scale in pixels)."""
     gen = generator if generator is not None else torch.Generator().manual_seed(int(seed or 0))
 

@@ -15,7 +15,9 @@ from workbench.models.wrapper import DiffusionModel
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", choices=["x", "h"], default="x", help="x_t or h (default x)")
     parser.add_argument(
-        "--form", choices=["full", "channel"], default="full",
+        "--form",
+        choices=["full", "channel"],
+        default="full",
         help="h only: full [C,H,W] directions, or channel [C] directions added at every position",
     )
 
@@ -53,7 +55,12 @@ def random_directions(
     gen = torch.Generator().manual_seed(int(seed))
     vectors = torch.randn(k, *shape, generator=gen)
     return DirectionSet(
-        vectors=vectors, space=space, timestep=when, engine="random",
-        model_fingerprint=model.fingerprint, scores=torch.zeros(k), score_name="none",
+        vectors=vectors,
+        space=space,
+        timestep=when,
+        engine="random",
+        model_fingerprint=model.fingerprint,
+        scores=torch.zeros(k),
+        score_name="none",
         params={"k": k, "seed": seed, "space": space, "form": form},
     )

@@ -86,7 +86,9 @@ def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any
     if local.is_dir():
         subfolder = "unet" if (local / "unet" / "config.json").is_file() else None
         if subfolder is None and not (local / "config.json").is_file():
-            raise WorkbenchError(f"{source}: no diffusers model here (no unet/config.json or config.json)")
+            raise WorkbenchError(
+                f"{source}: no diffusers model here (no unet/config.json or config.json)"
+            )
         sched_sub = "scheduler" if (local / "scheduler").is_dir() else None
         config = json.loads((local / (subfolder or "") / "config.json").read_text())
     else:
@@ -99,7 +101,9 @@ def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any
     cls_name = config.get("_class_name", "UNet2DModel")
     if cls_name != "UNet2DModel":
         raise WorkbenchError(f"{source}: {cls_name} is not supported yet (only UNet2DModel)")
-    unet = UNet2DModel.from_pretrained(source, subfolder=subfolder, torch_dtype=torch_dtype, **kwargs)
+    unet = UNet2DModel.from_pretrained(
+        source, subfolder=subfolder, torch_dtype=torch_dtype, **kwargs
+    )
     scheduler = _read_scheduler(source, sched_sub, **kwargs)
     return unet, scheduler
 

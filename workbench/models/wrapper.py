@@ -179,9 +179,8 @@ class DiffusionModel:
         if not isinstance(x, torch.Tensor):
             raise WorkbenchError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.sample_shape:
-            raise WorkbenchError(
-                f"{name} has shape {list(x.shape)}, expected [B, {', '.join(map(str, self.sample_shape))}]"
-            )
+            expected = ", ".join(map(str, self.sample_shape))
+            raise WorkbenchError(f"{name} has shape {list(x.shape)}, expected [B, {expected}]")
 
     def _timesteps(self, t: TimestepLike, batch: int) -> torch.Tensor:
         if isinstance(t, torch.Tensor) and t.ndim == 1:
@@ -224,12 +223,16 @@ class DiffusionModel:
         sample = unet.conv_in(sample)
         for block in unet.down_blocks:
             if hasattr(block, "skip_conv"):
-                sample, _, skip_sample = block(hidden_states=sample, temb=emb, skip_sample=skip_sample)
+                sample, _, skip_sample = block(
+                    hidden_states=sample, temb=emb, skip_sample=skip_sample
+                )
             else:
                 sample, _ = block(hidden_states=sample, temb=emb)
         return unet.mid_block(sample, emb)
 
-    def raw(self, x_t: torch.Tensor, t: TimestepLike, delta_h: torch.Tensor | None = None) -> torch.Tensor:
+    def raw(
+        self, x_t: torch.Tensor, t: TimestepLike, delta_h: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The U-Net's output as trained (eps, v or x0), with h shifted by ``delta_h``.
 
         ``delta_h`` is added to the mid-block output; it must broadcast against
@@ -243,9 +246,7 @@ class DiffusionModel:
             out = out[:, : x_t.shape[1]]
         return out
 
-    def predict(
-        self, x_t: torch.Tensor, t: int, delta_h: torch.Tensor | None = None
-    ) -> Prediction:
+    def predict(self, x_t: torch.Tensor, t: int, delta_h: torch.Tensor | None = None) -> Prediction:
         """eps and x0 predicted from ``x_t`` at integer ``t`` (optionally with an h edit)."""
         t = self.check_timestep(t)
         out = self.raw(x_t, t, delta_h)
