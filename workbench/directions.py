@@ -61,7 +61,9 @@ class DirectionSet:
         norms = vectors.flatten(1).norm(dim=1)
         if bool((norms < 1e-12).any()):
             raise WorkbenchError("a direction has zero norm")
-        self.vectors = vectors / norms.reshape(-1, *([1] * (vectors.ndim - 1)))
+        if bool(((norms - 1).abs() > 1e-6).any()):  # already-unit vectors stay bit-exact
+            vectors = vectors / norms.reshape(-1, *([1] * (vectors.ndim - 1)))
+        self.vectors = vectors
         k = vectors.shape[0]
         if self.scores is not None:
             self.scores = torch.as_tensor(self.scores, dtype=torch.float32).reshape(-1).cpu()

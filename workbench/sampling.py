@@ -76,7 +76,7 @@ def make_timesteps(
     grid starts exactly at ``t_start``. Each timestep in ``include`` replaces its nearest
     grid point, so an edit at that timestep happens exactly there. Returns ``N + 1`` values.
     """
-    num_steps = int(num_steps or model.preset.num_inference_steps)
+    num_steps = model.preset.num_inference_steps if num_steps is None else int(num_steps)
     top = model.num_train_timesteps - 1 if t_start is None else model.check_timestep(t_start)
     if not 1 <= num_steps <= top + 1:
         raise WorkbenchError(f"num_steps must be in [1, {top + 1}], got {num_steps}")

@@ -1,0 +1,27 @@
+import os
+
+os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import workbench as wb  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The test-only random model (16x16, h at 4x4). Treat as read-only."""
+    return wb.load("tiny-test", device="cpu")
+
+
+@pytest.fixture()
+def other_tiny():
+    """A tiny model with one weight changed: a different fingerprint, same shapes."""
+    model = wb.load("tiny-test", device="cpu")
+    with torch.no_grad():
+        model.unet.conv_in.bias.add_(0.01)
+    model._fingerprint = None
+    return model

@@ -1,0 +1,162 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from workbench.cli import main, parse_floats, parse_seeds
+from workbench.errors import WorkbenchError
+
+M = ["--model", "tiny-test"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_parsers():
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("1,4,9") == [1, 4, 9]
+    assert parse_floats("-3,0,3") == [-3.0, 0.0, 3.0]
+    for bad in ("a", "3-1", "-2"):
+        with pytest.raises(WorkbenchError):
+            parse_seeds(bad)
+    with pytest.raises(WorkbenchError):
+        parse_floats("1,nan")
+
+
+def test_sample_discover_edit_probe_demo(capsys, tmp_path):
+    code, out, _ = run(
+        capsys, "sample", *M, "--seeds", "0-3", "--steps", "5", "--out", str(tmp_path / "s.npz")
+    )
+    assert code == 0
+    assert np.load(tmp_path / "s.npz")["images"].shape == (4, 16, 16, 3)
+
+    for space in ("x", "h"):
+        d = tmp_path / f"{space}.safetensors"
+        assert (
+            run(capsys, "discover", "random", *M, "--space", space, "--k", "3", "--out", str(d))[0]
+            == 0
+        )
+        code, _, err = run(
+            capsys,
+            "edit",
+            *M,
+            "--directions",
+            str(d),
+            "--index",
+            "2",
+            "--strengths",
+            "-3,0,3",
+            "--seeds",
+            "0-1",
+            "--steps",
+            "5",
+            "--out",
+            str(tmp_path / f"e{space}.npz"),
+        )
+        assert code == 0, err
+        images = np.load(tmp_path / f"e{space}.npz")["images"]
+        assert images.shape == (3, 2, 16, 16, 3) and images.dtype == np.uint8
+
+    assert (
+        run(capsys, "probe", "norm", *M, "--n", "4", "--steps", "5", "--out", str(tmp_path / "p"))[
+            0
+        ]
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["norm.html", "norm.json"]
+
+    code, out, err = run(
+        capsys, "demo", *M, "--steps", "4", "--seeds", "2", "--out", str(tmp_path / "demo")
+    )
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "demo").iterdir()}
+    assert {
+        "report.html",
+        "samples.png",
+        "random-x.safetensors",
+        "random-h.safetensors",
+        "probes",
+    } <= names
+
+    code, out, _ = run(capsys, "bench", *M, "--n", "2", "--steps", "2", "--repeats", "1")
+    assert code == 0 and "sample 2 x 2 steps" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sample", "--model", "nope", "--out", "o.npz"], "unknown model"),
+        (["sample", *M, "--seeds", "x", "--out", "o.npz"], "bad seeds"),
+        (["sample", *M, "--out", "o.txt"], "must end in .npz"),
+        (
+            ["discover", "random", *M, "--timestep", "1000", "--out", "o.safetensors"],
+            "out of range",
+        ),
+        (["discover", "random", *M, "--k", "0", "--out", "o.safetensors"], "k must be"),
+        (["edit", *M, "--directions", "missing.safetensors", "--out", "o.npz"], "no such file"),
+        (["probe", "nope", *M, "--out", "o"], "unknown probe"),
+        (["discover", "nope", "--out", "o.safetensors"], "invalid choice"),
+    ],
+)
+def test_bad_input_one_line_nonzero_no_file(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) if "invalid choice" in message else _nullcontext():
+        code, _, err = run(capsys, *argv)
+        assert code != 0
+        assert message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_edit_with_bad_index_or_foreign_directions_writes_nothing(capsys, tmp_path, other_tiny):
+    d = tmp_path / "d.safetensors"
+    assert run(capsys, "discover", "random", *M, "--k", "2", "--out", str(d))[0] == 0
+    code, _, err = run(
+        capsys, "edit", *M, "--directions", str(d), "--index", "5", "--out", str(tmp_path / "o.npz")
+    )
+    assert code == 2 and "index 5 out of range" in err
+    folder = tmp_path / "other"
+    import workbench as wb
+
+    wb.save(other_tiny, folder)
+    code, _, err = run(
+        capsys,
+        "edit",
+        "--model",
+        str(folder),
+        "--directions",
+        str(d),
+        "--out",
+        str(tmp_path / "o.npz"),
+    )
+    assert code == 2 and "fingerprint mismatch" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.safetensors", "other"]
+
+
+def test_console_script_entry_point(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "sample",
+            "--model",
+            "nope",
+            "--out",
+            str(tmp_path / "o.npz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("workbench: error: unknown model")
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,188 @@
+import math
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.models.attention import JacobianSafeAttnProcessor
+from workbench.models.presets import Preset
+from workbench.models.wrapper import DiffusionModel
+
+
+def test_load_tiny_shapes(tiny):
+    assert tiny.sample_shape == (3, 16, 16)
+    assert tiny.h_shape == (32, 4, 4)
+    assert tiny.d == 768
+    assert not tiny.unet.training
+    x = tiny.noise([0, 1, 2])
+    assert x.shape == (3, 3, 16, 16)
+    assert tiny.h(x, 500).shape == (3, 32, 4, 4)
+    assert tiny.eps(x, 500).shape == x.shape
+
+
+def test_h_is_the_mid_block_output_of_the_full_forward(tiny):
+    x = tiny.noise([3, 4])
+    seen = {}
+    handle = tiny.unet.mid_block.register_forward_hook(lambda m, a, out: seen.setdefault("h", out))
+    try:
+        tiny.raw(x, 321)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(tiny.h(x, 321), seen["h"], rtol=0, atol=0)
+
+
+def test_noise_is_seeded_and_batch_independent(tiny):
+    both = tiny.noise([5, 9])
+    assert torch.equal(both[1], tiny.noise([9])[0])
+    assert not torch.equal(both[0], both[1])
+
+
+def test_delta_h_edit(tiny):
+    x = tiny.noise([0, 1])
+    plain = tiny.eps(x, 700)
+    torch.testing.assert_close(tiny.eps(x, 700, delta_h=torch.zeros(tiny.h_shape)), plain)
+    moved = tiny.eps(x, 700, delta_h=torch.ones(32, 1, 1))
+    assert (moved - plain).abs().max() > 1e-4
+    # per-sample delta: only the second sample changes
+    delta = torch.zeros(2, *tiny.h_shape)
+    delta[1] = 1.0
+    out = tiny.eps(x, 700, delta_h=delta)
+    torch.testing.assert_close(out[0], plain[0])
+    assert (out[1] - plain[1]).abs().max() > 1e-4
+    assert tiny.hook_count() == 0
+
+
+def test_no_hook_left_after_exception_in_hooked_forward(tiny):
+    bad = torch.ones(7, 7)  # does not broadcast against h: raises inside the forward
+    with pytest.raises(RuntimeError):
+        tiny.eps(tiny.noise([0]), 500, delta_h=bad)
+    assert tiny.hook_count() == 0
+    with pytest.raises(RuntimeError):
+        with tiny.jacobian_safe():
+            assert all(
+                isinstance(m.processor, JacobianSafeAttnProcessor)
+                for m in tiny.attention_modules().values()
+            )
+            raise RuntimeError("boom")
+    assert not any(
+        isinstance(m.processor, JacobianSafeAttnProcessor)
+        for m in tiny.attention_modules().values()
+    )
+
+
+def test_jacobian_safe_processor_matches_stock(tiny):
+    x = tiny.noise([0, 1])
+    plain = tiny.h(x, 400)
+    with tiny.jacobian_safe():
+        safe = tiny.h(x, 400)
+    torch.testing.assert_close(safe, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_jvp_matches_finite_difference(tiny):
+    x = tiny.noise([0]).double()
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    model = wb.load("tiny-test", dtype=torch.float64, device="cpu")
+    f = lambda z: model.h(z, 600)
+    with model.jacobian_safe():
+        _, jv = torch.func.jvp(f, (x,), (v,))
+        eps = 1e-5
+        fd = (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
+    assert (jv - fd).abs().max() / fd.abs().max() < 1e-6
+
+
+def test_vjp_and_jvp_are_adjoint_and_vmap_batches(tiny):
+    x = tiny.noise([2])
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(x.shape, generator=gen)
+    f = lambda z: tiny.h(z, 250)
+    with tiny.jacobian_safe():
+        out, jv = torch.func.jvp(f, (x,), (v,))
+        u = torch.randn(out.shape, generator=gen)
+        _, vjp_fn = torch.func.vjp(f, x)
+        (jtu,) = vjp_fn(u)
+        lhs, rhs = float((u * jv).sum()), float((jtu * v).sum())
+        assert abs(lhs - rhs) <= 1e-4 * max(abs(lhs), 1.0)
+        tangents = torch.randn(4, *x.shape, generator=gen)
+        batched = torch.func.vmap(lambda t: torch.func.jvp(f, (x.clone(),), (t,))[1])(tangents)
+        looped = torch.stack([torch.func.jvp(f, (x,), (t,))[1] for t in tangents])
+    torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-5)
+
+
+def test_stock_attention_has_no_forward_ad(tiny):
+    """Documents why jacobian_safe exists: if this starts passing, the mode may be dropped."""
+    x = tiny.noise([0])
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        torch.func.jvp(lambda z: tiny.h(z, 500), (x,), (torch.ones_like(x),))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_predict_is_consistent_for_every_parameterisation(prediction_type):
+    from diffusers import DDIMScheduler
+
+    from workbench.models.loading import _build_tiny
+
+    unet, _ = _build_tiny()
+    scheduler = DDIMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
+    model = DiffusionModel(unet, scheduler, Preset())
+    x = model.noise([0, 1])
+    for t in (10, 500, 990):
+        pred = model.predict(x, t)
+        a = model.alpha_bar(t)
+        torch.testing.assert_close(
+            math.sqrt(a) * pred.x0 + math.sqrt(1 - a) * pred.eps, x, rtol=1e-4, atol=1e-4
+        )
+
+
+def test_zero_snr_with_epsilon_is_refused():
+    from diffusers import DDIMScheduler
+
+    from workbench.models.loading import _build_tiny
+
+    unet, _ = _build_tiny()
+    scheduler = DDIMScheduler(rescale_betas_zero_snr=True, prediction_type="epsilon")
+    with pytest.raises(wb.WorkbenchError, match="zero-terminal-SNR"):
+        DiffusionModel(unet, scheduler)
+
+
+def test_bad_inputs_give_clear_errors(tiny):
+    with pytest.raises(wb.WorkbenchError, match="out of range"):
+        tiny.h(tiny.noise([0]), 1000)
+    with pytest.raises(wb.WorkbenchError, match="out of range"):
+        tiny.eps(tiny.noise([0]), -1)
+    with pytest.raises(wb.WorkbenchError, match="shape"):
+        tiny.h(torch.zeros(1, 3, 8, 8), 10)
+    with pytest.raises(wb.WorkbenchError, match="unknown model"):
+        wb.load("no-such-model")
+    if not (wb.models.loading.BUNDLED_DIR / "shapes32").is_dir():
+        with pytest.raises(wb.WorkbenchError, match="no weights"):
+            wb.load("shapes32")
+
+
+def test_fingerprint_is_stable_and_sensitive(tiny, other_tiny):
+    again = wb.load("tiny-test", device="cpu")
+    assert again.fingerprint == tiny.fingerprint
+    assert len(tiny.fingerprint) == 16
+    assert other_tiny.fingerprint != tiny.fingerprint
+
+
+@pytest.mark.parametrize("layout", ["pipeline", "bare"])
+def test_from_pretrained_on_a_local_folder(tiny, tmp_path, layout):
+    folder = tmp_path / "model"
+    if layout == "pipeline":
+        wb.save(tiny, folder)
+    else:
+        tiny.unet.save_pretrained(folder)
+        tiny.scheduler.save_config(folder)
+    loaded = wb.load(str(folder), device="cpu")
+    assert loaded.fingerprint == tiny.fingerprint
+    x = tiny.noise([0])
+    torch.testing.assert_close(loaded.eps(x, 300), tiny.eps(x, 300))
+    if layout == "pipeline":
+        assert loaded.preset == tiny.preset
+    fp16 = wb.load(str(folder), device="cpu", dtype=torch.float16)
+    assert fp16.dtype == torch.float16
+
+
+def test_folder_without_model_is_refused(tmp_path):
+    with pytest.raises(wb.WorkbenchError, match="no diffusers model"):
+        wb.load(str(tmp_path))

@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+import workbench as wb
+from workbench.sampling import Step, ddim, make_timesteps
+
+
+def test_make_timesteps(tiny):
+    grid = make_timesteps(tiny, 10)
+    assert grid[0] == 999 and grid[-1] == -1 and len(grid) == 11
+    assert all(a > b for a, b in zip(grid, grid[1:], strict=False))
+    with_edit = make_timesteps(tiny, 10, include=[777])
+    assert 777 in with_edit and len(with_edit) == 11
+    assert make_timesteps(tiny, 5, t_start=499)[0] == 499
+    with pytest.raises(wb.WorkbenchError, match="out of range"):
+        make_timesteps(tiny, 10, include=[1000])
+    with pytest.raises(wb.WorkbenchError, match="num_steps"):
+        make_timesteps(tiny, 0)
+
+
+def test_eta0_sampling_is_bit_for_bit_repeatable(tiny):
+    a = wb.sample(tiny, seeds=range(4), num_steps=15)
+    b = wb.sample(tiny, seeds=range(4), num_steps=15)
+    assert torch.equal(a, b)
+
+
+def test_sampling_does_not_depend_on_the_batch(tiny):
+    both = wb.sample(tiny, seeds=[3, 8], num_steps=10)
+    alone = wb.sample(tiny, seeds=[8], num_steps=10)
+    torch.testing.assert_close(both[1], alone[0], rtol=1e-4, atol=1e-5)
+
+
+def test_eta_sampling_is_seeded(tiny):
+    a = wb.sample(tiny, seeds=[1, 2], num_steps=10, eta=1.0)
+    b = wb.sample(tiny, seeds=[1, 2], num_steps=10, eta=1.0)
+    c = wb.sample(tiny, seeds=[1, 2], num_steps=10, eta=0.0)
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_inversion_then_sampling_reproduces_x0(tiny):
+    x0 = wb.sample(tiny, seeds=range(4), num_steps=100)
+    x_T = wb.invert(tiny, x0, num_steps=100)
+    assert abs(float(x_T.std()) - 1.0) < 0.1
+    rec = wb.sample(tiny, x_T=x_T, num_steps=100)
+    assert float((rec - x0).abs().max()) < 0.02 * float(x0.abs().max())
+    # partial inversion to an intermediate step, then back down the same grid
+    x_t = wb.invert(tiny, x0, num_steps=40, t_stop=500)
+    back = ddim(tiny, x_t, make_timesteps(tiny, 40, t_start=500))
+    assert float((back - x0).abs().max()) < 0.02 * float(x0.abs().max())
+
+
+def test_trajectory_and_callbacks(tiny):
+    seen = []
+    grid = make_timesteps(tiny, 8)
+    x, traj = ddim(
+        tiny,
+        tiny.noise([0, 1]),
+        grid,
+        callback=lambda s: seen.append((s.t, s.t_next)),
+        return_trajectory=True,
+    )
+    assert traj.x.shape == (9, 2, 3, 16, 16)
+    assert traj.timesteps == grid
+    torch.testing.assert_close(traj.x[-1], x)
+    assert seen == list(zip(grid[:-1], grid[1:], strict=True))
+
+
+def test_edit_hook_changes_x_and_zero_delta_asymmetric_is_identity(tiny):
+    grid = make_timesteps(tiny, 8)
+    x_T = tiny.noise([0])
+    plain = ddim(tiny, x_T, grid)
+
+    def zero_asym(step: Step) -> None:
+        step.delta_h = torch.zeros(tiny.h_shape)
+        step.asymmetric = True
+
+    torch.testing.assert_close(ddim(tiny, x_T, grid, edit=zero_asym), plain, rtol=1e-5, atol=1e-5)
+
+    def push(step: Step) -> None:
+        if step.index == 2:
+            step.x = step.x + 0.5
+
+    assert (ddim(tiny, x_T, grid, edit=push) - plain).abs().max() > 1e-3
+
+
+def test_asymmetric_step_differs_from_symmetric(tiny):
+    grid = make_timesteps(tiny, 8)
+    x_T = tiny.noise([0])
+
+    def edit(asym):
+        def hook(step):
+            if step.index < 4:
+                step.delta_h = torch.ones(32, 1, 1)
+                step.asymmetric = asym
+
+        return hook
+
+    sym = ddim(tiny, x_T, grid, edit=edit(False))
+    asym = ddim(tiny, x_T, grid, edit=edit(True))
+    assert (sym - asym).abs().max() > 1e-4
+
+
+def test_ddim_refuses_bad_grids(tiny):
+    x = tiny.noise([0])
+    with pytest.raises(wb.WorkbenchError, match="strictly"):
+        ddim(tiny, x, [999, 500, 700])
+    with pytest.raises(wb.WorkbenchError, match="eta"):
+        ddim(tiny, x, [-1, 500, 999], eta=1.0)
+    with pytest.raises(wb.WorkbenchError, match="exactly one"):
+        wb.sample(tiny)
+    with pytest.raises(wb.WorkbenchError, match="NaN"):
+        ddim(tiny, torch.full((1, 3, 16, 16), float("nan")), [999, -1])

@@ -1,0 +1,69 @@
+"""Benchmarks that print measured times; used by ``workbench bench`` and ``analysis/``."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from workbench.models.wrapper import DiffusionModel
+from workbench.sampling import sample
+
+
+@dataclass
+class BenchReport:
+    """Wall times of repeated runs of named cases."""
+
+    title: str
+    rows: dict[str, list[float]] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: list[float]) -> None:
+        self.rows[name] = seconds
+
+    def table(self, baseline: str | None = None) -> str:
+        base = statistics.median(self.rows[baseline]) if baseline else None
+        lines = [self.title] + [f"  {k}: {v}" for k, v in self.info.items()]
+        lines.append(f"  {'case':<40} {'median s':>10} {'min s':>10}" + ("  ratio" if base else ""))
+        for name, times in self.rows.items():
+            med = statistics.median(times)
+            ratio = f"  {base / med:5.2f}x" if base else ""
+            lines.append(f"  {name:<40} {med:>10.3f} {min(times):>10.3f}{ratio}")
+        return "\n".join(lines)
+
+
+def timed(fn, repeats: int = 3, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def bench_sampling(
+    model: DiffusionModel, n: int = 64, num_steps: int = 50, repeats: int = 3
+) -> BenchReport:
+    """Time DDIM sampling of ``n`` images with ``num_steps`` steps, eta 0."""
+    report = BenchReport(
+        title=f"DDIM sampling on {model.name}",
+        info={
+            "device": str(model.device),
+            "threads": str(torch.get_num_threads()),
+            "images": str(n),
+            "steps": str(num_steps),
+        },
+    )
+    report.add(
+        f"sample {n} x {num_steps} steps",
+        timed(lambda: sample(model, seeds=range(n), num_steps=num_steps, progress=False), repeats),
+    )
+    return report

@@ -1,0 +1,74 @@
+"""``workbench demo``: every available engine and probe on one model, into one report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from workbench import settings
+from workbench.editing import edit
+from workbench.engines import ENGINES
+from workbench.models.wrapper import DiffusionModel
+from workbench.probes import PROBES
+from workbench.sampling import sample
+from workbench.store import atomic_dir
+from workbench.viz.images import edit_grid, image_grid, save_png
+from workbench.viz.report import Report
+
+#: What the demo runs per engine: (label, options). Engines added later extend this table.
+DEMO_DISCOVERIES: dict[str, list[tuple[str, dict]]] = {
+    "random": [("random-x", {"space": "x"}), ("random-h", {"space": "h", "form": "channel"})],
+}
+STRENGTHS = [-3.0, -1.5, 0.0, 1.5, 3.0]
+
+
+def run_demo(
+    model: DiffusionModel,
+    out: str | Path,
+    n_seeds: int = 6,
+    num_steps: int | None = None,
+    k: int = 3,
+) -> Path:
+    """Write ``report.html``, PNG grids and direction files into ``out`` (atomically)."""
+    out = Path(out)
+    seeds = list(range(n_seeds))
+    report = Report(f"workbench demo: {model.name}")
+    report.text(repr(model) + f"; fingerprint {model.fingerprint}")
+    with atomic_dir(out) as tmp:
+        samples = sample(model, seeds=range(16), num_steps=num_steps)
+        grid = image_grid(model.to_uint8(samples).reshape(2, 8, *samples.shape[2:], 3), upscale=3)
+        save_png(tmp / "samples.png", grid)
+        report.heading("Samples")
+        report.image(grid, "16 samples, seeds 0-15")
+
+        jobs = [
+            (e, label, opts)
+            for e, items in DEMO_DISCOVERIES.items()
+            if e in ENGINES
+            for label, opts in items
+        ]
+        for engine, label, options in tqdm(jobs, desc="engines", disable=not settings.progress):
+            directions = ENGINES[engine].discover(model, k=k, **options)
+            directions.save(tmp / f"{label}.safetensors")
+            report.heading(f"Engine: {label}")
+            report.text(
+                f"{len(directions)} {directions.space}-space directions at timestep "
+                f"{directions.timestep}; rows: seeds {seeds[0]}-{seeds[-1]}, "
+                f"columns: strengths {STRENGTHS}"
+            )
+            for index in range(len(directions)):
+                result = edit(model, directions, index, STRENGTHS, seeds=seeds, num_steps=num_steps)
+                grid = edit_grid(result, upscale=3)
+                save_png(tmp / f"{label}-{index}.png", grid)
+                report.image(grid, directions.name(index))
+
+        for name, probe in tqdm(
+            sorted(PROBES.items()), desc="probes", disable=not settings.progress
+        ):
+            result = probe(model, num_steps=num_steps) if num_steps else probe(model)
+            result.save(tmp / "probes")
+            report.heading(f"Probe: {name}")
+            report.figure(result.figure())
+        report.save(tmp / "report.html")
+    return out / "report.html"

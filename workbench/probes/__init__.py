@@ -1,0 +1,61 @@
+"""Geometry probes. Each is a function ``probe(model, **options) -> ProbeResult``.
+
+A :class:`ProbeResult` plots itself (:meth:`figure`, plotly) and saves itself
+(:meth:`save`: ``NAME.json`` with the numbers and ``NAME.html`` with the figure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.store import write_json, write_text
+
+PROBES: dict[str, Callable[..., ProbeResult]] = {}
+
+
+def register_probe(name: str) -> Callable:
+    def wrap(fn: Callable) -> Callable:
+        PROBES[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_probe(name: str) -> Callable[..., ProbeResult]:
+    if name not in PROBES:
+        raise WorkbenchError(f"unknown probe {name!r}; known: {', '.join(sorted(PROBES))}")
+    return PROBES[name]
+
+
+class ProbeResult:
+    """Base of probe results (dataclasses): JSON export, plotly figure, save to a folder."""
+
+    name: str = "probe"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = value.tolist() if isinstance(value, torch.Tensor) else value
+        return out
+
+    def figure(self):  # pragma: no cover - each probe overrides
+        raise NotImplementedError
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write ``NAME.json`` and a self-contained ``NAME.html`` into ``folder``."""
+        folder = Path(folder)
+        html = self.figure().to_html(include_plotlyjs=True, full_html=True)
+        return [
+            write_json(folder / f"{self.name}.json", {"probe": self.name, **self.to_dict()}),
+            write_text(folder / f"{self.name}.html", html),
+        ]
+
+
+from workbench.probes import norm as _norm  # noqa: E402,F401  (registers "norm")
