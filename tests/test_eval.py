@@ -1,0 +1,77 @@
+import torch
+
+import workbench as wb
+from workbench.data.shapes import factor_spreads, generate, render, sample_factors
+from workbench.eval.directions import factor_changes, score_directions, spearman, summarise
+
+
+def test_spearman():
+    a = torch.arange(10.0)
+    assert abs(spearman(a, a**3) - 1.0) < 1e-9
+    assert abs(spearman(a, -a) + 1.0) < 1e-9
+    assert spearman(a, torch.ones(10)) == 0.0
+
+
+def _edited_factors(strengths, n, factor, per_unit):
+    """Ground-truth 'edits': move one factor by per_unit * strength, render, read out."""
+    from workbench.data.readout import read_factors
+
+    base = sample_factors(n, seed=7)
+    base.scale = base.scale.clamp(6, 8)  # leave room for the moves
+    images = []
+    for s in strengths:
+        moved = base[torch.arange(n)]
+        setattr(moved, factor, getattr(base, factor) + s * per_unit)
+        images.append(render(moved))
+    read = read_factors(torch.cat(images))
+    return read, len(strengths)
+
+
+def test_summarise_finds_the_moved_factor():
+    strengths = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
+    n = 64
+    read, n_s = _edited_factors(strengths.tolist(), n, "x", 1.0)
+    f = read.factors
+    shaped = {k: v.reshape(n_s, n) for k, v in f.as_dict().items()}
+    from workbench.data.shapes import Factors
+
+    factors = Factors(**shaped)
+    ref = Factors(**{k: v[2:3].expand(n_s, n) for k, v in shaped.items()})
+    changes = factor_changes(factors, ref)
+    valid = read.valid.reshape(n_s, n)
+    effect, signed, dom, purity, mono, validity = summarise(
+        changes, valid & valid[2][None], strengths
+    )
+    assert dom == 3  # "x"
+    assert abs(float(signed[3]) - 1.0 / factor_spreads()["x"]) < 0.05 / factor_spreads()["x"]
+    assert purity > 0.9 and mono > 0.99 and validity == 1.0
+
+
+def test_summarise_handles_hue_wraparound_and_shape():
+    s = torch.tensor([-1.0, 0.0, 1.0])[:, None].expand(3, 4)
+    zeros = torch.zeros(3, 4)
+    changes = {
+        "shape": zeros,
+        "hue": s * 0.1,
+        "scale": zeros,
+        "x": zeros,
+        "y": zeros,
+        "background": zeros,
+    }
+    effect, signed, dom, purity, mono, validity = summarise(
+        changes, torch.ones(3, 4, dtype=torch.bool), s[:, 0]
+    )
+    assert dom == 1 and purity == 1.0 and mono > 0.99
+    edited = sample_factors(4, seed=1)
+    ref = sample_factors(4, seed=1)
+    edited.hue = (ref.hue + 0.95) % 1.0  # a step of -0.05 across the wrap
+    assert torch.allclose(factor_changes(edited, ref)["hue"], torch.full((4,), -0.05), atol=1e-5)
+
+
+def test_score_directions_runs_end_to_end(tiny):
+    ds = wb.discover("random", tiny, k=2, space="h", form="channel")
+    scores = score_directions(tiny, ds, strengths=[-1, 1], seeds=range(3), num_steps=4)
+    assert scores.effect.shape == (2, 6) and scores.strengths == [-1.0, 0.0, 1.0]
+    assert len(scores.dominant) == 2 and "direction" in scores.table()
+    assert scores.figure().data[0].z is not None
+    assert generate(1)[0].shape == (1, 3, 32, 32)

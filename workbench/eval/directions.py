@@ -1,0 +1,196 @@
+"""Score a `DirectionSet` against the Shapes ground truth.
+
+For each direction: edit ``seeds`` at ``strengths`` (0 is always included as the
+reference), read every factor out of every image, and compare each edited image with the
+unedited one of the same seed. Per direction and factor:
+
+- **effect**: least-squares slope (through the origin) of the factor's change against the
+  strength, normalised by the factor's spread in the data (``factor_spreads``), absolute
+  value. Hue changes are circular differences. For the shape class the "change" is 1
+  when the class differs from the reference, regressed on |strength|.
+- **dominant** factor: the largest effect; **purity**: its share of the summed effects.
+- **monotonicity**: Spearman correlation of the dominant factor's change with the
+  strength (with |strength| for the shape class) along each seed's edit path (at least 3
+  valid images), averaged over seeds.
+- **validity**: share of edited images (strength != 0) the read-out calls valid.
+
+Pairs where the edited or the reference image is invalid are left out of the slopes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from workbench.data.readout import read_factors
+from workbench.data.shapes import FACTOR_NAMES, Factors, factor_spreads
+from workbench.directions import DirectionSet
+from workbench.editing import edit
+from workbench.errors import WorkbenchError
+from workbench.models.wrapper import DiffusionModel
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation (average ranks for ties); 0 if either side is constant."""
+    if a.numel() < 3:
+        return 0.0
+
+    def ranks(x: torch.Tensor) -> torch.Tensor:
+        order = x.argsort()
+        r = torch.empty_like(x, dtype=torch.float64)
+        r[order] = torch.arange(x.numel(), dtype=torch.float64)
+        for value in x.unique():  # average ranks of ties
+            tied = x == value
+            if tied.sum() > 1:
+                r[tied] = r[tied].mean()
+        return r
+
+    ra, rb = ranks(a.double()), ranks(b.double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = (ra.norm() * rb.norm()).item()
+    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
+
+
+def factor_changes(edited: Factors, reference: Factors) -> dict[str, torch.Tensor]:
+    """Change of every factor from ``reference`` to ``edited`` (same shape tensors)."""
+    out = {}
+    for name in FACTOR_NAMES:
+        a, b = getattr(edited, name), getattr(reference, name)
+        if name == "hue":
+            out[name] = (a - b + 0.5) % 1.0 - 0.5
+        elif name == "shape":
+            out[name] = (a != b).float()
+        else:
+            out[name] = (a - b).float()
+    return out
+
+
+@dataclass
+class DirectionScores:
+    """Scores of ``k`` directions against the factors ``FACTOR_NAMES``."""
+
+    names: list[str]
+    factors: list[str]
+    strengths: list[float]
+    effect: torch.Tensor  # [k, F], >= 0, per unit strength, in factor spreads
+    signed_effect: torch.Tensor  # [k, F] (shape: same as effect)
+    dominant: list[str]
+    purity: torch.Tensor  # [k]
+    monotonicity: torch.Tensor  # [k]
+    validity: torch.Tensor  # [k]
+    n_seeds: int
+
+    def table(self) -> str:
+        head = f"{'direction':<16}" + "".join(f"{f:>11}" for f in self.factors)
+        head += f"{'dominant':>12}{'purity':>8}{'mono':>7}{'valid':>7}"
+        lines = [head]
+        for i, name in enumerate(self.names):
+            row = f"{name:<16}" + "".join(f"{float(v):>11.3f}" for v in self.effect[i])
+            row += f"{self.dominant[i]:>12}{float(self.purity[i]):>8.2f}"
+            row += f"{float(self.monotonicity[i]):>7.2f}{float(self.validity[i]):>7.2f}"
+            lines.append(row)
+        return "\n".join(lines)
+
+    def figure(self):
+        import plotly.graph_objects as go
+
+        fig = go.Figure(
+            go.Heatmap(
+                z=self.effect.tolist(),
+                x=self.factors,
+                y=self.names,
+                colorscale="Viridis",
+                colorbar={"title": "effect / unit strength<br>(factor spreads)"},
+            )
+        )
+        fig.update_layout(
+            title="Effect of each direction on each factor",
+            yaxis={"autorange": "reversed"},
+            template="plotly_white",
+        )
+        return fig
+
+
+def summarise(
+    changes: dict[str, torch.Tensor], valid: torch.Tensor, strengths: torch.Tensor, size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, int, float, float, float]:
+    """Scores of one direction from factor changes ``[S, N]`` (edited minus reference),
+    validity ``[S, N]`` of the pairs, and strengths ``[S]``.
+
+    Returns (effect [F], signed effect [F], dominant index, purity, monotonicity, validity).
+    """
+    spreads = factor_spreads(size)
+    s = strengths[:, None].expand_as(valid).double()
+    keep = valid & (s != 0)
+    effect, signed = [], []
+    for name in FACTOR_NAMES:
+        delta = changes[name].double()
+        x = s.abs() if name == "shape" else s
+        num = (x * delta)[keep].sum()
+        den = (x * x)[keep].sum()
+        slope = float(num / den) / spreads[name] if den > 0 else 0.0
+        signed.append(slope)
+        effect.append(abs(slope))
+    effect_t = torch.tensor(effect)
+    total = float(effect_t.sum())
+    dom = int(effect_t.argmax())
+    purity = float(effect_t[dom]) / total if total > 0 else 0.0
+    name = FACTOR_NAMES[dom]
+    x = s.abs() if name == "shape" else s
+    per_seed = [  # rank correlation along each seed's edit path (reference included)
+        spearman(x[valid[:, j], j].float(), changes[name][valid[:, j], j].float())
+        for j in range(valid.shape[1])
+        if int(valid[:, j].sum()) >= 3
+    ]
+    mono = sum(per_seed) / len(per_seed) if per_seed else 0.0
+    nonzero = strengths != 0
+    validity = float(valid[nonzero].float().mean()) if nonzero.any() else 1.0
+    return effect_t, torch.tensor(signed), dom, purity, mono, validity
+
+
+def score_directions(
+    model: DiffusionModel,
+    directions: DirectionSet,
+    indices: Sequence[int] | None = None,
+    strengths: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0),
+    seeds: Sequence[int] = tuple(range(32)),
+    progress: bool | None = None,
+    **edit_options,
+) -> DirectionScores:
+    """Edit, read out and score each direction (see the module docstring)."""
+    indices = list(range(len(directions))) if indices is None else list(indices)
+    strengths = sorted(set(float(v) for v in strengths) | {0.0})
+    if len(strengths) < 2:
+        raise WorkbenchError("give at least one non-zero strength")
+    ref_index = strengths.index(0.0)
+    s = torch.tensor(strengths)
+    size = model.sample_shape[1]
+    rows = []
+    for index in indices:
+        result = edit(
+            model, directions, index, strengths, seeds=seeds, progress=progress, **edit_options
+        )
+        n_s, n = result.images.shape[:2]
+        read = read_factors(result.images.reshape(n_s * n, *result.images.shape[2:]))
+        factors = Factors(**{k: v.reshape(n_s, n) for k, v in read.factors.as_dict().items()})
+        valid_img = read.valid.reshape(n_s, n)
+        reference = factors[ref_index : ref_index + 1]
+        changes = factor_changes(
+            factors, Factors(**{k: v.expand(n_s, n) for k, v in reference.as_dict().items()})
+        )
+        pair_valid = valid_img & valid_img[ref_index][None]
+        rows.append(summarise(changes, pair_valid, s, size))
+    return DirectionScores(
+        names=[directions.name(i) for i in indices],
+        factors=list(FACTOR_NAMES),
+        strengths=strengths,
+        effect=torch.stack([r[0] for r in rows]),
+        signed_effect=torch.stack([r[1] for r in rows]),
+        dominant=[FACTOR_NAMES[r[2]] for r in rows],
+        purity=torch.tensor([r[3] for r in rows]),
+        monotonicity=torch.tensor([r[4] for r in rows]),
+        validity=torch.tensor([r[5] for r in rows]),
+        n_seeds=len(seeds),
+    )
