@@ -1,10 +1,12 @@
 """DDIM sampling and DDIM inversion: one explicit loop, edits plug in through callbacks.
 
 The loop walks a list of integer timesteps (``-1`` is the clean end, alpha-bar = 1).
-Going down (sampling) it evaluates the U-Net at the current timestep; going up
-(inversion) it evaluates it at the target timestep and uses the exact algebraic inverse
-of the deterministic DDIM step, so inversion then sampling on the same grid is exact up
-to the change of eps between neighbouring timesteps.
+Going down (sampling) it evaluates the U-Net at the current timestep. Going up
+(inversion) it evaluates the U-Net on x_t at the target timestep and, holding that raw
+output (eps, v or x0) fixed, solves the deterministic sampling step exactly for the
+noisier latent; so inversion then sampling on the same grid is exact up to the change of
+the U-Net output between x_t and x_next. (Converting to eps first, as is common, is wrong
+for v-prediction at zero terminal SNR: there eps(x, T) = x whatever the network says.)
 
 Two hooks, k-diffusion style, take a :class:`Step`:
 
@@ -167,20 +169,30 @@ def ddim(
         for hook in edits:
             hook(step)
         x = step.x
-        t_eval = max(step.t, step.t_next)
-        pred = model.predict(x, t_eval, step.delta_h)
-        direction = (
-            model.eps(x, t_eval) if step.asymmetric and step.delta_h is not None else pred.eps
-        )
         a_t, a_next = model.alpha_bar(step.t), model.alpha_bar(step.t_next)
-        if step.inverting:  # exact inverse of the deterministic step, eps taken at t_next
-            x0 = (x - math.sqrt(1.0 - a_t) * pred.eps) / math.sqrt(a_t)
-        else:
-            x0 = pred.x0
+        if step.inverting:
+            # Hold the U-Net output r at x_t fixed (taken at t_next) and solve the
+            # deterministic step t_next -> t, x_t = A x_next + B r, for x_next exactly.
+            raw = model.raw(x, step.t_next, step.delta_h)
+            coef_a, coef_b = model.ddim_coefficients(a_next, a_t)
+            x_next = (x - coef_b * raw) / coef_a
+            step.prediction = model.convert(raw, x_next, a_next)
+            step.x_next = x_next
+            for hook in callbacks:
+                hook(step)
+            x = x_next
+            if trajectory is not None:
+                trajectory.append(x.detach().cpu())
+            continue
+        pred = model.predict(x, step.t, step.delta_h)
+        direction = (
+            model.eps(x, step.t) if step.asymmetric and step.delta_h is not None else pred.eps
+        )
+        x0 = pred.x0
         if clip_x0:
             x0 = x0.clamp(-1, 1)
         sigma = 0.0
-        if step.eta and not step.inverting:
+        if step.eta:
             sigma = step.eta * math.sqrt((1 - a_next) / (1 - a_t) * (1 - a_t / a_next))
         x_next = math.sqrt(a_next) * x0 + math.sqrt(max(1.0 - a_next - sigma**2, 0.0)) * direction
         if sigma > 0:

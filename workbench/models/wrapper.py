@@ -249,15 +249,32 @@ class DiffusionModel:
     def predict(self, x_t: torch.Tensor, t: int, delta_h: torch.Tensor | None = None) -> Prediction:
         """eps and x0 predicted from ``x_t`` at integer ``t`` (optionally with an h edit)."""
         t = self.check_timestep(t)
-        out = self.raw(x_t, t, delta_h)
-        a = self.alpha_bar(t)
+        return self.convert(self.raw(x_t, t, delta_h), x_t, self.alpha_bar(t))
+
+    def convert(self, raw: torch.Tensor, x: torch.Tensor, a: float) -> Prediction:
+        """eps and x0 from the raw U-Net output ``raw`` for ``x`` at alpha-bar ``a``."""
         sa, s1a = math.sqrt(a), math.sqrt(1.0 - a)
-        x = x_t.to(out.dtype)
+        x = x.to(raw.dtype)
         if self.prediction_type == "epsilon":
-            return Prediction(eps=out, x0=(x - s1a * out) / sa)
+            return Prediction(eps=raw, x0=(x - s1a * raw) / sa)
         if self.prediction_type == "v_prediction":
-            return Prediction(eps=sa * out + s1a * x, x0=sa * x - s1a * out)
-        return Prediction(eps=(x - sa * out) / s1a, x0=out)
+            return Prediction(eps=sa * raw + s1a * x, x0=sa * x - s1a * raw)
+        return Prediction(eps=(x - sa * raw) / s1a, x0=raw)
+
+    def ddim_coefficients(self, a_noisy: float, a_clean: float) -> tuple[float, float]:
+        """(A, B) of the deterministic DDIM step from alpha-bar ``a_noisy`` to ``a_clean``:
+        ``x_clean = A x_noisy + B r`` with ``r`` the raw output at ``x_noisy``.
+
+        Linear in ``x_noisy`` for every parameterisation, so DDIM inversion with the raw
+        output held fixed is the exact solve ``x_noisy = (x_clean - B r) / A``.
+        """
+        sa, s1a = math.sqrt(a_noisy), math.sqrt(1.0 - a_noisy)
+        sc, s1c = math.sqrt(a_clean), math.sqrt(1.0 - a_clean)
+        if self.prediction_type == "epsilon":
+            return sc / sa, s1c - sc * s1a / sa
+        if self.prediction_type == "v_prediction":
+            return sc * sa + s1c * s1a, s1c * sa - sc * s1a
+        return s1c / s1a, sc - s1c * sa / s1a
 
     def eps(self, x_t: torch.Tensor, t: int, delta_h: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted noise at ``t``, with an optional additive edit ``delta_h`` of h."""
