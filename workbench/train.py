@@ -30,47 +30,10 @@ from tqdm.auto import tqdm
 from workbench import settings
 from workbench.data.shapes import generate
 from workbench.errors import WorkbenchError
+from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
 from workbench.models.loading import PRESETS
 from workbench.models.presets import PRESET_FILE, Preset
 from workbench.store import atomic_dir, atomic_path
-
-ARCHITECTURES: dict[str, dict[str, Any]] = {
-    # 32x32 -> 16 -> 8 -> 4: the mid block sits at 4x4, a strong bottleneck for h edits.
-    "shapes32": {
-        "sample_size": 32,
-        "in_channels": 3,
-        "out_channels": 3,
-        "block_out_channels": (32, 64, 128, 128),
-        "layers_per_block": 1,
-        "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-        "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        "norm_num_groups": 16,
-        "attention_head_dim": 32,
-        "dropout": 0.0,
-    },
-    "tiny": {
-        "sample_size": 16,
-        "in_channels": 3,
-        "out_channels": 3,
-        "block_out_channels": (16, 32, 32),
-        "layers_per_block": 1,
-        "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-        "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        "norm_num_groups": 8,
-        "attention_head_dim": 8,
-    },
-}
-
-SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "linear",
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "timestep_spacing": "trailing",
-    "clip_sample": False,
-}
 
 
 @dataclass
@@ -118,7 +81,7 @@ def train(config: TrainConfig) -> Path:
     torch.manual_seed(config.seed)
     unet = UNet2DModel(**arch).to(device).train()
     ema = copy.deepcopy(unet).float().eval().requires_grad_(False)
-    scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
+    scheduler = DDIMScheduler(**ZERO_SNR_V_SCHEDULER)
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
     start, losses = 0, []

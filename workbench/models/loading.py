@@ -18,6 +18,7 @@ import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
 from workbench.errors import WorkbenchError
+from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
 from workbench.models.presets import PRESET_FILE, Preset
 from workbench.models.wrapper import DiffusionModel
 
@@ -45,29 +46,6 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-#: Architecture of the test-only model: 16x16 RGB, mid block at 4x4, attention below 16x16.
-TINY_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 16,
-    "in_channels": 3,
-    "out_channels": 3,
-    "block_out_channels": (16, 32, 32),
-    "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-    "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    "norm_num_groups": 8,
-    "attention_head_dim": 8,
-}
-TINY_SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "linear",
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "timestep_spacing": "trailing",
-    "clip_sample": False,
-}
-
 
 def bundled_names() -> list[str]:
     return sorted(PRESETS)
@@ -76,12 +54,12 @@ def bundled_names() -> list[str]:
 def _build_tiny() -> tuple[UNet2DModel, DDIMScheduler]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        unet = UNet2DModel(**TINY_UNET_CONFIG)
+        unet = UNet2DModel(**ARCHITECTURES["tiny"])
         # Random weights give a wildly non-smooth denoiser; shrink the output layer so the
         # tiny model behaves like a (useless but) well-conditioned one.
         with torch.no_grad():
             unet.conv_out.weight.mul_(0.1)
-    return unet, DDIMScheduler(**TINY_SCHEDULER_CONFIG)
+    return unet, DDIMScheduler(**ZERO_SNR_V_SCHEDULER)
 
 
 def _read_scheduler(source: str | Path, subfolder: str | None, **kwargs: Any) -> DDIMScheduler:

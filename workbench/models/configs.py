@@ -1,0 +1,46 @@
+"""Architectures and noise schedule of the models this project builds itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: v-prediction on linear betas rescaled to zero terminal SNR (Lin et al. 2024): at t = T-1
+#: the model sees pure noise and must produce the image's mean colour itself.
+ZERO_SNR_V_SCHEDULER: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+    "clip_sample": False,
+}
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # 32x32 -> 16 -> 8 -> 4: the mid block sits at 4x4, a strong bottleneck for h edits.
+    "shapes32": {
+        "sample_size": 32,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": (32, 64, 128, 128),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 16,
+        "attention_head_dim": 32,
+        "dropout": 0.0,
+    },
+    # The test-only model: 16x16 RGB, mid block at 4x4, attention below 16x16.
+    "tiny": {
+        "sample_size": 16,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": (16, 32, 32),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 8,
+        "attention_head_dim": 8,
+    },
+}
