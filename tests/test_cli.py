@@ -160,3 +160,13 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_train_command_on_the_tiny_architecture(capsys, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
+    code, stdout, err = run(capsys, *argv, "--eval-samples", "4", "--out", str(out))
+    assert code == 0, err
+    assert (out / "model" / "training.json").is_file() and (out / "checkpoint.pt").is_file()
+    code, _, err = run(capsys, "train", "--preset", "nope", "--out", str(out))
+    assert code == 2 and "unknown architecture" in err

@@ -153,6 +153,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         device=args.device,
         checkpoint_every=args.checkpoint_every,
         preset=args.preset,
+        eval_samples=args.eval_samples,
     )
     folder = train(config)
     print(f"wrote {folder}")
@@ -240,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--preset", default="shapes32", help="architecture preset: shapes32 or tiny")
+    p.add_argument("--preset", default="shapes32", help="architecture: shapes32 or tiny")
+    p.add_argument(
+        "--eval-samples", type=int, default=512, help="samples for the final quality report"
+    )
 
     p = command("bench", "time sampling on a model", cmd_bench)
     model_args(p)
