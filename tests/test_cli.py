@@ -4,6 +4,7 @@ import sys
 import numpy as np
 import pytest
 
+import workbench as wb
 from workbench.cli import main, parse_floats, parse_seeds
 from workbench.errors import WorkbenchError
 
@@ -119,8 +120,6 @@ def test_edit_with_bad_index_or_foreign_directions_writes_nothing(capsys, tmp_pa
     )
     assert code == 2 and "index 5 out of range" in err
     folder = tmp_path / "other"
-    import workbench as wb
-
     wb.save(other_tiny, folder)
     code, _, err = run(
         capsys,

@@ -26,7 +26,8 @@ class BenchReport:
     def table(self, baseline: str | None = None) -> str:
         base = statistics.median(self.rows[baseline]) if baseline else None
         lines = [self.title] + [f"  {k}: {v}" for k, v in self.info.items()]
-        lines.append(f"  {'case':<40} {'median s':>10} {'min s':>10}" + ("  ratio" if base else ""))
+        header = f"  {'case':<40} {'median s':>10} {'min s':>10}"
+        lines.append(header + ("  speed-up vs baseline" if base else ""))
         for name, times in self.rows.items():
             med = statistics.median(times)
             ratio = f"  {base / med:5.2f}x" if base else ""

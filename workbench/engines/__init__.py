@@ -40,4 +40,5 @@ def get_engine(name: str) -> Engine:
     return ENGINES[name]
 
 
+from workbench.engines import attention as _attention  # noqa: E402,F401  (registers "attention")
 from workbench.engines import random as _random  # noqa: E402,F401  (registers "random")
