@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.engines.attention import MATRICES, all_variants, decompose, sign_fixed
+from workbench.directions import sign_fixed
+from workbench.engines.attention import MATRICES, all_variants, decompose
 
 C = 32  # mid-block channels of tiny-test
 

@@ -29,62 +29,41 @@ def test_parsers():
 
 
 def test_sample_discover_edit_probe_demo(capsys, tmp_path):
-    code, out, _ = run(
-        capsys, "sample", *M, "--seeds", "0-3", "--steps", "5", "--out", str(tmp_path / "s.npz")
-    )
-    assert code == 0
+    def ok(*argv):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, err
+        return out
+
+    ok("sample", *M, "--seeds", "0-3", "--steps", "5", "--out", str(tmp_path / "s.npz"))
     assert np.load(tmp_path / "s.npz")["images"].shape == (4, 16, 16, 3)
 
     for space in ("x", "h"):
-        d = tmp_path / f"{space}.safetensors"
-        assert (
-            run(capsys, "discover", "random", *M, "--space", space, "--k", "3", "--out", str(d))[0]
-            == 0
-        )
-        code, _, err = run(
-            capsys,
-            "edit",
-            *M,
-            "--directions",
-            str(d),
-            "--index",
-            "2",
-            "--strengths",
-            "-3,0,3",
-            "--seeds",
-            "0-1",
-            "--steps",
-            "5",
-            "--out",
-            str(tmp_path / f"e{space}.npz"),
-        )
-        assert code == 0, err
-        images = np.load(tmp_path / f"e{space}.npz")["images"]
+        d = str(tmp_path / f"{space}.safetensors")
+        ok("discover", "random", *M, "--space", space, "--k", "3", "--out", d)
+        out = str(tmp_path / f"e{space}.npz")
+        edit = ["--index", "2", "--strengths", "-3,0,3", "--seeds", "0-1", "--steps", "5"]
+        ok("edit", *M, "--directions", d, *edit, "--out", out)
+        images = np.load(out)["images"]
         assert images.shape == (3, 2, 16, 16, 3) and images.dtype == np.uint8
 
-    assert (
-        run(capsys, "probe", "norm", *M, "--n", "4", "--steps", "5", "--out", str(tmp_path / "p"))[
-            0
-        ]
-        == 0
-    )
+    d = tmp_path / "attn.safetensors"
+    ok("discover", "attention", *M, "--matrix", "ov", "--k", "4", "--out", str(d))
+    assert wb.DirectionSet.load(d).params["matrix"] == "ov"
+    d = tmp_path / "pca.safetensors"
+    ok("discover", "pca", *M, "--n", "4", "--steps", "4", "--k", "2", "--out", str(d))
+    assert wb.DirectionSet.load(d).shape == (32, 4, 4)
+
+    ok("probe", "norm", *M, "--n", "4", "--steps", "5", "--out", str(tmp_path / "p"))
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["norm.html", "norm.json"]
 
-    code, out, err = run(
-        capsys, "demo", *M, "--steps", "4", "--seeds", "2", "--out", str(tmp_path / "demo")
-    )
-    assert code == 0, err
+    ok("demo", *M, "--steps", "4", "--seeds", "2", "--out", str(tmp_path / "demo"))
     names = {p.name for p in (tmp_path / "demo").iterdir()}
-    assert {
-        "report.html",
-        "samples.png",
-        "random-x.safetensors",
-        "random-h.safetensors",
-        "probes",
-    } <= names
+    expected = {"report.html", "samples.png", "probes", "random-x.safetensors"}
+    expected |= {"random-h.safetensors", "attention-qk.safetensors", "pca-channel.safetensors"}
+    assert expected <= names
 
-    code, out, _ = run(capsys, "bench", *M, "--n", "2", "--steps", "2", "--repeats", "1")
-    assert code == 0 and "sample 2 x 2 steps" in out
+    out = ok("bench", *M, "--n", "2", "--steps", "2", "--repeats", "1")
+    assert "sample 2 x 2 steps" in out
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from workbench.viz.report import Report
 #: What the demo runs per engine: (label, options). Engines added later extend this table.
 DEMO_DISCOVERIES: dict[str, list[tuple[str, dict]]] = {
     "attention": [("attention-qk", {"matrix": "qk"}), ("attention-ov", {"matrix": "ov"})],
+    "pca": [("pca-channel", {"form": "channel", "n": 64})],
     "random": [("random-x", {"space": "x"}), ("random-h", {"space": "h", "form": "channel"})],
 }
 STRENGTHS = [-3.0, -1.5, 0.0, 1.5, 3.0]

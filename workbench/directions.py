@@ -23,6 +23,14 @@ from workbench.store import load_tensors, save_tensors
 SPACES = ("x", "h")
 
 
+def sign_fixed(vectors: torch.Tensor) -> torch.Tensor:
+    """Flip each row of ``[k, D]`` so that its entry of largest magnitude is positive."""
+    idx = vectors.abs().argmax(dim=1, keepdim=True)
+    signs = torch.sign(vectors.gather(1, idx))
+    signs[signs == 0] = 1
+    return vectors * signs
+
+
 @dataclass
 class DirectionSet:
     """Ranked unit directions found by one engine on one model.

@@ -30,7 +30,7 @@ import argparse
 
 import torch
 
-from workbench.directions import DirectionSet
+from workbench.directions import DirectionSet, sign_fixed
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
@@ -45,14 +45,6 @@ def default_module(model: DiffusionModel) -> str:
         if name in names:
             return name
     raise WorkbenchError("this U-Net has no mid-block self-attention")
-
-
-def sign_fixed(vectors: torch.Tensor) -> torch.Tensor:
-    """Flip each row so that its entry of largest magnitude is positive."""
-    idx = vectors.abs().argmax(dim=1, keepdim=True)
-    signs = torch.sign(vectors.gather(1, idx))
-    signs[signs == 0] = 1
-    return vectors * signs
 
 
 def decompose(

@@ -298,6 +298,21 @@ class DiffusionModel:
         finally:
             handle.remove()
 
+    @contextlib.contextmanager
+    def record_h(self) -> Iterator[list[torch.Tensor]]:
+        """Within the block, every mid-block output is appended (detached, CPU) to the list
+        yielded; the hook is removed on exit, also after an exception."""
+        seen: list[torch.Tensor] = []
+
+        def keep(module, args, output):
+            seen.append(output.detach().to("cpu", torch.float32))
+
+        handle = self.unet.mid_block.register_forward_hook(keep)
+        try:
+            yield seen
+        finally:
+            handle.remove()
+
     def attention_modules(self) -> dict[str, Attention]:
         """Every attention module of the U-Net, by its qualified name."""
         return {n: m for n, m in self.unet.named_modules() if isinstance(m, Attention)}
