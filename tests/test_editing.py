@@ -90,3 +90,12 @@ def test_edit_errors(tiny, other_tiny, tmp_path):
     data = np.load(path)
     assert data["images"].shape == (2, 2, 16, 16, 3) and data["images"].dtype == np.uint8
     assert data["seeds"].tolist() == [4, 5] and data["strengths"].tolist() == [0.0, 1.0]
+
+
+def test_stochastic_edits_are_seeded_and_share_noise_across_strengths(tiny):
+    ds = wb.discover("random", tiny, k=1, space="x", timestep=500)
+    a = wb.edit(tiny, ds, 0, [0.0, 0.0], seeds=[3, 4], num_steps=6, eta=1.0)
+    b = wb.edit(tiny, ds, 0, [0.0, 0.0], seeds=[3, 4], num_steps=6, eta=1.0)
+    assert torch.equal(a.images, b.images)
+    torch.testing.assert_close(a.images[0], a.images[1])  # same seed, same noise
+    assert (a.images[0, 0] - a.images[0, 1]).abs().max() > 1e-3

@@ -150,7 +150,9 @@ def edit(
             (default T-1; e.g. DDIM-inverted images at the mixing step).
         mode: a registered mode (``"additive"`` or an engine's own).
         num_steps: DDIM steps over ``[0, t_start]`` (default: the preset's).
-        eta: DDIM eta after the edit's first step (0: deterministic).
+        eta: DDIM eta from the edit's first step on (0: deterministic). With seeds, the
+            step noise of a seed is drawn from its own generator and is the same at every
+            strength; with given latents it comes from the global generator.
         options: passed to the mode.
     Returns:
         :class:`EditResult` with images ``[S, N, C, H, W]``.
@@ -174,16 +176,27 @@ def edit(
     grid = make_timesteps(model, num_steps, t_start=top, include=plan.include)
     split = next((i for i, t in enumerate(grid) if t <= plan.first_edit), len(grid) - 1)
     n, s_count = x.shape[0], len(strengths)
+    per_chunk = max(1, batch_size // s_count)
     outs = []
-    for start in range(0, n, max(1, batch_size // s_count)):
-        chunk = x[start : start + max(1, batch_size // s_count)]
+    for start in range(0, n, per_chunk):
+        chunk = x[start : start + per_chunk]
         if split > 0:  # shared, unedited trunk
             chunk = ddim(model, chunk, grid[: split + 1], progress=progress)
         m = chunk.shape[0]
         batch = chunk.repeat(s_count, 1, 1, 1)  # strength-major: [S*m, ...]
         per_sample = torch.tensor(strengths).repeat_interleave(m)
         hook = plan.make_hook(per_sample)
-        out = ddim(model, batch, grid[split:], eta=eta, edit=hook, progress=progress)
+        gens = None
+        if eta and seeds is not None:  # the same step noise for a seed at every strength
+            chunk_seeds = list(seeds)[start : start + m]
+            gens = [
+                torch.Generator().manual_seed(int(s) + 1_000_003)
+                for _ in strengths
+                for s in chunk_seeds
+            ]
+        out = ddim(
+            model, batch, grid[split:], eta=eta, generator=gens, edit=hook, progress=progress
+        )
         outs.append(out.reshape(s_count, m, *out.shape[1:]))
     images = torch.cat(outs, dim=1)
     check_finite("edited images", images)

@@ -122,6 +122,28 @@ def _step_noise(x: torch.Tensor, generator: torch.Generator | Sequence[torch.Gen
     return z.to(x.device, x.dtype)
 
 
+def _sampling_step(
+    model: DiffusionModel,
+    step: Step,
+    a_t: float,
+    a_next: float,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+    clip_x0: bool,
+) -> tuple[torch.Tensor, Prediction]:
+    """One DDIM step down from ``step.x``; asymmetric when the step asks for it."""
+    pred = model.predict(step.x, step.t, step.delta_h)
+    asymmetric = step.asymmetric and step.delta_h is not None
+    direction = model.eps(step.x, step.t) if asymmetric else pred.eps
+    x0 = pred.x0.clamp(-1, 1) if clip_x0 else pred.x0
+    sigma = 0.0
+    if step.eta:
+        sigma = step.eta * math.sqrt((1 - a_next) / (1 - a_t) * (1 - a_t / a_next))
+    x_next = math.sqrt(a_next) * x0 + math.sqrt(max(1.0 - a_next - sigma**2, 0.0)) * direction
+    if sigma > 0:
+        x_next = x_next + sigma * _step_noise(step.x, generator)
+    return x_next, Prediction(eps=pred.eps, x0=x0)
+
+
 @torch.no_grad()
 def ddim(
     model: DiffusionModel,
@@ -177,27 +199,9 @@ def ddim(
             coef_a, coef_b = model.ddim_coefficients(a_next, a_t)
             x_next = (x - coef_b * raw) / coef_a
             step.prediction = model.convert(raw, x_next, a_next)
-            step.x_next = x_next
-            for hook in callbacks:
-                hook(step)
-            x = x_next
-            if trajectory is not None:
-                trajectory.append(x.detach().cpu())
-            continue
-        pred = model.predict(x, step.t, step.delta_h)
-        direction = (
-            model.eps(x, step.t) if step.asymmetric and step.delta_h is not None else pred.eps
-        )
-        x0 = pred.x0
-        if clip_x0:
-            x0 = x0.clamp(-1, 1)
-        sigma = 0.0
-        if step.eta:
-            sigma = step.eta * math.sqrt((1 - a_next) / (1 - a_t) * (1 - a_t / a_next))
-        x_next = math.sqrt(a_next) * x0 + math.sqrt(max(1.0 - a_next - sigma**2, 0.0)) * direction
-        if sigma > 0:
-            x_next = x_next + sigma * _step_noise(x, generator)
-        step.prediction, step.x_next = Prediction(eps=pred.eps, x0=x0), x_next
+        else:
+            x_next, step.prediction = _sampling_step(model, step, a_t, a_next, generator, clip_x0)
+        step.x_next = x_next
         for hook in callbacks:
             hook(step)
         x = x_next
