@@ -1,7 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WORKBENCH_CACHE", tempfile.mkdtemp(prefix="workbench-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -19,6 +19,7 @@ from workbench.viz.report import Report
 #: What the demo runs per engine: (label, options). Engines added later extend this table.
 DEMO_DISCOVERIES: dict[str, list[tuple[str, dict]]] = {
     "attention": [("attention-qk", {"matrix": "qk"}), ("attention-ov", {"matrix": "ov"})],
+    "pullback": [("pullback", {"max_iter": 20})],
     "pca": [("pca-channel", {"form": "channel", "n": 64})],
     "random": [("random-x", {"space": "x"}), ("random-h", {"space": "h", "form": "channel"})],
 }

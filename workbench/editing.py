@@ -210,3 +210,38 @@ def edit(
         timesteps=grid,
         options=dict(options),
     )
+
+
+@register_mode("guidance")
+def guidance(
+    model: DiffusionModel,
+    directions: DirectionSet,
+    index: int,
+    gamma: float = 0.1,
+    delta: float = 1.0,
+    repeats: int = 16,
+) -> EditPlan:
+    """The published x-space guidance (pullback engine, METHODS.md section 1) at the
+    direction's timestep t: ``x <- x + gamma * (eps(x + s * delta * v, t) - eps(x, t))``,
+    repeated ``repeats`` times from the previous result; ``s`` is the strength (its sign
+    gives +v or -v). ``delta`` is the norm of the probe step, in units of ``x_step``.
+    Defaults: the published CelebA values (gamma 0.1, delta 1, 16 repeats)."""
+    if directions.space != "x":
+        raise WorkbenchError("guidance edits x-space directions only")
+    v = directions.vector(index, model).to(model.device, model.dtype)
+    t_edit = int(directions.timestep)  # type: ignore[arg-type]
+    probe = delta * model.preset.x_step * v
+
+    def make_hook(strengths: torch.Tensor) -> StepHook:
+        def hook(step: Step) -> None:
+            if step.t != t_edit:
+                return
+            s = _per_sample(strengths, step.x)
+            x = step.x
+            for _ in range(repeats):
+                x = x + gamma * (model.eps(x + s * probe, t_edit) - model.eps(x, t_edit))
+            step.x = x
+
+        return hook
+
+    return EditPlan(include=[t_edit], first_edit=t_edit, make_hook=make_hook)

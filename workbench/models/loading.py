@@ -117,8 +117,8 @@ def load(
     name = str(name_or_path)
     if name == "tiny-test":
         unet, scheduler = _build_tiny()
-        if dtype != torch.float32:
-            unet = unet.to(dtype=dtype)
+        if dtype != torch.float32:  # plain Module.to: nothing in a random model needs fp32
+            torch.nn.Module.to(unet, dtype=dtype)
         source, found_preset = name, PRESETS[name]
     elif name in PRESETS:
         folder = BUNDLED_DIR / name

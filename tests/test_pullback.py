@@ -1,0 +1,103 @@
+import math
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.engines.pullback import local_basis, principal_angles
+
+T = 600
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """tiny-test in float64, two samples, the materialised Jacobian of sample 0, and the
+    batched basis (k=2: this spectrum has a 7% gap after the second singular value)."""
+    model = wb.load("tiny-test", dtype=torch.float64, device="cpu")
+    x = model.noise([0, 1]).double()
+    with model.jacobian_safe():
+        jac = torch.func.jacrev(lambda z: model.h(z[None], T)[0].reshape(-1))(x[0])
+    jac = jac.reshape(512, 768)
+    _, s, vh = torch.linalg.svd(jac, full_matrices=False)
+    basis = local_basis(model, x, T, k=2, oversample=6, tol_deg=0.05, dtype=torch.float64)
+    return model, x, jac, s, vh, basis
+
+
+def test_principal_angles():
+    q, _ = torch.linalg.qr(torch.randn(10, 4, generator=torch.Generator().manual_seed(0)))
+    assert float(principal_angles(q, q).max()) < 1e-3
+    assert abs(float(principal_angles(q[:, :2], q[:, 2:]).min()) - math.pi / 2) < 1e-6
+
+
+def test_local_basis_matches_the_materialised_jacobian(setup):
+    model, x, jac, s, vh, basis = setup
+    assert (
+        basis.converged and basis.V.shape == (2, 2, 3, 16, 16) and basis.U.shape == (2, 2, 32, 4, 4)
+    )
+    assert float(((basis.s[0] - s[:2]) / s[:2]).abs().max()) < 0.01
+    v = basis.V[0].reshape(2, -1).T
+    assert float(principal_angles(vh[:2].T, v).max()) * 180 / math.pi < 1.0
+    torch.testing.assert_close(v.T @ v, torch.eye(2, dtype=v.dtype), rtol=0, atol=1e-8)
+    jv = (jac @ v).T  # U = J V / |J V|
+    torch.testing.assert_close(
+        basis.U[0].reshape(2, -1), jv / jv.norm(dim=1, keepdim=True), rtol=0, atol=1e-6
+    )
+
+
+def test_a_batch_gives_what_each_sample_gives_alone(setup):
+    model, x, _, _, _, basis = setup
+    alone = local_basis(model, x[1:], T, k=2, oversample=6, tol_deg=0.05, dtype=torch.float64)
+    torch.testing.assert_close(alone.s[0], basis.s[1], rtol=1e-4, atol=0)
+    angle = principal_angles(alone.V[0].reshape(2, -1).T, basis.V[1].reshape(2, -1).T)
+    assert float(angle.max()) * 180 / math.pi < 0.5
+
+
+def test_warm_start_converges_at_once(setup):
+    model, x, _, _, _, basis = setup
+    warm = local_basis(
+        model, x, T, k=2, oversample=6, tol_deg=0.05, dtype=torch.float64, warm_start=basis.V
+    )
+    assert warm.converged and warm.iterations <= 3 < basis.iterations
+
+
+def test_errors(tiny):
+    x = tiny.noise([0])
+    with pytest.raises(wb.WorkbenchError, match="k \\+ oversample"):
+        local_basis(tiny, x, 500, k=800)
+    with pytest.raises(wb.WorkbenchError, match="dtype"):
+        local_basis(tiny, x, 500, dtype=torch.float64)
+    with pytest.raises(wb.WorkbenchError, match="out of range"):
+        local_basis(tiny, x, 1000)
+    with pytest.raises(wb.WorkbenchError, match="warm_start"):
+        local_basis(tiny, x, 500, warm_start=torch.zeros(2, 3, 8, 8))
+
+
+def test_transport_within_one_basis_is_the_identity(setup):
+    from workbench.engines.pullback import transport
+
+    _, _, _, _, _, basis = setup
+    for i in range(2):
+        moved = transport(basis.U[0, i], basis, index=0)
+        torch.testing.assert_close(moved, basis.V[0, i], rtol=0, atol=1e-8)
+    into_other = transport(basis.U[0, 0], basis, index=1)
+    assert abs(float(into_other.norm()) - 1.0) < 1e-9
+
+
+def test_pullback_engine_caches_and_edits(tiny, tmp_path):
+    from workbench.store import Cache
+
+    cache = Cache(tmp_path)
+    ds = wb.discover("pullback", tiny, k=2, timestep=999, steps=4, max_iter=3, cache=cache)
+    assert ds.space == "x" and ds.shape == tiny.sample_shape and ds.timestep == 999
+    assert len(list(tmp_path.iterdir())) == 1
+    again = wb.discover("pullback", tiny, k=2, timestep=999, steps=4, max_iter=3, cache=cache)
+    assert torch.equal(again.vectors, ds.vectors) and again.params == ds.params
+    result = wb.edit(
+        tiny, ds, 0, [-1.0, 0.0, 1.0], seeds=[0], num_steps=4, mode="guidance", repeats=2
+    )
+    plain = wb.edit(tiny, ds, 0, [0.0], seeds=[0], num_steps=4)
+    torch.testing.assert_close(result.images[1], plain.images[0], rtol=1e-5, atol=1e-5)
+    assert (result.images[0] - result.images[1]).abs().max() > 1e-5
+    h_dirs = wb.discover("random", tiny, k=1, space="h")
+    with pytest.raises(wb.WorkbenchError, match="x-space"):
+        wb.edit(tiny, h_dirs, 0, [1.0], seeds=[0], mode="guidance")

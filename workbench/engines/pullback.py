@@ -1,0 +1,256 @@
+"""Pullback-metric directions: the local basis of x_t -> h (METHODS.md section 1).
+
+For one timestep t, f(x) = h(x, t) maps x-space (d = C H W) to h-space. The pullback
+metric is J^T J with J = df/dx; its top eigenvectors V (the top right singular vectors
+of J) are the x-space directions the encoder stretches most, U = J V / |J V| their images
+in h, and s the singular values.
+
+Algorithm (:func:`local_basis`): randomized block subspace iteration on J^T J with
+oversampling ``p`` and Rayleigh-Ritz extraction, for a batch of samples at once:
+
+1. Q: orthonormal ``[B, d, k + p]`` (random, or a warm start padded with random columns);
+2. Y = J Q by forward mode, all k + p columns in one ``vmap`` of ``jvp`` (``chunk`` bounds
+   how many go through at once, and so the peak memory);
+3. Ritz step: Y = U_y S W^T (thin SVD); V = Q W, s = S, U = U_y;
+4. Z = J^T Y by reverse mode (one ``vmap`` of the ``vjp``), Q = orth(Z);
+5. stop when the largest principal angle between the top-k Ritz subspaces of successive
+   iterations is below ``tol_deg`` (after ``min_iter`` iterations), or at ``max_iter``.
+
+Runs under ``model.jacobian_safe()`` (forward-mode AD through attention). Samples do not
+interact in the U-Net (GroupNorm and attention act per sample), so one batched JVP gives
+each sample's own J v.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from workbench.directions import DirectionSet
+from workbench.engines import register_engine
+from workbench.errors import WorkbenchError, check_finite
+from workbench.models.wrapper import DiffusionModel
+from workbench.sampling import ddim, make_timesteps
+from workbench.store import Cache, cache_key
+
+
+@dataclass
+class LocalBasis:
+    """Top-k singular triplets of J = dh/dx_t for each sample.
+
+    Attributes:
+        V: ``[B, k, C, H, W]`` x-space directions (unit, orthonormal per sample).
+        U: ``[B, k, *h_shape]`` their images in h-space, normalised.
+        s: ``[B, k]`` singular values, descending.
+        t: the timestep.
+        iterations: subspace iterations run.
+        angles: largest principal angle (degrees) between successive top-k subspaces, per
+            iteration (max over the batch).
+        converged: whether the last angle fell below the tolerance.
+    """
+
+    V: torch.Tensor
+    U: torch.Tensor
+    s: torch.Tensor
+    t: int
+    iterations: int
+    angles: list[float] = field(default_factory=list)
+    converged: bool = False
+
+    @property
+    def k(self) -> int:
+        return int(self.s.shape[1])
+
+
+def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Principal angles (radians, ascending) between the column spans of orthonormal
+    ``a`` ``[..., d, k]`` and ``b`` ``[..., d, m]``; returns ``[..., min(k, m)]``."""
+    cos = torch.linalg.svdvals(a.transpose(-1, -2) @ b).clamp(-1, 1)
+    return torch.arccos(cos).flip(-1)
+
+
+def _orth(m: torch.Tensor) -> torch.Tensor:
+    q, _ = torch.linalg.qr(m)
+    return q
+
+
+def local_basis(
+    model: DiffusionModel,
+    x_t: torch.Tensor,
+    t: int,
+    k: int = 8,
+    oversample: int = 4,
+    max_iter: int = 30,
+    min_iter: int = 2,
+    tol_deg: float = 0.1,
+    chunk: int | None = None,
+    warm_start: torch.Tensor | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> LocalBasis:
+    """Top-``k`` right singular vectors of dh/dx_t at ``x_t`` ``[B, C, H, W]``, timestep ``t``.
+
+    Args:
+        oversample: extra columns ``p`` carried along (accuracy of the top k).
+        chunk: at most this many of the ``k + p`` columns per vmapped pass (memory bound).
+        warm_start: ``[B, k', C, H, W]`` or ``[k', C, H, W]`` x-space vectors to start from
+            (e.g. the basis at a neighbouring timestep or sample).
+        dtype: computation dtype of the products (float32 or float64).
+    """
+    model._check_x(x_t, "x_t")
+    check_finite("x_t", x_t)
+    t = model.check_timestep(t)
+    b, d = x_t.shape[0], model.d
+    width = k + oversample
+    if not 1 <= k <= d or oversample < 0 or width > d:
+        raise WorkbenchError(f"need 1 <= k and k + oversample <= {d}, got k={k}, p={oversample}")
+    if model.dtype != dtype:
+        raise WorkbenchError(f"model is {model.dtype}; load it with dtype={dtype} for this basis")
+    x = x_t.detach().to(model.device, dtype).clone()
+    shape = model.sample_shape
+    gen = torch.Generator().manual_seed(seed)
+    start = torch.randn(b, d, width, generator=gen, dtype=torch.float64).to(x.device, dtype)
+    if warm_start is not None:
+        warm = warm_start.to(x.device, dtype)
+        if warm.ndim == 4:  # one start shared by every sample
+            warm = warm.unsqueeze(0).expand(b, -1, -1, -1, -1)
+        if warm.ndim != 5 or warm.shape[0] != b or tuple(warm.shape[2:]) != shape:
+            raise WorkbenchError(
+                f"warm_start has shape {list(warm_start.shape)}, expected [B, k', *{list(shape)}]"
+            )
+        cols = min(warm.shape[1], width)
+        start[:, :, :cols] = warm[:, :cols].reshape(b, cols, d).transpose(1, 2)
+    q = _orth(start)
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return model.h(z, t)
+
+    def jv(cols: torch.Tensor) -> torch.Tensor:  # [B, d, w] -> [B, H_dim, w]
+        tangents = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *shape)
+        out = torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1], chunk_size=chunk)(
+            tangents
+        )
+        return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0)
+
+    def jtu(cols: torch.Tensor, vjp_fn) -> torch.Tensor:  # [B, H_dim, w] -> [B, d, w]
+        cot = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *model.h_shape)
+        out = torch.func.vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(cot)
+        return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0)
+
+    angles: list[float] = []
+    previous = None
+    converged = False
+    with model.jacobian_safe(), torch.enable_grad():
+        _, vjp_fn = torch.func.vjp(f, x)
+        for it in range(1, max_iter + 1):
+            y = jv(q)  # [B, m, w]
+            u_y, s, wh = torch.linalg.svd(y, full_matrices=False)  # Rayleigh-Ritz
+            v = q @ wh.transpose(1, 2)  # [B, d, w], Ritz vectors
+            top = v[:, :, :k]
+            if previous is not None:
+                angle = float(principal_angles(previous, top).amax()) * 180 / math.pi
+                angles.append(angle)
+                if it >= min_iter and angle < tol_deg:
+                    converged = True
+                    break
+            previous = top
+            if it == max_iter:
+                break
+            q = _orth(jtu(u_y * s[:, None, :], vjp_fn))
+    check_finite("local basis", s)
+    V = top.transpose(1, 2).reshape(b, k, *shape)
+    U = u_y[:, :, :k].transpose(1, 2).reshape(b, k, *model.h_shape)
+    return LocalBasis(
+        V=V.detach(),
+        U=U.detach(),
+        s=s[:, :k].detach(),
+        t=t,
+        iterations=it,
+        angles=angles,
+        converged=converged,
+    )
+
+
+def transport(u_a: torch.Tensor, basis_b: LocalBasis, index: int = 0) -> torch.Tensor:
+    """Parallel transport of an h-space direction ``u_a`` (``[*h_shape]``) into sample
+    ``index`` of ``basis_b``: ``v_b = V_b (U_b^T u_a)``, normalised; returns ``[C, H, W]``.
+
+    The direction is projected onto b's h-space basis and mapped back through b's x-space
+    basis, so it lands in the span of b's top-k directions.
+    """
+    u_b = basis_b.U[index].reshape(basis_b.k, -1)
+    v_b = basis_b.V[index].reshape(basis_b.k, -1)
+    coeff = u_b @ u_a.reshape(-1).to(u_b.dtype)
+    out = coeff @ v_b
+    norm = out.norm()
+    if float(norm) < 1e-12:
+        raise WorkbenchError(
+            "the direction is orthogonal to the target basis: nothing to transport"
+        )
+    return (out / norm).reshape(basis_b.V.shape[2:])
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("--oversample", type=int, default=4)
+    parser.add_argument("--max-iter", type=int, default=30)
+    parser.add_argument("--tol-deg", type=float, default=0.1)
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps down to the timestep")
+
+
+@register_engine("pullback", "top singular vectors of dh/dx_t (pullback metric)", _arguments)
+def pullback_directions(
+    model: DiffusionModel,
+    k: int = 8,
+    timestep: int | None = None,
+    seed: int = 0,
+    oversample: int = 4,
+    max_iter: int = 30,
+    tol_deg: float = 0.1,
+    steps: int | None = None,
+    cache: Cache | None = None,
+) -> DirectionSet:
+    """The local basis at x_t of the sample from ``seed``, x_t reached by DDIM from x_T.
+
+    Cached by model fingerprint, timestep, seed and parameters (``store.Cache``).
+    """
+    t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
+    params = {"k": k, "seed": seed, "oversample": oversample, "max_iter": max_iter}
+    params |= {"tol_deg": tol_deg, "steps": steps}
+    cache = cache or Cache()
+    key = cache_key(engine="pullback", model=model.fingerprint, t=t, **params)
+    hit = cache.get(key)
+    if hit is None:
+        grid = make_timesteps(model, steps, include=[t])
+        x_t = model.noise([seed])
+        if grid.index(t) > 0:
+            x_t = ddim(model, x_t, grid[: grid.index(t) + 1], progress=False)
+        basis = local_basis(
+            model,
+            x_t,
+            t,
+            k=k,
+            oversample=oversample,
+            max_iter=max_iter,
+            tol_deg=tol_deg,
+            seed=seed,
+            dtype=model.dtype,
+        )
+        meta = {"iterations": basis.iterations, "converged": basis.converged}
+        cache.put(key, {"V": basis.V[0], "s": basis.s[0]}, meta)
+        vectors, scores = basis.V[0], basis.s[0]
+    else:
+        (tensors, meta) = hit
+        vectors, scores = tensors["V"], tensors["s"]
+    return DirectionSet(
+        vectors=vectors,
+        space="x",
+        timestep=t,
+        engine="pullback",
+        model_fingerprint=model.fingerprint,
+        scores=scores,
+        score_name="singular value",
+        params=params | meta,
+        labels=[f"pullback-t{t}[{i}]" for i in range(k)],
+    )
