@@ -99,3 +99,26 @@ def test_stochastic_edits_are_seeded_and_share_noise_across_strengths(tiny):
     assert torch.equal(a.images, b.images)
     torch.testing.assert_close(a.images[0], a.images[1])  # same seed, same noise
     assert (a.images[0, 0] - a.images[0, 1]).abs().max() > 1e-3
+
+
+def test_quality_boosting_touches_only_the_last_steps(tiny):
+    ds = wb.discover("random", tiny, k=1, space="x", timestep=500)
+    plain = wb.edit(tiny, ds, 0, [1.0], seeds=[0, 1], num_steps=10)
+    boosted = wb.edit(tiny, ds, 0, [1.0], seeds=[0, 1], num_steps=10, boost=0.2)
+    again = wb.edit(tiny, ds, 0, [1.0], seeds=[0, 1], num_steps=10, boost=0.2)
+    assert torch.equal(boosted.images, again.images)
+    assert (boosted.images - plain.images).abs().max() > 1e-4
+    from workbench.editing import quality_boost
+
+    grid = plain.timesteps
+    seen = []
+    ddim(
+        tiny,
+        tiny.noise([0]),
+        grid,
+        edit=quality_boost(grid, 0.2),
+        callback=lambda s: seen.append(s.eta),
+    )
+    assert seen == [0.0] * 8 + [1.0] * 2
+    with pytest.raises(wb.WorkbenchError, match="boost"):
+        wb.edit(tiny, ds, 0, [1.0], seeds=[0], boost=1.5)

@@ -94,6 +94,20 @@ def additive(
     return EditPlan(include=include, first_edit=t_high, make_hook=make_hook)
 
 
+def quality_boost(grid: Sequence[int], fraction: float) -> StepHook:
+    """Hook that sets eta = 1 on the last ``round(fraction * steps)`` steps of ``grid``."""
+    if not 0.0 <= fraction <= 1.0:
+        raise WorkbenchError(f"boost must be in [0, 1], got {fraction}")
+    steps = len(grid) - 1
+    boosted = set(grid[steps - round(fraction * steps) : steps])
+
+    def hook(step: Step) -> None:
+        if step.t in boosted:
+            step.eta = 1.0
+
+    return hook
+
+
 @dataclass
 class EditResult:
     """Edited images ``[S, N, C, H, W]`` in [-1, 1]: strengths along dim 0, samples along 1."""
@@ -137,6 +151,7 @@ def edit(
     mode: str = "additive",
     num_steps: int | None = None,
     eta: float = 0.0,
+    boost: float = 0.0,
     progress: bool | None = None,
     batch_size: int = 256,
     **options: Any,
@@ -153,6 +168,8 @@ def edit(
         eta: DDIM eta from the edit's first step on (0: deterministic). With seeds, the
             step noise of a seed is drawn from its own generator and is the same at every
             strength; with given latents it comes from the global generator.
+        boost: "quality boosting": the last ``boost`` fraction of the steps (0 to 1) run
+            with eta = 1 (the published pullback default is 0.2).
         options: passed to the mode.
     Returns:
         :class:`EditResult` with images ``[S, N, C, H, W]``.
@@ -175,6 +192,7 @@ def edit(
             raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")
     grid = make_timesteps(model, num_steps, t_start=top, include=plan.include)
     split = next((i for i, t in enumerate(grid) if t <= plan.first_edit), len(grid) - 1)
+    boosting = quality_boost(grid, boost)
     n, s_count = x.shape[0], len(strengths)
     per_chunk = max(1, batch_size // s_count)
     outs = []
@@ -187,7 +205,7 @@ def edit(
         per_sample = torch.tensor(strengths).repeat_interleave(m)
         hook = plan.make_hook(per_sample)
         gens = None
-        if eta and seeds is not None:  # the same step noise for a seed at every strength
+        if (eta or boost) and seeds is not None:  # a seed's step noise: same at every strength
             chunk_seeds = list(seeds)[start : start + m]
             gens = [
                 torch.Generator().manual_seed(int(s) + 1_000_003)
@@ -195,7 +213,13 @@ def edit(
                 for s in chunk_seeds
             ]
         out = ddim(
-            model, batch, grid[split:], eta=eta, generator=gens, edit=hook, progress=progress
+            model,
+            batch,
+            grid[split:],
+            eta=eta,
+            generator=gens,
+            edit=[hook, boosting],
+            progress=progress,
         )
         outs.append(out.reshape(s_count, m, *out.shape[1:]))
     images = torch.cat(outs, dim=1)
@@ -208,7 +232,7 @@ def edit(
         mode=mode,
         directions=directions,
         timesteps=grid,
-        options=dict(options),
+        options=dict(options) | {"eta": eta, "boost": boost},
     )
 
 
