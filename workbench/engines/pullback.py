@@ -24,6 +24,7 @@ each sample's own J v.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -89,6 +90,7 @@ def local_basis(
     warm_start: torch.Tensor | None = None,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> LocalBasis:
     """Top-``k`` right singular vectors of dh/dx_t at ``x_t`` ``[B, C, H, W]``, timestep ``t``.
 
@@ -98,6 +100,8 @@ def local_basis(
         warm_start: ``[B, k', C, H, W]`` or ``[k', C, H, W]`` x-space vectors to start from
             (e.g. the basis at a neighbouring timestep or sample).
         dtype: computation dtype of the products (float32 or float64).
+        callback: called after every iteration with (iteration, top-k Ritz vectors
+            ``[B, d, k]``), e.g. to trace accuracy against time.
     """
     model._check_x(x_t, "x_t")
     check_finite("x_t", x_t)
@@ -149,6 +153,8 @@ def local_basis(
             u_y, s, wh = torch.linalg.svd(y, full_matrices=False)  # Rayleigh-Ritz
             v = q @ wh.transpose(1, 2)  # [B, d, w], Ritz vectors
             top = v[:, :, :k]
+            if callback is not None:
+                callback(it, top)
             if previous is not None:
                 angle = float(principal_angles(previous, top).amax()) * 180 / math.pi
                 angles.append(angle)
