@@ -101,3 +101,34 @@ def test_pullback_engine_caches_and_edits(tiny, tmp_path):
     h_dirs = wb.discover("random", tiny, k=1, space="h")
     with pytest.raises(wb.WorkbenchError, match="x-space"):
         wb.edit(tiny, h_dirs, 0, [1.0], seeds=[0], mode="guidance")
+
+
+def test_global_directions(setup):
+    from workbench.engines.pullback import LocalBasis, global_directions
+
+    _, _, _, _, _, basis = setup
+    one = LocalBasis(V=basis.V[:1], U=basis.U[:1], s=basis.s[:1], t=T, iterations=1)
+    vectors, weights = global_directions(one)
+    cos = (vectors.reshape(2, -1) * basis.V[0].reshape(2, -1)).sum(1).abs()
+    assert (cos > 1 - 1e-8).all()
+    torch.testing.assert_close(weights, basis.s[0])
+    twice = LocalBasis(V=basis.V[[0, 0]], U=basis.U[[0, 0]], s=basis.s[[0, 0]], t=T, iterations=1)
+    torch.testing.assert_close(global_directions(twice)[1], basis.s[0])
+    both, _ = global_directions(basis, k=2)
+    flat = both.reshape(2, -1)
+    torch.testing.assert_close(flat @ flat.T, torch.eye(2, dtype=flat.dtype), rtol=0, atol=1e-8)
+    with pytest.raises(wb.WorkbenchError, match="k must be"):
+        global_directions(basis, k=3)
+
+
+def test_pullback_engine_over_several_samples(tiny, tmp_path):
+    from workbench.store import Cache
+
+    ds = wb.discover(
+        "pullback", tiny, k=2, timestep=700, steps=4, max_iter=3, samples=3, cache=Cache(tmp_path)
+    )
+    flat = ds.vectors.flatten(1)
+    torch.testing.assert_close(flat @ flat.T, torch.eye(2), rtol=0, atol=1e-5)
+    assert ds.params["samples"] == 3 and (ds.scores[:-1] >= ds.scores[1:]).all()
+    with pytest.raises(wb.WorkbenchError, match="samples"):
+        wb.discover("pullback", tiny, samples=0)

@@ -198,11 +198,35 @@ def transport(u_a: torch.Tensor, basis_b: LocalBasis, index: int = 0) -> torch.T
     return (out / norm).reshape(basis_b.V.shape[2:])
 
 
+def global_directions(basis: LocalBasis, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directions shared by the local bases of several samples.
+
+    Every sample's x-space directions, weighted by their singular values, are stacked
+    (``[B k, d]``); the top right singular vectors of the stack span the subspace that the
+    samples stretch most in common. Returns ``(vectors [k, C, H, W], weights [k])`` with
+    weights = singular values of the stack / sqrt(B) (for one sample: its own s), signs by
+    the largest-entry rule.
+    """
+    from workbench.directions import sign_fixed
+
+    b, kk = basis.s.shape
+    k = kk if k is None else k
+    if not 1 <= k <= kk:
+        raise WorkbenchError(f"k must be in [1, {kk}], got {k}")
+    stack = (basis.V.reshape(b, kk, -1) * basis.s[:, :, None]).reshape(b * kk, -1)
+    _, s, vh = torch.linalg.svd(stack.double(), full_matrices=False)
+    vectors = sign_fixed(vh[:k]).to(basis.V.dtype)
+    return vectors.reshape(k, *basis.V.shape[2:]), (s[:k] / b**0.5).to(basis.s.dtype)
+
+
 def _arguments(parser) -> None:
     parser.add_argument("--oversample", type=int, default=4)
     parser.add_argument("--max-iter", type=int, default=30)
     parser.add_argument("--tol-deg", type=float, default=0.1)
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps down to the timestep")
+    parser.add_argument(
+        "--samples", type=int, default=1, help="seeds seed..seed+N-1: their shared directions"
+    )
 
 
 @register_engine("pullback", "top singular vectors of dh/dx_t (pullback metric)", _arguments)
@@ -215,21 +239,25 @@ def pullback_directions(
     max_iter: int = 30,
     tol_deg: float = 0.1,
     steps: int | None = None,
+    samples: int = 1,
     cache: Cache | None = None,
 ) -> DirectionSet:
-    """The local basis at x_t of the sample from ``seed``, x_t reached by DDIM from x_T.
+    """The local basis at x_t of the sample from ``seed``, x_t reached by DDIM from x_T;
+    with ``samples > 1``, the :func:`global_directions` of seeds ``seed .. seed+samples-1``.
 
-    Cached by model fingerprint, timestep, seed and parameters (``store.Cache``).
+    Cached by model fingerprint, timestep, seeds and parameters (``store.Cache``).
     """
+    if samples < 1:
+        raise WorkbenchError(f"samples must be at least 1, got {samples}")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
     params = {"k": k, "seed": seed, "oversample": oversample, "max_iter": max_iter}
-    params |= {"tol_deg": tol_deg, "steps": steps}
+    params |= {"tol_deg": tol_deg, "steps": steps, "samples": samples}
     cache = cache or Cache()
     key = cache_key(engine="pullback", model=model.fingerprint, t=t, **params)
     hit = cache.get(key)
     if hit is None:
         grid = make_timesteps(model, steps, include=[t])
-        x_t = model.noise([seed])
+        x_t = model.noise(range(seed, seed + samples))
         if grid.index(t) > 0:
             x_t = ddim(model, x_t, grid[: grid.index(t) + 1], progress=False)
         basis = local_basis(
@@ -244,8 +272,8 @@ def pullback_directions(
             dtype=model.dtype,
         )
         meta = {"iterations": basis.iterations, "converged": basis.converged}
-        cache.put(key, {"V": basis.V[0], "s": basis.s[0]}, meta)
-        vectors, scores = basis.V[0], basis.s[0]
+        vectors, scores = global_directions(basis) if samples > 1 else (basis.V[0], basis.s[0])
+        cache.put(key, {"V": vectors, "s": scores}, meta)
     else:
         (tensors, meta) = hit
         vectors, scores = tensors["V"], tensors["s"]
