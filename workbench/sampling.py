@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -46,7 +46,6 @@ class Step:
     asymmetric: bool = False
     prediction: Prediction | None = None
     x_next: torch.Tensor | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def inverting(self) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -179,21 +178,3 @@ def export(
         (tmp / PRESET_FILE).write_text(json.dumps(preset.to_dict(), indent=2))
         (tmp / "training.json").write_text(json.dumps(record, indent=2, default=str))
     return folder
-
-
-def steps_per_second(preset: str = "shapes32", batch_size: int = 64, steps: int = 3) -> float:
-    """Measured training speed (for planning runs); not used by training itself."""
-    unet = UNet2DModel(**ARCHITECTURES[preset]).train()
-    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-    size = ARCHITECTURES[preset]["sample_size"]
-    x = torch.randn(batch_size, 3, size, size)
-    t = torch.randint(0, 1000, (batch_size,))
-    began = None
-    for i in range(steps + 1):
-        if i == 1:
-            began = time.time()
-        loss = unet(x, t).sample.square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return steps / (time.time() - began) if began else math.nan
