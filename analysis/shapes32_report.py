@@ -43,16 +43,14 @@ def calibrate(model: wb.DiffusionModel, n: int = 32, steps: int = 50) -> dict:
     p = model.preset
     hi, lo = p.h_window
     grid = make_timesteps(model, steps, include=[p.x_timestep])
-    h_norms, x_norm = [], None
-
-    def record(step):
-        nonlocal x_norm
-        if step.t == p.x_timestep:
-            x_norm = float(step.x.flatten(1).norm(dim=1).mean())
-        if lo <= step.t <= hi:
-            h_norms.append(float(model.h(step.x, step.t).flatten(1).norm(dim=1).mean()))
-
-    ddim(model, model.noise(range(n)), grid, edit=record, progress=False)
+    with model.record_h() as seen:  # h of every step, from the sampling forwards themselves
+        _, traj = ddim(model, model.noise(range(n)), grid, return_trajectory=True, progress=False)
+    x_norm = float(traj.at(p.x_timestep).flatten(1).norm(dim=1).mean())
+    h_norms = [
+        float(h.flatten(1).norm(dim=1).mean())
+        for t, h in zip(grid[:-1], seen, strict=True)
+        if lo <= t <= hi
+    ]
     h_mean = statistics.mean(h_norms)
     return {
         "x_timestep": p.x_timestep,

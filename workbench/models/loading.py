@@ -26,7 +26,7 @@ BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 #: Bundled model names -> presets. A name with a folder under ``bundled/`` loads from it.
 PRESETS: dict[str, Preset] = {
-    # Provisional until measured on the trained model (issue: Shapes model); see docs/presets.md.
+    # Provisional until measured on the trained model: analysis/shapes32_report.py calibrates.
     "shapes32": Preset(
         num_inference_steps=50,
         x_step=6.0,

@@ -3,7 +3,8 @@
 A strength of 1 in :func:`workbench.edit` means a perturbation of norm ``x_step`` in x-space
 or of total norm ``h_step`` over the whole h tensor ``[C, H, W]`` in h-space, so that
 directions of different engines in the same space are compared at equal perturbation
-norms. The values for bundled models are measured on them (see ``docs/presets.md``);
+norms. The values for bundled models are to be measured on them (``analysis/shapes32_report.py``
+prints the calibration; ``docs/shapes.md`` records it);
 a local folder may carry its own ``workbench_preset.json``.
 """
 
