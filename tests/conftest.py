@@ -27,3 +27,9 @@ def other_tiny():
         model.unet.conv_in.bias.add_(0.01)
     model._fingerprint = None
     return model
+
+
+@pytest.fixture(scope="session")
+def shapes32():
+    """The bundled Shapes model (trained; 4.5M parameters). Treat as read-only."""
+    return wb.load("shapes32", device="cpu")

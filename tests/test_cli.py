@@ -148,3 +148,20 @@ def test_train_command_on_the_tiny_architecture(capsys, tmp_path):
     assert (out / "model" / "training.json").is_file() and (out / "checkpoint.pt").is_file()
     code, _, err = run(capsys, "train", "--preset", "nope", "--out", str(out))
     assert code == 2 and "unknown architecture" in err
+
+
+def test_discover_boundary_and_edit_at_distance(capsys, tmp_path):
+    out = tmp_path / "b.safetensors"
+    argv = ["discover", "boundary", *M, "--attribute", "right", "--images", "40"]
+    code, text, err = run(capsys, *argv, "--steps", "4", "--out", str(out))
+    assert code == 0, err
+    ds = wb.DirectionSet.load(out)
+    assert ds.engine == "boundary" and len(ds) == 1 and ds.timestep == 500
+    assert ds.params["attribute"] == "right" and 0.0 <= float(ds.scores[0]) <= 1.0
+    edit_argv = ["edit", *M, "--directions", str(out), "--mode", "distance", "--seeds", "0"]
+    code, _, err = run(capsys, *edit_argv, "--strengths", "-1,1", "--out", str(tmp_path / "e.npz"))
+    assert code == 0, err
+    code, _, err = run(
+        capsys, *argv, "--attribute", "happy", "--out", str(tmp_path / "c.safetensors")
+    )
+    assert code == 2 and "unknown attribute" in err and not (tmp_path / "c.safetensors").exists()

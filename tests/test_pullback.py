@@ -132,3 +132,34 @@ def test_pullback_engine_over_several_samples(tiny, tmp_path):
     assert ds.params["samples"] == 3 and (ds.scores[:-1] >= ds.scores[1:]).all()
     with pytest.raises(wb.WorkbenchError, match="samples"):
         wb.discover("pullback", tiny, samples=0)
+
+
+def test_local_directions_are_each_samples_own_basis(tiny, tmp_path):
+    from workbench.engines.pullback import local_directions
+    from workbench.eval import score_directions
+    from workbench.store import Cache
+
+    cache = Cache(tmp_path)
+    kw = dict(k=2, timestep=T, steps=4, oversample=6, tol_deg=0.05)  # converged: gap at k=2
+    sets = local_directions(tiny, [0, 1], cache=cache, **kw)
+    assert [ds.params["seed"] for ds in sets] == [0, 1] and sets[1].params["converged"]
+    alone = wb.discover("pullback", tiny, seed=1, cache=cache, **kw)
+    # the same subspace as seed 1 alone (the batched run starts from other random columns)
+    angles = principal_angles(
+        sets[1].vectors.flatten(1).T.double(), alone.vectors.flatten(1).T.double()
+    )
+    assert float(angles.max()) < math.radians(1)
+    with pytest.raises(wb.WorkbenchError, match="one per seed"):
+        score_directions(tiny, sets, strengths=[1], seeds=[0, 1, 2], num_steps=4)
+
+
+def test_scoring_one_set_per_seed_pools_the_seeds(shapes32):
+    from workbench.eval import score_directions
+
+    a, b = (wb.discover("random", shapes32, k=1, space="x", seed=s) for s in (0, 1))
+    kw = dict(strengths=[2], seeds=[0, 1, 2], num_steps=10)
+    shared = score_directions(shapes32, a, **kw)
+    assert float(shared.effect.abs().sum()) > 0  # the trained model: edits are read out
+    torch.testing.assert_close(score_directions(shapes32, [a, a, a], **kw).effect, shared.effect)
+    mixed = score_directions(shapes32, [a, b, b], **kw)
+    assert not torch.allclose(mixed.effect, shared.effect)

@@ -44,3 +44,20 @@ def test_cache_key_and_cache(tmp_path):
     assert tensors["v"].tolist() == [0.0, 1.0, 2.0] and meta == {"t": 3}
     write_json(tmp_path / "x.json", {"v": torch.ones(2)})
     assert (tmp_path / "x.json").read_text().count("1.0") == 2
+
+
+def test_atomic_writes_get_the_modes_of_plain_writes(tmp_path):
+    import os
+    import stat
+
+    from workbench.store import atomic_dir, write_text
+
+    mask = os.umask(0o022)
+    try:
+        f = write_text(tmp_path / "a.json", "{}")
+        with atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "x").write_text("1")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755

@@ -154,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         preset=args.preset,
         eval_samples=args.eval_samples,
+        max_minutes=args.max_minutes,
     )
     folder = train(config)
     print(f"wrote {folder}")
@@ -244,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="shapes32", help="architecture: shapes32 or tiny")
     p.add_argument(
         "--eval-samples", type=int, default=512, help="samples for the final quality report"
+    )
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget: stop early (checkpoint, export, report) when it is spent",
     )
 
     p = command("bench", "time sampling on a model", cmd_bench)

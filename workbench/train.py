@@ -32,7 +32,7 @@ from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
 from workbench.models.loading import PRESETS
 from workbench.models.presets import PRESET_FILE, Preset
-from workbench.store import atomic_dir, atomic_path
+from workbench.store import atomic_dir, atomic_path, write_json
 
 
 @dataclass
@@ -49,12 +49,21 @@ class TrainConfig:
     preset: str = "shapes32"
     eval_samples: int = 512
     eval_steps: int = 50
+    max_minutes: float | None = None
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach().float(), 1 - decay)
+        targets = list(ema.parameters())
+        sources = [p.detach().float() for p in model.parameters()]
+        torch._foreach_lerp_(targets, sources, 1 - decay)  # one fused kernel on CUDA
+
+
+def _command() -> str | None:
+    """The command line that runs this training, if it came from the CLI."""
+    if Path(sys.argv[0]).name in ("workbench", "cli.py"):
+        return "workbench " + " ".join(sys.argv[1:])
+    return None
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -70,6 +79,8 @@ def train(config: TrainConfig) -> Path:
         )
     if config.steps < 1 or config.batch_size < 1:
         raise WorkbenchError("steps and batch size must be positive")
+    if config.max_minutes is not None and config.max_minutes <= 0:
+        raise WorkbenchError("max_minutes must be positive")
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     arch = ARCHITECTURES[config.preset]
     size = arch["sample_size"]
@@ -83,7 +94,7 @@ def train(config: TrainConfig) -> Path:
     scheduler = DDIMScheduler(**ZERO_SNR_V_SCHEDULER)
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
-    start, losses = 0, []
+    start, losses, history = 0, [], []
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["config"]["preset"] != config.preset:
@@ -94,6 +105,7 @@ def train(config: TrainConfig) -> Path:
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         start, losses = state["step"], state["losses"]
+        history = state.get("history", [])
 
     use_amp = device.type == "cuda"
     n_params = sum(p.numel() for p in unet.parameters())
@@ -105,6 +117,7 @@ def train(config: TrainConfig) -> Path:
         disable=not settings.progress,
     )
     began = time.time()
+    pending: list[torch.Tensor] = []  # losses still on the device: one sync per 10 steps
     for step in bar:
         x0, _ = generate(config.batch_size, size=size, seed=config.seed * 1_000_003 + step)
         gen = torch.Generator().manual_seed(config.seed * 7_000_001 + step)
@@ -124,10 +137,25 @@ def train(config: TrainConfig) -> Path:
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         _ema_update(ema, unet, min(config.ema_decay, (1 + step) / (10 + step)))
-        losses.append(float(loss.detach()))
-        if step % 10 == 0:
+        pending.append(loss.detach())
+        if step % 10 == 0 or step + 1 == config.steps:
+            losses += torch.stack(pending).float().cpu().tolist()
+            pending = []
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+        out_of_time = (
+            config.max_minutes is not None and time.time() - began > 60 * config.max_minutes
+        )
+        last = step + 1 == config.steps or out_of_time
+        if last or (step + 1) % config.checkpoint_every == 0:
+            losses += torch.stack(pending).float().cpu().tolist() if pending else []
+            pending = []
+            segment = {
+                "command": _command(),
+                "steps": [start, step + 1],
+                "seconds": time.time() - began,
+                "device": str(device),
+                "torch": torch.__version__,
+            }
             state = {
                 "unet": unet.state_dict(),
                 "ema": ema.state_dict(),
@@ -135,10 +163,15 @@ def train(config: TrainConfig) -> Path:
                 "step": step + 1,
                 "losses": losses,
                 "config": asdict(config),
+                "history": [*history, segment],
             }
             _save_checkpoint(ckpt_path, state)
-    seconds = time.time() - began
-    return export(ema, scheduler, out / "model", config, losses, seconds, device)
+        if out_of_time:
+            bar.close()
+            break
+    if start < config.steps:
+        history = state["history"]
+    return export(ema, scheduler, out / "model", config, losses, history, device)
 
 
 def export(
@@ -147,7 +180,7 @@ def export(
     folder: Path,
     config: TrainConfig,
     losses: list[float],
-    seconds: float,
+    history: list[dict[str, Any]],
     device: torch.device,
 ) -> Path:
     """Write the EMA weights (fp16), scheduler, preset and training record; then measure."""
@@ -156,25 +189,24 @@ def export(
 
     preset = PRESETS.get(config.preset, Preset())
     record = {
-        "command": "workbench " + " ".join(sys.argv[1:])
-        if sys.argv[0].endswith("workbench")
-        else None,
         "config": asdict(config),
         "steps_done": len(losses),
         "final_loss": sum(losses[-200:]) / max(1, len(losses[-200:])),
-        "seconds_this_run": seconds,
+        "history": history,  # one entry per run (resumes add one): command, steps, seconds
+        "seconds": sum(h["seconds"] for h in history),
         "device": str(device),
         "torch": torch.__version__,
     }
-    model = DiffusionModel(copy.deepcopy(ema).float(), scheduler, preset, name=config.preset)
-    if config.eval_samples:
-        quality = sample_quality(model, n=config.eval_samples, num_steps=config.eval_steps)
-        record["sample_quality"] = quality.to_dict()
-        record["passes_bar"] = quality.passes()
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder) as tmp:  # the weights are safe on disk before the measurement
         ema.to(torch.float16).save_pretrained(tmp / "unet")
         ema.float()
         scheduler.save_pretrained(tmp / "scheduler")
         (tmp / PRESET_FILE).write_text(json.dumps(preset.to_dict(), indent=2))
         (tmp / "training.json").write_text(json.dumps(record, indent=2, default=str))
+    if config.eval_samples:
+        model = DiffusionModel(copy.deepcopy(ema).float(), scheduler, preset, name=config.preset)
+        quality = sample_quality(model, n=config.eval_samples, num_steps=config.eval_steps)
+        record["sample_quality"] = quality.to_dict()
+        record["passes_bar"] = quality.passes()
+        write_json(folder / "training.json", record)
     return folder

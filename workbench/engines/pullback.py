@@ -24,8 +24,9 @@ each sample's own J v.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -229,6 +230,42 @@ def _arguments(parser) -> None:
     )
 
 
+def _sample_bases(
+    model: DiffusionModel,
+    t: int,
+    seeds: Sequence[int],
+    params: dict[str, Any],
+    cache: Cache | None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Local bases of the samples from ``seeds`` at ``t``, cached: ``(V [B, k, C, H, W],
+    s [B, k], meta)``; x_t is reached by DDIM from each seed's x_T."""
+    cache = cache or Cache()
+    seeds = list(seeds)
+    key = cache_key(engine="pullback", model=model.fingerprint, t=t, seeds=seeds, **params)
+    hit = cache.get(key)
+    if hit is not None:
+        tensors, meta = hit
+        return tensors["V"], tensors["s"], meta
+    grid = make_timesteps(model, params["steps"], include=[t])
+    x_t = model.noise(seeds)
+    if grid.index(t) > 0:
+        x_t = ddim(model, x_t, grid[: grid.index(t) + 1], progress=False)
+    basis = local_basis(
+        model,
+        x_t,
+        t,
+        k=params["k"],
+        oversample=params["oversample"],
+        max_iter=params["max_iter"],
+        tol_deg=params["tol_deg"],
+        seed=seeds[0],
+        dtype=model.dtype,
+    )
+    meta = {"iterations": basis.iterations, "converged": basis.converged}
+    cache.put(key, {"V": basis.V, "s": basis.s}, meta)
+    return basis.V, basis.s, meta
+
+
 @register_engine("pullback", "top singular vectors of dh/dx_t (pullback metric)", _arguments)
 def pullback_directions(
     model: DiffusionModel,
@@ -250,33 +287,14 @@ def pullback_directions(
     if samples < 1:
         raise WorkbenchError(f"samples must be at least 1, got {samples}")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
-    params = {"k": k, "seed": seed, "oversample": oversample, "max_iter": max_iter}
-    params |= {"tol_deg": tol_deg, "steps": steps, "samples": samples}
-    cache = cache or Cache()
-    key = cache_key(engine="pullback", model=model.fingerprint, t=t, **params)
-    hit = cache.get(key)
-    if hit is None:
-        grid = make_timesteps(model, steps, include=[t])
-        x_t = model.noise(range(seed, seed + samples))
-        if grid.index(t) > 0:
-            x_t = ddim(model, x_t, grid[: grid.index(t) + 1], progress=False)
-        basis = local_basis(
-            model,
-            x_t,
-            t,
-            k=k,
-            oversample=oversample,
-            max_iter=max_iter,
-            tol_deg=tol_deg,
-            seed=seed,
-            dtype=model.dtype,
-        )
-        meta = {"iterations": basis.iterations, "converged": basis.converged}
-        vectors, scores = global_directions(basis) if samples > 1 else (basis.V[0], basis.s[0])
-        cache.put(key, {"V": vectors, "s": scores}, meta)
+    params = {"k": k, "oversample": oversample, "max_iter": max_iter}
+    params |= {"tol_deg": tol_deg, "steps": steps}
+    V, s, meta = _sample_bases(model, t, range(seed, seed + samples), params, cache)
+    if samples > 1:
+        basis = LocalBasis(V=V, U=torch.empty(0), s=s, t=t, iterations=meta["iterations"])
+        vectors, scores = global_directions(basis)
     else:
-        (tensors, meta) = hit
-        vectors, scores = tensors["V"], tensors["s"]
+        vectors, scores = V[0], s[0]
     return DirectionSet(
         vectors=vectors,
         space="x",
@@ -285,6 +303,44 @@ def pullback_directions(
         model_fingerprint=model.fingerprint,
         scores=scores,
         score_name="singular value",
-        params=params | meta,
+        params=params | {"seed": seed, "samples": samples} | meta,
         labels=[f"pullback-t{t}[{i}]" for i in range(k)],
     )
+
+
+def local_directions(
+    model: DiffusionModel,
+    seeds: Sequence[int],
+    k: int = 8,
+    timestep: int | None = None,
+    oversample: int = 4,
+    max_iter: int = 30,
+    tol_deg: float = 0.1,
+    steps: int | None = None,
+    cache: Cache | None = None,
+) -> list[DirectionSet]:
+    """Each sample's own local basis, one :class:`DirectionSet` per seed (one batched
+    :func:`local_basis` for all of them). Direction ``i`` of seed ``j``'s set is meant for
+    that sample: pass the list to ``workbench.eval.score_directions`` with the same seeds
+    to score the local directions as the published method uses them."""
+    seeds = list(seeds)
+    if not seeds:
+        raise WorkbenchError("give at least one seed")
+    t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
+    params = {"k": k, "oversample": oversample, "max_iter": max_iter}
+    params |= {"tol_deg": tol_deg, "steps": steps}
+    V, s, meta = _sample_bases(model, t, seeds, params, cache)
+    return [
+        DirectionSet(
+            vectors=V[j],
+            space="x",
+            timestep=t,
+            engine="pullback",
+            model_fingerprint=model.fingerprint,
+            scores=s[j],
+            score_name="singular value",
+            params=params | {"seed": seed, "samples": 1} | meta,
+            labels=[f"pullback-t{t}[{i}]" for i in range(k)],
+        )
+        for j, seed in enumerate(seeds)
+    ]

@@ -152,28 +152,52 @@ def summarise(
 
 def score_directions(
     model: DiffusionModel,
-    directions: DirectionSet,
+    directions: DirectionSet | Sequence[DirectionSet],
     indices: Sequence[int] | None = None,
     strengths: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0),
     seeds: Sequence[int] = tuple(range(32)),
     progress: bool | None = None,
     **edit_options,
 ) -> DirectionScores:
-    """Edit, read out and score each direction (see the module docstring)."""
-    indices = list(range(len(directions))) if indices is None else list(indices)
+    """Edit, read out and score each direction (see the module docstring).
+
+    ``directions`` is one set applied to every seed, or one set per seed (local directions,
+    e.g. :func:`workbench.engines.pullback.local_directions`): direction ``i`` of set ``j``
+    edits seed ``j``, and the scores pool all seeds.
+    """
+    first = directions if isinstance(directions, DirectionSet) else directions[0]
+    indices = list(range(len(first))) if indices is None else list(indices)
     strengths = sorted(set(float(v) for v in strengths) | {0.0})
     if len(strengths) < 2:
         raise WorkbenchError("give at least one non-zero strength")
     ref_index = strengths.index(0.0)
     s = torch.tensor(strengths)
     size = model.sample_shape[1]
+    seeds = list(seeds)
+    per_seed = not isinstance(directions, DirectionSet)
+    if per_seed and len(directions) != len(seeds):
+        raise WorkbenchError(
+            f"got {len(directions)} direction sets for {len(seeds)} seeds: give one per seed"
+        )
+    sets = list(directions) if per_seed else [directions]
     rows = []
     for index in indices:
-        result = edit(
-            model, directions, index, strengths, seeds=seeds, progress=progress, **edit_options
-        )
-        n_s, n = result.images.shape[:2]
-        read = read_factors(result.images.reshape(n_s * n, *result.images.shape[2:]))
+        if per_seed:  # each seed edited along its own set's direction `index`
+            images = torch.cat(
+                [
+                    edit(
+                        model, ds, index, strengths, seeds=[seed], progress=False, **edit_options
+                    ).images
+                    for ds, seed in zip(sets, seeds, strict=True)
+                ],
+                dim=1,
+            )
+        else:
+            images = edit(
+                model, directions, index, strengths, seeds=seeds, progress=progress, **edit_options
+            ).images
+        n_s, n = images.shape[:2]
+        read = read_factors(images.reshape(n_s * n, *images.shape[2:]))
         factors = Factors(**{k: v.reshape(n_s, n) for k, v in read.factors.as_dict().items()})
         valid_img = read.valid.reshape(n_s, n)
         reference = factors[ref_index : ref_index + 1]
@@ -183,7 +207,7 @@ def score_directions(
         pair_valid = valid_img & valid_img[ref_index][None]
         rows.append(summarise(changes, pair_valid, s, size))
     return DirectionScores(
-        names=[directions.name(i) for i in indices],
+        names=[sets[0].name(i) for i in indices],
         factors=list(FACTOR_NAMES),
         strengths=strengths,
         effect=torch.stack([r[0] for r in rows]),

@@ -31,6 +31,37 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "attention_head_dim": 32,
         "dropout": 0.0,
     },
+    # The 256px CelebA-HQ DDPM U-Net (google/ddpm-ema-celebahq-256, 114M parameters): used
+    # with random weights by the GPU benchmarks, where only the cost of a pass matters.
+    "celebahq256": {
+        "sample_size": 256,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": (128, 128, 256, 256, 512, 512),
+        "layers_per_block": 2,
+        "down_block_types": (
+            "DownBlock2D",
+            "DownBlock2D",
+            "DownBlock2D",
+            "DownBlock2D",
+            "AttnDownBlock2D",
+            "DownBlock2D",
+        ),
+        "up_block_types": (
+            "UpBlock2D",
+            "AttnUpBlock2D",
+            "UpBlock2D",
+            "UpBlock2D",
+            "UpBlock2D",
+            "UpBlock2D",
+        ),
+        "downsample_padding": 0,
+        "flip_sin_to_cos": False,
+        "freq_shift": 1,
+        "norm_eps": 1e-6,
+        "norm_num_groups": 32,
+        "attention_head_dim": None,
+    },
     # The test-only model: 16x16 RGB, mid block at 4x4, attention below 16x16.
     "tiny": {
         "sample_size": 16,

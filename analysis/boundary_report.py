@@ -1,0 +1,227 @@
+"""Boundary engine on the Shapes model: mixing step, boundaries, one-step edits, timings.
+
+    python analysis/boundary_report.py [--model shapes32] [--n 200] [--edits 64]
+
+1. Mixing-step search (``find_mixing_step``, 128 sampled and 128 inverted trajectories,
+   50 DDIM steps): the step, the per-timestep statistics, and a diagnostic of the
+   inversion (norm at T of inverted model samples and of real images with pixel noise).
+2. For each Shapes attribute and each timestep of ``--timesteps`` (on the 50-step grid):
+   a linear SVM on x_t of ``--n`` DDIM-inverted labelled images (half held out; one
+   inversion, the trajectory gives every timestep), its held-out accuracy, and distance
+   edits of ``--edits`` held-out images to the other side (signed distance
+   ``--distance`` x_step), denoised from that step on the same grid: flip rate of the
+   read-out label, mean change of the other factors (in spreads) against the unedited
+   reconstruction, validity, and the success rate (valid, flipped and other factors
+   changed by less than a quarter of a spread on average).
+3. Seconds for the search, one boundary fit, one edit of ``--edits`` images, and plain
+   sampling of as many images, side by side.
+
+Everything goes to ``--out`` (JSON); the evidence plot to ``--figure`` (HTML).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+import workbench as wb
+from workbench.data.readout import read_factors
+from workbench.data.shapes import FACTOR_NAMES, factor_spreads, generate
+from workbench.engines.boundary import (
+    SHAPES_ATTRIBUTES,
+    find_mixing_step,
+    fit_boundary,
+    shapes_labels,
+)
+from workbench.eval.directions import factor_changes
+from workbench.sampling import ddim, make_timesteps
+from workbench.store import write_json
+
+#: the factor each attribute is read from (the others must stay put)
+TARGET = {
+    "large": "scale",
+    "right": "x",
+    "low": "y",
+    "square": "shape",
+    "dark-background": "background",
+}
+
+
+def inversion_diagnostic(model, steps: int) -> dict:
+    """Norm / sqrt(d) at T of inverted model samples and of noisy real images."""
+    out = {}
+    xs = wb.sample(model, seeds=range(32), num_steps=steps, progress=False)
+    x_T = wb.invert(model, xs, num_steps=steps, progress=False)
+    out["model_samples_norm_at_T"] = float(x_T.flatten(1).norm(dim=1).mean()) / math.sqrt(model.d)
+    out["model_samples_cos_to_their_x_T"] = float(
+        torch.nn.functional.cosine_similarity(
+            x_T.flatten(1), model.noise(range(32)).flatten(1)
+        ).mean()
+    )
+    real = generate(32, size=model.sample_shape[1], seed=77)[0]
+    for sigma in (0.0, 0.02, 0.05):
+        noisy = (
+            real + sigma * torch.randn(real.shape, generator=torch.Generator().manual_seed(0))
+        ).clamp(-1, 1)
+        z = wb.invert(model, noisy, num_steps=steps, progress=False)
+        out[f"real_noise_{sigma}_norm_at_T"] = float(z.flatten(1).norm(dim=1).mean()) / math.sqrt(
+            model.d
+        )
+    return out
+
+
+def edit_scores(model, fit, attribute, latents, labels, t, steps_to_t, distance) -> dict:
+    """Flip, preservation and validity of distance edits of held-out latents at t."""
+    grid = make_timesteps(model, steps_to_t, t_start=t)
+    reference = ddim(model, latents, grid, progress=False)
+    result = wb.edit(
+        model,
+        fit.x,
+        0,
+        [-distance, distance],
+        x=latents,
+        t_start=t,
+        num_steps=steps_to_t,
+        mode="distance",
+        progress=False,
+    )
+    assert result.timesteps == grid
+    towards = torch.where(labels, 0, 1)  # True -> the negative side, False -> positive
+    edited = result.images[towards, torch.arange(latents.shape[0])]
+    size = model.sample_shape[1]
+    ref_read, ed_read = read_factors(reference), read_factors(edited)
+    ref_label = SHAPES_ATTRIBUTES[attribute](ref_read.factors, size)
+    ed_label = SHAPES_ATTRIBUTES[attribute](ed_read.factors, size)
+    flipped = ed_label != ref_label
+    changes = factor_changes(ed_read.factors, ref_read.factors)
+    spreads = factor_spreads(size)
+    others = [f for f in FACTOR_NAMES if f != TARGET[attribute]]
+    other = torch.stack([changes[f].abs() / spreads[f] for f in others]).mean(0)
+    valid = ed_read.valid & ref_read.valid
+    success = valid & flipped & (other < 0.25)
+    return {
+        "flip_rate": float(flipped[valid].float().mean()) if valid.any() else 0.0,
+        "other_change_mean": float(other[valid].mean()) if valid.any() else float("nan"),
+        "validity": float(ed_read.valid.float().mean()),
+        "success_rate": float(success.float().mean()),
+        "reference_label_agrees": float((ref_label == labels).float().mean()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="shapes32")
+    parser.add_argument("--n", type=int, default=200, help="labelled images per attribute")
+    parser.add_argument("--edits", type=int, default=64, help="held-out images edited")
+    parser.add_argument("--distance", type=float, default=2.0, help="in x_step units")
+    parser.add_argument("--timesteps", default="39,199,399,599,799,999")
+    parser.add_argument("--attributes", default=",".join(SHAPES_ATTRIBUTES))
+    parser.add_argument("--out", default="docs/boundary_report.json")
+    parser.add_argument("--figure", default="runs/mixing_step.html")
+    args = parser.parse_args()
+    model = wb.load(args.model, device="cpu")
+    steps = 50
+    report: dict = {
+        "model": args.model,
+        "fingerprint": model.fingerprint,
+        "distance": args.distance,
+    }
+
+    began = time.perf_counter()
+    mixing = find_mixing_step(model, n=128, num_steps=steps, progress=False)
+    search_seconds = time.perf_counter() - began
+    print(mixing.summary() + f" ({search_seconds:.0f} s)")
+    report["mixing"] = {
+        "step": mixing.mixing_step,
+        "tolerance": mixing.tolerance,
+        "timesteps": mixing.timesteps,
+        "ks": mixing.ks,
+        "sliced_ks": mixing.sliced_ks,
+        "sampled_norm_median": mixing.sampled.median(dim=1).values.tolist(),
+        "inverted_norm_median": mixing.inverted.median(dim=1).values.tolist(),
+        "expected": mixing.expected,
+    }
+    mixing.figure().write_html(args.figure, include_plotlyjs="cdn")
+    print(f"{'t':>5}{'KS':>8}{'sliced':>8}{'sampled':>9}{'inverted':>9}{'expected':>9}")
+    for i, t in enumerate(mixing.timesteps):
+        if i % 5 == 0 or t == mixing.mixing_step:
+            print(
+                f"{t:>5}{mixing.ks[i]:>8.3f}{mixing.sliced_ks[i]:>8.3f}"
+                f"{report['mixing']['sampled_norm_median'][i]:>9.3f}"
+                f"{report['mixing']['inverted_norm_median'][i]:>9.3f}{mixing.expected[i]:>9.3f}"
+            )
+    report["inversion_diagnostic"] = inversion_diagnostic(model, steps)
+    print(report["inversion_diagnostic"])
+
+    images, _ = generate(args.n * 2, size=model.sample_shape[1], seed=31337)
+    read = read_factors(images)
+    images = images[read.valid][: args.n]
+    began = time.perf_counter()
+    _, trajectory = wb.invert(
+        model, images, num_steps=steps, return_trajectory=True, progress=False
+    )
+    inversion_seconds = time.perf_counter() - began
+    timesteps = [int(t) for t in args.timesteps.split(",")]
+    report["sweep"] = {}
+    fit_seconds = edit_seconds = None
+    print(
+        f"\n{'attribute':<16}{'t':>5}{'SVM test':>10}{'flip':>7}{'other':>7}{'valid':>7}"
+        f"{'success':>9}"
+    )
+    for attribute in args.attributes.split(","):
+        labels, _ = shapes_labels(images, attribute)
+        report["sweep"][attribute] = {}
+        for t in timesteps:
+            latents = trajectory.at(t)
+            began = time.perf_counter()
+            fit = fit_boundary(
+                model, images, labels, t=t, space="x", latents=latents, attribute=attribute
+            )
+            fit_seconds = fit_seconds or time.perf_counter() - began
+            held = fit.test_index[: args.edits]
+            began = time.perf_counter()
+            row = edit_scores(
+                model,
+                fit,
+                attribute,
+                latents[held],
+                labels[held],
+                t,
+                (t + 1) // 20,
+                args.distance,
+            )
+            if t == max(timesteps):
+                edit_seconds = edit_seconds or time.perf_counter() - began
+            row["svm_test_accuracy"] = fit.accuracy["x"]["test"]
+            row["svm_train_accuracy"] = fit.accuracy["x"]["train"]
+            report["sweep"][attribute][str(t)] = row
+            print(
+                f"{attribute:<16}{t:>5}{row['svm_test_accuracy']:>10.3f}{row['flip_rate']:>7.2f}"
+                f"{row['other_change_mean']:>7.3f}{row['validity']:>7.2f}{row['success_rate']:>9.2f}",
+                flush=True,
+            )
+            write_json(args.out, report)
+
+    began = time.perf_counter()
+    wb.sample(model, seeds=range(args.edits), num_steps=steps, progress=False)
+    sample_seconds = time.perf_counter() - began
+    report["seconds"] = {
+        "mixing_step_search": search_seconds,
+        "inversion_of_labelled_images": inversion_seconds,
+        "boundary_fit_svm": fit_seconds,
+        f"edit_{args.edits}_images_two_distances_from_T": edit_seconds,
+        f"sample_{args.edits}_images": sample_seconds,
+    }
+    print("\nseconds (ratio to plain sampling of the same number of images)")
+    for name, sec in report["seconds"].items():
+        if sec is not None:
+            print(f"{name:<46}{sec:>8.2f}{sec / sample_seconds:>8.2f}x")
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+import math
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.editing import MODES
+from workbench.engines.boundary import (
+    find_mixing_step,
+    fit_boundary,
+    shapes_labels,
+    signed_distance,
+    svm_normal,
+)
+from workbench.models.presets import Preset
+from workbench.sampling import Step, make_timesteps
+
+
+def _separable(n=600, d=20, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    normal = torch.randn(d, generator=gen, dtype=torch.float64)
+    normal /= normal.norm()
+    z = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    z = z[(z @ normal + 0.2).abs() > 0.3]  # a clear margin around the boundary n.z = -0.2
+    return z, (z @ normal + 0.2) > 0, normal
+
+
+def test_svm_recovers_the_true_normal_and_offset():
+    z, labels, normal = _separable()
+    found, offset, _ = svm_normal(z, labels)
+    assert float(found @ normal) > 0.95
+    assert abs(offset - 0.2) < 0.1
+
+
+def _boundary(model, t):
+    """A boundary at t fitted on synthetic latents labelled by a known hyperplane."""
+    gen = torch.Generator().manual_seed(1)
+    normal = torch.randn(model.d, generator=gen)
+    normal /= normal.norm()
+    labels = torch.arange(160) % 2 == 0
+    z = torch.randn(160, model.d, generator=gen) + 4 * (2 * labels[:, None].float() - 1) * normal
+    latents = z.reshape(-1, *model.sample_shape)
+    images = torch.zeros_like(latents)  # only their count matters when latents are given
+    return fit_boundary(model, images, labels, t=t, latents=latents, attribute="toy")
+
+
+def test_fit_boundary_on_given_latents(tiny):
+    fit = _boundary(tiny, 500)
+    assert fit.x.space == "x" and fit.h.space == "h" and fit.t == 500
+    assert fit.accuracy["x"]["train"] == 1.0 and fit.accuracy["x"]["test"] > 0.95
+    assert fit.n_train + fit.n_test == 160 and abs(fit.n_train - fit.n_test) <= 2
+    flat = fit.x.vectors.flatten(1)
+    assert abs(float(flat.norm()) - 1.0) < 1e-5
+    assert "offsets" in fit.x.params and "test" in fit.summary()
+
+
+def test_distance_edit_lands_at_the_distance_and_touches_one_step(tiny):
+    fit = _boundary(tiny, 500)
+    strengths = torch.tensor([-1.0, 0.0, 2.0])
+    x = tiny.noise([0, 1, 2])
+    plan = MODES["distance"](tiny, fit.x, 0, h=fit.h)
+    hook = plan.make_hook(strengths)
+    grid = make_timesteps(tiny, 10, include=plan.include)
+    touched = []
+    for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
+        step = Step(index=i, t=t, t_next=t_next, x=x.clone())
+        hook(step)
+        if step.delta_h is not None or not torch.equal(step.x, x):
+            touched.append(t)
+        if t == 500:
+            got = signed_distance(fit.x, step.x)
+            torch.testing.assert_close(got, strengths.double() * tiny.preset.x_step)
+            with torch.no_grad():
+                h_after = tiny.h(step.x, t) + step.delta_h
+            torch.testing.assert_close(
+                signed_distance(fit.h, h_after),
+                strengths.double() * tiny.preset.h_step,
+                rtol=1e-4,
+                atol=1e-4,
+            )
+    assert touched == [500]  # x and h are edited at the boundary's step only
+    out = wb.edit(tiny, fit.x, 0, [-1, 1], seeds=[0], t_start=999, num_steps=6, mode="distance")
+    assert out.images.shape == (2, 1, *tiny.sample_shape) and 500 in out.timesteps
+
+
+def test_bad_labels_and_missing_step(tiny):
+    images = torch.zeros(10, *tiny.sample_shape)
+    with pytest.raises(wb.WorkbenchError, match="one class only"):
+        fit_boundary(tiny, images, torch.ones(10, dtype=torch.bool), t=500, latents=images)
+    with pytest.raises(wb.WorkbenchError, match="got 9 labels for 10 images"):
+        fit_boundary(tiny, images, torch.arange(9) % 2 == 0, t=500, latents=images)
+    with pytest.raises(wb.WorkbenchError, match="space"):
+        fit_boundary(tiny, images, torch.arange(10) % 2 == 0, t=500, space="z")
+    unmeasured = wb.load("tiny-test", device="cpu", preset=Preset(mixing_step=None))
+    with pytest.raises(wb.WorkbenchError, match="no mixing step"):
+        fit_boundary(unmeasured, images, torch.arange(10) % 2 == 0)
+    with pytest.raises(wb.WorkbenchError, match="unknown attribute"):
+        shapes_labels(images, "happy")
+
+
+def test_shapes_labels_follow_the_factors():
+    from workbench.data.shapes import generate
+
+    images, factors = generate(64, seed=3)
+    labels, valid = shapes_labels(images, "right")
+    assert valid.all() and torch.equal(labels, factors.x > 16)
+    labels, _ = shapes_labels(images, "square")
+    assert torch.equal(labels, factors.shape == 1)
+
+
+def test_mixing_step_search_reports_its_evidence(tiny):
+    result = find_mixing_step(tiny, n=8, num_steps=5)
+    assert len(result.timesteps) == len(result.ks) == len(result.sliced_ks) == 6
+    assert result.tolerance == pytest.approx(1.358 * math.sqrt(2 / 8))
+    # x_T ~ N(0, I): the sampled norms at T sit on the sqrt(d) shell
+    assert abs(float(result.sampled[-1].mean()) - 1.0) < 0.05
+    assert result.mixing_step is None or result.mixing_step in result.timesteps
+    assert len(result.figure().data) >= 8 and "mixing step" in result.summary()

@@ -1,0 +1,454 @@
+"""Boundary directions at the mixing step (METHODS.md section 2).
+
+1. :func:`find_mixing_step`: sampled trajectories (from x_T ~ N(0, I)) and DDIM-inverted
+   trajectories of real images on one grid. At every grid timestep two statistics compare
+   the populations: the two-sample Kolmogorov-Smirnov statistic of the norms ||x_t||, and
+   a sliced KS statistic (mean over random unit projections of the latents' KS statistic),
+   which also sees differences of mean and covariance that leave the norm alone. The
+   mixing step is the largest grid timestep at which, and at every grid timestep below
+   which, both statistics stay under the tolerance (default: the KS critical value at
+   the 5% level for the two sample sizes, 1.358 sqrt((n + m) / (n m))): up to there an
+   inverted latent cannot be told from a sampled one. The published code has no search.
+2. :func:`fit_boundary`: labelled images are DDIM-inverted to the step; a linear SVM
+   (``SVC(kernel="linear", C=1)``) is trained on flattened x_t and on flattened h; the
+   unit normals n = w / |w| are the directions; held-out accuracy is reported. Unlike the
+   published code the offset is kept: signed distance = n.z + b / |w|. Conditional
+   boundaries project out the normals of other attributes (InterFaceGAN).
+3. Edit mode ``"distance"`` (``wb.edit(..., mode="distance")``): at the mixing step only,
+   move the latent to signed distance ``d = strength * step`` from the boundary,
+   z' = z + (d - dist(z)) n, in x_t, or in h (that one step only), or both (pass the h
+   boundary as ``h=``), then denoise deterministically (eta 0; eta 1 as published is an
+   option of ``wb.edit``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from workbench.data.readout import read_factors
+from workbench.directions import DirectionSet
+from workbench.editing import EditPlan, register_mode
+from workbench.engines import register_engine
+from workbench.errors import WorkbenchError, check_finite
+from workbench.models.wrapper import DiffusionModel
+from workbench.probes.norm import NormConcentration, ks_statistic, reference_images
+from workbench.sampling import Step, StepHook, ddim, invert, make_timesteps
+
+KS_C_ALPHA_05 = 1.358  # two-sample KS critical coefficient at the 5% level
+
+
+# ---------------------------------------------------------------------- mixing step
+@dataclass
+class MixingStep(NormConcentration):
+    """The mixing-step search and its evidence (``sampled``/``inverted``: ||x_t|| / sqrt(d),
+    ``[S, n]``, rows follow ascending ``timesteps``; ``ks``: KS of the norms; ``sliced_ks``:
+    mean KS over ``projections`` random directions)."""
+
+    sliced_ks: list[float] = field(default_factory=list)
+    projections: int = 0
+    name: str = "mixing-step"
+
+    def figure(self):
+        fig = super().figure()
+        fig.add_scatter(
+            x=self.timesteps,
+            y=self.sliced_ks,
+            yaxis="y2",
+            line={"color": "darkorange", "dash": "dot"},
+            name=f"sliced KS ({self.projections} projections)",
+        )
+        fig.add_scatter(
+            x=[self.timesteps[0], self.timesteps[-1]],
+            y=[self.tolerance, self.tolerance],
+            yaxis="y2",
+            mode="lines",
+            line={"color": "gray", "width": 1},
+            name=f"tolerance {self.tolerance:.3f}",
+        )
+        fig.update_layout(title="Mixing-step search: sampled vs DDIM-inverted latents")
+        return fig
+
+    def summary(self) -> str:
+        at = f"t = {self.mixing_step}" if self.mixing_step is not None else "none found"
+        return f"mixing step: {at} (tolerance {self.tolerance:.3f} on KS and sliced KS)"
+
+
+def find_mixing_step(
+    model: DiffusionModel,
+    n: int = 128,
+    num_steps: int | None = None,
+    images: torch.Tensor | None = None,
+    seed: int = 0,
+    projections: int = 32,
+    tolerance: float | None = None,
+    progress: bool | None = None,
+) -> MixingStep:
+    """Search the mixing step of ``model`` (see the module docstring).
+
+    Args:
+        n: sampled trajectories (seeds ``seed..seed+n-1``) and real images to invert.
+        images: real images ``[m, C, H, W]`` in [-1, 1] (default: ``n`` Shapes images).
+        tolerance: on both statistics (default: the 5% KS critical value for n and m).
+    Returns:
+        :class:`MixingStep` with ``mixing_step`` (``None`` if they never agree) and figure.
+    """
+    if n < 8:
+        raise WorkbenchError(f"n must be at least 8, got {n}")
+    real = reference_images(model, n, seed + 1) if images is None else images
+    model._check_x(real, "images")
+    check_finite("images", real)
+    m = real.shape[0]
+    tol = KS_C_ALPHA_05 * math.sqrt((n + m) / (n * m)) if tolerance is None else tolerance
+    grid = make_timesteps(model, num_steps)
+    _, sampled = ddim(
+        model, model.noise(range(seed, seed + n)), grid, return_trajectory=True, progress=progress
+    )
+    _, inverted = ddim(model, real, grid[::-1], return_trajectory=True, progress=progress)
+    up = grid[::-1]
+    s_lat = sampled.x.flip(0).flatten(2).double()  # [S, n, d], ascending timesteps
+    i_lat = inverted.x.flatten(2).double()
+    gen = torch.Generator().manual_seed(seed)
+    proj = torch.randn(model.d, projections, generator=gen, dtype=torch.float64)
+    proj = proj / proj.norm(dim=0, keepdim=True)
+    scale = math.sqrt(model.d)
+    s_norm, i_norm = s_lat.norm(dim=2) / scale, i_lat.norm(dim=2) / scale
+    ks, sliced = [], []
+    for i in range(len(up)):
+        ks.append(ks_statistic(s_norm[i], i_norm[i]))
+        a, b = s_lat[i] @ proj, i_lat[i] @ proj
+        sliced.append(sum(ks_statistic(a[:, j], b[:, j]) for j in range(projections)) / projections)
+    mixing = None
+    for i, t in enumerate(up):
+        if ks[i] > tol or sliced[i] > tol:
+            break
+        mixing = t
+    if mixing == -1:
+        mixing = None
+    m2 = float((real.flatten(1).double() ** 2).sum(1).mean()) / model.d
+    expected = [math.sqrt(model.alpha_bar(t) * m2 + 1 - model.alpha_bar(t)) for t in up]
+    return MixingStep(
+        timesteps=up,
+        sampled=s_norm.float(),
+        inverted=i_norm.float(),
+        expected=expected,
+        ks=ks,
+        d=model.d,
+        tolerance=tol,
+        mixing_step=mixing,
+        sliced_ks=sliced,
+        projections=projections,
+    )
+
+
+# ---------------------------------------------------------------------- labels
+#: Shapes attributes labelled by the read-out: name -> (factor, predicate on the factor,
+#: size). Thresholds are the medians of the generator's distributions.
+SHAPES_ATTRIBUTES: dict[str, Callable] = {
+    "large": lambda f, size: f.scale > 0.225 * size,
+    "right": lambda f, size: f.x > 0.5 * size,
+    "low": lambda f, size: f.y > 0.5 * size,  # y grows downwards: the lower half
+    "square": lambda f, size: f.shape == 1,
+    "dark-background": lambda f, size: f.background < 0.5,
+}
+
+
+def shapes_labels(images: torch.Tensor, attribute: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels of Shapes ``images`` for ``attribute`` (a :data:`SHAPES_ATTRIBUTES` name),
+    measured by the read-out; returns ``(labels [N] bool, valid [N] bool)``."""
+    if attribute not in SHAPES_ATTRIBUTES:
+        raise WorkbenchError(
+            f"unknown attribute {attribute!r}; known: {', '.join(SHAPES_ATTRIBUTES)}"
+        )
+    read = read_factors(images)
+    labels = SHAPES_ATTRIBUTES[attribute](read.factors, images.shape[-1])
+    return labels.bool(), read.valid
+
+
+def _check_labels(labels: torch.Tensor, n: int) -> torch.Tensor:
+    labels = torch.as_tensor(labels).flatten()
+    if labels.numel() != n:
+        raise WorkbenchError(f"got {labels.numel()} labels for {n} images")
+    if labels.dtype.is_floating_point and torch.isnan(labels).any():
+        raise WorkbenchError("labels contain NaN")
+    labels = labels.bool()
+    if labels.all() or not labels.any():
+        raise WorkbenchError("labels hold one class only: a boundary needs both")
+    return labels
+
+
+# ---------------------------------------------------------------------- boundaries
+@dataclass
+class BoundaryFit:
+    """Linear boundaries of one attribute at timestep ``t``.
+
+    Attributes:
+        x, h: the unit normals as one-direction :class:`DirectionSet` s (``None`` for a
+            space not fitted); ``params["offsets"]`` holds b / |w| (signed distance
+            = n.z + offset).
+        accuracy: ``{"x": {"train": .., "test": ..}, "h": {...}}``.
+        n_train, n_test: images per split.
+        test_index: ``[n_test]`` indices of the held-out images.
+        seconds: wall time of the inversion and of the fits.
+    """
+
+    x: DirectionSet | None
+    h: DirectionSet | None
+    t: int
+    accuracy: dict[str, dict[str, float]]
+    n_train: int
+    n_test: int
+    test_index: torch.Tensor
+    seconds: dict[str, float]
+
+    def summary(self) -> str:
+        parts = [
+            f"{s}: test {a['test']:.3f} (train {a['train']:.3f})" for s, a in self.accuracy.items()
+        ]
+        return f"boundary at t = {self.t}, {self.n_train}/{self.n_test} images; " + "; ".join(parts)
+
+
+def svm_normal(
+    features: torch.Tensor, labels: torch.Tensor, c: float = 1.0
+) -> tuple[torch.Tensor, float, object]:
+    """Linear SVM on ``features`` ``[N, D]``: (unit normal ``[D]``, offset b/|w|, model)."""
+    from sklearn.svm import SVC
+
+    svm = SVC(kernel="linear", C=c)
+    svm.fit(features.double().numpy(), labels.numpy())
+    w = torch.tensor(svm.coef_[0], dtype=torch.float64)
+    norm = float(w.norm())
+    if norm == 0.0:
+        raise WorkbenchError("the SVM found no boundary (zero normal)")
+    return w / norm, float(svm.intercept_[0]) / norm, svm
+
+
+def _project_out(normal: torch.Tensor, others: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``normal`` minus its projection onto the span of ``others`` (each ``[D]``), unit."""
+    if not others:
+        return normal
+    basis = torch.stack([o.double().flatten() for o in others], dim=1)  # [D, m]
+    q, _ = torch.linalg.qr(basis)
+    out = normal - q @ (q.T @ normal)
+    norm = float(out.norm())
+    if norm < 1e-8:
+        raise WorkbenchError("the boundary lies in the span of the conditioning normals")
+    return out / norm
+
+
+def fit_boundary(
+    model: DiffusionModel,
+    images: torch.Tensor,
+    labels: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+    t: int | None = None,
+    space: str = "both",
+    test_fraction: float = 0.5,
+    c: float = 1.0,
+    num_steps: int | None = None,
+    latents: torch.Tensor | None = None,
+    condition: Sequence[DirectionSet] = (),
+    attribute: str = "attribute",
+    seed: int = 0,
+    progress: bool | None = None,
+) -> BoundaryFit:
+    """Fit linear boundaries of a binary attribute at timestep ``t`` (default: the preset's
+    mixing step).
+
+    Args:
+        images: labelled real images ``[N, C, H, W]`` in [-1, 1].
+        labels: ``[N]`` booleans, or a callable on the images returning them.
+        space: ``"x"``, ``"h"`` or ``"both"``.
+        test_fraction: share of the images held out (stratified, seeded split).
+        num_steps: DDIM inversion steps over ``[0, t]`` (default: the preset's).
+        latents: x_t of the images at ``t`` if already inverted (skips the inversion).
+        condition: boundaries of other attributes whose normals are projected out
+            (each a :class:`DirectionSet` in the space fitted).
+    """
+    if space not in ("x", "h", "both"):
+        raise WorkbenchError(f"space must be x, h or both, got {space!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise WorkbenchError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    t = model.preset.mixing_step if t is None else t
+    if t is None:
+        raise WorkbenchError("no mixing step for this model: run find_mixing_step(model) or pass t")
+    t = model.check_timestep(t)
+    model._check_x(images, "images")
+    check_finite("images", images)
+    labels = _check_labels(labels(images) if callable(labels) else labels, images.shape[0])
+    gen = torch.Generator().manual_seed(seed)
+    test = torch.zeros(labels.numel(), dtype=torch.bool)
+    for cls in (True, False):  # stratified: each class split in the same proportion
+        idx = torch.nonzero(labels == cls).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        test[idx[: round(test_fraction * idx.numel())]] = True
+    if (labels[~test].all() or not labels[~test].any()) or test.all() or not test.any():
+        raise WorkbenchError("too few images of each class for a train/test split")
+
+    began = time.perf_counter()
+    if latents is None:
+        latents = invert(model, images, num_steps=num_steps, t_stop=t, progress=progress)
+    model._check_x(latents, "latents")
+    x_t = latents.to(model.device, model.dtype)
+    seconds = {"inversion": time.perf_counter() - began}
+    feats: dict[str, torch.Tensor] = {}
+    if space in ("x", "both"):
+        feats["x"] = x_t.detach().flatten(1).double().cpu()
+    if space in ("h", "both"):
+        with torch.no_grad():
+            feats["h"] = (
+                torch.cat([model.h(x_t[i : i + 256], t) for i in range(0, x_t.shape[0], 256)])
+                .flatten(1)
+                .double()
+                .cpu()
+            )
+    began = time.perf_counter()
+    sets: dict[str, DirectionSet | None] = {"x": None, "h": None}
+    accuracy = {}
+    for name, f in feats.items():
+        normal, offset, svm = svm_normal(f[~test], labels[~test], c)
+        others = [ds.vector(0, model).double().cpu() for ds in condition if ds.space == name]
+        if others:
+            normal = _project_out(normal, others)
+        dist = f @ normal + offset
+        accuracy[name] = {
+            "train": float(((dist[~test] > 0) == labels[~test]).double().mean()),
+            "test": float(((dist[test] > 0) == labels[test]).double().mean()),
+        }
+        shape = model.sample_shape if name == "x" else model.h_shape
+        sets[name] = DirectionSet(
+            vectors=normal.reshape(1, *shape).to(torch.float32),
+            space=name,
+            timestep=t,
+            engine="boundary",
+            model_fingerprint=model.fingerprint,
+            scores=torch.tensor([accuracy[name]["test"]]),
+            score_name="held-out accuracy",
+            params={
+                "attribute": attribute,
+                "offsets": [offset],
+                "c": c,
+                "n_train": int((~test).sum()),
+                "n_test": int(test.sum()),
+                "conditioned_on": [ds.name(0) for ds in condition if ds.space == name],
+            },
+            labels=[f"{attribute}@{name}{t}"],
+        )
+    seconds["fit"] = time.perf_counter() - began
+    return BoundaryFit(
+        x=sets["x"],
+        h=sets["h"],
+        t=t,
+        accuracy=accuracy,
+        n_train=int((~test).sum()),
+        n_test=int(test.sum()),
+        test_index=torch.nonzero(test).flatten(),
+        seconds=seconds,
+    )
+
+
+def signed_distance(directions: DirectionSet, z: torch.Tensor, index: int = 0) -> torch.Tensor:
+    """Signed distance ``n.z + offset`` of latents ``z`` ``[B, *shape]`` to a boundary."""
+    n = directions.vectors[index].to(z.device, torch.float64).flatten()
+    offset = float(directions.params.get("offsets", [0.0] * len(directions))[index])
+    return z.flatten(1).double() @ n + offset
+
+
+# ---------------------------------------------------------------------- edit mode
+@register_mode("distance")
+def distance(
+    model: DiffusionModel,
+    directions: DirectionSet,
+    index: int,
+    h: DirectionSet | None = None,
+    asymmetric: bool = False,
+) -> EditPlan:
+    """Move the latent to signed distance ``strength * step`` from the boundary at the
+    boundary's timestep only: x_t (``step`` = ``x_step``) for an x-space set, h for an
+    h-space set (``h_step``), or both when an x-space set is given with ``h=`` its h-space
+    companion; then denoise. The h edit touches that one step and no other."""
+    if not isinstance(directions.timestep, int):
+        raise WorkbenchError("distance edits need a boundary at one timestep")
+    t_edit = directions.timestep
+    x_set = directions if directions.space == "x" else None
+    h_set = directions if directions.space == "h" else h
+    if h_set is not None:
+        h_set.check_model(model)
+        if h_set.space != "h" or h_set.timestep != t_edit:
+            raise WorkbenchError("h= must be an h-space boundary at the same timestep")
+
+    def target(strengths: torch.Tensor, step: float) -> torch.Tensor:
+        return strengths.double() * step
+
+    def make_hook(strengths: torch.Tensor) -> StepHook:
+        def hook(step: Step) -> None:
+            if step.t != t_edit or step.inverting:
+                return
+            if x_set is not None:
+                n = x_set.vectors[index].to(step.x.device, torch.float64)
+                d = target(strengths, model.preset.x_step).to(step.x.device)
+                move = d - signed_distance(x_set, step.x, index)
+                step.x = (step.x.double() + move[:, None, None, None] * n).to(step.x.dtype)
+            if h_set is not None:
+                i = index if x_set is None else 0
+                with torch.no_grad():
+                    h_now = model.h(step.x, t_edit)
+                n = h_set.vectors[i].to(h_now.device, torch.float64)
+                d = target(strengths, model.preset.h_step).to(h_now.device)
+                move = d - signed_distance(h_set, h_now, i)
+                step.delta_h = (move[:, None, None, None] * n).to(h_now.dtype)
+                step.asymmetric = asymmetric
+
+        return hook
+
+    return EditPlan(include=[t_edit], first_edit=t_edit, make_hook=make_hook)
+
+
+# ---------------------------------------------------------------------- engine
+def _arguments(parser) -> None:
+    parser.add_argument(
+        "--attribute", default="large", help=f"Shapes attribute: {', '.join(SHAPES_ATTRIBUTES)}"
+    )
+    parser.add_argument("--space", default="x", choices=["x", "h"])
+    parser.add_argument("--images", type=int, default=200, help="labelled images (half held out)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM inversion steps")
+    parser.set_defaults(k=1)
+
+
+@register_engine(
+    "boundary", "linear SVM boundary of a Shapes attribute at the mixing step", _arguments
+)
+def boundary_directions(
+    model: DiffusionModel,
+    k: int = 1,
+    timestep: int | None = None,
+    seed: int = 0,
+    attribute: str = "large",
+    space: str = "x",
+    images: int = 200,
+    steps: int | None = None,
+) -> DirectionSet:
+    """The boundary normal of a Shapes ``attribute`` (labelled by the read-out) at
+    ``timestep`` (default: the preset's mixing step), from ``images`` generated images."""
+    if k != 1:
+        raise WorkbenchError("the boundary engine finds one direction per attribute (k=1)")
+    if space not in ("x", "h"):
+        raise WorkbenchError(f"space must be x or h, got {space!r}")
+    pictures = reference_images(model, images, seed=10_000 + seed)
+    labels, valid = shapes_labels(pictures, attribute)
+    fit = fit_boundary(
+        model,
+        pictures[valid],
+        labels[valid],
+        t=timestep,
+        space=space,
+        num_steps=steps,
+        attribute=attribute,
+        seed=seed,
+    )
+    out = fit.x if space == "x" else fit.h
+    assert out is not None
+    return out
