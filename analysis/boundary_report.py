@@ -38,7 +38,7 @@ from workbench.engines.boundary import (
 )
 from workbench.eval.directions import factor_changes
 from workbench.sampling import ddim, make_timesteps
-from workbench.store import write_json
+from workbench.store import write_json, write_text
 
 #: the factor each attribute is read from (the others must stay put)
 TARGET = {
@@ -144,7 +144,7 @@ def main() -> None:
         "inverted_norm_median": mixing.inverted.median(dim=1).values.tolist(),
         "expected": mixing.expected,
     }
-    mixing.figure().write_html(args.figure, include_plotlyjs="cdn")
+    write_text(args.figure, mixing.figure().to_html(include_plotlyjs="cdn"))
     print(f"{'t':>5}{'KS':>8}{'sliced':>8}{'sampled':>9}{'inverted':>9}{'expected':>9}")
     for i, t in enumerate(mixing.timesteps):
         if i % 5 == 0 or t == mixing.mixing_step:

@@ -116,3 +116,24 @@ def test_mixing_step_search_reports_its_evidence(tiny):
     assert abs(float(result.sampled[-1].mean()) - 1.0) < 0.05
     assert result.mixing_step is None or result.mixing_step in result.timesteps
     assert len(result.figure().data) >= 8 and "mixing step" in result.summary()
+
+
+def test_mixing_step_is_a_probe_of_the_cli(capsys, tmp_path):
+    from workbench.cli import main
+
+    code = main(
+        [
+            "probe",
+            "mixing-step",
+            "--model",
+            "tiny-test",
+            "--n",
+            "8",
+            "--steps",
+            "4",
+            "--out",
+            str(tmp_path / "p"),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert {p.name for p in (tmp_path / "p").iterdir()} == {"mixing-step.json", "mixing-step.html"}

@@ -36,6 +36,7 @@ from workbench.editing import EditPlan, register_mode
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
+from workbench.probes import register_probe
 from workbench.probes.norm import NormConcentration, ks_statistic, reference_images
 from workbench.sampling import Step, StepHook, ddim, invert, make_timesteps
 
@@ -78,6 +79,7 @@ class MixingStep(NormConcentration):
         return f"mixing step: {at} (tolerance {self.tolerance:.3f} on KS and sliced KS)"
 
 
+@register_probe("mixing-step")
 def find_mixing_step(
     model: DiffusionModel,
     n: int = 128,
