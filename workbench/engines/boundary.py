@@ -37,8 +37,14 @@ from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.probes import register_probe
-from workbench.probes.norm import NormConcentration, ks_statistic, reference_images
-from workbench.sampling import Step, StepHook, ddim, invert, make_timesteps
+from workbench.probes.norm import (
+    NormConcentration,
+    ks_statistic,
+    last_agreeing,
+    paired_trajectories,
+    reference_images,
+)
+from workbench.sampling import Step, StepHook, invert
 
 KS_C_ALPHA_05 = 1.358  # two-sample KS critical coefficient at the 5% level
 
@@ -101,47 +107,30 @@ def find_mixing_step(
     """
     if n < 8:
         raise WorkbenchError(f"n must be at least 8, got {n}")
-    real = reference_images(model, n, seed + 1) if images is None else images
-    model._check_x(real, "images")
-    check_finite("images", real)
-    m = real.shape[0]
+    pair = paired_trajectories(model, n, num_steps, images, seed, progress, image_seed=seed + 1)
+    m = pair.real.shape[0]
     tol = KS_C_ALPHA_05 * math.sqrt((n + m) / (n * m)) if tolerance is None else tolerance
-    grid = make_timesteps(model, num_steps)
-    _, sampled = ddim(
-        model, model.noise(range(seed, seed + n)), grid, return_trajectory=True, progress=progress
-    )
-    _, inverted = ddim(model, real, grid[::-1], return_trajectory=True, progress=progress)
-    up = grid[::-1]
-    s_lat = sampled.x.flip(0).flatten(2).double()  # [S, n, d], ascending timesteps
-    i_lat = inverted.x.flatten(2).double()
     gen = torch.Generator().manual_seed(seed)
     proj = torch.randn(model.d, projections, generator=gen, dtype=torch.float64)
     proj = proj / proj.norm(dim=0, keepdim=True)
-    scale = math.sqrt(model.d)
-    s_norm, i_norm = s_lat.norm(dim=2) / scale, i_lat.norm(dim=2) / scale
+    s_norm, i_norm = pair.norm_ratios()
     ks, sliced = [], []
-    for i in range(len(up)):
-        ks.append(ks_statistic(s_norm[i], i_norm[i]))
-        a, b = s_lat[i] @ proj, i_lat[i] @ proj
+    for s_lat, i_lat, a_norm, b_norm in zip(
+        pair.sampled, pair.inverted, s_norm, i_norm, strict=True
+    ):
+        ks.append(ks_statistic(a_norm, b_norm))
+        a, b = s_lat @ proj, i_lat @ proj
         sliced.append(sum(ks_statistic(a[:, j], b[:, j]) for j in range(projections)) / projections)
-    mixing = None
-    for i, t in enumerate(up):
-        if ks[i] > tol or sliced[i] > tol:
-            break
-        mixing = t
-    if mixing == -1:
-        mixing = None
-    m2 = float((real.flatten(1).double() ** 2).sum(1).mean()) / model.d
-    expected = [math.sqrt(model.alpha_bar(t) * m2 + 1 - model.alpha_bar(t)) for t in up]
+    agree = [k <= tol and sl <= tol for k, sl in zip(ks, sliced, strict=True)]
     return MixingStep(
-        timesteps=up,
+        timesteps=pair.timesteps,
         sampled=s_norm.float(),
         inverted=i_norm.float(),
-        expected=expected,
+        expected=pair.expected(model),
         ks=ks,
         d=model.d,
         tolerance=tol,
-        mixing_step=mixing,
+        mixing_step=last_agreeing(pair.timesteps, agree),
         sliced_ks=sliced,
         projections=projections,
     )
@@ -382,16 +371,13 @@ def distance(
         if h_set.space != "h" or h_set.timestep != t_edit:
             raise WorkbenchError("h= must be an h-space boundary at the same timestep")
 
-    def target(strengths: torch.Tensor, step: float) -> torch.Tensor:
-        return strengths.double() * step
-
     def make_hook(strengths: torch.Tensor) -> StepHook:
         def hook(step: Step) -> None:
             if step.t != t_edit or step.inverting:
                 return
             if x_set is not None:
                 n = x_set.vectors[index].to(step.x.device, torch.float64)
-                d = target(strengths, model.preset.x_step).to(step.x.device)
+                d = (strengths.double() * model.preset.x_step).to(step.x.device)
                 move = d - signed_distance(x_set, step.x, index)
                 step.x = (step.x.double() + move[:, None, None, None] * n).to(step.x.dtype)
             if h_set is not None:
@@ -399,7 +385,7 @@ def distance(
                 with torch.no_grad():
                     h_now = model.h(step.x, t_edit)
                 n = h_set.vectors[i].to(h_now.device, torch.float64)
-                d = target(strengths, model.preset.h_step).to(h_now.device)
+                d = (strengths.double() * model.preset.h_step).to(h_now.device)
                 move = d - signed_distance(h_set, h_now, i)
                 step.delta_h = (move[:, None, None, None] * n).to(h_now.dtype)
                 step.asymmetric = asymmetric

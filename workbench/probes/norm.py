@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from workbench.data.shapes import generate
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.probes import ProbeResult, register_probe
 from workbench.sampling import ddim, make_timesteps
@@ -104,6 +104,67 @@ class NormConcentration(ProbeResult):
         return fig
 
 
+@dataclass
+class PairedTrajectories:
+    """Sampled and DDIM-inverted latents on one grid, rows in ascending ``timesteps``:
+    ``sampled``/``inverted`` ``[S, n, d]`` (float64), and the real images inverted."""
+
+    timesteps: list[int]
+    sampled: torch.Tensor
+    inverted: torch.Tensor
+    real: torch.Tensor
+
+    def norm_ratios(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """||x_t|| / sqrt(d) of both populations, ``[S, n]`` each."""
+        scale = math.sqrt(self.sampled.shape[-1])
+        return self.sampled.norm(dim=2) / scale, self.inverted.norm(dim=2) / scale
+
+    def expected(self, model: DiffusionModel) -> list[float]:
+        """sqrt(a_t m2 + 1 - a_t) per timestep, m2 = E||x_0||^2 / d of the real images."""
+        m2 = float((self.real.flatten(1).double() ** 2).sum(1).mean()) / model.d
+        return [math.sqrt(model.alpha_bar(t) * m2 + 1 - model.alpha_bar(t)) for t in self.timesteps]
+
+
+def paired_trajectories(
+    model: DiffusionModel,
+    n: int,
+    num_steps: int | None,
+    images: torch.Tensor | None,
+    seed: int,
+    progress: bool | None,
+    image_seed: int | None = None,
+) -> PairedTrajectories:
+    """Sample ``n`` trajectories (seeds ``seed..``) and invert the real ``images`` (default:
+    ``n`` Shapes images from ``image_seed``, default ``seed``) on the same grid."""
+    grid = make_timesteps(model, num_steps)
+    if images is None:
+        images = reference_images(model, n, seed if image_seed is None else image_seed)
+    real = images
+    model._check_x(real, "images")
+    check_finite("images", real)
+    _, sampled = ddim(
+        model, model.noise(range(seed, seed + n)), grid, return_trajectory=True, progress=progress
+    )
+    _, inverted = ddim(model, real, grid[::-1], return_trajectory=True, progress=progress)
+    return PairedTrajectories(
+        timesteps=grid[::-1],
+        sampled=sampled.x.flip(0).flatten(2).double(),
+        inverted=inverted.x.flatten(2).double(),
+        real=real,
+    )
+
+
+def last_agreeing(timesteps: list[int], agree: list[bool]) -> int | None:
+    """The largest timestep (ascending ``timesteps``) up to which ``agree`` holds at every
+    step from the start; ``None`` if it fails at once or holds only at the clean end -1."""
+    found = None
+    for t, ok in zip(timesteps, agree, strict=True):
+        if not ok:
+            break
+        found = t
+    return None if found == -1 else found
+
+
 @register_probe("norm")
 def norm_concentration(
     model: DiffusionModel,
@@ -122,34 +183,16 @@ def norm_concentration(
     """
     if n < 2:
         raise WorkbenchError(f"n must be at least 2, got {n}")
-    grid = make_timesteps(model, num_steps)
-    real = reference_images(model, n, seed) if images is None else images
-    model._check_x(real, "images")
-    _, sampled = ddim(
-        model, model.noise(range(seed, seed + n)), grid, return_trajectory=True, progress=progress
-    )
-    _, inverted = ddim(model, real, grid[::-1], return_trajectory=True, progress=progress)
-    scale = math.sqrt(model.d)
-    up = grid[::-1]
-    s_norm = sampled.x.flatten(2).norm(dim=2).flip(0) / scale  # ascending timesteps
-    i_norm = inverted.x.flatten(2).norm(dim=2) / scale
-    m2 = float((real.flatten(1) ** 2).sum(1).mean()) / model.d
-    expected = [math.sqrt(model.alpha_bar(t) * m2 + 1 - model.alpha_bar(t)) for t in up]
-    ks = [ks_statistic(s_norm[i], i_norm[i]) for i in range(len(up))]
-    mixing = None
-    for i, t in enumerate(up):
-        if ks[i] > tolerance:
-            break
-        mixing = t
-    if mixing == -1:
-        mixing = None
+    pair = paired_trajectories(model, n, num_steps, images, seed, progress)
+    s_norm, i_norm = pair.norm_ratios()
+    ks = [ks_statistic(a, b) for a, b in zip(s_norm, i_norm, strict=True)]
     return NormConcentration(
-        timesteps=up,
-        sampled=s_norm,
-        inverted=i_norm,
-        expected=expected,
+        timesteps=pair.timesteps,
+        sampled=s_norm.float(),
+        inverted=i_norm.float(),
+        expected=pair.expected(model),
         ks=ks,
         d=model.d,
         tolerance=tolerance,
-        mixing_step=mixing,
+        mixing_step=last_agreeing(pair.timesteps, [k <= tolerance for k in ks]),
     )
