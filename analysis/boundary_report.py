@@ -12,7 +12,8 @@
    ``--distance`` x_step), denoised from that step on the same grid: flip rate of the
    read-out label, mean change of the other factors (in spreads) against the unedited
    reconstruction, validity, and the success rate (valid, flipped and other factors
-   changed by less than a quarter of a spread on average).
+   changed by less than a quarter of a spread on average). ``--distance`` takes a
+   comma-separated list: each distance is scored.
 3. Seconds for the search, one boundary fit, one edit of ``--edits`` images, and plain
    sampling of as many images, side by side.
 
@@ -116,18 +117,21 @@ def main() -> None:
     parser.add_argument("--model", default="shapes32")
     parser.add_argument("--n", type=int, default=200, help="labelled images per attribute")
     parser.add_argument("--edits", type=int, default=64, help="held-out images edited")
-    parser.add_argument("--distance", type=float, default=2.0, help="in x_step units")
+    parser.add_argument("--distance", default="2", help="in x_step units; a list: 1,2,4")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--timesteps", default="39,199,399,599,799,999")
     parser.add_argument("--attributes", default=",".join(SHAPES_ATTRIBUTES))
     parser.add_argument("--out", default="docs/boundary_report.json")
     parser.add_argument("--figure", default="runs/mixing_step.html")
     args = parser.parse_args()
-    model = wb.load(args.model, device="cpu")
+    model = wb.load(args.model, device=args.device)
+    distances = [float(d) for d in args.distance.split(",")]
     steps = 50
     report: dict = {
         "model": args.model,
         "fingerprint": model.fingerprint,
-        "distance": args.distance,
+        "distances": distances,
+        "device": str(model.device),
     }
 
     began = time.perf_counter()
@@ -168,7 +172,7 @@ def main() -> None:
     report["sweep"] = {}
     fit_seconds = edit_seconds = None
     print(
-        f"\n{'attribute':<16}{'t':>5}{'SVM test':>10}{'flip':>7}{'other':>7}{'valid':>7}"
+        f"\n{'attribute':<16}{'t':>5}{'SVM test':>10}{'dist':>6}{'flip':>7}{'other':>7}{'valid':>7}"
         f"{'success':>9}"
     )
     for attribute in args.attributes.split(","):
@@ -182,27 +186,33 @@ def main() -> None:
             )
             fit_seconds = fit_seconds or time.perf_counter() - began
             held = fit.test_index[: args.edits]
-            began = time.perf_counter()
-            row = edit_scores(
-                model,
-                fit,
-                attribute,
-                latents[held],
-                labels[held],
-                t,
-                (t + 1) // 20,
-                args.distance,
-            )
-            if t == max(timesteps):
-                edit_seconds = edit_seconds or time.perf_counter() - began
-            row["svm_test_accuracy"] = fit.accuracy["x"]["test"]
-            row["svm_train_accuracy"] = fit.accuracy["x"]["train"]
-            report["sweep"][attribute][str(t)] = row
-            print(
-                f"{attribute:<16}{t:>5}{row['svm_test_accuracy']:>10.3f}{row['flip_rate']:>7.2f}"
-                f"{row['other_change_mean']:>7.3f}{row['validity']:>7.2f}{row['success_rate']:>9.2f}",
-                flush=True,
-            )
+            entry = {
+                "svm_test_accuracy": fit.accuracy["x"]["test"],
+                "svm_train_accuracy": fit.accuracy["x"]["train"],
+                "edits": {},
+            }
+            for distance in distances:
+                began = time.perf_counter()
+                row = edit_scores(
+                    model,
+                    fit,
+                    attribute,
+                    latents[held],
+                    labels[held],
+                    t,
+                    (t + 1) // 20,
+                    distance,
+                )
+                if t == max(timesteps):
+                    edit_seconds = edit_seconds or time.perf_counter() - began
+                entry["edits"][str(distance)] = row
+                print(
+                    f"{attribute:<16}{t:>5}{entry['svm_test_accuracy']:>10.3f}{distance:>6.1f}"
+                    f"{row['flip_rate']:>7.2f}{row['other_change_mean']:>7.3f}"
+                    f"{row['validity']:>7.2f}{row['success_rate']:>9.2f}",
+                    flush=True,
+                )
+            report["sweep"][attribute][str(t)] = entry
             write_json(args.out, report)
 
     began = time.perf_counter()

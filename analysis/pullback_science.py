@@ -13,8 +13,9 @@ scored by ``workbench.eval.score_directions``:
 
 Printed per timestep: the effect table of each set, then the bar of issue 5: the ratio
 of the dominant-factor effect of the top pullback directions to that of the random ones
-(mean over the 8 directions), the validity of the edited images, and the monotonicity of
-the top direction. Every number goes to ``--out`` (JSON).
+(mean over the 8 directions, and over the top 1 and top 4), the validity of the edited
+images, and the monotonicity (per seed) and trend (of the mean change) of the top
+direction. Every number goes to ``--out`` (JSON).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def summary(scores) -> dict:
         "dominant_effect": dominant.tolist(),
         "purity": scores.purity.tolist(),
         "monotonicity": scores.monotonicity.tolist(),
+        "trend": scores.trend.tolist(),
         "validity": scores.validity.tolist(),
         "signed_effect": scores.signed_effect.tolist(),
     }
@@ -53,8 +55,9 @@ def main() -> None:
     parser.add_argument("--strengths", default="-2,-1,1,2")
     parser.add_argument("--mode", default="additive")
     parser.add_argument("--out", default="docs/pullback_science.json")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    model = wb.load(args.model, device="cpu")
+    model = wb.load(args.model, device=args.device)
     timesteps = (
         [int(t) for t in args.timesteps.split(",")]
         if args.timesteps
@@ -93,11 +96,15 @@ def main() -> None:
         row["basis_converged"] = all(ds.params["converged"] for ds in local)
         for name in ("local", "global"):
             s = sets[name]
+            dominant = s.effect.max(dim=1).values
             row[name]["bar"] = {
-                "effect_ratio_vs_random": float(s.effect.max(dim=1).values.mean() / rand),
+                "effect_ratio_vs_random": float(dominant.mean() / rand),
+                "effect_ratio_top1": float(dominant[0] / rand),
+                "effect_ratio_top4": float(dominant[:4].mean() / rand),
                 "validity_mean": float(s.validity.mean()),
                 "validity_min": float(s.validity.min()),
                 "top_monotonicity": float(s.monotonicity[0]),
+                "top_trend": float(s.trend[0]),
             }
         report["timesteps"][str(t)] = row
         print(f"\n== t = {t} ({row['seconds']:.0f} s; bases {basis_seconds:.0f} s) ==")

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -55,6 +56,10 @@ def test_sample_discover_edit_probe_demo(capsys, tmp_path):
 
     ok("probe", "norm", *M, "--n", "4", "--steps", "5", "--out", str(tmp_path / "p"))
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["norm.html", "norm.json"]
+    timesteps = ["--timesteps", "999,500", "--steps", "4"]
+    ok("probe", "curvedness", *M, "--n", "2", *timesteps, "--out", str(tmp_path / "c"))
+    written = json.loads((tmp_path / "c" / "curvedness.json").read_text())
+    assert written["timesteps"] == [999, 500] and len(written["ratio"][0]) == 2
 
     ok("demo", *M, "--steps", "4", "--seeds", "2", "--out", str(tmp_path / "demo"))
     names = {p.name for p in (tmp_path / "demo").iterdir()}
@@ -79,6 +84,8 @@ def test_sample_discover_edit_probe_demo(capsys, tmp_path):
         (["discover", "random", *M, "--k", "0", "--out", "o.safetensors"], "k must be"),
         (["edit", *M, "--directions", "missing.safetensors", "--out", "o.npz"], "no such file"),
         (["probe", "nope", *M, "--out", "o"], "unknown probe"),
+        (["probe", "norm", *M, "--timesteps", "5", "--out", "o"], "takes no --timesteps"),
+        (["probe", "curvedness", *M, "--timesteps", "5000", "--out", "o"], "out of range"),
         (["discover", "nope", "--out", "o.safetensors"], "invalid choice"),
     ],
 )

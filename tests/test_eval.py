@@ -39,12 +39,12 @@ def test_summarise_finds_the_moved_factor():
     ref = Factors(**{k: v[2:3].expand(n_s, n) for k, v in shaped.items()})
     changes = factor_changes(factors, ref)
     valid = read.valid.reshape(n_s, n)
-    effect, signed, dom, purity, mono, validity = summarise(
+    effect, signed, dom, purity, mono, validity, trend = summarise(
         changes, valid & valid[2][None], strengths
     )
     assert dom == 3  # "x"
     assert abs(float(signed[3]) - 1.0 / factor_spreads()["x"]) < 0.05 / factor_spreads()["x"]
-    assert purity > 0.9 and mono > 0.99 and validity == 1.0
+    assert purity > 0.9 and mono > 0.99 and trend > 0.99 and validity == 1.0
 
 
 def test_summarise_handles_hue_wraparound_and_shape():
@@ -58,10 +58,34 @@ def test_summarise_handles_hue_wraparound_and_shape():
         "y": zeros,
         "background": zeros,
     }
-    effect, signed, dom, purity, mono, validity = summarise(
+    effect, signed, dom, purity, mono, validity, trend = summarise(
         changes, torch.ones(3, 4, dtype=torch.bool), s[:, 0]
     )
     assert dom == 1 and purity == 1.0 and mono > 0.99
+    assert trend > 0.99
+    *_, mono_down, _, trend_down = summarise(
+        {k: -v for k, v in changes.items()}, torch.ones(3, 4, dtype=torch.bool), s[:, 0]
+    )
+    assert mono_down > 0.99 and trend_down > 0.99  # a steady decrease is monotone too
+
+
+def test_trend_sees_a_growing_flip_rate_that_per_seed_monotonicity_misses():
+    """Shape flips in 1 of 4 seeds at |s| = 1 and 3 of 4 at |s| = 2: most seeds' paths are
+    constant or step once, so per-seed Spearman is low, but the flip rate grows."""
+    s = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
+    flips = torch.tensor(
+        [[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]], dtype=torch.float
+    )
+    zeros = torch.zeros(5, 4)
+    changes = {"shape": flips, "hue": zeros, "scale": zeros, "x": zeros, "y": zeros}
+    changes["background"] = zeros
+    *_, mono, validity, trend = summarise(changes, torch.ones(5, 4, dtype=torch.bool), s)
+    assert mono < 0.9 and trend > 0.99
+    changes["shape"] = torch.tensor([[0] * 4, [1] * 4, [0] * 4, [1] * 4, [0] * 4]).float()
+    assert summarise(changes, torch.ones(5, 4, dtype=torch.bool), s)[-1] < 0.9  # up, then down
+
+
+def test_factor_changes_wrap_hue():
     edited = sample_factors(4, seed=1)
     ref = sample_factors(4, seed=1)
     edited.hue = (ref.hue + 0.95) % 1.0  # a step of -0.05 across the wrap

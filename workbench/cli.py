@@ -7,6 +7,7 @@ exit status 2, and writes its outputs atomically (nothing partial is left behind
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +128,10 @@ def cmd_probe(args: argparse.Namespace) -> None:
     options = {"n": args.n} if args.n else {}
     if args.steps:
         options["num_steps"] = args.steps
+    if args.timesteps:
+        if "timesteps" not in inspect.signature(probe).parameters:
+            raise WorkbenchError(f"probe {args.probe!r} takes no --timesteps")
+        options["timesteps"] = [int(t) for t in parse_floats(args.timesteps, "timesteps")]
     result = probe(model, **options)
     with atomic_dir(args.out) as tmp:
         result.save(tmp)
@@ -224,8 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("probe", "run a geometry probe", cmd_probe)
     p.add_argument("probe", help=f"one of: {', '.join(sorted(PROBES))}")
     model_args(p)
-    p.add_argument("--n", type=int, default=None, help="number of samples")
+    p.add_argument("--n", type=int, default=None, help="number of samples (pairs: curvedness)")
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--timesteps", default=None, help="e.g. 999,600,200 (the probe's default)")
     p.add_argument("--out", required=True, help="output folder")
 
     p = command("demo", "discover, edit and probe on a model; write report.html", cmd_demo)

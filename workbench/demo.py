@@ -24,6 +24,14 @@ DEMO_DISCOVERIES: dict[str, list[tuple[str, dict]]] = {
     "random": [("random-x", {"space": "x"}), ("random-h", {"space": "h", "form": "channel"})],
 }
 STRENGTHS = [-3.0, -1.5, 0.0, 1.5, 3.0]
+#: Options per probe in the demo (lighter than the probes' defaults, to keep it short);
+#: probes not listed run with their defaults.
+DEMO_PROBES: dict[str, dict] = {
+    "curvedness": {"n": 8, "timesteps": (999, 600, 200)},
+    "spectrum": {"n": 2, "timesteps": (999, 600, 200), "max_iter": 10},
+    "consistency": {"n": 3, "timesteps": (999, 600, 200), "max_iter": 10},
+    "umap": {"n": 32},
+}
 
 
 def run_demo(
@@ -69,7 +77,10 @@ def run_demo(
         for name, probe in tqdm(
             sorted(PROBES.items()), desc="probes", disable=not settings.progress
         ):
-            result = probe(model, num_steps=num_steps) if num_steps else probe(model)
+            options = dict(DEMO_PROBES.get(name, {}))
+            if num_steps:
+                options["num_steps"] = num_steps
+            result = probe(model, **options)
             result.save(tmp / "probes")
             report.heading(f"Probe: {name}")
             report.figure(result.figure())

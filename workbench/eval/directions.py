@@ -11,7 +11,16 @@ unedited one of the same seed. Per direction and factor:
 - **dominant** factor: the largest effect; **purity**: its share of the summed effects.
 - **monotonicity**: Spearman correlation of the dominant factor's change with the
   strength (with |strength| for the shape class) along each seed's edit path (at least 3
-  valid images), averaged over seeds.
+  valid images), averaged over seeds, then taken in absolute value for the signed factors
+  (a direction's sign is arbitrary: a steady decrease is as monotone as an increase; for
+  the class, whose change is 0 or 1, a negative value means fewer flips further out and
+  is kept). A seed whose class never changes counts as 0, so
+  for the (categorical) shape class this is low even when the flip rate grows steadily.
+- **trend**: Spearman correlation of the strength with the *mean* change of the dominant
+  factor over the seeds at that strength (for the shape class: |strength| against the
+  share of seeds whose class changed). It asks whether the effect grows with strength on
+  average, which a categorical factor can only show across seeds (absolute value for
+  the signed factors, as above).
 - **validity**: share of edited images (strength != 0) the read-out calls valid.
 
 Pairs where the edited or the reference image is invalid are left out of the slopes.
@@ -81,15 +90,18 @@ class DirectionScores:
     monotonicity: torch.Tensor  # [k]
     validity: torch.Tensor  # [k]
     n_seeds: int
+    trend: torch.Tensor | None = None  # [k]
 
     def table(self) -> str:
         head = f"{'direction':<16}" + "".join(f"{f:>11}" for f in self.factors)
-        head += f"{'dominant':>12}{'purity':>8}{'mono':>7}{'valid':>7}"
+        head += f"{'dominant':>12}{'purity':>8}{'mono':>7}{'trend':>7}{'valid':>7}"
         lines = [head]
         for i, name in enumerate(self.names):
             row = f"{name:<16}" + "".join(f"{float(v):>11.3f}" for v in self.effect[i])
             row += f"{self.dominant[i]:>12}{float(self.purity[i]):>8.2f}"
-            row += f"{float(self.monotonicity[i]):>7.2f}{float(self.validity[i]):>7.2f}"
+            row += f"{float(self.monotonicity[i]):>7.2f}"
+            row += f"{float(self.trend[i]) if self.trend is not None else float('nan'):>7.2f}"
+            row += f"{float(self.validity[i]):>7.2f}"
             lines.append(row)
         return "\n".join(lines)
 
@@ -119,7 +131,8 @@ def summarise(
     """Scores of one direction from factor changes ``[S, N]`` (edited minus reference),
     validity ``[S, N]`` of the pairs, and strengths ``[S]``.
 
-    Returns (effect [F], signed effect [F], dominant index, purity, monotonicity, validity).
+    Returns (effect [F], signed effect [F], dominant index, purity, monotonicity, validity,
+    trend).
     """
     spreads = factor_spreads(size)
     s = strengths[:, None].expand_as(valid).double()
@@ -145,9 +158,19 @@ def summarise(
         if int(valid[:, j].sum()) >= 3
     ]
     mono = sum(per_seed) / len(per_seed) if per_seed else 0.0
+    levels, means = [], []  # mean change per strength level (|strength| for the class)
+    for level in x[:, 0].unique():
+        rows = x[:, 0] == level
+        pairs = valid[rows]
+        if pairs.any():
+            levels.append(float(level))
+            means.append(float(changes[name][rows].double()[pairs].mean()))
+    trend = spearman(torch.tensor(levels), torch.tensor(means)) if len(levels) >= 3 else 0.0
+    if name != "shape":
+        mono, trend = abs(mono), abs(trend)
     nonzero = strengths != 0
     validity = float(valid[nonzero].float().mean()) if nonzero.any() else 1.0
-    return effect_t, torch.tensor(signed), dom, purity, mono, validity
+    return effect_t, torch.tensor(signed), dom, purity, mono, validity, trend
 
 
 def score_directions(
@@ -217,4 +240,5 @@ def score_directions(
         monotonicity=torch.tensor([r[4] for r in rows]),
         validity=torch.tensor([r[5] for r in rows]),
         n_seeds=len(seeds),
+        trend=torch.tensor([r[6] for r in rows]),
     )

@@ -1,0 +1,192 @@
+"""Cross-sample and cross-timestep consistency of the local pullback bases.
+
+For ``n`` samples at each timestep, the top-``k`` local bases V (x-space, from
+:func:`~workbench.engines.pullback.local_basis`) are compared:
+
+- **across samples** at one timestep: the principal angles theta_1..theta_k between the
+  spans of samples a and b; reported as the Grassmann distance sqrt(sum theta_i^2) and the
+  mean squared cosine (1 for the same subspace; for independent random k-dimensional
+  subspaces of R^d its expectation is k / d, :func:`random_cos2`, the floor);
+- **across timesteps** for the same sample: the same two numbers between its bases at
+  every pair of timesteps (the x_t differ, so this asks whether the stretched directions
+  persist along one trajectory);
+- **per-direction alignment after parallel transport**: direction i of sample a is
+  carried to sample b through h (v = V_b U_b^T u_a,i, normalised; the pullback engine's
+  ``transport``), and |cos| with each of b's own directions j is recorded: a ``[k, k]``
+  matrix averaged over ordered pairs a != b. A strong diagonal means "direction i" is the
+  same thing in every sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from workbench.engines.pullback import transport
+from workbench.errors import WorkbenchError
+from workbench.models.wrapper import DiffusionModel
+from workbench.probes import ProbeResult, register_probe
+from workbench.probes.common import check_timesteps, sampled_states
+from workbench.probes.spectrum import bases_over_timesteps
+
+
+def random_cos2(k: int, d: int) -> float:
+    """Expected mean squared cosine of the principal angles between two independent
+    uniformly random k-dimensional subspaces of R^d: E ||A^T B||_F^2 / k = k / d."""
+    return k / d
+
+
+def subspace_similarity(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grassmann distance and mean squared cosine between the spans of orthonormal rows
+    ``a``, ``b`` ``[..., k, d]`` (same k); both ``[...]``.
+
+    The angles come from their cosines (singular values of a b^T) and sines (singular
+    values of the part of b outside span(a)) together, so small angles stay accurate.
+    """
+    a, b = a.double(), b.double()
+    overlap = b @ a.transpose(-1, -2)  # [..., k, k]
+    cos = torch.linalg.svdvals(overlap).clamp(0, 1)  # descending
+    sin = torch.linalg.svdvals(b - overlap @ a).clamp(0, 1).flip(-1)  # ascending
+    theta = torch.atan2(sin, cos)
+    return theta.pow(2).sum(-1).sqrt(), cos.pow(2).mean(-1)
+
+
+@dataclass
+class Consistency(ProbeResult):
+    """Consistency of local bases. ``timesteps`` decreasing; ``n`` samples; ``k`` directions.
+
+    - ``across_samples``: mean squared cosine ``[T, n, n]``; ``grassmann_samples`` likewise;
+    - ``across_time``: mean squared cosine ``[n, T, T]``; ``grassmann_time`` likewise;
+    - ``alignment``: ``[T, k, k]`` mean |cos| after transport (row: a's direction i);
+    - ``random_cos2``: the floor k / d.
+    """
+
+    timesteps: list[int]
+    across_samples: torch.Tensor
+    grassmann_samples: torch.Tensor
+    across_time: torch.Tensor
+    grassmann_time: torch.Tensor
+    alignment: torch.Tensor
+    random_cos2: float
+    name: str = "consistency"
+
+    def off_diagonal_mean(self, m: torch.Tensor) -> torch.Tensor:
+        """Mean of the off-diagonal entries of square matrices ``[..., n, n]``."""
+        n = m.shape[-1]
+        mask = ~torch.eye(n, dtype=torch.bool)
+        return m[..., mask].mean(-1)
+
+    def summary(self) -> str:
+        lines = [f"consistency of local bases (random floor cos^2 = {self.random_cos2:.4f})"]
+        across = self.off_diagonal_mean(self.across_samples)
+        diag = self.alignment.diagonal(dim1=1, dim2=2).mean(-1)
+        for i, t in enumerate(self.timesteps):
+            lines.append(
+                f"  t={t:>4}: across samples cos^2 {float(across[i]):.3f}, "
+                f"transported direction i onto i |cos| {float(diag[i]):.3f}"
+            )
+        if len(self.timesteps) > 1:
+            over_time = self.off_diagonal_mean(self.across_time.mean(0))
+            lines.append(f"  same sample across timesteps: cos^2 {float(over_time):.3f}")
+        return "\n".join(lines)
+
+    def figure(self):
+        from plotly.subplots import make_subplots
+
+        t_labels = [str(t) for t in self.timesteps]
+        k = self.alignment.shape[-1]
+        fig = make_subplots(
+            rows=1,
+            cols=3,
+            subplot_titles=(
+                "across samples: mean cos^2 vs t",
+                "same sample across timesteps: mean cos^2",
+                f"transport alignment |cos| at t={self.timesteps[0]}",
+            ),
+        )
+        across = self.off_diagonal_mean(self.across_samples)
+        fig.add_scatter(x=self.timesteps, y=across.tolist(), name="across samples", row=1, col=1)
+        fig.add_scatter(
+            x=self.timesteps,
+            y=[self.random_cos2] * len(self.timesteps),
+            name="random subspaces",
+            line={"dash": "dash", "color": "gray"},
+            row=1,
+            col=1,
+        )
+        fig.add_heatmap(
+            z=self.across_time.mean(0).tolist(),
+            x=t_labels,
+            y=t_labels,
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            showscale=False,
+            row=1,
+            col=2,
+        )
+        fig.add_heatmap(
+            z=self.alignment[0].tolist(),
+            x=list(range(k)),
+            y=list(range(k)),
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            row=1,
+            col=3,
+        )
+        fig.update_yaxes(autorange="reversed", row=1, col=2)
+        fig.update_yaxes(autorange="reversed", title_text="direction i of a", row=1, col=3)
+        fig.update_xaxes(title_text="timestep t", row=1, col=1)
+        fig.update_xaxes(title_text="direction j of b", row=1, col=3)
+        fig.update_layout(title="Consistency of the local pullback bases", template="plotly_white")
+        return fig
+
+
+@register_probe("consistency")
+def consistency(
+    model: DiffusionModel,
+    n: int = 4,
+    timesteps: Sequence[int] | None = None,
+    k: int = 8,
+    num_steps: int | None = None,
+    seed: int = 0,
+    tol_deg: float = 0.5,
+    max_iter: int = 30,
+    progress: bool | None = None,
+) -> Consistency:
+    """Consistency of the local bases of ``n`` samples (seeds ``seed..``) at each timestep."""
+    if n < 2:
+        raise WorkbenchError(f"n must be at least 2 (it compares samples), got {n}")
+    timesteps = check_timesteps(model, timesteps)
+    states = sampled_states(model, range(seed, seed + n), timesteps, num_steps, progress)
+    bases = bases_over_timesteps(
+        model, states, timesteps, k, seed, progress, tol_deg=tol_deg, max_iter=max_iter
+    )
+    V = torch.stack([bases[t].V.reshape(n, k, -1).cpu() for t in timesteps])  # [T, n, k, d]
+    g_s, c_s = subspace_similarity(V[:, :, None], V[:, None, :])  # [T, n, n]
+    per_sample = V.transpose(0, 1)  # [n, T, k, d]
+    g_t, c_t = subspace_similarity(per_sample[:, :, None], per_sample[:, None, :])  # [n, T, T]
+    alignment = torch.zeros(len(timesteps), k, k, dtype=torch.float64)
+    for ti, t in enumerate(timesteps):
+        basis = bases[t]
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                own = basis.V[b].reshape(k, -1).double().cpu()
+                for i in range(k):
+                    moved = transport(basis.U[a, i], basis, b).reshape(-1).double().cpu()
+                    alignment[ti, i] += (own @ moved).abs()
+        alignment[ti] /= n * (n - 1)
+    return Consistency(
+        timesteps=timesteps,
+        across_samples=c_s.float(),
+        grassmann_samples=g_s.float(),
+        across_time=c_t.float(),
+        grassmann_time=g_t.float(),
+        alignment=alignment.float(),
+        random_cos2=random_cos2(k, model.d),
+    )

@@ -1,0 +1,213 @@
+"""Spectral decay of the pullback metric: singular values of J = dh/dx_t over timesteps.
+
+For ``n`` samples at each timestep, the top-``k`` singular values of J come from the
+pullback engine's :func:`~workbench.engines.pullback.local_basis` (warm-started from the
+previous timestep's basis). The rest of the spectrum is summarised by the squared
+Frobenius norm, estimated without materialising J: ||J||_F^2 = sum_{i<=k} s_i^2 +
+||J (I - V V^T)||_F^2, the second term by Hutchinson's estimator on probes projected off
+the top-k basis (E ||J P z||^2 = ||J P||_F^2 for z ~ N(0, I), P the projector), so the
+dominant part is exact and only the tail is sampled (the idea of Hutch++). Per sample and
+timestep:
+
+- **energy share** of the top k: sum_{i<=k} s_i^2 / ||J||_F^2;
+- **stable rank** ||J||_F^2 / s_1^2 (a robust effective rank: the number of directions
+  of the full spectrum worth s_1's energy);
+- **decay exponent** alpha of a power law s_i ~ c i^(-alpha), least squares on
+  log s_i = log c - alpha log i over i = 1..k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.engines.pullback import LocalBasis, local_basis
+from workbench.errors import WorkbenchError
+from workbench.models.wrapper import DiffusionModel
+from workbench.probes import ProbeResult, register_probe
+from workbench.probes.common import check_timesteps, sampled_states
+from workbench.sampling import _progress
+
+
+def decay_exponent(s: torch.Tensor) -> torch.Tensor:
+    """Power-law exponent alpha of singular values ``[..., k]`` (descending, positive):
+    the least-squares slope of log s_i against log i, negated; ``[...]``."""
+    if s.shape[-1] < 2:
+        raise WorkbenchError("a decay exponent needs at least 2 singular values")
+    x = torch.log(torch.arange(1, s.shape[-1] + 1, dtype=torch.float64))
+    y = torch.log(s.double().clamp_min(1e-300))
+    xc = x - x.mean()
+    slope = ((y - y.mean(-1, keepdim=True)) * xc).sum(-1) / (xc * xc).sum()
+    return -slope
+
+
+def residual_frobenius_sq(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    V: torch.Tensor,
+    probes: int = 32,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hutchinson estimate of ||J (I - V V^T)||_F^2 per sample, J the Jacobian of the
+    batched map ``f`` at ``x`` ``[B, ...]``; ``V`` ``[B, k, ...]`` orthonormal rows.
+
+    Returns (estimate ``[B]``, standard error ``[B]``); ``probes`` >= 2 Gaussian probes,
+    pushed forward in one vmapped jvp.
+    """
+    if probes < 2:
+        raise WorkbenchError(f"probes must be at least 2, got {probes}")
+    b = x.shape[0]
+    basis = V.reshape(b, V.shape[1], -1).to(x.dtype)
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(probes, *x.shape, generator=gen, dtype=torch.float64).to(x.device, x.dtype)
+    flat = z.reshape(probes, b, -1)
+    flat = flat - torch.einsum("pbd,bkd,bke->pbe", flat, basis, basis)
+    z = flat.reshape(z.shape)
+    out = torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1])(z)
+    sq = out.reshape(probes, b, -1).double().pow(2).sum(-1)  # [probes, B]
+    return sq.mean(0), sq.std(0) / probes**0.5
+
+
+@dataclass
+class Spectrum(ProbeResult):
+    """Top-``k`` singular values ``s`` ``[T, n, k]`` per timestep (rows, decreasing) and
+    sample, with ``frobenius_sq`` ``[T, n]`` (estimate), ``frobenius_se`` (its standard
+    error), ``energy_top_k``, ``stable_rank`` and ``exponent`` ``[T, n]``."""
+
+    timesteps: list[int]
+    s: torch.Tensor
+    frobenius_sq: torch.Tensor
+    frobenius_se: torch.Tensor
+    energy_top_k: torch.Tensor
+    stable_rank: torch.Tensor
+    exponent: torch.Tensor
+    converged: list[bool]
+    name: str = "spectrum"
+
+    def summary(self) -> str:
+        k = self.s.shape[-1]
+        lines = [f"spectrum of dh/dx_t (top {k}, {self.s.shape[1]} samples): medians"]
+        for i, t in enumerate(self.timesteps):
+            lines.append(
+                f"  t={t:>4}: s1 {float(self.s[i, :, 0].median()):.2f}, "
+                f"energy in top {k} {float(self.energy_top_k[i].median()):.3f}, "
+                f"stable rank {float(self.stable_rank[i].median()):.1f}, "
+                f"exponent {float(self.exponent[i].median()):.2f}"
+            )
+        return "\n".join(lines)
+
+    def figure(self):
+        from plotly.colors import sample_colorscale
+        from plotly.subplots import make_subplots
+
+        fig = make_subplots(
+            rows=1,
+            cols=2,
+            subplot_titles=(
+                "singular values s_i / s_1 (median over samples)",
+                "energy share of the top k, decay exponent",
+            ),
+            specs=[[{}, {"secondary_y": True}]],
+        )
+        k = self.s.shape[-1]
+        colours = sample_colorscale(
+            "Viridis", [i / max(1, len(self.timesteps) - 1) for i in range(len(self.timesteps))]
+        )
+        for i, t in enumerate(self.timesteps):
+            normed = (self.s[i] / self.s[i, :, :1]).median(0).values
+            fig.add_scatter(
+                x=list(range(1, k + 1)),
+                y=normed.tolist(),
+                name=f"t={t}",
+                line={"color": colours[i]},
+                row=1,
+                col=1,
+            )
+        fig.update_xaxes(type="log", title_text="index i", row=1, col=1)
+        fig.update_yaxes(type="log", row=1, col=1)
+        med = lambda v: v.median(1).values.tolist()  # noqa: E731
+        fig.add_scatter(
+            x=self.timesteps, y=med(self.energy_top_k), name=f"energy in top {k}", row=1, col=2
+        )
+        fig.add_scatter(
+            x=self.timesteps,
+            y=med(self.exponent),
+            name="decay exponent",
+            line={"dash": "dash"},
+            row=1,
+            col=2,
+            secondary_y=True,
+        )
+        fig.update_xaxes(title_text="timestep t", row=1, col=2)
+        fig.update_layout(title="Spectral decay of the pullback metric", template="plotly_white")
+        return fig
+
+
+def bases_over_timesteps(
+    model: DiffusionModel,
+    states: dict[int, torch.Tensor],
+    timesteps: Sequence[int],
+    k: int,
+    seed: int = 0,
+    progress: bool | None = None,
+    **options,
+) -> dict[int, LocalBasis]:
+    """Local bases of the same samples at each timestep (decreasing), each warm-started
+    from the previous timestep's basis."""
+    out: dict[int, LocalBasis] = {}
+    warm = None
+    for t in tqdm(timesteps, desc="local bases", disable=not _progress(progress), leave=False):
+        basis = local_basis(
+            model, states[t], t, k=k, warm_start=warm, seed=seed, dtype=model.dtype, **options
+        )
+        out[t] = basis
+        warm = basis.V
+    return out
+
+
+@register_probe("spectrum")
+def spectrum(
+    model: DiffusionModel,
+    n: int = 4,
+    timesteps: Sequence[int] | None = None,
+    k: int = 16,
+    probes: int = 32,
+    num_steps: int | None = None,
+    seed: int = 0,
+    tol_deg: float = 0.5,
+    max_iter: int = 30,
+    progress: bool | None = None,
+) -> Spectrum:
+    """Spectra of J for ``n`` samples (seeds ``seed..``) at each timestep."""
+    if n < 1:
+        raise WorkbenchError(f"n must be at least 1, got {n}")
+    timesteps = check_timesteps(model, timesteps)
+    states = sampled_states(model, range(seed, seed + n), timesteps, num_steps, progress)
+    bases = bases_over_timesteps(
+        model, states, timesteps, k, seed, progress, tol_deg=tol_deg, max_iter=max_iter
+    )
+    s, frob, se = [], [], []
+    for t in timesteps:
+        basis = bases[t]
+        with model.jacobian_safe():
+            rest, rest_se = residual_frobenius_sq(
+                lambda z, t=t: model.h(z, t), states[t], basis.V, probes, seed
+            )
+        top = basis.s.double().cpu()
+        s.append(top.float())
+        frob.append((top.pow(2).sum(-1) + rest.cpu()).float())
+        se.append(rest_se.cpu().float())
+    s_t, frob_t = torch.stack(s), torch.stack(frob)
+    return Spectrum(
+        timesteps=timesteps,
+        s=s_t,
+        frobenius_sq=frob_t,
+        frobenius_se=torch.stack(se),
+        energy_top_k=s_t.pow(2).sum(-1) / frob_t,
+        stable_rank=frob_t / s_t[..., 0].pow(2),
+        exponent=decay_exponent(s_t).float(),
+        converged=[bases[t].converged for t in timesteps],
+    )
