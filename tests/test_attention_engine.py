@@ -106,3 +106,44 @@ def test_errors(tiny):
         wb.discover("attention", tiny, k=33)
     with pytest.raises(wb.WorkbenchError, match="no attention module"):
         wb.discover("attention", tiny, module="nope")
+
+
+def test_transformer_block_layout_of_a_conditional_unet():
+    """UNet2DConditionModel keeps self-attention in transformer blocks (attn1) next to
+    cross-attention to the text (attn2): the mid-block attn1 is found and decomposed,
+    attn2 is refused."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import Attention
+
+    from workbench.engines.attention import mid_block_self_attention, module_directions
+    from workbench.errors import WorkbenchError
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=1,
+        cross_attention_dim=16,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    modules = {n: m for n, m in unet.named_modules() if isinstance(m, Attention)}
+    name = mid_block_self_attention(modules)
+    assert name == "mid_block.attentions.0.transformer_blocks.0.attn1"
+    attn = modules[name]
+    assert attn.heads == 8 and attn.to_q.weight.shape == (64, 64)
+    for matrix in MATRICES:
+        vectors, scores = module_directions(attn, matrix)
+        assert vectors.shape[1] == 64 and torch.allclose(
+            vectors.norm(dim=1), torch.ones(len(vectors))
+        )
+    vectors, _ = module_directions(attn, "qk", head=3)  # one head's 8-dim slice
+    assert vectors.shape == (64, 64)
+    with pytest.raises(WorkbenchError, match="cross-attention"):
+        module_directions(modules[name.replace("attn1", "attn2")], "qk")
+    with pytest.raises(WorkbenchError, match="no mid-block self-attention"):
+        mid_block_self_attention(["down_blocks.0.attentions.0"])

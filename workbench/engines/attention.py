@@ -27,8 +27,10 @@ mode ``additive``). Everything here is a few small SVDs: milliseconds, no data.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 
 import torch
+from diffusers.models.attention_processor import Attention
 
 from workbench.directions import DirectionSet, sign_fixed
 from workbench.engines import register_engine
@@ -39,12 +41,37 @@ MATRICES = ("q", "k", "v", "o", "qk", "ov")
 
 
 def default_module(model: DiffusionModel) -> str:
-    """Name of the mid-block self-attention (UNet2DModel or transformer-block layout)."""
-    names = model.attention_modules()
+    """Name of the mid-block self-attention of ``model``'s U-Net."""
+    return mid_block_self_attention(model.attention_modules())
+
+
+def mid_block_self_attention(names: Iterable[str]) -> str:
+    """The mid-block self-attention among attention module ``names``: ``UNet2DModel``'s
+    ``mid_block.attentions.0``, or the first transformer block's ``attn1`` in
+    ``UNet2DConditionModel`` (whose ``attn2`` is cross-attention to the text)."""
+    names = set(names)
     for name in ("mid_block.attentions.0.transformer_blocks.0.attn1", "mid_block.attentions.0"):
         if name in names:
             return name
     raise WorkbenchError("this U-Net has no mid-block self-attention")
+
+
+def module_directions(
+    attn: Attention, matrix: str, head: int | None = None, name: str = "the module"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ranked channel directions ``[r, C]`` and scores ``[r]`` of one candidate matrix of a
+    diffusers ``Attention`` module (self-attention only)."""
+    if attn.is_cross_attention:
+        raise WorkbenchError(f"{name} is a cross-attention module; pick a self-attention one")
+    return decompose(
+        matrix,
+        attn.to_q.weight,
+        attn.to_k.weight,
+        attn.to_v.weight,
+        attn.to_out[0].weight,
+        attn.heads,
+        head,
+    )
 
 
 def decompose(
@@ -115,23 +142,13 @@ def attention_directions(
     if name not in modules:
         raise WorkbenchError(f"no attention module {name!r}; known: {', '.join(sorted(modules))}")
     attn = modules[name]
-    if attn.is_cross_attention:
-        raise WorkbenchError(f"{name} is a cross-attention module; pick a self-attention one")
     channels = model.h_shape[0]
     if attn.to_q.weight.shape[1] != channels:
         raise WorkbenchError(
             f"{name} reads {attn.to_q.weight.shape[1]} channels but h has {channels}: "
             "its directions cannot edit h"
         )
-    vectors, scores = decompose(
-        matrix,
-        attn.to_q.weight,
-        attn.to_k.weight,
-        attn.to_v.weight,
-        attn.to_out[0].weight,
-        attn.heads,
-        head,
-    )
+    vectors, scores = module_directions(attn, matrix, head, name)
     if not 1 <= k <= vectors.shape[0]:
         raise WorkbenchError(f"k must be in [1, {vectors.shape[0]}] for matrix {matrix!r}, got {k}")
     if timestep is not None:
