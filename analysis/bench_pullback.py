@@ -21,7 +21,8 @@ forward mode in chunks of 25 directions (U = J V), one reverse pass per directio
 (M = U^T J), V <- right singular vectors of M, at least 12 iterations (it runs
 ``--published-iters``). "workbench" is ``local_basis`` with oversampling 4, all columns
 in one vmapped forward and one vmapped reverse pass per iteration (or ``chunk`` columns
-at a time).
+at a time); "krylov" is ``local_basis(method="krylov")``: the same passes, with the
+Rayleigh-Ritz step on the whole block Krylov space built so far.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def child(args) -> None:
             model,
             x,
             args.t,
+            method="krylov" if args.method == "krylov" else "subspace",
             k=args.k,
             oversample=4,
             max_iter=args.published_iters,
@@ -179,7 +181,7 @@ def main() -> None:
         flush=True,
     )
     del model, ref
-    runs = [("published", None), ("workbench", None)]
+    runs = [("published", None), ("workbench", None), ("krylov", None)]
     runs += [("workbench", int(c)) for c in args.chunks.split(",") if c]
     rows = []
     for method, chunk in runs:
