@@ -123,16 +123,7 @@ def main() -> None:
             model, ds, strengths=strengths, seeds=seeds, num_steps=args.steps, progress=False
         )
         scored[name] = scores
-        dominant = scores.effect.max(dim=1).values
-        report["sets"][name] = {
-            "table": scores.table(),
-            "dominant": scores.dominant,
-            "dominant_effect": dominant.tolist(),
-            "purity": scores.purity.tolist(),
-            "monotonicity": scores.monotonicity.tolist(),
-            "trend": scores.trend.tolist(),
-            "validity": scores.validity.tolist(),
-            "effect": scores.effect.tolist(),
+        report["sets"][name] = scores.to_dict() | {
             "discover_seconds": discover_s,
             "edit_seconds_per_image": sorted(edit_s)[len(edit_s) // 2],
             "h_sensitivity_top": h_sensitivity(model, ds),

@@ -32,20 +32,6 @@ from workbench.eval import score_directions
 from workbench.store import write_json
 
 
-def summary(scores) -> dict:
-    dominant = scores.effect.max(dim=1).values
-    return {
-        "table": scores.table(),
-        "dominant": scores.dominant,
-        "dominant_effect": dominant.tolist(),
-        "purity": scores.purity.tolist(),
-        "monotonicity": scores.monotonicity.tolist(),
-        "trend": scores.trend.tolist(),
-        "validity": scores.validity.tolist(),
-        "signed_effect": scores.signed_effect.tolist(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes32")
@@ -89,7 +75,7 @@ def main() -> None:
             "random": score_directions(model, control, **kw),
         }
         rand = sets["random"].effect.max(dim=1).values.mean()
-        row = {name: summary(s) for name, s in sets.items()}
+        row = {name: s.to_dict() for name, s in sets.items()}
         row["basis_seconds"] = basis_seconds
         row["seconds"] = time.perf_counter() - began
         row["singular_values_mean"] = torch.stack([ds.scores for ds in local]).mean(0).tolist()

@@ -185,3 +185,22 @@ def test_umap_probe_end_to_end(tiny, tmp_path):
     result.save(tmp_path)
     html = (tmp_path / "umap.html").read_text()
     assert "colour: timestep" in html
+
+
+def test_transport_alignment_equals_transporting_each_direction():
+    from workbench.engines.pullback import LocalBasis, transport
+    from workbench.probes.consistency import transport_alignment
+
+    n, k, d, m = 3, 4, 30, 20
+    V = torch.linalg.qr(torch.randn(n, d, k, generator=GEN, dtype=torch.float64))[0]
+    U = torch.linalg.qr(torch.randn(n, m, k, generator=GEN, dtype=torch.float64))[0]
+    basis = LocalBasis(
+        V=V.transpose(1, 2), U=U.transpose(1, 2), s=torch.ones(n, k), t=0, iterations=1
+    )
+    loop = torch.zeros(k, k, dtype=torch.float64)
+    for a in range(n):
+        for b in range(n):
+            if a != b:
+                for i in range(k):
+                    loop[i] += (basis.V[b] @ transport(basis.U[a, i], basis, b)).abs()
+    torch.testing.assert_close(transport_alignment(basis.U), loop / (n * (n - 1)))

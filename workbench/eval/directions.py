@@ -105,6 +105,20 @@ class DirectionScores:
             lines.append(row)
         return "\n".join(lines)
 
+    def to_dict(self) -> dict:
+        """Every score as plain lists (for JSON), with the printed table."""
+        return {
+            "table": self.table(),
+            "dominant": self.dominant,
+            "dominant_effect": self.effect.max(dim=1).values.tolist(),
+            "effect": self.effect.tolist(),
+            "signed_effect": self.signed_effect.tolist(),
+            "purity": self.purity.tolist(),
+            "monotonicity": self.monotonicity.tolist(),
+            "trend": self.trend.tolist() if self.trend is not None else None,
+            "validity": self.validity.tolist(),
+        }
+
     def figure(self):
         import plotly.graph_objects as go
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.engines.pullback import transport
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.probes import ProbeResult, register_probe
@@ -51,6 +50,19 @@ def subspace_similarity(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor,
     sin = torch.linalg.svdvals(b - overlap @ a).clamp(0, 1).flip(-1)  # ascending
     theta = torch.atan2(sin, cos)
     return theta.pow(2).sum(-1).sqrt(), cos.pow(2).mean(-1)
+
+
+def transport_alignment(U: torch.Tensor) -> torch.Tensor:
+    """Mean |cos| ``[..., k, k]`` between sample a's direction i transported into sample b
+    and b's direction j, over ordered pairs a != b; ``U`` ``[..., n, k, m]`` the h-space
+    bases. Transport (``engines.pullback.transport``) is ``c @ V_b / |c|`` with
+    ``c = U_b u_a,i``; b's rows V_b are orthonormal, so the cosine with V_b,j is
+    ``c_j / |c|``: everything follows from U_b U_a^T, no transport call per direction."""
+    n = U.shape[-3]
+    c = torch.einsum("...bjd,...aid->...abij", U.double(), U.double())
+    cos = c.abs() / c.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    pairs = ~torch.eye(n, dtype=torch.bool)
+    return cos[..., pairs, :, :].mean(-3)
 
 
 @dataclass
@@ -169,18 +181,8 @@ def consistency(
     g_s, c_s = subspace_similarity(V[:, :, None], V[:, None, :])  # [T, n, n]
     per_sample = V.transpose(0, 1)  # [n, T, k, d]
     g_t, c_t = subspace_similarity(per_sample[:, :, None], per_sample[:, None, :])  # [n, T, T]
-    alignment = torch.zeros(len(timesteps), k, k, dtype=torch.float64)
-    for ti, t in enumerate(timesteps):
-        basis = bases[t]
-        for a in range(n):
-            for b in range(n):
-                if a == b:
-                    continue
-                own = basis.V[b].reshape(k, -1).double().cpu()
-                for i in range(k):
-                    moved = transport(basis.U[a, i], basis, b).reshape(-1).double().cpu()
-                    alignment[ti, i] += (own @ moved).abs()
-        alignment[ti] /= n * (n - 1)
+    U = torch.stack([bases[t].U.reshape(n, k, -1).cpu() for t in timesteps])
+    alignment = transport_alignment(U)
     return Consistency(
         timesteps=timesteps,
         across_samples=c_s.float(),
