@@ -9,6 +9,7 @@ from workbench.directions import DirectionSet
 from workbench.editing import EditResult, edit, register_mode
 from workbench.engines import ENGINES, get_engine
 from workbench.errors import FingerprintMismatch, WorkbenchError
+from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, Preset, load, save
 from workbench.sampling import ddim, invert, make_timesteps, sample
 
@@ -23,9 +24,11 @@ def discover(engine: str, model: DiffusionModel, **options) -> DirectionSet:
 __all__ = [
     "ENGINES",
     "DiffusionModel",
+    "DirectionLibrary",
     "DirectionSet",
     "EditResult",
     "FingerprintMismatch",
+    "NamedDirection",
     "Preset",
     "WorkbenchError",
     "ddim",

@@ -119,6 +119,31 @@ def cmd_edit(args: argparse.Namespace) -> None:
     print(f"wrote {out}: images uint8 [{len(strengths)}, {len(seeds)}, {shape}, 3]")
 
 
+def cmd_library(args: argparse.Namespace) -> None:
+    from workbench.library import DirectionLibrary
+
+    library = DirectionLibrary(args.library)
+    if args.action == "list":
+        print(library.table())
+        return
+    if not args.name:
+        raise WorkbenchError(f"library {args.action} needs a direction name")
+    if args.action == "remove":
+        library.remove(args.name)
+        print(f"removed {args.name!r} from {library.root}")
+        return
+    if not args.out:
+        raise WorkbenchError("library apply needs --out FILE.npz")
+    out = _out_file(args.out, ".npz")
+    seeds = parse_seeds(args.seeds)
+    model = _load(args.model, args.device)
+    named = library.load(args.name, model)
+    strengths = parse_floats(args.strengths) if args.strengths else None
+    result = named.apply(model, seeds=seeds, strengths=strengths)
+    result.save_npz(out)
+    print(f"wrote {out}: {args.name!r} at strengths {result.strengths} on seeds {seeds}")
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     from workbench.probes import get_probe
     from workbench.store import atomic_dir
@@ -225,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--eta", type=float, default=0.0)
     p.add_argument("--out", required=True, help="FILE.npz")
+
+    p = command("library", "list, apply or remove named directions", cmd_library)
+    p.add_argument("action", choices=["list", "apply", "remove"])
+    p.add_argument("name", nargs="?", default=None, help="direction name (apply, remove)")
+    p.add_argument("--library", default=None, help="folder (default: $WORKBENCH_LIBRARY)")
+    model_args(p)
+    p.add_argument("--seeds", default="0-7")
+    p.add_argument("--strengths", default=None, help="default: the saved strength")
+    p.add_argument("--out", default=None, help="FILE.npz (apply)")
 
     p = command("probe", "run a geometry probe", cmd_probe)
     p.add_argument("probe", help=f"one of: {', '.join(sorted(PROBES))}")

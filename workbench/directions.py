@@ -123,6 +123,42 @@ class DirectionSet:
             labels=None if self.labels is None else [self.labels[i] for i in indices],
         )
 
+    def combine(self, coefficients: list[float] | torch.Tensor) -> tuple[DirectionSet, float]:
+        """One direction from a linear combination: ``(unit, strength)`` with
+        ``strength * unit == sum_i coefficients[i] * vectors[i]`` (a single non-zero
+        coefficient gives that direction itself and a signed strength).
+
+        Editing along ``unit`` at ``strength`` is editing along all directions at once with
+        the given per-direction strengths (the explorer's sliders). The result keeps the
+        space, timestep, engine and fingerprint, and records the combination in ``params``.
+        """
+        c = torch.as_tensor(coefficients, dtype=torch.float32).reshape(-1)
+        if c.shape[0] != len(self):
+            raise WorkbenchError(f"{c.shape[0]} coefficients for {len(self)} directions")
+        check_finite("coefficients", c)
+        nonzero = c.nonzero().reshape(-1).tolist()
+        if len(nonzero) == 1:  # one direction: itself, so the edit equals edit(..., index, [c])
+            unit = self.select(nonzero)
+            unit.labels = [self.name(nonzero[0])]
+            return unit, float(c[nonzero[0]])
+        v = torch.einsum("k,k...->...", c, self.vectors)
+        strength = float(v.norm())
+        if strength == 0.0:
+            raise WorkbenchError("the combination is zero: give at least one non-zero coefficient")
+        terms = [f"{float(x):+.3g} {self.name(i)}" for i, x in enumerate(c.tolist()) if x]
+        unit = DirectionSet(
+            vectors=(v / strength)[None],
+            space=self.space,
+            timestep=self.timestep,
+            engine=self.engine,
+            model_fingerprint=self.model_fingerprint,
+            score_name=self.score_name,
+            params=dict(self.params)
+            | {"combination": c.tolist(), "of": [self.name(i) for i in range(len(self))]},
+            labels=[" ".join(terms)],
+        )
+        return unit, strength
+
     def _check_index(self, index: int) -> int:
         if not -len(self) <= index < len(self):
             raise WorkbenchError(f"direction index {index} out of range for {len(self)} directions")
@@ -193,6 +229,16 @@ class DirectionSet:
         tensors, meta = load_tensors(path)
         if meta.get("format") != "workbench.DirectionSet/1" or "vectors" not in tensors:
             raise WorkbenchError(f"{path}: not a DirectionSet file")
+        return cls.from_saved(tensors, meta, path, model)
+
+    @classmethod
+    def from_saved(
+        cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | Path, model=None
+    ) -> DirectionSet:
+        """Rebuild a set from saved ``tensors`` and its :meth:`metadata` (``path`` names the
+        file in errors); with ``model``, refuse it unless it belongs to that model."""
+        if "vectors" not in tensors:
+            raise WorkbenchError(f"{path}: no direction vectors stored")
         if list(tensors["vectors"].shape[1:]) != meta["shape"]:
             raise WorkbenchError(f"{path}: vectors do not have the recorded shape {meta['shape']}")
         timestep = meta["timestep"]

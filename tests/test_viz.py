@@ -1,0 +1,134 @@
+"""Figures for every result type and the ipywidgets explorer, driven from code."""
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.library import DirectionLibrary
+from workbench.viz import Explorer, direction_grid, figure, image_figure, score_bars
+
+
+def test_figures_for_each_result_type(tiny):
+    dirs = wb.discover("pca", tiny, k=3, n=8, steps=5)
+    result = wb.edit(tiny, dirs, 1, [-2, 0, 2, 4], seeds=[0, 1], num_steps=5)
+    grid = direction_grid(result)
+    assert list(grid.layout.xaxis.ticktext) == ["-2", "0", "2", "4"]
+    assert list(grid.layout.yaxis.ticktext) == ["0", "1"]
+    # tick positions sit inside the image, one per column, increasing
+    ticks = list(grid.layout.xaxis.tickvals)
+    width = grid.data[0].z.shape[1]
+    assert 0 < ticks[0] < ticks[-1] < width and ticks == sorted(ticks)
+    assert figure(result).data[0].type == "image"
+    bars = score_bars(dirs)
+    assert list(bars.data[0].y) == pytest.approx(dirs.scores.tolist())
+    assert figure(dirs).layout.yaxis.title.text == dirs.score_name
+    assert image_figure(np.zeros((2, 8, 8, 3), np.uint8)).data[0].z.shape == (
+        30,
+        57,
+        3,
+    )  # one row, x3
+    probe = wb.probes.get_probe("norm")(tiny, n=4, num_steps=5)
+    assert figure(probe).to_dict() == probe.figure().to_dict()
+    with pytest.raises(TypeError, match="no figure for object"):
+        figure(object())
+
+
+@pytest.fixture()
+def explorer(shapes32, tmp_path):
+    return Explorer(
+        shapes32, engine="pullback", k=2, seeds=range(3), library=tmp_path, num_steps=20
+    )
+
+
+def _rows(explorer):
+    """Top row (samples) and bottom row (edits) of the shown image, at pixel size 1."""
+    img = explorer.image[:: explorer.upscale, :: explorer.upscale]
+    half = img.shape[0] // 2
+    return img[:half], img[half : 2 * half]
+
+
+def test_explorer_sliders_edit_the_shown_samples(explorer, shapes32):
+    assert len(explorer.sliders) == 2
+    scores = explorer.directions.scores
+    assert f"{float(scores[0]):.3g}" in explorer.sliders[0].description
+    assert scores[0] >= scores[1]  # ranked best first
+    top, bottom = _rows(explorer)
+    assert np.array_equal(top, bottom)  # all sliders at 0: the edit row is the sample row
+    expected = wb.sample(shapes32, seeds=[0, 1, 2], num_steps=20)
+    assert torch.equal(explorer._originals[(0, 1, 2)], expected)
+
+    before = explorer.image_w.value
+    explorer.sliders[0].value = 3.0  # what the browser does: the observer re-renders
+    assert explorer.image_w.value != before
+    top, bottom = _rows(explorer)
+    assert np.abs(top.astype(int) - bottom.astype(int)).mean() > 2
+    # a single slider is exactly wb.edit along that direction
+    alone = wb.edit(shapes32, explorer.directions, 0, [3.0], seeds=[0, 1, 2], num_steps=20)
+    assert torch.equal(explorer.result.images, alone.images)
+
+    explorer.reset_b.click()
+    assert explorer.strengths() == [0.0, 0.0] and explorer.result is None
+    top, bottom = _rows(explorer)
+    assert np.array_equal(top, bottom)
+
+    explorer.batch_w.value = 1
+    assert explorer.image.shape[1] < explorer.image.shape[0]  # one column
+    explorer.seed_b.click()
+    assert explorer.seeds == [3, 4, 5] and explorer.shown_seeds() == [3]
+
+
+def test_explorer_saves_and_reloads_named_directions_bit_for_bit(explorer, shapes32, tmp_path):
+    explorer.set_strengths([2.0, -1.5])
+    shown = explorer.result.images.clone()
+    explorer.name_w.value = "combo"
+    explorer.save_b.click()
+    assert explorer.library_w.options == ("combo",) and "saved" in explorer.status_w.value
+    named = DirectionLibrary(tmp_path).load("combo", shapes32)
+    assert named.directions.params["combination"] == [2.0, -1.5]
+    assert torch.equal(named.apply(shapes32, seeds=[0, 1, 2]).images, shown)
+
+    explorer.reset()
+    explorer.library_w.value = "combo"
+    explorer.load_b.click()
+    assert len(explorer.sliders) == 1
+    assert explorer.strengths() == [pytest.approx(named.strength)]
+    assert torch.equal(explorer.result.images, shown)
+
+    # errors from the widgets go to the status line, in one line
+    explorer.reset()
+    explorer.save_b.click()
+    assert "nothing to save" in explorer.status_w.value
+    explorer.set_strengths([1.0])
+    explorer.save_b.click()  # the name "combo" is taken
+    assert "already exists" in explorer.status_w.value
+    with pytest.raises(wb.WorkbenchError, match="bad direction name"):
+        explorer.save_direction("no spaces")
+
+
+def test_explorer_controls_follow_the_engine(explorer, tmp_path):
+    shown = {n: w.layout.display != "none" for n, w in explorer._controls.items()}
+    assert shown == {"timestep": True, "matrix": False, "attribute": False, "space": False}
+    explorer.engine_w.value = "attention"
+    assert explorer.matrix_w.layout.display != "none"
+    assert explorer.timestep_w.layout.display == "none"
+    explorer.matrix_w.value = "ov"
+    explorer.k_w.value = 3
+    explorer.discover_b.click()
+    assert explorer.directions.engine == "attention" and len(explorer.sliders) == 3
+    assert explorer.directions.params["matrix"] == "ov"
+    assert explorer.sliders[0].max == 16.0  # h-space range
+
+    explorer.engine_w.value = "pullback"
+    explorer.timestep_w.value = "abc"
+    explorer.discover_b.click()
+    assert "timestep must be an integer" in explorer.status_w.value
+    explorer.timestep_w.value = "5000"
+    explorer.discover_b.click()
+    assert "timestep" in explorer.status_w.value and "out of range" in explorer.status_w.value
+    assert explorer.directions.engine == "attention"  # a failed discovery changes nothing
+
+    path = explorer.save_html(tmp_path / "snapshot.html")
+    text = path.read_text()
+    assert "data:image/png;base64" in text and "Plotly.newPlot" in text
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -1,0 +1,386 @@
+"""An ipywidgets direction explorer for JupyterLab.
+
+>>> from workbench.viz import Explorer
+>>> explorer = Explorer("shapes32", engine="pullback", k=4, seeds=range(4))
+>>> explorer          # in a notebook: the widget
+
+Controls: the model, the engine and its options (timestep, matrix variant, attribute,
+space), "discover"; one slider per direction, labelled with its rank score; "reset",
+"new seeds", the number of samples shown side by side; "save" (the current slider
+setting as a named direction in a :class:`~workbench.library.DirectionLibrary`) and
+"load" (a saved direction, as one slider at its saved strength). The image shows the
+samples (top row) and their edits (bottom row).
+
+The sliders act together: the edit is along ``sum_i s_i v_i`` (``DirectionSet.combine``),
+by :func:`~workbench.edit` in its additive mode with eta 0, so a saved direction applied
+again to the same seeds reproduces the shown images bit for bit. Everything the widgets do
+is a method (:meth:`discover`, :meth:`set_strengths`, :meth:`save_direction`,
+:meth:`load_direction`, ...), so the explorer can be driven from code and tested without a
+browser; :meth:`save_html` writes a static, self-contained snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from workbench.directions import DirectionSet
+from workbench.editing import EditResult, edit
+from workbench.engines import ENGINES, get_engine
+from workbench.errors import WorkbenchError
+from workbench.library import DirectionLibrary, NamedDirection
+from workbench.models import DiffusionModel, bundled_names, load
+from workbench.sampling import sample
+from workbench.viz.images import image_grid
+
+#: Which option controls each engine uses (others are hidden).
+ENGINE_CONTROLS: dict[str, tuple[str, ...]] = {
+    "pullback": ("timestep",),
+    "boundary": ("timestep", "attribute", "space"),
+    "attention": ("matrix",),
+    "pca": (),
+    "random": ("space", "timestep"),
+}
+#: Slider range (in the preset's steps) per space.
+MAX_STRENGTH = {"x": 4.0, "h": 16.0}
+MATRICES = ("qk", "ov", "q", "k", "v", "o")
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class Explorer:
+    """Interactive editing along discovered directions (see the module docstring).
+
+    Args:
+        model: a loaded model or anything :func:`workbench.load` takes.
+        engine: a registered engine name.
+        k: directions to discover (the boundary engine finds one).
+        seeds: the seeds whose samples are shown; "new seeds" shifts them.
+        options: extra options for the engine's ``discover`` (e.g. ``{"samples": 4}``).
+        library: where named directions go (default: :class:`DirectionLibrary`'s folder).
+        num_steps: DDIM steps (default: the preset's).
+        batch: how many samples are shown side by side.
+        upscale: pixel size of the shown images.
+    """
+
+    def __init__(
+        self,
+        model: DiffusionModel | str = "shapes32",
+        engine: str = "pullback",
+        k: int = 4,
+        seeds: Sequence[int] = range(4),
+        options: dict[str, Any] | None = None,
+        library: DirectionLibrary | str | Path | None = None,
+        num_steps: int | None = None,
+        batch: int | None = None,
+        upscale: int = 4,
+    ) -> None:
+        import ipywidgets as w
+
+        get_engine(engine)
+        self.model = load(model) if isinstance(model, (str, Path)) else model
+        self.seeds = [int(s) for s in seeds]
+        if not self.seeds:
+            raise WorkbenchError("give at least one seed")
+        self.library = (
+            library if isinstance(library, DirectionLibrary) else DirectionLibrary(library)
+        )
+        self.num_steps = num_steps
+        self.upscale = upscale
+        self.extra = dict(options or {})
+        self.directions: DirectionSet | None = None
+        self.result: EditResult | None = None
+        self.image: np.ndarray | None = None
+        self._originals: dict[tuple[int, ...], torch.Tensor] = {}
+        self._holding = False
+
+        names = bundled_names()
+        if self.model.name not in names:
+            names = [self.model.name, *names]
+        style = {"description_width": "initial"}
+        self.model_w = w.Dropdown(options=names, value=self.model.name, description="model")
+        self.engine_w = w.Dropdown(options=sorted(ENGINES), value=engine, description="engine")
+        self.k_w = w.BoundedIntText(value=k, min=1, max=64, description="k", style=style)
+        self.timestep_w = w.Text(value="", placeholder="preset default", description="timestep")
+        self.matrix_w = w.Dropdown(options=MATRICES, value="qk", description="matrix")
+        from workbench.engines.boundary import SHAPES_ATTRIBUTES
+
+        self.attribute_w = w.Dropdown(options=list(SHAPES_ATTRIBUTES), description="attribute")
+        self.space_w = w.Dropdown(options=["x", "h"], value="x", description="space")
+        self.discover_b = w.Button(description="discover", button_style="primary")
+        self.sliders: list[Any] = []
+        self.sliders_box = w.VBox()
+        self.reset_b = w.Button(description="reset")
+        self.seed_b = w.Button(description="new seeds")
+        self.batch_w = w.IntSlider(
+            value=min(batch or len(self.seeds), len(self.seeds)),
+            min=1,
+            max=len(self.seeds),
+            description="samples",
+            continuous_update=False,
+        )
+        self.image_w = w.Image(format="png")
+        self.name_w = w.Text(placeholder="name", description="save as")
+        self.save_b = w.Button(description="save")
+        self.library_w = w.Dropdown(options=self.library.names(), description="library")
+        self.load_b = w.Button(description="load")
+        self.status_w = w.HTML()
+        self._controls = {
+            "timestep": self.timestep_w,
+            "matrix": self.matrix_w,
+            "attribute": self.attribute_w,
+            "space": self.space_w,
+        }
+        self.widget = w.VBox(
+            [
+                w.HBox([self.model_w, self.engine_w, self.k_w]),
+                w.HBox([self.timestep_w, self.matrix_w, self.attribute_w, self.space_w]),
+                self.discover_b,
+                self.sliders_box,
+                w.HBox([self.reset_b, self.seed_b, self.batch_w]),
+                self.image_w,
+                w.HBox([self.name_w, self.save_b]),
+                w.HBox([self.library_w, self.load_b]),
+                self.status_w,
+            ]
+        )
+        self.widget.add_class("workbench-explorer")
+        self.model_w.observe(self._guard(self._on_model), names="value")
+        self.engine_w.observe(self._guard(lambda _: self._show_controls()), names="value")
+        self.discover_b.on_click(self._guard(lambda _: self.discover()))
+        self.reset_b.on_click(self._guard(lambda _: self.reset()))
+        self.seed_b.on_click(self._guard(lambda _: self.new_seeds()))
+        self.batch_w.observe(self._guard(lambda _: self.render()), names="value")
+        self.save_b.on_click(self._guard(lambda _: self.save_direction(self.name_w.value)))
+        self.load_b.on_click(self._guard(lambda _: self.load_direction(self.library_w.value)))
+        self._show_controls()
+        self.discover()
+
+    # ------------------------------------------------------------------ display
+    def _repr_mimebundle_(self, **kwargs: Any):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _status(self, text: str, error: bool = False) -> None:
+        import html
+
+        colour = "#b00020" if error else "#333"
+        self.status_w.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
+
+    def _guard(self, fn):
+        """Widget callbacks show errors in the status line instead of losing them."""
+
+        def run(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # noqa: BLE001 - shown to the user, then re-raised
+                self._status(f"{type(exc).__name__}: {exc}", error=True)
+                if not isinstance(exc, WorkbenchError):
+                    raise
+
+        return run
+
+    def _show_controls(self) -> None:
+        used = ENGINE_CONTROLS.get(self.engine_w.value, tuple(self._controls))
+        for name, widget in self._controls.items():
+            widget.layout.display = "" if name in used else "none"
+
+    def _on_model(self, change: dict) -> None:
+        if change["new"] != self.model.name:
+            self._status(f"loading {change['new']} ...")
+            self.model = load(change["new"])
+            self._originals.clear()
+            self.discover()
+
+    # ------------------------------------------------------------------ actions
+    def engine_options(self) -> dict[str, Any]:
+        """The options the controls give the current engine (plus the constructor's)."""
+        used = ENGINE_CONTROLS.get(self.engine_w.value, ())
+        opts: dict[str, Any] = {}
+        if "timestep" in used and self.timestep_w.value.strip():
+            try:
+                opts["timestep"] = int(self.timestep_w.value)
+            except ValueError:
+                raise WorkbenchError(
+                    f"timestep must be an integer, got {self.timestep_w.value!r}"
+                ) from None
+        if "matrix" in used:
+            opts["matrix"] = self.matrix_w.value
+        if "attribute" in used:
+            opts["attribute"] = self.attribute_w.value
+        if "space" in used:
+            opts["space"] = self.space_w.value
+        return opts | self.extra
+
+    def discover(self) -> DirectionSet:
+        """Run the chosen engine and make one slider per direction."""
+        engine = self.engine_w.value
+        k = 1 if engine == "boundary" else int(self.k_w.value)
+        self._status(f"discovering with {engine} ...")
+        directions = get_engine(engine).discover(self.model, k=k, **self.engine_options())
+        self._set_directions(directions)
+        self._status(f"{len(directions)} {engine} directions ({directions.space}-space)")
+        return directions
+
+    def _set_directions(self, directions: DirectionSet, values: Sequence[float] = ()) -> None:
+        import ipywidgets as w
+
+        directions.check_model(self.model)
+        self.directions = directions
+        limit = MAX_STRENGTH[directions.space]
+        values = list(values) + [0.0] * (len(directions) - len(values))
+        self.sliders = []
+        for i in range(len(directions)):
+            score = "" if directions.scores is None else f" {float(directions.scores[i]):.3g}"
+            slider = w.FloatSlider(
+                value=values[i],
+                min=-max(limit, abs(values[i])),
+                max=max(limit, abs(values[i])),
+                step=0.25,
+                description=f"{directions.name(i)}{score}",
+                description_tooltip=f"{directions.score_name}{score}",
+                continuous_update=False,
+                style={"description_width": "initial"},
+                layout=w.Layout(width="520px"),
+            )
+            slider.observe(self._guard(lambda _: self.render()), names="value")
+            self.sliders.append(slider)
+        self.sliders_box.children = tuple(self.sliders)
+        self.render()
+
+    def strengths(self) -> list[float]:
+        return [float(s.value) for s in self.sliders]
+
+    def set_strengths(self, values: Sequence[float]) -> None:
+        """Set the sliders (re-renders once)."""
+        if len(values) != len(self.sliders):
+            raise WorkbenchError(f"{len(values)} strengths for {len(self.sliders)} sliders")
+        with self._hold():
+            for slider, v in zip(self.sliders, values, strict=True):
+                slider.max = max(slider.max, abs(float(v)))
+                slider.min = min(slider.min, -abs(float(v)))
+                slider.value = float(v)
+        self.render()
+
+    def reset(self) -> None:
+        """All sliders back to 0."""
+        self.set_strengths([0.0] * len(self.sliders))
+
+    def new_seeds(self, seed: int | None = None) -> list[int]:
+        """Show other samples: the next block of seeds (or ``seed, seed+1, ...``)."""
+        start = self.seeds[-1] + 1 if seed is None else int(seed)
+        self.seeds = list(range(start, start + len(self.seeds)))
+        self.render()
+        return self.seeds
+
+    def shown_seeds(self) -> list[int]:
+        return self.seeds[: int(self.batch_w.value)]
+
+    def current(self) -> tuple[DirectionSet, float] | None:
+        """The slider setting as one direction and strength (``None`` when all are 0)."""
+        if self.directions is None or not any(self.strengths()):
+            return None
+        return self.directions.combine(self.strengths())
+
+    def render(self) -> np.ndarray:
+        """Recompute the shown images: samples (top row), edits (bottom row)."""
+        if self._holding or self.directions is None:
+            return self.image if self.image is not None else np.zeros((1, 1, 3), np.uint8)
+        seeds = tuple(self.shown_seeds())
+        if seeds not in self._originals:
+            self._originals[seeds] = sample(
+                self.model, seeds=seeds, num_steps=self.num_steps, progress=False
+            )
+        originals = self._originals[seeds]
+        chosen = self.current()
+        if chosen is None:
+            self.result = None
+            edited = originals
+        else:
+            unit, strength = chosen
+            self.result = edit(
+                self.model, unit, 0, [strength], seeds=seeds, num_steps=self.num_steps
+            )
+            edited = self.result.images[0]
+        both = torch.stack([originals.cpu(), edited])
+        self.image = image_grid(self.model.to_uint8(both).numpy(), upscale=self.upscale)
+        self.image_w.value = _png(self.image)
+        return self.image
+
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[None]:
+        """No re-rendering while several sliders change."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+
+    # ------------------------------------------------------------------ library
+    def save_direction(self, name: str, note: str = "", overwrite: bool = False) -> NamedDirection:
+        """Save the current slider setting as a named direction in the library."""
+        chosen = self.current()
+        if chosen is None:
+            raise WorkbenchError("all sliders are at 0: nothing to save")
+        unit, strength = chosen
+        named = NamedDirection(
+            name=name.strip(),
+            directions=unit,
+            strength=strength,
+            num_steps=self.num_steps,
+            note=note,
+        )
+        self.library.save(named, overwrite=overwrite)
+        self.library_w.options = self.library.names()
+        self.library_w.value = named.name
+        self._status(f"saved {named.name!r} ({unit.name(0)}, strength {strength:.3g})")
+        return named
+
+    def load_direction(self, name: str) -> NamedDirection:
+        """Load a named direction as the current set: one slider at its saved strength."""
+        if not name:
+            raise WorkbenchError("choose a direction from the library")
+        named = self.library.load(name, self.model)
+        if named.mode != "additive":
+            raise WorkbenchError(
+                f"{name!r} uses the {named.mode!r} mode; the explorer edits additively "
+                "(apply it with NamedDirection.apply)"
+            )
+        self._set_directions(named.directions, [named.strength])
+        self._status(f"loaded {name!r}: {named.directions.name(0)} at {named.strength:.3g}")
+        return named
+
+    # ------------------------------------------------------------------ static
+    def save_html(self, path: str | Path) -> Path:
+        """A static, self-contained snapshot (opens offline): settings, the scores and
+        the current images."""
+        from workbench.viz.figures import score_bars
+        from workbench.viz.report import Report
+
+        if self.directions is None or self.image is None:
+            raise WorkbenchError("nothing to show yet: discover directions first")
+        report = Report(f"workbench explorer: {self.model.name}")
+        report.text(
+            f"model {self.model.name} ({self.model.fingerprint}); engine "
+            f"{self.directions.engine}; {self.directions.space}-space at t="
+            f"{self.directions.timestep}; seeds {self.shown_seeds()}"
+        )
+        report.text(
+            "strengths: "
+            + ", ".join(
+                f"{self.directions.name(i)} = {s:g}" for i, s in enumerate(self.strengths())
+            )
+        )
+        report.figure(score_bars(self.directions))
+        report.image(self.image, "top: samples; bottom: edited")
+        return report.save(path)

@@ -1,0 +1,92 @@
+"""Plotly figures for every result type, behind one function: :func:`figure`.
+
+- :class:`~workbench.editing.EditResult` -> :func:`direction_grid` (rows: samples,
+  columns: strengths, axes labelled with both);
+- :class:`~workbench.directions.DirectionSet` -> :func:`score_bars` (the ranking scores:
+  singular values, eigenvalues, accuracies);
+- images ``[N, H, W, 3]`` or ``[R, C, H, W, 3]`` uint8 -> :func:`image_figure`;
+- results that plot themselves (``.figure()``): effect matrices of
+  :class:`~workbench.eval.DirectionScores`, and every probe result (norm bands,
+  curvedness, spectra, consistency heat maps, UMAP; ``workbench.probes``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from workbench.viz.images import edit_grid, image_grid
+
+
+def image_figure(images: Any, title: str = "", upscale: int = 3):
+    """A plotly figure of uint8 images (``[H, W, 3]``, ``[N, H, W, 3]`` or ``[R, C, H, W, 3]``)."""
+    import plotly.graph_objects as go
+
+    arr = np.asarray(images)
+    grid = arr if arr.ndim == 3 else image_grid(arr, upscale=upscale)
+    fig = go.Figure(go.Image(z=grid, hoverinfo="skip"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+    return fig
+
+
+def direction_grid(result, title: str | None = None, upscale: int = 3):
+    """An edit as a grid: a row per sample, a column per strength, ticks naming both."""
+    grid = edit_grid(result, upscale=upscale)
+    fig = image_figure(grid, title or f"{result.directions.name(result.index)} ({result.mode})")
+    n_strengths, n_samples = result.images.shape[:2]
+    cell_w = (grid.shape[1] / upscale - 1) / n_strengths
+    cell_h = (grid.shape[0] / upscale - 1) / n_samples
+    fig.update_xaxes(
+        visible=True,
+        showgrid=False,
+        tickvals=[upscale * (1 + cell_w * (i + 0.5)) for i in range(n_strengths)],
+        ticktext=[f"{s:g}" for s in result.strengths],
+        title="strength",
+    )
+    rows = result.seeds if result.seeds is not None else list(range(n_samples))
+    fig.update_yaxes(
+        visible=True,
+        showgrid=False,
+        tickvals=[upscale * (1 + cell_h * (i + 0.5)) for i in range(n_samples)],
+        ticktext=[str(r) for r in rows],
+        title="seed" if result.seeds is not None else "sample",
+    )
+    return fig
+
+
+def score_bars(directions, title: str | None = None):
+    """The scores that rank a direction set, one bar per direction."""
+    import plotly.graph_objects as go
+
+    if directions.scores is None:
+        values = [float("nan")] * len(directions)
+    else:
+        values = directions.scores.tolist()
+    names = [directions.name(i) for i in range(len(directions))]
+    fig = go.Figure(go.Bar(x=names, y=values))
+    when = directions.timestep
+    fig.update_layout(
+        title=title or f"{directions.engine}: {directions.space}-space at t={when}",
+        yaxis_title=directions.score_name,
+        template="plotly_white",
+    )
+    return fig
+
+
+def figure(result: Any, **kwargs: Any):
+    """The plotly figure of any workbench result (see the module docstring)."""
+    from workbench.directions import DirectionSet
+    from workbench.editing import EditResult
+
+    if isinstance(result, EditResult):
+        return direction_grid(result, **kwargs)
+    if isinstance(result, DirectionSet):
+        return score_bars(result, **kwargs)
+    if isinstance(result, np.ndarray) or hasattr(result, "numpy"):
+        return image_figure(result, **kwargs)
+    if hasattr(result, "figure"):
+        return result.figure(**kwargs)
+    raise TypeError(f"no figure for {type(result).__name__}")
