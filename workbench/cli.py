@@ -167,7 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from workbench.demo import run_demo
 
     model = _load(args.model, args.device)
-    path = run_demo(model, args.out, n_seeds=args.seeds, num_steps=args.steps)
+    path = run_demo(model, args.out, n_seeds=args.seeds, num_steps=args.steps, quick=args.quick)
     print(f"wrote {path}")
 
 
@@ -273,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--seeds", type=int, default=6, help="number of seeds per edit grid")
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="toy sizes (a smoke test of the report)")
 
     p = command("train", "train the bundled Shapes model", cmd_train)
     p.add_argument("--out", default="runs/train")

@@ -13,15 +13,32 @@ from workbench.models.wrapper import DiffusionModel
 from workbench.probes import PROBES
 from workbench.sampling import sample
 from workbench.store import atomic_dir
+from workbench.viz.figures import score_bars
 from workbench.viz.images import edit_grid, image_grid, save_png
 from workbench.viz.report import Report
 
-#: What the demo runs per engine: (label, options). Engines added later extend this table.
-DEMO_DISCOVERIES: dict[str, list[tuple[str, dict]]] = {
-    "attention": [("attention-qk", {"matrix": "qk"}), ("attention-ov", {"matrix": "ov"})],
-    "pullback": [("pullback", {"max_iter": 20})],
-    "pca": [("pca-channel", {"form": "channel", "n": 64})],
-    "random": [("random-x", {"space": "x"}), ("random-h", {"space": "h", "form": "channel"})],
+#: What the demo runs per engine: (label, discovery options, edit options). ``k`` in the
+#: discovery options overrides the demo's ``k``; ``strengths`` and ``mode`` in the edit
+#: options override :data:`STRENGTHS` and the additive mode. Engines added later extend
+#: this table.
+DEMO_DISCOVERIES: dict[str, list[tuple[str, dict, dict]]] = {
+    "attention": [
+        ("attention-qk", {"matrix": "qk"}, {}),
+        ("attention-ov", {"matrix": "ov"}, {}),
+    ],
+    "boundary": [
+        (
+            "boundary-large",
+            {"k": 1, "attribute": "large", "timestep": 399, "images": 128, "steps": 20},
+            {"mode": "distance", "strengths": [-6.0, -3.0, 0.0, 3.0, 6.0]},
+        )
+    ],
+    "pullback": [("pullback", {"max_iter": 20}, {})],
+    "pca": [("pca-channel", {"form": "channel", "n": 64}, {})],
+    "random": [
+        ("random-x", {"space": "x"}, {}),
+        ("random-h", {"space": "h", "form": "channel"}, {}),
+    ],
 }
 STRENGTHS = [-3.0, -1.5, 0.0, 1.5, 3.0]
 #: Options per probe in the demo (lighter than the probes' defaults, to keep it short);
@@ -32,6 +49,15 @@ DEMO_PROBES: dict[str, dict] = {
     "consistency": {"n": 3, "timesteps": (999, 600, 200), "max_iter": 10},
     "umap": {"n": 32},
 }
+#: Toy sizes for ``run_demo(..., quick=True)``.
+QUICK_PROBES: dict[str, dict] = {
+    "curvedness": {"n": 2, "timesteps": (999, 200), "points": 4},
+    "spectrum": {"n": 1, "timesteps": (999, 200), "k": 4, "probes": 8, "max_iter": 3},
+    "consistency": {"n": 2, "timesteps": (999, 200), "k": 4, "max_iter": 3},
+    "umap": {"n": 8, "umap_neighbors": 5, "neighbours_count": 3},
+    "norm": {"n": 4},
+    "mixing-step": {"n": 8},
+}
 
 
 def run_demo(
@@ -40,8 +66,12 @@ def run_demo(
     n_seeds: int = 6,
     num_steps: int | None = None,
     k: int = 3,
+    quick: bool = False,
 ) -> Path:
-    """Write ``report.html``, PNG grids and direction files into ``out`` (atomically)."""
+    """Write ``report.html``, PNG grids and direction files into ``out`` (atomically).
+
+    ``quick`` runs the probes and the boundary fit at toy sizes (:data:`QUICK_PROBES`),
+    for tests of the report itself."""
     out = Path(out)
     seeds = list(range(n_seeds))
     report = Report(f"workbench demo: {model.name}")
@@ -54,22 +84,39 @@ def run_demo(
         report.image(grid, "16 samples, seeds 0-15")
 
         jobs = [
-            (e, label, opts)
+            (e, label, opts, edit_opts)
             for e, items in DEMO_DISCOVERIES.items()
             if e in ENGINES
-            for label, opts in items
+            for label, opts, edit_opts in items
         ]
-        for engine, label, options in tqdm(jobs, desc="engines", disable=not settings.progress):
-            directions = ENGINES[engine].discover(model, k=k, **options)
+        for engine, label, options, edit_options in tqdm(
+            jobs, desc="engines", disable=not settings.progress
+        ):
+            options = dict(options)
+            if quick and "images" in options:
+                options["images"] = min(options["images"], 32)
+            directions = ENGINES[engine].discover(model, k=options.pop("k", k), **options)
             directions.save(tmp / f"{label}.safetensors")
+            strengths = edit_options.get("strengths", STRENGTHS)
+            mode = edit_options.get("mode", "additive")
             report.heading(f"Engine: {label}")
             report.text(
                 f"{len(directions)} {directions.space}-space directions at timestep "
                 f"{directions.timestep}; rows: seeds {seeds[0]}-{seeds[-1]}, "
-                f"columns: strengths {STRENGTHS}"
+                f"columns: strengths {strengths} ({mode} mode)"
             )
+            if directions.scores is not None:
+                report.figure(score_bars(directions))
             for index in range(len(directions)):
-                result = edit(model, directions, index, STRENGTHS, seeds=seeds, num_steps=num_steps)
+                result = edit(
+                    model,
+                    directions,
+                    index,
+                    strengths,
+                    seeds=seeds,
+                    num_steps=num_steps,
+                    mode=mode,
+                )
                 grid = edit_grid(result, upscale=3)
                 save_png(tmp / f"{label}-{index}.png", grid)
                 report.image(grid, directions.name(index))
@@ -77,7 +124,7 @@ def run_demo(
         for name, probe in tqdm(
             sorted(PROBES.items()), desc="probes", disable=not settings.progress
         ):
-            options = dict(DEMO_PROBES.get(name, {}))
+            options = dict((QUICK_PROBES if quick else DEMO_PROBES).get(name, {}))
             if num_steps:
                 options["num_steps"] = num_steps
             result = probe(model, **options)

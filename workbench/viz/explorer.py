@@ -67,7 +67,9 @@ class Explorer:
         engine: a registered engine name.
         k: directions to discover (the boundary engine finds one).
         seeds: the seeds whose samples are shown; "new seeds" shifts them.
-        options: extra options for the engine's ``discover`` (e.g. ``{"samples": 4}``).
+        options: options for the engine's ``discover`` (e.g. ``{"timestep": 880,
+            "samples": 4}``); ``timestep``, ``matrix``, ``attribute`` and ``space`` set
+            their controls, the others are passed on as given.
         library: where named directions go (default: :class:`DirectionLibrary`'s folder).
         num_steps: DDIM steps (default: the preset's).
         batch: how many samples are shown side by side.
@@ -164,6 +166,10 @@ class Explorer:
         self.batch_w.observe(self._guard(lambda _: self.render()), names="value")
         self.save_b.on_click(self._guard(lambda _: self.save_direction(self.name_w.value)))
         self.load_b.on_click(self._guard(lambda _: self.load_direction(self.library_w.value)))
+        for name in ("timestep", "matrix", "attribute", "space"):  # options that have a control
+            if name in self.extra:
+                value = self.extra.pop(name)
+                self._controls[name].value = "" if value is None else str(value)
         self._show_controls()
         self.discover()
 
@@ -253,6 +259,7 @@ class Explorer:
                 style={"description_width": "initial"},
                 layout=w.Layout(width="520px"),
             )
+            slider.add_class("workbench-direction")
             slider.observe(self._guard(lambda _: self.render()), names="value")
             self.sliders.append(slider)
         self.sliders_box.children = tuple(self.sliders)

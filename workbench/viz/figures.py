@@ -71,6 +71,7 @@ def score_bars(directions, title: str | None = None):
     fig.update_layout(
         title=title or f"{directions.engine}: {directions.space}-space at t={when}",
         yaxis_title=directions.score_name,
+        height=320,
         template="plotly_white",
     )
     return fig

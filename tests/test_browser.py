@@ -1,0 +1,275 @@
+"""In a real browser: JupyterLab runs the quick-start notebook, its plotly figures and the
+explorer render, a slider changes the shown image; the demo report's figures render.
+
+Marked ``browser`` (``pytest -m browser``; CI runs it as its own step). Needs Chromium
+(Debian's ``chromium``, at ``$WORKBENCH_CHROMIUM`` or ``/usr/bin/chromium``) and the
+``playwright`` Python package (its driver only; no browser download). Without them the
+test is skipped, unless ``WORKBENCH_REQUIRE_BROWSER=1`` (CI), where it fails. Screenshots
+go to ``$WORKBENCH_ARTIFACTS`` (default ``runs/browser``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).parent.parent
+CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("WORKBENCH_ARTIFACTS", ROOT / "runs" / "browser"))
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _need_browser():
+    missing = []
+    if not Path(CHROMIUM).is_file():
+        missing.append(f"Chromium at {CHROMIUM}")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package")
+    if missing:
+        message = "browser test needs " + " and ".join(missing)
+        if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab, headless, serving a copy of the notebooks (the run must not write
+    outputs into the committed files)."""
+    _need_browser()
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copy(ROOT / "notebooks" / "01_quickstart.ipynb", root)
+    home = root / ".jupyter-home"
+    env = os.environ | {
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "WORKBENCH_PROGRESS": "0",
+    }
+    # the kernel must be this interpreter (the venv with workbench), whatever "python3" is
+    kernel = home / "data" / "kernels" / "python3"
+    kernel.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]}
+    spec |= {"display_name": "Python 3", "language": "python"}
+    (kernel / "kernel.json").write_text(json.dumps(spec))
+    # no "get notified about news?" prompt over the page
+    notes = home / "settings" / "@jupyterlab" / "apputils-extension"
+    notes.mkdir(parents=True)
+    (notes / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    port, token = _free_port(), "workbench-test"
+    log = open(root / "lab.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=None",
+            f"--LabServerApp.user_settings_dir={home / 'settings'}",
+            f"--LabServerApp.workspaces_dir={home / 'workspaces'}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(f"JupyterLab exited: {(root / 'lab.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not start in 60 s")
+        yield url, token, root
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def _console(page) -> list[str]:
+    messages: list[str] = []
+    page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
+    return messages
+
+
+NOTEBOOK_STATE = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  if (!panel || !panel.content || !panel.sessionContext.session) return null;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  return {
+    kernel: panel.sessionContext.session.kernel ? panel.sessionContext.session.kernel.status
+                                                  : 'none',
+    done: cells.filter(c => c.model.executionCount !== null).length,
+    code: cells.length,
+    errors: cells.flatMap(c => c.model.outputs.toJSON())
+                 .filter(o => o.output_type === 'error')
+                 .map(o => o.ename + ': ' + o.evalue),
+  };
+}"""
+
+
+def test_quickstart_runs_in_jupyterlab_and_the_explorer_slider_edits(browser, lab):
+    url, token, root = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    messages = _console(page)
+    page.goto(f"{url}/lab/tree/01_quickstart.ipynb?token={token}")
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
+        "&& window.jupyterapp.shell.currentWidget.sessionContext "
+        "&& window.jupyterapp.shell.currentWidget.sessionContext.session "
+        "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel "
+        "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
+        " === 'idle'",
+        timeout=120_000,
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    deadline = time.time() + 600
+    state = None
+    while time.time() < deadline:
+        state = page.evaluate(NOTEBOOK_STATE)
+        if state and (
+            state["errors"] or (state["done"] == state["code"] and state["kernel"] == "idle")
+        ):
+            break
+        time.sleep(2)
+    page.screenshot(path=str(ARTIFACTS / "quickstart-run.png"), full_page=True)
+    assert state is not None and not state["errors"], state
+    assert state["done"] == state["code"], f"not all cells ran in 10 minutes: {state}"
+
+    # plotly figures rendered by the JupyterLab plotly renderer
+    plots = page.locator(".jp-OutputArea .js-plotly-plot")
+    plots.first.wait_for(timeout=60_000)
+    assert plots.count() >= 5
+    assert page.locator(".jp-OutputArea .js-plotly-plot .main-svg").count() >= 5
+
+    # the explorer: one slider per direction (k = 4) and the image
+    explorer = page.locator(".workbench-explorer")
+    explorer.wait_for(timeout=60_000)
+    explorer.scroll_into_view_if_needed()
+    sliders = explorer.locator(".workbench-direction")
+    assert sliders.count() == 4
+    assert "pullback" in sliders.first.inner_text()
+    image = explorer.locator("img").first
+    image.wait_for(timeout=30_000)
+    before = image.screenshot()
+    src = image.get_attribute("src")
+
+    # move the first slider with the keyboard, as a user does
+    handle = sliders.first.locator(".noUi-handle")
+    handle.focus()
+    for _ in range(4):
+        handle.press("ArrowLeft")
+    page.wait_for_function(
+        "(old) => { const img = document.querySelector('.workbench-explorer img');"
+        " return img && img.getAttribute('src') !== old; }",
+        arg=src,
+        timeout=120_000,
+    )
+    page.wait_for_timeout(500)
+    after = image.screenshot()
+    explorer.screenshot(path=str(ARTIFACTS / "explorer-after-slider.png"))
+    page.screenshot(path=str(ARTIFACTS / "quickstart.png"), full_page=False)
+    assert after != before, "the shown image did not change when the slider moved"
+    readout = sliders.first.locator(".widget-readout").inner_text()
+    assert float(readout) < 2.0  # it was set to 2.0 by the notebook and moved down
+    errors = [m for m in messages if m.startswith("pageerror")]
+    (ARTIFACTS / "quickstart-console.txt").write_text("\n".join(messages))
+    assert not errors, errors
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The demo's report: ``$WORKBENCH_REPORT`` if set (CI: the README's demo run), else
+    a quick demo on the test model."""
+    given = os.environ.get("WORKBENCH_REPORT")
+    if given:
+        return Path(given)
+    import workbench as wb
+    from workbench.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return run_demo(wb.load("tiny-test"), out, n_seeds=2, num_steps=5, quick=True)
+
+
+def test_report_figures_render(browser, report):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    messages = _console(page)
+    page.goto(report.resolve().as_uri())
+    figures = page.locator(".figure")
+    expected = figures.count()
+    assert expected >= 6  # one per probe at least
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('.figure .js-plotly-plot .main-svg').length >= n",
+        arg=expected,
+        timeout=60_000,
+    )
+    images = page.locator("figure img")
+    assert images.count() >= 5
+    widths = page.evaluate(
+        "() => Array.from(document.querySelectorAll('figure img')).map(i => i.naturalWidth)"
+    )
+    assert all(w > 0 for w in widths)  # every PNG decoded
+    headings = page.locator("h2").all_inner_texts()
+    assert any(h.startswith("Engine: boundary") for h in headings), headings
+    page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=False)
+    errors = [m for m in messages if m.startswith("pageerror") or "error" in m.split(":")[0]]
+    assert not errors, errors
+    page.close()
