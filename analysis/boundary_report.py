@@ -1,6 +1,7 @@
 """Boundary engine on the Shapes model: mixing step, boundaries, one-step edits, timings.
 
     python analysis/boundary_report.py [--model shapes32] [--n 200] [--edits 64]
+        [--space x|h|x,h] [--distance 2,4] [--timesteps ...] [--no-edits] [--skip-search]
 
 1. Mixing-step search (``find_mixing_step``, 128 sampled and 128 inverted trajectories,
    50 DDIM steps): the step, the per-timestep statistics, and a diagnostic of the
@@ -13,7 +14,9 @@
    read-out label, mean change of the other factors (in spreads) against the unedited
    reconstruction, validity, and the success rate (valid, flipped and other factors
    changed by less than a quarter of a spread on average). ``--distance`` takes a
-   comma-separated list: each distance is scored.
+   comma-separated list: each distance is scored. ``--space h`` (or ``x,h``) fits the
+   boundary on h at that step as well (held-out accuracy under ``sweep_h``) and edits
+   along the h normal (signed distance in ``h_step`` units, applied at that one step).
 3. Seconds for the search, one boundary fit, one edit of ``--edits`` images, and plain
    sampling of as many images, side by side.
 
@@ -74,13 +77,14 @@ def inversion_diagnostic(model, steps: int) -> dict:
     return out
 
 
-def edit_scores(model, fit, attribute, latents, labels, t, steps_to_t, distance) -> dict:
-    """Flip, preservation and validity of distance edits of held-out latents at t."""
+def edit_scores(model, normal, attribute, latents, labels, t, steps_to_t, distance) -> dict:
+    """Flip, preservation and validity of distance edits of held-out latents at t along a
+    boundary ``normal`` (x- or h-space one-direction set; distance in its step units)."""
     grid = make_timesteps(model, steps_to_t, t_start=t)
     reference = ddim(model, latents, grid, progress=False)
     result = wb.edit(
         model,
-        fit.x,
+        normal,
         0,
         [-distance, distance],
         x=latents,
@@ -112,28 +116,8 @@ def edit_scores(model, fit, attribute, latents, labels, t, steps_to_t, distance)
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="shapes32")
-    parser.add_argument("--n", type=int, default=200, help="labelled images per attribute")
-    parser.add_argument("--edits", type=int, default=64, help="held-out images edited")
-    parser.add_argument("--distance", default="2", help="in x_step units; a list: 1,2,4")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--timesteps", default="39,199,399,599,799,999")
-    parser.add_argument("--attributes", default=",".join(SHAPES_ATTRIBUTES))
-    parser.add_argument("--out", default="docs/boundary_report.json")
-    parser.add_argument("--figure", default="runs/mixing_step.html")
-    args = parser.parse_args()
-    model = wb.load(args.model, device=args.device)
-    distances = [float(d) for d in args.distance.split(",")]
-    steps = 50
-    report: dict = {
-        "model": args.model,
-        "fingerprint": model.fingerprint,
-        "distances": distances,
-        "device": str(model.device),
-    }
-
+def mixing_search(model, steps: int, report: dict, figure: str) -> float:
+    """The mixing-step search with its evidence, into ``report``; returns its seconds."""
     began = time.perf_counter()
     mixing = find_mixing_step(model, n=128, num_steps=steps, progress=False)
     search_seconds = time.perf_counter() - began
@@ -148,7 +132,7 @@ def main() -> None:
         "inverted_norm_median": mixing.inverted.median(dim=1).values.tolist(),
         "expected": mixing.expected,
     }
-    write_text(args.figure, mixing.figure().to_html(include_plotlyjs="cdn"))
+    write_text(figure, mixing.figure().to_html(include_plotlyjs="cdn"))
     print(f"{'t':>5}{'KS':>8}{'sliced':>8}{'sampled':>9}{'inverted':>9}{'expected':>9}")
     for i, t in enumerate(mixing.timesteps):
         if i % 5 == 0 or t == mixing.mixing_step:
@@ -160,6 +144,44 @@ def main() -> None:
     report["inversion_diagnostic"] = inversion_diagnostic(model, steps)
     print(report["inversion_diagnostic"])
 
+    return search_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="shapes32")
+    parser.add_argument("--n", type=int, default=200, help="labelled images per attribute")
+    parser.add_argument("--edits", type=int, default=64, help="held-out images edited")
+    parser.add_argument("--distance", default="2", help="in x_step (h_step) units; a list: 1,2,4")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--timesteps", default="39,199,399,599,799,999")
+    parser.add_argument("--attributes", default=",".join(SHAPES_ATTRIBUTES))
+    parser.add_argument(
+        "--space", default="x", help="x, h or x,h: boundaries fitted (and edited) in these"
+    )
+    parser.add_argument("--no-edits", action="store_true", help="SVM accuracies only")
+    parser.add_argument("--skip-search", action="store_true", help="no mixing-step search")
+    parser.add_argument("--out", default="docs/boundary_report.json")
+    parser.add_argument("--figure", default="runs/mixing_step.html")
+    args = parser.parse_args()
+    model = wb.load(args.model, device=args.device)
+    distances = [float(d) for d in args.distance.split(",")]
+    steps = 50
+    report: dict = {
+        "model": args.model,
+        "fingerprint": model.fingerprint,
+        "distances": distances,
+        "device": str(model.device),
+    }
+
+    spaces = args.space.split(",")
+    if not set(spaces) <= {"x", "h"}:
+        parser.error(f"--space takes x, h or x,h, got {args.space!r}")
+    report["spaces"] = spaces
+    search_seconds = None
+    if not args.skip_search:
+        search_seconds = mixing_search(model, steps, report, args.figure)
+
     images, _ = generate(args.n * 2, size=model.sample_shape[1], seed=31337)
     read = read_factors(images)
     images = images[read.valid][: args.n]
@@ -169,50 +191,66 @@ def main() -> None:
     )
     inversion_seconds = time.perf_counter() - began
     timesteps = [int(t) for t in args.timesteps.split(",")]
-    report["sweep"] = {}
+    # x-space results under "sweep" (as before), h-space ones under "sweep_h"
+    for space in spaces:
+        report["sweep" if space == "x" else "sweep_h"] = {}
     fit_seconds = edit_seconds = None
     print(
-        f"\n{'attribute':<16}{'t':>5}{'SVM test':>10}{'dist':>6}{'flip':>7}{'other':>7}{'valid':>7}"
-        f"{'success':>9}"
+        f"\n{'attribute':<16}{'space':>6}{'t':>5}{'SVM test':>10}{'dist':>6}{'flip':>7}"
+        f"{'other':>7}{'valid':>7}{'success':>9}"
     )
     for attribute in args.attributes.split(","):
         labels, _ = shapes_labels(images, attribute)
-        report["sweep"][attribute] = {}
+        for space in spaces:
+            report["sweep" if space == "x" else "sweep_h"][attribute] = {}
         for t in timesteps:
             latents = trajectory.at(t)
             began = time.perf_counter()
             fit = fit_boundary(
-                model, images, labels, t=t, space="x", latents=latents, attribute=attribute
+                model,
+                images,
+                labels,
+                t=t,
+                space="both" if len(spaces) == 2 else spaces[0],
+                latents=latents,
+                attribute=attribute,
             )
             fit_seconds = fit_seconds or time.perf_counter() - began
             held = fit.test_index[: args.edits]
-            entry = {
-                "svm_test_accuracy": fit.accuracy["x"]["test"],
-                "svm_train_accuracy": fit.accuracy["x"]["train"],
-                "edits": {},
-            }
-            for distance in distances:
-                began = time.perf_counter()
-                row = edit_scores(
-                    model,
-                    fit,
-                    attribute,
-                    latents[held],
-                    labels[held],
-                    t,
-                    (t + 1) // 20,
-                    distance,
-                )
-                if t == max(timesteps):
-                    edit_seconds = edit_seconds or time.perf_counter() - began
-                entry["edits"][str(distance)] = row
-                print(
-                    f"{attribute:<16}{t:>5}{entry['svm_test_accuracy']:>10.3f}{distance:>6.1f}"
-                    f"{row['flip_rate']:>7.2f}{row['other_change_mean']:>7.3f}"
-                    f"{row['validity']:>7.2f}{row['success_rate']:>9.2f}",
-                    flush=True,
-                )
-            report["sweep"][attribute][str(t)] = entry
+            for space in spaces:
+                normal = fit.x if space == "x" else fit.h
+                entry = {
+                    "svm_test_accuracy": fit.accuracy[space]["test"],
+                    "svm_train_accuracy": fit.accuracy[space]["train"],
+                    "edits": {},
+                }
+                for distance in [] if args.no_edits else distances:
+                    began = time.perf_counter()
+                    row = edit_scores(
+                        model,
+                        normal,
+                        attribute,
+                        latents[held],
+                        labels[held],
+                        t,
+                        (t + 1) // 20,
+                        distance,
+                    )
+                    if t == max(timesteps) and space == "x":
+                        edit_seconds = edit_seconds or time.perf_counter() - began
+                    entry["edits"][str(distance)] = row
+                    print(
+                        f"{attribute:<16}{space:>6}{t:>5}{entry['svm_test_accuracy']:>10.3f}"
+                        f"{distance:>6.1f}{row['flip_rate']:>7.2f}{row['other_change_mean']:>7.3f}"
+                        f"{row['validity']:>7.2f}{row['success_rate']:>9.2f}",
+                        flush=True,
+                    )
+                if args.no_edits:
+                    print(
+                        f"{attribute:<16}{space:>6}{t:>5}{entry['svm_test_accuracy']:>10.3f}",
+                        flush=True,
+                    )
+                report["sweep" if space == "x" else "sweep_h"][attribute][str(t)] = entry
             write_json(args.out, report)
 
     began = time.perf_counter()
