@@ -16,7 +16,9 @@
    changed by less than a quarter of a spread on average). ``--distance`` takes a
    comma-separated list: each distance is scored. ``--space h`` (or ``x,h``) fits the
    boundary on h at that step as well (held-out accuracy under ``sweep_h``) and edits
-   along the h normal (signed distance in ``h_step`` units, applied at that one step).
+   along the h normal (signed distance ``--h-distance`` in ``h_step`` units, applied at
+   that one step: added to h, or with ``--h-edit via-x`` reached by moving x_t along the
+   gradient of the h distance; rows ``h>x``, keys ``via-x:D``).
 3. Seconds for the search, one boundary fit, one edit of ``--edits`` images, and plain
    sampling of as many images, side by side.
 
@@ -77,9 +79,12 @@ def inversion_diagnostic(model, steps: int) -> dict:
     return out
 
 
-def edit_scores(model, normal, attribute, latents, labels, t, steps_to_t, distance) -> dict:
+def edit_scores(
+    model, normal, attribute, latents, labels, t, steps_to_t, distance, **options
+) -> dict:
     """Flip, preservation and validity of distance edits of held-out latents at t along a
-    boundary ``normal`` (x- or h-space one-direction set; distance in its step units)."""
+    boundary ``normal`` (x- or h-space one-direction set; distance in its step units;
+    ``options`` for the distance mode, e.g. ``via_x``)."""
     grid = make_timesteps(model, steps_to_t, t_start=t)
     reference = ddim(model, latents, grid, progress=False)
     result = wb.edit(
@@ -92,6 +97,7 @@ def edit_scores(model, normal, attribute, latents, labels, t, steps_to_t, distan
         num_steps=steps_to_t,
         mode="distance",
         progress=False,
+        **options,
     )
     assert result.timesteps == grid
     towards = torch.where(labels, 0, 1)  # True -> the negative side, False -> positive
@@ -160,17 +166,27 @@ def main() -> None:
         "--space", default="x", help="x, h or x,h: boundaries fitted (and edited) in these"
     )
     parser.add_argument("--no-edits", action="store_true", help="SVM accuracies only")
+    parser.add_argument("--h-distance", default="4", help="h-space edit distances, in h_step units")
+    parser.add_argument(
+        "--h-edit",
+        default="direct",
+        choices=["direct", "via-x", "both"],
+        help="h edits: add to h (direct), move x_t to reach the h distance (via-x), both",
+    )
     parser.add_argument("--skip-search", action="store_true", help="no mixing-step search")
     parser.add_argument("--out", default="docs/boundary_report.json")
     parser.add_argument("--figure", default="runs/mixing_step.html")
     args = parser.parse_args()
     model = wb.load(args.model, device=args.device)
     distances = [float(d) for d in args.distance.split(",")]
+    h_distances = [float(d) for d in args.h_distance.split(",")]
     steps = 50
     report: dict = {
         "model": args.model,
         "fingerprint": model.fingerprint,
         "distances": distances,
+        "h_distances": h_distances,
+        "h_edit": args.h_edit,
         "device": str(model.device),
     }
 
@@ -224,27 +240,36 @@ def main() -> None:
                     "svm_train_accuracy": fit.accuracy[space]["train"],
                     "edits": {},
                 }
-                for distance in [] if args.no_edits else distances:
-                    began = time.perf_counter()
-                    row = edit_scores(
-                        model,
-                        normal,
-                        attribute,
-                        latents[held],
-                        labels[held],
-                        t,
-                        (t + 1) // 20,
-                        distance,
-                    )
-                    if t == max(timesteps) and space == "x":
-                        edit_seconds = edit_seconds or time.perf_counter() - began
-                    entry["edits"][str(distance)] = row
-                    print(
-                        f"{attribute:<16}{space:>6}{t:>5}{entry['svm_test_accuracy']:>10.3f}"
-                        f"{distance:>6.1f}{row['flip_rate']:>7.2f}{row['other_change_mean']:>7.3f}"
-                        f"{row['validity']:>7.2f}{row['success_rate']:>9.2f}",
-                        flush=True,
-                    )
+                if space == "x":
+                    kinds = [("x", "", {})]
+                else:
+                    kinds = [("h", "", {})] if args.h_edit != "via-x" else []
+                    if args.h_edit != "direct":
+                        kinds.append(("h>x", "via-x:", {"via_x": True}))
+                for label, prefix, options in [] if args.no_edits else kinds:
+                    for distance in distances if space == "x" else h_distances:
+                        began = time.perf_counter()
+                        row = edit_scores(
+                            model,
+                            normal,
+                            attribute,
+                            latents[held],
+                            labels[held],
+                            t,
+                            (t + 1) // 20,
+                            distance,
+                            **options,
+                        )
+                        if t == max(timesteps) and space == "x":
+                            edit_seconds = edit_seconds or time.perf_counter() - began
+                        entry["edits"][f"{prefix}{distance}"] = row
+                        print(
+                            f"{attribute:<16}{label:>6}{t:>5}"
+                            f"{entry['svm_test_accuracy']:>10.3f}{distance:>6.2f}"
+                            f"{row['flip_rate']:>7.2f}{row['other_change_mean']:>7.3f}"
+                            f"{row['validity']:>7.2f}{row['success_rate']:>9.2f}",
+                            flush=True,
+                        )
                 if args.no_edits:
                     print(
                         f"{attribute:<16}{space:>6}{t:>5}{entry['svm_test_accuracy']:>10.3f}",

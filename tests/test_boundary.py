@@ -83,6 +83,32 @@ def test_distance_edit_lands_at_the_distance_and_touches_one_step(tiny):
     assert out.images.shape == (2, 1, *tiny.sample_shape) and 500 in out.timesteps
 
 
+def test_h_distance_reached_by_moving_x(tiny):
+    """via_x: Newton steps in x_t bring the h distance to the target, and h itself is not
+    edited (no delta_h): the edit reaches the decoder through x_t alone."""
+    fit = _boundary(tiny, 500)
+    strengths = torch.tensor([-0.5, 0.0, 0.5])
+    x = tiny.noise([0, 1, 2])
+    with torch.no_grad():
+        before = signed_distance(fit.h, tiny.h(x, 500))
+    plan = MODES["distance"](tiny, fit.h, 0, via_x=True, iterations=5)
+    step = Step(index=0, t=500, t_next=400, x=x.clone())
+    plan.make_hook(strengths)(step)
+    assert step.delta_h is None
+    with torch.no_grad():
+        after = signed_distance(fit.h, tiny.h(step.x, 500))
+    target = strengths.double() * tiny.preset.h_step
+    assert (before - target).abs().min() > 0.05  # there was somewhere to go
+    torch.testing.assert_close(after, target, rtol=1e-3, atol=1e-3)
+    untouched = Step(index=0, t=999, t_next=900, x=x.clone())
+    plan.make_hook(strengths)(untouched)
+    assert torch.equal(untouched.x, x)
+    with pytest.raises(wb.WorkbenchError, match="via_x edits take one h-space boundary"):
+        MODES["distance"](tiny, fit.x, 0, via_x=True)
+    out = wb.edit(tiny, fit.h, 0, [-0.5, 0.5], seeds=[0], num_steps=6, mode="distance", via_x=True)
+    assert out.images.shape == (2, 1, *tiny.sample_shape)
+
+
 def test_bad_labels_and_missing_step(tiny):
     images = torch.zeros(10, *tiny.sample_shape)
     with pytest.raises(wb.WorkbenchError, match="one class only"):

@@ -348,6 +348,32 @@ def signed_distance(directions: DirectionSet, z: torch.Tensor, index: int = 0) -
     return z.flatten(1).double() @ n + offset
 
 
+def pull_to_distance(
+    model: DiffusionModel,
+    h_set: DirectionSet,
+    index: int,
+    x: torch.Tensor,
+    t: int,
+    target: torch.Tensor,
+    iterations: int = 4,
+) -> torch.Tensor:
+    """Move ``x`` ``[B, C, H, W]`` so that the signed distance of ``model.h(x, t)`` to
+    boundary ``index`` of ``h_set`` becomes ``target`` ``[B]``: Newton steps along the
+    gradient of that distance with respect to x (the smallest move to first order)."""
+    n = h_set.vectors[index].to(x.device, x.dtype).flatten()
+    offset = float(h_set.params.get("offsets", [0.0] * len(h_set))[index])
+    z = x.detach().clone()
+    for _ in range(iterations):
+        z.requires_grad_(True)
+        with torch.enable_grad():
+            dist = model.h(z, t).flatten(1) @ n + offset
+            (grad,) = torch.autograd.grad(dist.sum(), z)
+        gap = target.to(z.device, torch.float64) - dist.detach().double()
+        scale = gap / grad.flatten(1).double().pow(2).sum(1).clamp_min(1e-30)
+        z = (z.detach().double() + scale[:, None, None, None] * grad.double()).to(x.dtype)
+    return z.detach()
+
+
 # ---------------------------------------------------------------------- edit mode
 @register_mode("distance")
 def distance(
@@ -356,13 +382,25 @@ def distance(
     index: int,
     h: DirectionSet | None = None,
     asymmetric: bool = False,
+    via_x: bool = False,
+    iterations: int = 4,
 ) -> EditPlan:
     """Move the latent to signed distance ``strength * step`` from the boundary at the
     boundary's timestep only: x_t (``step`` = ``x_step``) for an x-space set, h for an
     h-space set (``h_step``), or both when an x-space set is given with ``h=`` its h-space
-    companion; then denoise. The h edit touches that one step and no other."""
+    companion; then denoise. The h edit touches that one step and no other.
+
+    ``via_x`` (h-space sets only): reach the h distance by moving x_t instead of adding
+    to h: ``iterations`` Newton steps ``x <- x + (d - s(x)) g / |g|^2`` on the signed h
+    distance ``s(x) = n.h(x_t) + offset`` with ``g = ds/dx_t`` (one backward pass each).
+    The edit then reaches the decoder through the skip connections too, for models whose
+    decoder barely reads h (``docs/boundary.md``)."""
     if not isinstance(directions.timestep, int):
         raise WorkbenchError("distance edits need a boundary at one timestep")
+    if via_x and (directions.space != "h" or h is not None):
+        raise WorkbenchError("via_x edits take one h-space boundary (and no h=)")
+    if iterations < 1:
+        raise WorkbenchError(f"iterations must be at least 1, got {iterations}")
     t_edit = directions.timestep
     x_set = directions if directions.space == "x" else None
     h_set = directions if directions.space == "h" else h
@@ -380,7 +418,10 @@ def distance(
                 d = (strengths.double() * model.preset.x_step).to(step.x.device)
                 move = d - signed_distance(x_set, step.x, index)
                 step.x = (step.x.double() + move[:, None, None, None] * n).to(step.x.dtype)
-            if h_set is not None:
+            if h_set is not None and via_x:
+                d = (strengths.double() * model.preset.h_step).to(step.x.device)
+                step.x = pull_to_distance(model, h_set, index, step.x, t_edit, d, iterations)
+            elif h_set is not None:
                 i = index if x_set is None else 0
                 with torch.no_grad():
                     h_now = model.h(step.x, t_edit)
