@@ -29,8 +29,10 @@ DEMO_DISCOVERIES: dict[str, list[tuple[str, dict, dict]]] = {
     "boundary": [
         (
             "boundary-large",
-            {"k": 1, "attribute": "large", "timestep": 399, "images": 128, "steps": 20},
-            {"mode": "distance", "strengths": [-6.0, -3.0, 0.0, 3.0, 6.0]},
+            # the h boundary, reached through x_t: the edit that works on shapes32
+            # (docs/boundary.md); strengths are signed h distances in h_step units
+            {"k": 1, "attribute": "large", "timestep": 199, "space": "h", "images": 128},
+            {"mode": "distance", "via_x": True, "strengths": [-0.4, -0.2, 0.0, 0.2, 0.4]},
         )
     ],
     "pullback": [("pullback", {"max_iter": 20}, {})],
@@ -97,13 +99,16 @@ def run_demo(
                 options["images"] = min(options["images"], 32)
             directions = ENGINES[engine].discover(model, k=options.pop("k", k), **options)
             directions.save(tmp / f"{label}.safetensors")
-            strengths = edit_options.get("strengths", STRENGTHS)
-            mode = edit_options.get("mode", "additive")
+            edit_options = dict(edit_options)
+            strengths = edit_options.pop("strengths", STRENGTHS)
+            mode = edit_options.pop("mode", "additive")
             report.heading(f"Engine: {label}")
             report.text(
                 f"{len(directions)} {directions.space}-space directions at timestep "
                 f"{directions.timestep}; rows: seeds {seeds[0]}-{seeds[-1]}, "
-                f"columns: strengths {strengths} ({mode} mode)"
+                f"columns: strengths {strengths} ({mode} mode"
+                + "".join(f", {k}={v}" for k, v in edit_options.items())
+                + ")"
             )
             if directions.scores is not None:
                 report.figure(score_bars(directions))
@@ -116,6 +121,7 @@ def run_demo(
                     seeds=seeds,
                     num_steps=num_steps,
                     mode=mode,
+                    **edit_options,
                 )
                 grid = edit_grid(result, upscale=3)
                 save_png(tmp / f"{label}-{index}.png", grid)
