@@ -95,6 +95,15 @@ def test_explorer_saves_and_reloads_named_directions_bit_for_bit(explorer, shape
     assert explorer.strengths() == [pytest.approx(named.strength)]
     assert torch.equal(explorer.result.images, shown)
 
+    # a direction saved with other DDIM steps is shown as it was saved
+    unit, strength = explorer.directions.combine([1.0])
+    DirectionLibrary(tmp_path).save(wb.NamedDirection("ten", unit, strength, num_steps=10))
+    explorer.library_w.options = explorer.library.names()
+    explorer.load_direction("ten")
+    assert explorer.num_steps == 10
+    ten = DirectionLibrary(tmp_path).load("ten").apply(shapes32, seeds=[0, 1, 2])
+    assert torch.equal(explorer.result.images, ten.images)
+
     # errors from the widgets go to the status line, in one line
     explorer.reset()
     explorer.save_b.click()

@@ -354,7 +354,8 @@ class Explorer:
         return named
 
     def load_direction(self, name: str) -> NamedDirection:
-        """Load a named direction as the current set: one slider at its saved strength."""
+        """Load a named direction as the current set: one slider at its saved strength
+        (and the explorer takes its number of DDIM steps)."""
         if not name:
             raise WorkbenchError("choose a direction from the library")
         named = self.library.load(name, self.model)
@@ -363,6 +364,9 @@ class Explorer:
                 f"{name!r} uses the {named.mode!r} mode; the explorer edits additively "
                 "(apply it with NamedDirection.apply)"
             )
+        if named.num_steps != self.num_steps:  # edit as it was saved
+            self.num_steps = named.num_steps
+            self._originals.clear()
         self._set_directions(named.directions, [named.strength])
         self._status(f"loaded {name!r}: {named.directions.name(0)} at {named.strength:.3g}")
         return named
