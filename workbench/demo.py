@@ -31,7 +31,14 @@ DEMO_DISCOVERIES: dict[str, list[tuple[str, dict, dict]]] = {
             "boundary-large",
             # the h boundary, reached through x_t: the edit that works on shapes32
             # (docs/boundary.md); strengths are signed h distances in h_step units
-            {"k": 1, "attribute": "large", "timestep": 199, "space": "h", "images": 128},
+            {
+                "k": 1,
+                "attribute": "large",
+                "timestep": 199,
+                "space": "h",
+                "images": 128,
+                "steps": 20,
+            },
             {"mode": "distance", "via_x": True, "strengths": [-0.4, -0.2, 0.0, 0.2, 0.4]},
         )
     ],
