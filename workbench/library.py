@@ -12,6 +12,7 @@ defaults to ``$WORKBENCH_LIBRARY`` or ``~/.local/share/workbench/directions``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -75,7 +76,7 @@ class NamedDirection:
         if self.mode not in MODES:
             raise WorkbenchError(f"unknown edit mode {self.mode!r}; known: {', '.join(MODES)}")
         self.strength = float(self.strength)
-        if not torch.isfinite(torch.tensor(self.strength)):
+        if not math.isfinite(self.strength):
             raise WorkbenchError(f"strength must be finite, got {self.strength}")
 
     @property

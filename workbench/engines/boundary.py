@@ -360,15 +360,13 @@ def pull_to_distance(
     """Move ``x`` ``[B, C, H, W]`` so that the signed distance of ``model.h(x, t)`` to
     boundary ``index`` of ``h_set`` becomes ``target`` ``[B]``: Newton steps along the
     gradient of that distance with respect to x (the smallest move to first order)."""
-    n = h_set.vectors[index].to(x.device, x.dtype).flatten()
-    offset = float(h_set.params.get("offsets", [0.0] * len(h_set))[index])
     z = x.detach().clone()
     for _ in range(iterations):
         z.requires_grad_(True)
         with torch.enable_grad():
-            dist = model.h(z, t).flatten(1) @ n + offset
+            dist = signed_distance(h_set, model.h(z, t), index)
             (grad,) = torch.autograd.grad(dist.sum(), z)
-        gap = target.to(z.device, torch.float64) - dist.detach().double()
+        gap = target.to(z.device, torch.float64) - dist.detach()
         scale = gap / grad.flatten(1).double().pow(2).sum(1).clamp_min(1e-30)
         z = (z.detach().double() + scale[:, None, None, None] * grad.double()).to(x.dtype)
     return z.detach()

@@ -22,14 +22,12 @@ browser; :meth:`save_html` writes a static, self-contained snapshot.
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from workbench.directions import DirectionSet
 from workbench.editing import EditResult, edit
@@ -38,7 +36,7 @@ from workbench.errors import WorkbenchError
 from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, bundled_names, load
 from workbench.sampling import sample
-from workbench.viz.images import image_grid
+from workbench.viz.images import image_grid, png_bytes
 
 #: Which option controls each engine uses (others are hidden).
 ENGINE_CONTROLS: dict[str, tuple[str, ...]] = {
@@ -51,12 +49,6 @@ ENGINE_CONTROLS: dict[str, tuple[str, ...]] = {
 #: Slider range (in the preset's steps) per space.
 MAX_STRENGTH = {"x": 4.0, "h": 16.0}
 MATRICES = ("qk", "ov", "q", "k", "v", "o")
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class Explorer:
@@ -321,7 +313,7 @@ class Explorer:
             edited = self.result.images[0]
         both = torch.stack([originals.cpu(), edited])
         self.image = image_grid(self.model.to_uint8(both).numpy(), upscale=self.upscale)
-        self.image_w.value = _png(self.image)
+        self.image_w.value = png_bytes(self.image)
         return self.image
 
     @contextlib.contextmanager

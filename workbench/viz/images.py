@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,13 @@ def edit_grid(result, upscale: int = 2) -> np.ndarray:
     strength."""
     images = result.uint8().permute(1, 0, 2, 3, 4)  # [N, S, H, W, 3]
     return image_grid(images, upscale=upscale)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 image ``[H, W, 3]`` encoded as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from workbench.store import write_text
+from workbench.viz.images import png_bytes
 
 
 @dataclass
@@ -34,9 +33,7 @@ class Report:
         )
 
     def image(self, array: np.ndarray, caption: str = "") -> None:
-        buffer = io.BytesIO()
-        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
-        data = base64.b64encode(buffer.getvalue()).decode()
+        data = base64.b64encode(png_bytes(array)).decode()
         self.parts.append(
             f'<figure><img src="data:image/png;base64,{data}" style="image-rendering: pixelated">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
