@@ -2,6 +2,7 @@
 
     python analysis/boundary_report.py [--model shapes32] [--n 200] [--edits 64]
         [--space x|h|x,h] [--distance 2,4] [--timesteps ...] [--no-edits] [--skip-search]
+        [--h-edit direct|via-x|both] [--hold-others] [--eta 1] [--seed 0]
 
 1. Mixing-step search (``find_mixing_step``, 128 sampled and 128 inverted trajectories,
    50 DDIM steps): the step, the per-timestep statistics, and a diagnostic of the
@@ -18,7 +19,10 @@
    boundary on h at that step as well (held-out accuracy under ``sweep_h``) and edits
    along the h normal (signed distance ``--h-distance`` in ``h_step`` units, applied at
    that one step: added to h, or with ``--h-edit via-x`` reached by moving x_t along the
-   gradient of the h distance; rows ``h>x``, keys ``via-x:D``).
+   gradient of the h distance; rows ``h>x``, keys ``via-x:D``). ``--eta`` sets the DDIM eta
+   of the edited chain from the edit on (0: deterministic; 1 as in the published code;
+   the step noise is seeded by ``--seed`` before every edit); the reference is always the
+   deterministic reconstruction.
 3. Seconds for the search, one boundary fit, one edit of ``--edits`` images, and plain
    sampling of as many images, side by side.
 
@@ -46,6 +50,8 @@ from workbench.eval.directions import factor_changes
 from workbench.sampling import ddim, make_timesteps
 from workbench.store import write_json, write_text
 
+#: where each space's results go in the JSON ("sweep" as before this option existed)
+SWEEP_KEY = {"x": "sweep", "h": "sweep_h"}
 #: the factor each attribute is read from (the others must stay put)
 TARGET = {
     "large": "scale",
@@ -174,6 +180,13 @@ def main() -> None:
         help="h edits: add to h (direct), move x_t to reach the h distance (via-x), both",
     )
     parser.add_argument("--skip-search", action="store_true", help="no mixing-step search")
+    parser.add_argument(
+        "--hold-others",
+        action="store_true",
+        help="via-x edits keep the other attributes' h distances (conditional edit)",
+    )
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta after the edit")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the step noise (eta > 0)")
     parser.add_argument("--out", default="docs/boundary_report.json")
     parser.add_argument("--figure", default="runs/mixing_step.html")
     args = parser.parse_args()
@@ -187,6 +200,9 @@ def main() -> None:
         "distances": distances,
         "h_distances": h_distances,
         "h_edit": args.h_edit,
+        "eta": args.eta,
+        "hold_others": args.hold_others,
+        "seed": args.seed,
         "device": str(model.device),
     }
 
@@ -207,31 +223,43 @@ def main() -> None:
     )
     inversion_seconds = time.perf_counter() - began
     timesteps = [int(t) for t in args.timesteps.split(",")]
-    # x-space results under "sweep" (as before), h-space ones under "sweep_h"
-    for space in spaces:
-        report["sweep" if space == "x" else "sweep_h"] = {}
+    sweep = {space: report.setdefault(SWEEP_KEY[space], {}) for space in spaces}
     fit_seconds = edit_seconds = None
     print(
         f"\n{'attribute':<16}{'space':>6}{'t':>5}{'SVM test':>10}{'dist':>6}{'flip':>7}"
         f"{'other':>7}{'valid':>7}{'success':>9}"
     )
+    fits: dict = {}
+
+    def fit_at(attribute: str, t: int):
+        """The boundary of ``attribute`` at ``t`` (fitted once)."""
+        if (attribute, t) not in fits:
+            fits[attribute, t] = fit_boundary(
+                model,
+                images,
+                shapes_labels(images, attribute)[0],
+                t=t,
+                space="both" if len(spaces) == 2 else spaces[0],
+                latents=trajectory.at(t),
+                attribute=attribute,
+            )
+        return fits[attribute, t]
+
     for attribute in args.attributes.split(","):
         labels, _ = shapes_labels(images, attribute)
         for space in spaces:
-            report["sweep" if space == "x" else "sweep_h"][attribute] = {}
+            sweep[space][attribute] = {}
         for t in timesteps:
             latents = trajectory.at(t)
             began = time.perf_counter()
-            fit = fit_boundary(
-                model,
-                images,
-                labels,
-                t=t,
-                space="both" if len(spaces) == 2 else spaces[0],
-                latents=latents,
-                attribute=attribute,
-            )
+            fit = fit_at(attribute, t)
             fit_seconds = fit_seconds or time.perf_counter() - began
+            # the other attributes' h boundaries at t, kept in place by --hold-others
+            hold = (
+                [fit_at(other, t).h for other in SHAPES_ATTRIBUTES if other != attribute]
+                if args.hold_others and "h" in spaces
+                else []
+            )
             held = fit.test_index[: args.edits]
             for space in spaces:
                 normal = fit.x if space == "x" else fit.h
@@ -245,10 +273,11 @@ def main() -> None:
                 else:
                     kinds = [("h", "", {})] if args.h_edit != "via-x" else []
                     if args.h_edit != "direct":
-                        kinds.append(("h>x", "via-x:", {"via_x": True}))
+                        kinds.append(("h>x", "via-x:", {"via_x": True, "hold": hold}))
                 for label, prefix, options in [] if args.no_edits else kinds:
                     for distance in distances if space == "x" else h_distances:
                         began = time.perf_counter()
+                        torch.manual_seed(args.seed)
                         row = edit_scores(
                             model,
                             normal,
@@ -258,6 +287,7 @@ def main() -> None:
                             t,
                             (t + 1) // 20,
                             distance,
+                            eta=args.eta,
                             **options,
                         )
                         if t == max(timesteps) and space == "x":
@@ -275,7 +305,7 @@ def main() -> None:
                         f"{attribute:<16}{space:>6}{t:>5}{entry['svm_test_accuracy']:>10.3f}",
                         flush=True,
                     )
-                report["sweep" if space == "x" else "sweep_h"][attribute][str(t)] = entry
+                sweep[space][attribute][str(t)] = entry
             write_json(args.out, report)
 
     began = time.perf_counter()

@@ -32,9 +32,9 @@ def test_svm_recovers_the_true_normal_and_offset():
     assert abs(offset - 0.2) < 0.1
 
 
-def _boundary(model, t):
+def _boundary(model, t, seed=1):
     """A boundary at t fitted on synthetic latents labelled by a known hyperplane."""
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(seed)
     normal = torch.randn(model.d, generator=gen)
     normal /= normal.norm()
     labels = torch.arange(160) % 2 == 0
@@ -163,3 +163,28 @@ def test_mixing_step_is_a_probe_of_the_cli(capsys, tmp_path):
     )
     assert code == 0, capsys.readouterr().err
     assert {p.name for p in (tmp_path / "p").iterdir()} == {"mixing-step.json", "mixing-step.html"}
+
+
+def test_via_x_holds_other_h_distances(tiny):
+    """hold=: the target h distance is reached while another boundary's h distance stays
+    where it was (it moves when not held)."""
+    fit, other = _boundary(tiny, 500), _boundary(tiny, 500, seed=2)
+    strengths = torch.tensor([-0.5, 0.5])
+    x = tiny.noise([3, 4])
+    with torch.no_grad():
+        other_before = signed_distance(other.h, tiny.h(x, 500))
+    moved = {}
+    for name, hold in (("free", ()), ("held", (other.h,))):
+        step = Step(index=0, t=500, t_next=400, x=x.clone())
+        plan = MODES["distance"](tiny, fit.h, 0, via_x=True, iterations=5, hold=hold)
+        plan.make_hook(strengths)(step)
+        with torch.no_grad():
+            h_after = tiny.h(step.x, 500)
+        target = strengths.double() * tiny.preset.h_step
+        torch.testing.assert_close(signed_distance(fit.h, h_after), target, rtol=1e-3, atol=1e-3)
+        moved[name] = (signed_distance(other.h, h_after) - other_before).abs().max()
+    assert moved["free"] > 0.01 and moved["held"] < 1e-3
+    with pytest.raises(wb.WorkbenchError, match="hold= needs via_x"):
+        MODES["distance"](tiny, fit.h, 0, hold=[other.h])
+    with pytest.raises(wb.WorkbenchError, match="hold= takes one-direction h-space"):
+        MODES["distance"](tiny, fit.h, 0, via_x=True, hold=[other.x])

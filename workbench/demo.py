@@ -29,17 +29,16 @@ DEMO_DISCOVERIES: dict[str, list[tuple[str, dict, dict]]] = {
     "boundary": [
         (
             "boundary-large",
-            # the h boundary, reached through x_t: the edit that works on shapes32
+            # the h boundary at the preset's mixing step, reached through x_t and denoised
+            # with eta 1 as published: the edit that meets the bar on shapes32
             # (docs/boundary.md); strengths are signed h distances in h_step units
+            {"k": 1, "attribute": "large", "space": "h", "images": 128, "steps": 20},
             {
-                "k": 1,
-                "attribute": "large",
-                "timestep": 199,
-                "space": "h",
-                "images": 128,
-                "steps": 20,
+                "mode": "distance",
+                "via_x": True,
+                "eta": 1.0,
+                "strengths": [-0.3, -0.15, 0.0, 0.15, 0.3],
             },
-            {"mode": "distance", "via_x": True, "strengths": [-0.4, -0.2, 0.0, 0.2, 0.4]},
         )
     ],
     "pullback": [("pullback", {"max_iter": 20}, {})],

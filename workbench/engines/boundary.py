@@ -18,7 +18,9 @@
    move the latent to signed distance ``d = strength * step`` from the boundary,
    z' = z + (d - dist(z)) n, in x_t, or in h (that one step only), or both (pass the h
    boundary as ``h=``), then denoise deterministically (eta 0; eta 1 as published is an
-   option of ``wb.edit``).
+   option of ``wb.edit``). ``via_x=True`` reaches an h distance by moving x_t instead
+   (``hold=`` keeps other boundaries' h distances): on ``shapes32`` that edit, at the
+   mixing step and with eta 1, is the one that works (``docs/boundary.md``).
 """
 
 from __future__ import annotations
@@ -356,19 +358,41 @@ def pull_to_distance(
     t: int,
     target: torch.Tensor,
     iterations: int = 4,
+    hold: Sequence[DirectionSet] = (),
 ) -> torch.Tensor:
     """Move ``x`` ``[B, C, H, W]`` so that the signed distance of ``model.h(x, t)`` to
     boundary ``index`` of ``h_set`` becomes ``target`` ``[B]``: Newton steps along the
-    gradient of that distance with respect to x (the smallest move to first order)."""
+    gradient of that distance with respect to x (the smallest move to first order).
+
+    ``hold``: further h boundaries (one direction each, same timestep) whose signed
+    distances the move keeps where they were (a conditional edit: the step is the
+    smallest one that reaches the target and, to first order, leaves those distances
+    alone; ``Delta = G^T (G G^T)^-1 r`` with G the gradients of all the distances)."""
+    boundaries = [(h_set, index)] + [(b, 0) for b in hold]
     z = x.detach().clone()
+    goal = [target.to(z.device, torch.float64)]
+    if hold:
+        with torch.no_grad():
+            h0 = model.h(z, t)
+        goal += [signed_distance(b, h0, i) for b, i in boundaries[1:]]
+    goals = torch.stack(goal, 1)  # [B, K]
+    eye = torch.eye(len(boundaries), dtype=torch.float64, device=z.device)
     for _ in range(iterations):
         z.requires_grad_(True)
         with torch.enable_grad():
-            dist = signed_distance(h_set, model.h(z, t), index)
-            (grad,) = torch.autograd.grad(dist.sum(), z)
-        gap = target.to(z.device, torch.float64) - dist.detach()
-        scale = gap / grad.flatten(1).double().pow(2).sum(1).clamp_min(1e-30)
-        z = (z.detach().double() + scale[:, None, None, None] * grad.double()).to(x.dtype)
+            h = model.h(z, t)
+            dists = [signed_distance(b, h, i) for b, i in boundaries]
+            grads = [
+                torch.autograd.grad(d.sum(), z, retain_graph=k + 1 < len(dists))[0]
+                for k, d in enumerate(dists)
+            ]
+        g = torch.stack([gr.flatten(1).double() for gr in grads], 1)  # [B, K, D]
+        gap = goals - torch.stack([d.detach() for d in dists], 1)  # [B, K]
+        gram = g @ g.transpose(1, 2)  # [B, K, K], tiny ridge against degenerate gradients
+        ridge = 1e-12 * gram.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)
+        coef = torch.linalg.solve(gram + ridge[:, None, None] * eye, gap.unsqueeze(-1))
+        move = (g.transpose(1, 2) @ coef).squeeze(-1).reshape(z.shape)
+        z = (z.detach().double() + move).to(x.dtype)
     return z.detach()
 
 
@@ -382,6 +406,7 @@ def distance(
     asymmetric: bool = False,
     via_x: bool = False,
     iterations: int = 4,
+    hold: Sequence[DirectionSet] = (),
 ) -> EditPlan:
     """Move the latent to signed distance ``strength * step`` from the boundary at the
     boundary's timestep only: x_t (``step`` = ``x_step``) for an x-space set, h for an
@@ -392,7 +417,9 @@ def distance(
     to h: ``iterations`` Newton steps ``x <- x + (d - s(x)) g / |g|^2`` on the signed h
     distance ``s(x) = n.h(x_t) + offset`` with ``g = ds/dx_t`` (one backward pass each).
     The edit then reaches the decoder through the skip connections too, for models whose
-    decoder barely reads h (``docs/boundary.md``)."""
+    decoder barely reads h (``docs/boundary.md``). ``hold`` (with ``via_x``): h boundaries
+    of other attributes at the same step whose distances the move keeps unchanged
+    (:func:`pull_to_distance`)."""
     if not isinstance(directions.timestep, int):
         raise WorkbenchError("distance edits need a boundary at one timestep")
     if via_x and (directions.space != "h" or h is not None):
@@ -400,6 +427,16 @@ def distance(
     if iterations < 1:
         raise WorkbenchError(f"iterations must be at least 1, got {iterations}")
     t_edit = directions.timestep
+    hold = list(hold)
+    if hold and not via_x:
+        raise WorkbenchError("hold= needs via_x=True (other h distances kept through x_t)")
+    for other in hold:
+        other.check_model(model)
+        if other.space != "h" or other.timestep != t_edit or len(other) != 1:
+            raise WorkbenchError(
+                f"hold= takes one-direction h-space boundaries at t = {t_edit}, "
+                f"got {other.space}-space at {other.timestep} with {len(other)} directions"
+            )
     x_set = directions if directions.space == "x" else None
     h_set = directions if directions.space == "h" else h
     if h_set is not None:
@@ -418,7 +455,7 @@ def distance(
                 step.x = (step.x.double() + move[:, None, None, None] * n).to(step.x.dtype)
             if h_set is not None and via_x:
                 d = (strengths.double() * model.preset.h_step).to(step.x.device)
-                step.x = pull_to_distance(model, h_set, index, step.x, t_edit, d, iterations)
+                step.x = pull_to_distance(model, h_set, index, step.x, t_edit, d, iterations, hold)
             elif h_set is not None:
                 i = index if x_set is None else 0
                 with torch.no_grad():

@@ -36,6 +36,8 @@ PRESETS: dict[str, Preset] = {
         x_timestep=800,
         h_window=(999, 600),
         pullback_timesteps=(880, 580),
+        # find_mixing_step(n=128, 50 steps) in analysis/boundary_report.py, twice (docs/boundary.md)
+        mixing_step=59,
     ),
     "tiny-test": Preset(
         num_inference_steps=20,
