@@ -1,5 +1,7 @@
-"""Data: the synthetic Shapes dataset with ground-truth factors, and its read-out."""
+"""Data: the synthetic Shapes dataset with ground-truth factors, its read-out, and
+labelled real images from disk (class folders or a CSV)."""
 
+from workbench.data.labelled import LabelledImages, load_labelled
 from workbench.data.shapes import (
     FACTOR_NAMES,
     SHAPE_NAMES,
@@ -9,4 +11,13 @@ from workbench.data.shapes import (
     render,
 )
 
-__all__ = ["FACTOR_NAMES", "SHAPE_NAMES", "Factors", "factor_spreads", "generate", "render"]
+__all__ = [
+    "FACTOR_NAMES",
+    "SHAPE_NAMES",
+    "Factors",
+    "LabelledImages",
+    "factor_spreads",
+    "generate",
+    "load_labelled",
+    "render",
+]

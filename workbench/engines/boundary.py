@@ -29,9 +29,11 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from workbench.data.labelled import load_labelled
 from workbench.data.readout import read_factors
 from workbench.directions import DirectionSet
 from workbench.editing import EditPlan, register_mode
@@ -235,8 +237,8 @@ def _project_out(normal: torch.Tensor, others: Sequence[torch.Tensor]) -> torch.
 
 def fit_boundary(
     model: DiffusionModel,
-    images: torch.Tensor,
-    labels: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor | str | Path,
+    labels: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
     t: int | None = None,
     space: str = "both",
     test_fraction: float = 0.5,
@@ -247,12 +249,16 @@ def fit_boundary(
     attribute: str = "attribute",
     seed: int = 0,
     progress: bool | None = None,
+    positive: str | None = None,
 ) -> BoundaryFit:
     """Fit linear boundaries of a binary attribute at timestep ``t`` (default: the preset's
     mixing step).
 
     Args:
-        images: labelled real images ``[N, C, H, W]`` in [-1, 1].
+        images: labelled real images ``[N, C, H, W]`` in [-1, 1]; or a folder of two
+            class folders, or a CSV file of ``path,label`` rows
+            (:func:`workbench.data.labelled.load_labelled`; then ``labels`` stays ``None``
+            and ``positive`` names the class labelled True).
         labels: ``[N]`` booleans, or a callable on the images returning them.
         space: ``"x"``, ``"h"`` or ``"both"``.
         test_fraction: share of the images held out (stratified, seeded split).
@@ -265,6 +271,13 @@ def fit_boundary(
         raise WorkbenchError(f"space must be x, h or both, got {space!r}")
     if not 0.0 < test_fraction < 1.0:
         raise WorkbenchError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if isinstance(images, (str, Path)):
+        if labels is not None:
+            raise WorkbenchError("labels come from the folder or CSV: leave labels=None")
+        loaded = load_labelled(images, model.sample_shape[-1], positive)
+        images, labels = loaded.images, loaded.labels
+    elif labels is None:
+        raise WorkbenchError("give labels (booleans or a callable) for these images")
     t = model.preset.mixing_step if t is None else t
     if t is None:
         raise WorkbenchError("no mixing step for this model: run find_mixing_step(model) or pass t")
@@ -479,11 +492,19 @@ def _arguments(parser) -> None:
     parser.add_argument("--space", default="x", choices=["x", "h"])
     parser.add_argument("--images", type=int, default=200, help="labelled images (half held out)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM inversion steps")
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="your labelled images instead: a folder of two class folders or a path,label CSV",
+    )
+    parser.add_argument("--positive", default=None, help="with --labels: the class that is True")
     parser.set_defaults(k=1)
 
 
 @register_engine(
-    "boundary", "linear SVM boundary of a Shapes attribute at the mixing step", _arguments
+    "boundary",
+    "linear SVM boundary of a Shapes attribute or of labelled images at the mixing step",
+    _arguments,
 )
 def boundary_directions(
     model: DiffusionModel,
@@ -494,19 +515,28 @@ def boundary_directions(
     space: str = "x",
     images: int = 200,
     steps: int | None = None,
+    labels: str | Path | None = None,
+    positive: str | None = None,
 ) -> DirectionSet:
     """The boundary normal of a Shapes ``attribute`` (labelled by the read-out) at
-    ``timestep`` (default: the preset's mixing step), from ``images`` generated images."""
+    ``timestep`` (default: the preset's mixing step), from ``images`` generated images;
+    or, with ``labels`` (a class-folder layout or a CSV, :mod:`workbench.data.labelled`),
+    of the user's attribute whose class ``positive`` is True, from those images."""
     if k != 1:
         raise WorkbenchError("the boundary engine finds one direction per attribute (k=1)")
     if space not in ("x", "h"):
         raise WorkbenchError(f"space must be x or h, got {space!r}")
-    pictures = reference_images(model, images, seed=10_000 + seed)
-    labels, valid = shapes_labels(pictures, attribute)
+    if labels is not None:
+        loaded = load_labelled(labels, model.sample_shape[-1], positive)
+        pictures, classes, attribute = loaded.images, loaded.labels, loaded.positive
+    else:
+        pictures = reference_images(model, images, seed=10_000 + seed)
+        classes, valid = shapes_labels(pictures, attribute)
+        pictures, classes = pictures[valid], classes[valid]
     fit = fit_boundary(
         model,
-        pictures[valid],
-        labels[valid],
+        pictures,
+        classes,
         t=timestep,
         space=space,
         num_steps=steps,
