@@ -19,10 +19,16 @@ its own: ``ru_maxrss`` on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU)
 "published" re-implements the cost structure of the released code: fp32, batch 1,
 forward mode in chunks of 25 directions (U = J V), one reverse pass per direction
 (M = U^T J), V <- right singular vectors of M, at least 12 iterations (it runs
-``--published-iters``). "workbench" is ``local_basis`` with oversampling 4, all columns
-in one vmapped forward and one vmapped reverse pass per iteration (or ``chunk`` columns
-at a time); "krylov" is ``local_basis(method="krylov")``: the same passes, with the
-Rayleigh-Ritz step on the whole block Krylov space built so far.
+``--published-iters``). "workbench" is ``local_basis`` with oversampling
+``--oversample``, all columns in one vmapped forward and one vmapped reverse pass per
+iteration (or ``chunk`` columns at a time); "krylov" is ``local_basis(method="krylov")``:
+the same passes, with the Rayleigh-Ritz step on the whole block Krylov space built so far.
+
+Two times per method: "cold", one run in a fresh process (what a first call costs:
+kernel selection and allocations included; its peak memory is reported), and "warm", the
+median of ``--repeats`` runs in one process after an untimed first run, the methods taking
+turns so that a slow spell of a shared machine hits all of them alike, run r starting
+every method from random seed r (the cold run: seed 0).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import argparse
 import json
 import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -60,10 +67,10 @@ def start_point(model, t: int) -> torch.Tensor:
     return ddim(model, x, grid[: grid.index(t) + 1], progress=False) if grid.index(t) else x
 
 
-def published(model, x, t: int, k: int, iters: int, trace) -> None:
+def published(model, x, t: int, k: int, iters: int, trace, seed: int = 0) -> None:
     d = model.d
     f = lambda z: model.h(z, t)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     v = torch.linalg.qr(torch.randn(d, k, generator=gen))[0].to(x.device)
     with model.jacobian_safe():
         _, vjp_fn = torch.func.vjp(f, x)
@@ -77,14 +84,14 @@ def published(model, x, t: int, k: int, iters: int, trace) -> None:
             rows = [vjp_fn(u[:, j].reshape(1, *model.h_shape))[0].reshape(-1) for j in range(k)]
             m = torch.stack(rows)  # [k, d] = U^T J, one reverse pass per direction
             v = torch.linalg.svd(m, full_matrices=False)[2][:k].T
-            trace(it, v[None])
+            if trace(it, v[None]):  # the warm runs stop at the target
+                break
 
 
-def child(args) -> None:
-    model = load_model(args.model, args.device, torch.float32)
-    x = start_point(model, args.t)
-    reference = torch.load(args.reference).to(args.device)
-    cuda = args.device.startswith("cuda")
+def run_once(args, method, chunk, model, x, reference, cuda: bool, stop=False, seed=0) -> dict:
+    """One run of ``method`` from ``x`` with random start ``seed``: seconds and iterations
+    to the target angle (``stop``: the published loop ends there instead of running all
+    its iterations)."""
     times, angles = [], []
     if cuda:
         torch.cuda.synchronize()
@@ -97,40 +104,72 @@ def child(args) -> None:
         times.append(time.perf_counter() - began)
         ang = principal_angles(reference.double(), top[0].double())
         angles.append(float(ang.max()) * 180 / math.pi)
+        return stop and angles[-1] <= args.target
 
-    if args.method == "published":
-        published(model, x, args.t, args.k, args.published_iters, trace)
+    if method == "published":
+        published(model, x, args.t, args.k, args.published_iters, trace, seed)
     else:
         local_basis(
             model,
             x,
             args.t,
-            method="krylov" if args.method == "krylov" else "subspace",
+            method="krylov" if method == "krylov" else "subspace",
             k=args.k,
-            oversample=4,
+            oversample=args.oversample,
             max_iter=args.published_iters,
             tol_deg=args.target / 10,
-            chunk=args.chunk,
+            chunk=chunk,
             callback=trace,
+            seed=seed,
         )
+    reached = next((i for i, a in enumerate(angles) if a <= args.target), None)
+    return {
+        "seconds_to_target": times[reached] if reached is not None else None,
+        "iterations_to_target": reached + 1 if reached is not None else None,
+        "final_angle_deg": angles[-1],
+        "seconds_total": times[-1],
+        "iterations_total": len(times),
+    }
+
+
+def child(args) -> None:
+    """A cold run in a fresh process: seconds (kernel selection and allocations included)
+    and peak memory."""
+    model = load_model(args.model, args.device, torch.float32)
+    x = start_point(model, args.t)
+    reference = torch.load(args.reference).to(args.device)
+    cuda = args.device.startswith("cuda")
+    row = run_once(args, args.method, args.chunk, model, x, reference, cuda)
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    reached = next((i for i, a in enumerate(angles) if a <= args.target), None)
-    print(
-        json.dumps(
-            {
-                "method": args.method if args.chunk is None else f"{args.method}/{args.chunk}",
-                "seconds_to_target": times[reached] if reached is not None else None,
-                "iterations_to_target": reached + 1 if reached is not None else None,
-                "final_angle_deg": angles[-1],
-                "seconds_total": times[-1],
-                "iterations_total": len(times),
-                "peak_mb": peak,
-            }
-        )
-    )
+    row["method"] = args.method if args.chunk is None else f"{args.method}/{args.chunk}"
+    row["seconds_cold"] = row.pop("seconds_to_target")
+    row["peak_mb"] = peak
+    print(json.dumps(row))
+
+
+def warm_runs(args, runs, reference_path: str) -> tuple[dict[str, list], dict[str, list]]:
+    """Every method ``args.repeats`` times in this process, in turns (published, workbench,
+    krylov, published, ...), so that a slow spell of a shared machine hits all of them;
+    run r starts every method from random seed r. Returns seconds and iterations to the
+    target per method."""
+    model = load_model(args.model, args.device, torch.float32)
+    x = start_point(model, args.t)
+    reference = torch.load(reference_path).to(args.device)
+    cuda = args.device.startswith("cuda")
+    seconds: dict[str, list] = {}
+    iterations: dict[str, list] = {}
+    for method, chunk in runs:  # one untimed run each: kernels and allocations
+        run_once(args, method, chunk, model, x, reference, cuda)
+    for seed in range(1, args.repeats + 1):  # run r: every method starts from seed r
+        for method, chunk in runs:
+            row = run_once(args, method, chunk, model, x, reference, cuda, True, seed)
+            name = method if chunk is None else f"{method}/{chunk}"
+            seconds.setdefault(name, []).append(row["seconds_to_target"])
+            iterations.setdefault(name, []).append(row["iterations_to_target"])
+    return seconds, iterations
 
 
 def main() -> None:
@@ -145,6 +184,8 @@ def main() -> None:
     parser.add_argument("--reference-tol", type=float, default=0.001, help="degrees")
     parser.add_argument("--reference-max-iter", type=int, default=200)
     parser.add_argument("--chunks", default="", help="comma-separated chunk sizes, extra runs")
+    parser.add_argument("--repeats", type=int, default=5, help="warm runs per method")
+    parser.add_argument("--oversample", type=int, default=4, help="this engine's p")
     parser.add_argument("--method", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reference", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
@@ -188,31 +229,46 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--method", method, "--reference", ref_path]
         cmd += ["--model", args.model, "--t", str(args.t), "--k", str(args.k)]
         cmd += ["--target", str(args.target), "--published-iters", str(args.published_iters)]
-        cmd += ["--device", args.device] + (["--chunk", str(chunk)] if chunk else [])
+        cmd += ["--device", args.device, "--oversample", str(args.oversample)]
+        cmd += ["--chunk", str(chunk)] if chunk else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    base = rows[0]["seconds_to_target"]
-    lower_bound = base is None  # the published method never reached the target
-    if lower_bound:
-        base = rows[0]["seconds_total"]
+    warm, warm_iterations = warm_runs(args, runs, ref_path)
+    for r in rows:
+        times = warm[r["method"]]
+        r["seconds_warm_all"] = times
+        r["iterations_warm_all"] = warm_iterations[r["method"]]
+        r["seconds_warm"] = statistics.median(times) if times and None not in times else None
+        print(json.dumps({k: r[k] for k in ("method", "seconds_warm_all", "iterations_warm_all")}))
     where = torch.cuda.get_device_name() if cuda else f"{torch.get_num_threads()} threads"
     print(f"\nlocal basis, {args.model}, t={args.t}, k={args.k}, target {args.target} deg, {where}")
+    print(
+        f"seconds to the target: 'cold' = one run in a fresh process (seed 0), 'warm' = median "
+        f"of {args.repeats} runs (seeds 1..{args.repeats}) in one process after an untimed "
+        "one, methods taking turns; iterations: cold run's (warm runs' range)"
+    )
     memory = "peak GPU MB" if cuda else "peak RSS MB"
     print(
-        f"{'method':<14}{'s to target':>13}{'iterations':>12}{'final deg':>11}{memory:>13}"
-        f"{'speed-up':>10}"
+        f"{'method':<14}{'cold s':>9}{'warm s':>9}{'iterations':>16}{'final deg':>11}"
+        f"{memory:>13}{'speed-up cold':>15}{'speed-up warm':>15}"
     )
     for r in rows:
-        sec = r["seconds_to_target"]
-        speed = "        -"
-        if sec:
-            speed = f"{'>' if lower_bound and r is not rows[0] else ' '}{base / sec:8.1f}x"
-        sec_s = f"{sec:13.2f}" if sec is not None else f"{'not reached':>13}"
-        its = r["iterations_to_target"] or f">{r['iterations_total']}"
+        cells = []
+        for key in ("seconds_cold", "seconds_warm"):
+            base, sec = rows[0][key], r[key]
+            lower_bound = base is None  # the published method never reached the target
+            if lower_bound:
+                base = rows[0]["seconds_total"]
+            speed = "-" if not sec else f"{'>' if lower_bound else ''}{base / sec:.1f}x"
+            cells.append((f"{sec:.2f}" if sec is not None else "n/a", speed))
+        its = str(r["iterations_to_target"] or f">{r['iterations_total']}")
+        spread = [i for i in r["iterations_warm_all"] if i is not None]
+        if spread:
+            its += f" ({min(spread)}-{max(spread)})"
         print(
-            f"{r['method']:<14}{sec_s}{its:>12}{r['final_angle_deg']:>11.3f}"
-            f"{r['peak_mb']:>13.0f}{speed}"
+            f"{r['method']:<14}{cells[0][0]:>9}{cells[1][0]:>9}{its:>16}"
+            f"{r['final_angle_deg']:>11.3f}{r['peak_mb']:>13.0f}{cells[0][1]:>15}{cells[1][1]:>15}"
         )
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.engines.pullback import local_basis, principal_angles
+from workbench.engines.pullback import _pull_back_range, local_basis, principal_angles
 
 T = 600
 
@@ -38,10 +38,9 @@ def test_local_basis_matches_the_materialised_jacobian(setup):
     v = basis.V[0].reshape(2, -1).T
     assert float(principal_angles(vh[:2].T, v).max()) * 180 / math.pi < 1.0
     torch.testing.assert_close(v.T @ v, torch.eye(2, dtype=v.dtype), rtol=0, atol=1e-8)
-    jv = (jac @ v).T  # U = J V / |J V|
-    torch.testing.assert_close(
-        basis.U[0].reshape(2, -1), jv / jv.norm(dim=1, keepdim=True), rtol=0, atol=1e-6
-    )
+    jv = (jac @ v).T  # U = J V / |J V|, up to the Ritz accuracy (tol_deg = 0.05)
+    cos = (basis.U[0].reshape(2, -1) * jv / jv.norm(dim=1, keepdim=True)).sum(1)
+    assert float(cos.clamp(max=1).arccos().max()) * 180 / math.pi < 0.05
 
 
 def test_a_batch_gives_what_each_sample_gives_alone(setup):
@@ -182,3 +181,20 @@ def test_krylov_matches_the_jacobian_in_fewer_iterations(setup):
     torch.testing.assert_close(alone.s[0], krylov.s[1], rtol=1e-4, atol=0)
     with pytest.raises(wb.WorkbenchError, match="method"):
         local_basis(model, x, T, method="lanczos")
+
+
+def test_left_ritz_step_reuses_the_reverse_passes(setup):
+    """The Krylov Ritz step takes J^T P from the stored J^T J Q (no extra pass): it equals
+    the materialised J^T P, P spans J K, and a direction of J K with a negligible singular
+    value (here a column that J maps to zero) is left out rather than amplified."""
+    _, _, jac, _, _, _ = setup
+    gen = torch.Generator().manual_seed(3)
+    k_space = torch.linalg.qr(torch.randn(768, 7, generator=gen, dtype=torch.float64))[0]
+    y = jac @ k_space
+    y[:, -1] = 0  # as if the last column of K lay in the null space of J (768 > 512)
+    p_h, z = _pull_back_range(y[None], (jac.T @ y)[None])
+    assert p_h.shape == (1, 512, 6) and z.shape == (1, 768, 6)
+    torch.testing.assert_close(p_h[0].T @ p_h[0], torch.eye(6, dtype=y.dtype), rtol=0, atol=1e-10)
+    torch.testing.assert_close(z[0], jac.T @ p_h[0], rtol=0, atol=1e-10)
+    projector = p_h[0] @ p_h[0].T  # P spans J K
+    torch.testing.assert_close(projector @ y, y, rtol=0, atol=1e-10)

@@ -8,13 +8,22 @@ in h, and s the singular values.
 Algorithm (:func:`local_basis`): randomized block subspace iteration on J^T J with
 oversampling ``p`` and Rayleigh-Ritz extraction, for a batch of samples at once:
 
-1. Q: orthonormal ``[B, d, k + p]`` (random, or a warm start padded with random columns);
+1. Q = orth(J^T Omega) ``[B, d, k + p]`` with Omega Gaussian in h-space (one reverse
+   pass: a random start already inside the row space of J, half an iteration ahead of a
+   Gaussian start in x-space), or a warm start padded with random columns;
 2. Y = J Q by forward mode, all k + p columns in one ``vmap`` of ``jvp`` (``chunk`` bounds
-   how many go through at once, and so the peak memory);
-3. Ritz step: Y = U_y S W^T (thin SVD); V = Q W, s = S, U = U_y;
-4. Z = J^T Y by reverse mode (one ``vmap`` of the ``vjp``), Q = orth(Z);
+   how many go through at once, and so the peak memory); P = orth(Y);
+3. Z = J^T P by reverse mode (one ``vmap`` of the ``vjp``);
+4. Ritz step on the left (as in randomized SVD, B = P^T J): Z = V S W^T (thin SVD), so the
+   Ritz vectors are V, the values S and the h-space vectors U = P W; the next Q is V;
 5. stop when the largest principal angle between the top-k Ritz subspaces of successive
    iterations is below ``tol_deg`` (after ``min_iter`` iterations), or at ``max_iter``.
+
+The Ritz step uses the reverse pass that the next iteration needs anyway, so each
+iteration's estimate lies in span(J^T J Q), half an iteration further than a Ritz step on
+Q itself (which would need one more forward pass at the end). With ``method="krylov"``
+the same passes build the block Krylov space K = [Q_1, (J^T J) Q_1, ...], and the Ritz
+step runs on P = orth(J K), with J^T P taken from the stored J^T J Q_i (no extra pass).
 
 Runs under ``model.jacobian_safe()`` (forward-mode AD through attention). Samples do not
 interact in the U-Net (GroupNorm and attention act per sample), so one batched JVP gives
@@ -44,7 +53,8 @@ class LocalBasis:
 
     Attributes:
         V: ``[B, k, C, H, W]`` x-space directions (unit, orthonormal per sample).
-        U: ``[B, k, *h_shape]`` their images in h-space, normalised.
+        U: ``[B, k, *h_shape]`` their images in h-space, normalised (the left Ritz vectors:
+            J V / |J V| up to the accuracy of V).
         s: ``[B, k]`` singular values, descending.
         t: the timestep.
         iterations: subspace iterations run.
@@ -78,6 +88,22 @@ def _orth(m: torch.Tensor) -> torch.Tensor:
     return q
 
 
+def _pull_back_range(
+    y: torch.Tensor, z: torch.Tensor, rtol: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal ``P`` ``[B, m, r]`` for the span of ``y = J K`` ``[B, m, n]`` and
+    ``J^T P`` ``[B, d, r]`` from ``z = J^T y`` ``[B, d, n]``, without another product.
+
+    With y = P S W^T (thin SVD), J^T P = z W S^{-1}; directions of y with
+    s < ``rtol`` s_max (J K nearly singular there) are left out of P, since dividing by them
+    would only amplify rounding.
+    """
+    p_h, sy, wh = torch.linalg.svd(y, full_matrices=False)
+    keep = int((sy > rtol * sy[:, :1]).sum(1).min())
+    w = wh[:, :keep].transpose(1, 2) / sy[:, None, :keep]
+    return p_h[:, :, :keep], z @ w
+
+
 def local_basis(
     model: DiffusionModel,
     x_t: torch.Tensor,
@@ -109,7 +135,7 @@ def local_basis(
             Krylov space [Q, (J^T J) Q, (J^T J)^2 Q, ...] built so far, one block of
             ``k + p`` columns per iteration at the same cost per iteration, which needs
             fewer iterations for the same accuracy when the spectrum decays slowly; the
-            stored blocks cost ``iterations * (k + p) * (d + m)`` numbers per sample).
+            stored blocks cost ``iterations * (k + p) * (2 d + m)`` numbers per sample).
     """
     if method not in ("subspace", "krylov"):
         raise WorkbenchError(f"method must be 'subspace' or 'krylov', got {method!r}")
@@ -125,7 +151,7 @@ def local_basis(
     x = x_t.detach().to(model.device, dtype).clone()
     shape = model.sample_shape
     gen = torch.Generator().manual_seed(seed)
-    start = torch.randn(b, d, width, generator=gen, dtype=torch.float64).to(x.device, dtype)
+    start = None
     if warm_start is not None:
         warm = warm_start.to(x.device, dtype)
         if warm.ndim == 4:  # one start shared by every sample
@@ -134,9 +160,9 @@ def local_basis(
             raise WorkbenchError(
                 f"warm_start has shape {list(warm_start.shape)}, expected [B, k', *{list(shape)}]"
             )
+        start = torch.randn(b, d, width, generator=gen, dtype=torch.float64).to(x.device, dtype)
         cols = min(warm.shape[1], width)
         start[:, :, :cols] = warm[:, :cols].reshape(b, cols, d).transpose(1, 2)
-    q = _orth(start)
 
     def f(z: torch.Tensor) -> torch.Tensor:
         return model.h(z, t)
@@ -156,18 +182,28 @@ def local_basis(
     angles: list[float] = []
     previous = None
     converged = False
-    blocks: list[torch.Tensor] = []  # Krylov: orthonormal blocks Q_i and their J Q_i
+    blocks: list[torch.Tensor] = []  # Krylov: orthonormal blocks Q_i, J Q_i and J^T J Q_i
     images: list[torch.Tensor] = []
+    pulled: list[torch.Tensor] = []
     with model.jacobian_safe(), torch.enable_grad():
         _, vjp_fn = torch.func.vjp(f, x)
+        if start is None:  # J^T Omega: a random start inside the row space of J
+            m = math.prod(model.h_shape)
+            omega = torch.randn(b, m, width, generator=gen, dtype=torch.float64)
+            start = jtu(omega.to(x.device, dtype), vjp_fn)
+        q = _orth(start)
         for it in range(1, max_iter + 1):
-            y = jv(q)  # [B, m, w]
-            if method == "krylov":
+            y = jv(q)  # J Q, [B, m, w]
+            if method == "subspace":
+                p_h, _, _ = torch.linalg.svd(y, full_matrices=False)  # P = orth(J Q)
+                z = jtu(p_h, vjp_fn)  # J^T P, [B, d, w]
+            else:
                 blocks.append(q)
                 images.append(y)
-                q, y = torch.cat(blocks, 2), torch.cat(images, 2)
-            u_y, s, wh = torch.linalg.svd(y, full_matrices=False)  # Rayleigh-Ritz
-            v = q @ wh.transpose(1, 2)  # [B, d, w], Ritz vectors
+                pulled.append(jtu(y, vjp_fn))  # J^T J Q_i
+                p_h, z = _pull_back_range(torch.cat(images, 2), torch.cat(pulled, 2))
+            # Rayleigh-Ritz on the left: P^T J = W S V^T, so V spans J^T P
+            v, s, wh = torch.linalg.svd(z, full_matrices=False)
             top = v[:, :, :k]
             if callback is not None:
                 callback(it, top)
@@ -181,17 +217,19 @@ def local_basis(
             if it == max_iter:
                 break
             if method == "subspace":
-                q = _orth(jtu(u_y * s[:, None, :], vjp_fn))
+                q = v[:, :, :width]  # orth(J^T P): the next subspace
                 continue
-            if q.shape[2] + width > d:  # the Krylov space would fill x-space
+            space = torch.cat(blocks, 2)
+            if space.shape[2] + width > d:  # the Krylov space would fill x-space
                 break
-            z = jtu(images[-1], vjp_fn)  # (J^T J) Q_i
+            z = pulled[-1]  # (J^T J) Q_i: the next block
             for _ in range(2):  # block Gram-Schmidt against the space, twice for stability
-                z = z - q @ (q.transpose(1, 2) @ z)
+                z = z - space @ (space.transpose(1, 2) @ z)
             q = _orth(z)
+    u_h = p_h @ wh.transpose(1, 2)[:, :, :k]  # left singular vectors: P W
     check_finite("local basis", s)
     V = top.transpose(1, 2).reshape(b, k, *shape)
-    U = u_y[:, :, :k].transpose(1, 2).reshape(b, k, *model.h_shape)
+    U = u_h.transpose(1, 2).reshape(b, k, *model.h_shape)
     return LocalBasis(
         V=V.detach(),
         U=U.detach(),
