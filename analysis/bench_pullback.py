@@ -1,6 +1,7 @@
 """Pullback local basis: this engine against the published algorithm's cost structure.
 
     python analysis/bench_pullback.py [--model shapes32] [--t 800] [--k 8] [--target 1.0]
+    python analysis/bench_pullback.py --passes    # the cost of one pass of each kind
     python analysis/bench_pullback.py --model random:celebahq256 --device cuda --k 50 \\
         --reference-dtype float32 --chunks 16,4
 
@@ -132,13 +133,47 @@ def run_once(args, method, chunk, model, x, reference, cuda: bool, stop=False, s
     }
 
 
+def pass_costs(args) -> None:
+    """Seconds of one plain forward to h and of one vmapped forward-mode (J V) and
+    reverse-mode (J^T U) pass over 1 and ``k + oversample`` columns: min of 5 calls each,
+    after a warm-up call."""
+    model = load_model(args.model, args.device, torch.float32)
+    x = start_point(model, args.t)
+    f = lambda z: model.h(z, args.t)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            began = time.perf_counter()
+            fn()
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - began)
+        return min(times) * 1000
+
+    with model.jacobian_safe(), torch.enable_grad():
+        print(f"forward to h, batch 1: {best(lambda: f(x)):.1f} ms")
+        _, vjp_fn = torch.func.vjp(f, x)
+        for w in (1, args.k + args.oversample):
+            tan = torch.randn(w, *x.shape, device=x.device)
+            cot = torch.randn(w, 1, *model.h_shape, device=x.device)
+            jvp = best(lambda t=tan: torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1])(t))
+            vjp = best(lambda c=cot: torch.func.vmap(lambda u: vjp_fn(u)[0])(c))
+            print(f"{w:>3} columns: forward mode {jvp:.1f} ms, reverse mode {vjp:.1f} ms")
+
+
+def setup(args, reference_path: str):
+    """The fp32 model, the start x_t, the reference basis, and whether on a GPU."""
+    model = load_model(args.model, args.device, torch.float32)
+    reference = torch.load(reference_path).to(args.device)
+    return model, start_point(model, args.t), reference, args.device.startswith("cuda")
+
+
 def child(args) -> None:
     """A cold run in a fresh process: seconds (kernel selection and allocations included)
     and peak memory."""
-    model = load_model(args.model, args.device, torch.float32)
-    x = start_point(model, args.t)
-    reference = torch.load(args.reference).to(args.device)
-    cuda = args.device.startswith("cuda")
+    model, x, reference, cuda = setup(args, args.reference)
     row = run_once(args, args.method, args.chunk, model, x, reference, cuda)
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -155,10 +190,7 @@ def warm_runs(args, runs, reference_path: str) -> tuple[dict[str, list], dict[st
     krylov, published, ...), so that a slow spell of a shared machine hits all of them;
     run r starts every method from random seed r. Returns seconds and iterations to the
     target per method."""
-    model = load_model(args.model, args.device, torch.float32)
-    x = start_point(model, args.t)
-    reference = torch.load(reference_path).to(args.device)
-    cuda = args.device.startswith("cuda")
+    model, x, reference, cuda = setup(args, reference_path)
     seconds: dict[str, list] = {}
     iterations: dict[str, list] = {}
     for method, chunk in runs:  # one untimed run each: kernels and allocations
@@ -186,10 +218,16 @@ def main() -> None:
     parser.add_argument("--chunks", default="", help="comma-separated chunk sizes, extra runs")
     parser.add_argument("--repeats", type=int, default=5, help="warm runs per method")
     parser.add_argument("--oversample", type=int, default=4, help="this engine's p")
+    parser.add_argument(
+        "--passes", action="store_true", help="only time one pass of each kind, then stop"
+    )
     parser.add_argument("--method", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reference", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.passes:
+        pass_costs(args)
+        return
     if args.method:
         child(args)
         return

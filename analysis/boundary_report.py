@@ -230,6 +230,10 @@ def main() -> None:
         f"{'other':>7}{'valid':>7}{'success':>9}"
     )
     fits: dict = {}
+    wanted = args.attributes.split(",")  # an unknown name fails here, in one line
+    labels_of = {
+        a: shapes_labels(images, a)[0] for a in dict.fromkeys([*wanted, *SHAPES_ATTRIBUTES])
+    }
 
     def fit_at(attribute: str, t: int):
         """The boundary of ``attribute`` at ``t`` (fitted once)."""
@@ -237,7 +241,7 @@ def main() -> None:
             fits[attribute, t] = fit_boundary(
                 model,
                 images,
-                shapes_labels(images, attribute)[0],
+                labels_of[attribute],
                 t=t,
                 space="both" if len(spaces) == 2 else spaces[0],
                 latents=trajectory.at(t),
@@ -245,8 +249,8 @@ def main() -> None:
             )
         return fits[attribute, t]
 
-    for attribute in args.attributes.split(","):
-        labels, _ = shapes_labels(images, attribute)
+    for attribute in wanted:
+        labels = labels_of[attribute]
         for space in spaces:
             sweep[space][attribute] = {}
         for t in timesteps:

@@ -246,7 +246,7 @@ def fit_boundary(
     num_steps: int | None = None,
     latents: torch.Tensor | None = None,
     condition: Sequence[DirectionSet] = (),
-    attribute: str = "attribute",
+    attribute: str | None = None,
     seed: int = 0,
     progress: bool | None = None,
     positive: str | None = None,
@@ -266,6 +266,8 @@ def fit_boundary(
         latents: x_t of the images at ``t`` if already inverted (skips the inversion).
         condition: boundaries of other attributes whose normals are projected out
             (each a :class:`DirectionSet` in the space fitted).
+        attribute: the name in the direction labels and params (default: the positive
+            class for images from disk, else ``"attribute"``).
     """
     if space not in ("x", "h", "both"):
         raise WorkbenchError(f"space must be x, h or both, got {space!r}")
@@ -276,8 +278,10 @@ def fit_boundary(
             raise WorkbenchError("labels come from the folder or CSV: leave labels=None")
         loaded = load_labelled(images, model.sample_shape[-1], positive)
         images, labels = loaded.images, loaded.labels
+        attribute = loaded.positive if attribute is None else attribute
     elif labels is None:
         raise WorkbenchError("give labels (booleans or a callable) for these images")
+    attribute = "attribute" if attribute is None else attribute
     t = model.preset.mixing_step if t is None else t
     if t is None:
         raise WorkbenchError("no mixing step for this model: run find_mixing_step(model) or pass t")
@@ -383,12 +387,7 @@ def pull_to_distance(
     alone; ``Delta = G^T (G G^T)^-1 r`` with G the gradients of all the distances)."""
     boundaries = [(h_set, index)] + [(b, 0) for b in hold]
     z = x.detach().clone()
-    goal = [target.to(z.device, torch.float64)]
-    if hold:
-        with torch.no_grad():
-            h0 = model.h(z, t)
-        goal += [signed_distance(b, h0, i) for b, i in boundaries[1:]]
-    goals = torch.stack(goal, 1)  # [B, K]
+    goals = None  # [B, K]: the target, then the held distances where they start
     eye = torch.eye(len(boundaries), dtype=torch.float64, device=z.device)
     for _ in range(iterations):
         z.requires_grad_(True)
@@ -400,7 +399,11 @@ def pull_to_distance(
                 for k, d in enumerate(dists)
             ]
         g = torch.stack([gr.flatten(1).double() for gr in grads], 1)  # [B, K, D]
-        gap = goals - torch.stack([d.detach() for d in dists], 1)  # [B, K]
+        now = torch.stack([d.detach() for d in dists], 1)  # [B, K]
+        if goals is None:
+            goals = now.clone()
+            goals[:, 0] = target.to(z.device, torch.float64)
+        gap = goals - now
         gram = g @ g.transpose(1, 2)  # [B, K, K], tiny ridge against degenerate gradients
         ridge = 1e-12 * gram.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)
         coef = torch.linalg.solve(gram + ridge[:, None, None] * eye, gap.unsqueeze(-1))
@@ -526,23 +529,13 @@ def boundary_directions(
         raise WorkbenchError("the boundary engine finds one direction per attribute (k=1)")
     if space not in ("x", "h"):
         raise WorkbenchError(f"space must be x or h, got {space!r}")
-    if labels is not None:
-        loaded = load_labelled(labels, model.sample_shape[-1], positive)
-        pictures, classes, attribute = loaded.images, loaded.labels, loaded.positive
+    options = {"t": timestep, "space": space, "num_steps": steps, "seed": seed}
+    if labels is not None:  # named after the positive class
+        fit = fit_boundary(model, labels, positive=positive, **options)
     else:
         pictures = reference_images(model, images, seed=10_000 + seed)
         classes, valid = shapes_labels(pictures, attribute)
-        pictures, classes = pictures[valid], classes[valid]
-    fit = fit_boundary(
-        model,
-        pictures,
-        classes,
-        t=timestep,
-        space=space,
-        num_steps=steps,
-        attribute=attribute,
-        seed=seed,
-    )
+        fit = fit_boundary(model, pictures[valid], classes[valid], attribute=attribute, **options)
     out = fit.x if space == "x" else fit.h
     assert out is not None
     return out
