@@ -15,7 +15,10 @@ Printed per timestep: the effect table of each set, then the bar of issue 5: the
 of the dominant-factor effect of the top pullback directions to that of the random ones
 (mean over the 8 directions, and over the top 1 and top 4), the validity of the edited
 images, and the monotonicity (per seed) and trend (of the mean change) of the top
-direction. Every number goes to ``--out`` (JSON).
+direction. The ratios are given for the slope pooled over all strengths and for each
+|strength| on its own (``by_level``): the shape class, which most directions move, can
+flip only once, so at large strengths every direction saturates and the pooled ratio
+shrinks toward 1. Every number goes to ``--out`` (JSON).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def main() -> None:
     parser.add_argument("--timesteps", default=None, help="default: the preset's")
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--strengths", default="-2,-1,1,2")
+    parser.add_argument("--strengths", default="-2,-1,-0.5,0.5,1,2")
     parser.add_argument("--mode", default="additive")
     parser.add_argument("--out", default="docs/pullback_science.json")
     parser.add_argument("--device", default="cpu")
@@ -75,6 +78,7 @@ def main() -> None:
             "random": score_directions(model, control, **kw),
         }
         rand = sets["random"].effect.max(dim=1).values.mean()
+        rand_levels = sets["random"].effect_by_level.max(dim=2).values.mean(dim=0)  # [L]
         row = {name: s.to_dict() for name, s in sets.items()}
         row["basis_seconds"] = basis_seconds
         row["seconds"] = time.perf_counter() - began
@@ -91,14 +95,35 @@ def main() -> None:
                 "validity_min": float(s.validity.min()),
                 "top_monotonicity": float(s.monotonicity[0]),
                 "top_trend": float(s.trend[0]),
+                "by_level": [],
             }
+            levels = s.effect_by_level.max(dim=2).values  # [k, L]
+            for j, level in enumerate(s.levels):
+                row[name]["bar"]["by_level"].append(
+                    {
+                        "strength": level,
+                        "effect_ratio_vs_random": float(levels[:, j].mean() / rand_levels[j]),
+                        "effect_ratio_top1": float(levels[0, j] / rand_levels[j]),
+                        "effect_ratio_top4": float(levels[:4, j].mean() / rand_levels[j]),
+                        "validity_mean": float(s.validity_by_level[:, j].mean()),
+                        "validity_min": float(s.validity_by_level[:, j].min()),
+                    }
+                )
         report["timesteps"][str(t)] = row
         print(f"\n== t = {t} ({row['seconds']:.0f} s; bases {basis_seconds:.0f} s) ==")
         for name, s in sets.items():
             print(f"\n{name} directions ({len(seeds)} seeds, strengths {strengths})")
             print(s.table())
         for name in ("local", "global"):
-            print(f"{name}: " + json.dumps(row[name]["bar"]))
+            bar = row[name]["bar"]
+            print(f"{name}: " + json.dumps({k: v for k, v in bar.items() if k != "by_level"}))
+            print("  |strength|  ratio top8  top4  top1  valid mean (min)")
+            for lv in bar["by_level"]:
+                print(
+                    f"  {lv['strength']:>10.2f}  {lv['effect_ratio_vs_random']:>10.2f}"
+                    f"  {lv['effect_ratio_top4']:>4.2f}  {lv['effect_ratio_top1']:>4.2f}"
+                    f"  {lv['validity_mean']:.2f} ({lv['validity_min']:.2f})"
+                )
         write_json(args.out, report)
     print(f"\nwrote {args.out}")
 

@@ -2,7 +2,13 @@ import torch
 
 import workbench as wb
 from workbench.data.shapes import factor_spreads, generate, render, sample_factors
-from workbench.eval.directions import factor_changes, score_directions, spearman, summarise
+from workbench.eval.directions import (
+    factor_changes,
+    level_effects,
+    score_directions,
+    spearman,
+    summarise,
+)
 
 
 def test_spearman():
@@ -85,6 +91,27 @@ def test_trend_sees_a_growing_flip_rate_that_per_seed_monotonicity_misses():
     assert summarise(changes, torch.ones(5, 4, dtype=torch.bool), s)[-1] < 0.9  # up, then down
 
 
+def test_level_effects_show_saturation_that_the_pooled_slope_hides():
+    """x moves linearly (same effect at every level); the shape class flips on every seed
+    already at |s| = 1, so its effect per unit strength halves at |s| = 2. One invalid pair
+    at |s| = 2 lowers that level's validity only."""
+    s = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
+    zeros = torch.zeros(5, 4)
+    changes = {k: zeros for k in ("hue", "scale", "y", "background")}
+    changes["x"] = s[:, None].expand(5, 4) * 0.5
+    changes["shape"] = (s != 0).float()[:, None].expand(5, 4)
+    valid = torch.ones(5, 4, dtype=torch.bool)
+    valid[4, 0] = False
+    levels, effect, validity = level_effects(changes, valid, s)
+    spread = factor_spreads()["x"]
+    assert levels == [1.0, 2.0] and effect.shape == (2, 6)
+    assert torch.allclose(effect[:, 3], torch.full((2,), 0.5 / spread, dtype=effect.dtype))
+    assert torch.allclose(effect[:, 0], torch.tensor([1.0, 0.5], dtype=effect.dtype))
+    assert validity.tolist() == [1.0, 7 / 8]
+    pooled = summarise(changes, valid, s)[0]
+    assert 0.5 < float(pooled[0]) < 0.65  # the pooled slope sits near the saturated level
+
+
 def test_factor_changes_wrap_hue():
     edited = sample_factors(4, seed=1)
     ref = sample_factors(4, seed=1)
@@ -96,6 +123,8 @@ def test_score_directions_runs_end_to_end(tiny):
     ds = wb.discover("random", tiny, k=2, space="h", form="channel")
     scores = score_directions(tiny, ds, strengths=[-1, 1], seeds=range(3), num_steps=4)
     assert scores.effect.shape == (2, 6) and scores.strengths == [-1.0, 0.0, 1.0]
+    assert scores.levels == [1.0] and scores.effect_by_level.shape == (2, 1, 6)
+    assert torch.allclose(scores.effect_by_level[:, 0], scores.effect.to(scores.effect_by_level))
     assert len(scores.dominant) == 2 and "direction" in scores.table()
     assert scores.figure().data[0].z is not None
     assert generate(1)[0].shape == (1, 3, 32, 32)

@@ -22,6 +22,11 @@ unedited one of the same seed. Per direction and factor:
   average, which a categorical factor can only show across seeds (absolute value for
   the signed factors, as above).
 - **validity**: share of edited images (strength != 0) the read-out calls valid.
+- **by level**: the effect and the validity at each |strength| on its own
+  (``levels``, ``effect_by_level``, ``validity_by_level``). The pooled slope is dominated
+  by the largest strengths, where a bounded read-out saturates (the shape class can flip
+  at most once: its effect per unit strength is at most 1 / |strength|), so a comparison
+  between directions is read at each level too.
 
 Pairs where the edited or the reference image is invalid are left out of the slopes.
 """
@@ -91,6 +96,9 @@ class DirectionScores:
     validity: torch.Tensor  # [k]
     n_seeds: int
     trend: torch.Tensor | None = None  # [k]
+    levels: list[float] | None = None  # the distinct non-zero |strength|, ascending
+    effect_by_level: torch.Tensor | None = None  # [k, L, F]
+    validity_by_level: torch.Tensor | None = None  # [k, L]
 
     def table(self) -> str:
         head = f"{'direction':<16}" + "".join(f"{f:>11}" for f in self.factors)
@@ -117,6 +125,13 @@ class DirectionScores:
             "monotonicity": self.monotonicity.tolist(),
             "trend": self.trend.tolist() if self.trend is not None else None,
             "validity": self.validity.tolist(),
+            "levels": self.levels,
+            "effect_by_level": (
+                self.effect_by_level.tolist() if self.effect_by_level is not None else None
+            ),
+            "validity_by_level": (
+                self.validity_by_level.tolist() if self.validity_by_level is not None else None
+            ),
         }
 
     def figure(self):
@@ -148,19 +163,9 @@ def summarise(
     Returns (effect [F], signed effect [F], dominant index, purity, monotonicity, validity,
     trend).
     """
-    spreads = factor_spreads(size)
     s = strengths[:, None].expand_as(valid).double()
-    keep = valid & (s != 0)
-    effect, signed = [], []
-    for name in FACTOR_NAMES:
-        delta = changes[name].double()
-        x = s.abs() if name == "shape" else s
-        num = (x * delta)[keep].sum()
-        den = (x * x)[keep].sum()
-        slope = float(num / den) / spreads[name] if den > 0 else 0.0
-        signed.append(slope)
-        effect.append(abs(slope))
-    effect_t = torch.tensor(effect)
+    signed_t = _slopes(changes, valid & (s != 0), s, size)
+    effect_t = signed_t.abs()
     total = float(effect_t.sum())
     dom = int(effect_t.argmax())
     purity = float(effect_t[dom]) / total if total > 0 else 0.0
@@ -184,7 +189,38 @@ def summarise(
         mono, trend = abs(mono), abs(trend)
     nonzero = strengths != 0
     validity = float(valid[nonzero].float().mean()) if nonzero.any() else 1.0
-    return effect_t, torch.tensor(signed), dom, purity, mono, validity, trend
+    return effect_t, signed_t, dom, purity, mono, validity, trend
+
+
+def _slopes(
+    changes: dict[str, torch.Tensor], keep: torch.Tensor, s: torch.Tensor, size: int
+) -> torch.Tensor:
+    """Signed least-squares slope through the origin of each factor's change against the
+    strength (|strength| for the shape class) over the pairs ``keep``, in factor spreads."""
+    spreads = factor_spreads(size)
+    out = []
+    for name in FACTOR_NAMES:
+        x = s.abs() if name == "shape" else s
+        num = (x * changes[name].double())[keep].sum()
+        den = (x * x)[keep].sum()
+        out.append(float(num / den) / spreads[name] if den > 0 else 0.0)
+    return torch.tensor(out)
+
+
+def level_effects(
+    changes: dict[str, torch.Tensor], valid: torch.Tensor, strengths: torch.Tensor, size: int = 32
+) -> tuple[list[float], torch.Tensor, torch.Tensor]:
+    """Effect ``[L, F]`` (absolute slope, as in :func:`summarise`) and validity ``[L]`` at
+    each non-zero level |strength| on its own (both signs pooled); returns
+    (levels, effect, validity). Arguments as for :func:`summarise`."""
+    s = strengths[:, None].expand_as(valid).double()
+    levels = sorted({abs(float(v)) for v in strengths if float(v) != 0.0})
+    effect, validity = [], []
+    for level in levels:
+        rows = s.abs() == level
+        effect.append(_slopes(changes, valid & rows, s, size).abs())
+        validity.append(float(valid[rows].float().mean()))
+    return levels, torch.stack(effect), torch.tensor(validity)
 
 
 def score_directions(
@@ -217,7 +253,7 @@ def score_directions(
             f"got {len(directions)} direction sets for {len(seeds)} seeds: give one per seed"
         )
     sets = list(directions) if per_seed else [directions]
-    rows = []
+    rows, by_level = [], []
     for index in indices:
         if per_seed:  # each seed edited along its own set's direction `index`
             images = torch.cat(
@@ -243,6 +279,7 @@ def score_directions(
         )
         pair_valid = valid_img & valid_img[ref_index][None]
         rows.append(summarise(changes, pair_valid, s, size))
+        by_level.append(level_effects(changes, pair_valid, s, size))
     return DirectionScores(
         names=[sets[0].name(i) for i in indices],
         factors=list(FACTOR_NAMES),
@@ -255,4 +292,7 @@ def score_directions(
         validity=torch.tensor([r[5] for r in rows]),
         n_seeds=len(seeds),
         trend=torch.tensor([r[6] for r in rows]),
+        levels=by_level[0][0],
+        effect_by_level=torch.stack([b[1] for b in by_level]),
+        validity_by_level=torch.stack([b[2] for b in by_level]),
     )
