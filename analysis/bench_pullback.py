@@ -248,6 +248,7 @@ def main() -> None:
         max_iter=args.reference_max_iter,
         tol_deg=args.reference_tol,
         dtype=dtype,
+        method="subspace",
     )
     ref_path = "/tmp/workbench_pullback_reference.pt"
     torch.save(ref.V[0].reshape(args.k, -1).T.contiguous().double().cpu(), ref_path)

@@ -170,7 +170,7 @@ def test_krylov_matches_the_jacobian_in_fewer_iterations(setup):
     model, x, jac, s, vh, _ = setup
     options = dict(k=8, oversample=4, tol_deg=0.05, max_iter=60, dtype=torch.float64)
     krylov = local_basis(model, x, T, method="krylov", **options)
-    subspace = local_basis(model, x, T, **options)
+    subspace = local_basis(model, x, T, method="subspace", **options)
     assert krylov.converged and subspace.converged
     assert krylov.iterations < subspace.iterations
     assert float(((krylov.s[0] - s[:8]) / s[:8]).abs().max()) < 0.01
@@ -181,6 +181,24 @@ def test_krylov_matches_the_jacobian_in_fewer_iterations(setup):
     torch.testing.assert_close(alone.s[0], krylov.s[1], rtol=1e-4, atol=0)
     with pytest.raises(wb.WorkbenchError, match="method"):
         local_basis(model, x, T, method="lanczos")
+
+
+def test_krylov_restarts_after_max_blocks(setup):
+    """A Krylov space of one block is subspace iteration (restarted every iteration); with
+    two blocks it restarts from its Ritz vectors and still finds the Jacobian's top k."""
+    model, x, jac, s, vh, _ = setup
+    options = dict(k=8, oversample=4, tol_deg=0.05, max_iter=60, dtype=torch.float64)
+    one = local_basis(model, x, T, method="krylov", max_blocks=1, **options)
+    subspace = local_basis(model, x, T, method="subspace", **options)
+    assert one.iterations == subspace.iterations
+    torch.testing.assert_close(one.s, subspace.s, rtol=1e-9, atol=0)
+    two = local_basis(model, x, T, method="krylov", max_blocks=2, **options)
+    full = local_basis(model, x, T, method="krylov", **options)
+    assert two.converged and full.iterations <= two.iterations < subspace.iterations
+    v = two.V[0].reshape(8, -1).T
+    assert float(principal_angles(vh[:8].T, v).max()) * 180 / math.pi < 1.0
+    with pytest.raises(wb.WorkbenchError, match="max_blocks"):
+        local_basis(model, x, T, max_blocks=0)
 
 
 def test_left_ritz_step_reuses_the_reverse_passes(setup):

@@ -5,8 +5,9 @@ metric is J^T J with J = df/dx; its top eigenvectors V (the top right singular v
 of J) are the x-space directions the encoder stretches most, U = J V / |J V| their images
 in h, and s the singular values.
 
-Algorithm (:func:`local_basis`): randomized block subspace iteration on J^T J with
-oversampling ``p`` and Rayleigh-Ritz extraction, for a batch of samples at once:
+Algorithm (:func:`local_basis`): randomized block Krylov (or subspace) iteration on
+J^T J with oversampling ``p`` and Rayleigh-Ritz extraction, for a batch of samples at once
+(written here for subspace iteration; Krylov below):
 
 1. Q = orth(J^T Omega) ``[B, d, k + p]`` with Omega Gaussian in h-space (one reverse
    pass: a random start already inside the row space of J, half an iteration ahead of a
@@ -22,8 +23,10 @@ oversampling ``p`` and Rayleigh-Ritz extraction, for a batch of samples at once:
 The Ritz step uses the reverse pass that the next iteration needs anyway, so each
 iteration's estimate lies in span(J^T J Q), half an iteration further than a Ritz step on
 Q itself (which would need one more forward pass at the end). With ``method="krylov"``
-the same passes build the block Krylov space K = [Q_1, (J^T J) Q_1, ...], and the Ritz
-step runs on P = orth(J K), with J^T P taken from the stored J^T J Q_i (no extra pass).
+(the default) the same passes build the block Krylov space K = [Q_1, (J^T J) Q_1, ...],
+and the Ritz step runs on P = orth(J K), with J^T P taken from the stored J^T J Q_i (no
+extra pass); after ``max_blocks`` blocks it restarts from the current Ritz vectors, which
+bounds what it stores. ``method="subspace"`` keeps only Q (steps 2-4 as written).
 
 Runs under ``model.jacobian_safe()`` (forward-mode AD through attention). Samples do not
 interact in the U-Net (GroupNorm and attention act per sample), so one batched JVP gives
@@ -118,7 +121,8 @@ def local_basis(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     callback: Callable[[int, torch.Tensor], None] | None = None,
-    method: str = "subspace",
+    method: str = "krylov",
+    max_blocks: int = 8,
 ) -> LocalBasis:
     """Top-``k`` right singular vectors of dh/dx_t at ``x_t`` ``[B, C, H, W]``, timestep ``t``.
 
@@ -134,11 +138,15 @@ def local_basis(
             ``"krylov"`` (randomized block Krylov: the Rayleigh-Ritz step runs on the whole
             Krylov space [Q, (J^T J) Q, (J^T J)^2 Q, ...] built so far, one block of
             ``k + p`` columns per iteration at the same cost per iteration, which needs
-            fewer iterations for the same accuracy when the spectrum decays slowly; the
-            stored blocks cost ``iterations * (k + p) * (2 d + m)`` numbers per sample).
+            fewer iterations for the same accuracy when the spectrum decays slowly).
+        max_blocks: Krylov only: once the space holds this many blocks, it restarts from
+            its top ``k + p`` Ritz vectors, so the stored blocks never exceed
+            ``max_blocks * (k + p) * (2 d + m)`` numbers per sample (m = the size of h).
     """
     if method not in ("subspace", "krylov"):
         raise WorkbenchError(f"method must be 'subspace' or 'krylov', got {method!r}")
+    if max_blocks < 1:
+        raise WorkbenchError(f"max_blocks must be at least 1, got {max_blocks}")
     model._check_x(x_t, "x_t")
     check_finite("x_t", x_t)
     t = model.check_timestep(t)
@@ -216,8 +224,9 @@ def local_basis(
             previous = top
             if it == max_iter:
                 break
-            if method == "subspace":
-                q = v[:, :, :width]  # orth(J^T P): the next subspace
+            if method == "subspace" or len(blocks) == max_blocks:
+                q = v[:, :, :width]  # orth(J^T P): the next subspace, or the Krylov restart
+                blocks, images, pulled = [], [], []
                 continue
             space = torch.cat(blocks, 2)
             if space.shape[2] + width > d:  # the Krylov space would fill x-space
@@ -285,6 +294,7 @@ def _arguments(parser) -> None:
     parser.add_argument("--oversample", type=int, default=4)
     parser.add_argument("--max-iter", type=int, default=30)
     parser.add_argument("--tol-deg", type=float, default=0.1)
+    parser.add_argument("--method", choices=("krylov", "subspace"), default="krylov")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps down to the timestep")
     parser.add_argument(
         "--samples", type=int, default=1, help="seeds seed..seed+N-1: their shared directions"
@@ -321,6 +331,7 @@ def _sample_bases(
         tol_deg=params["tol_deg"],
         seed=seeds[0],
         dtype=model.dtype,
+        method=params["method"],
     )
     meta = {"iterations": basis.iterations, "converged": basis.converged}
     cache.put(key, {"V": basis.V, "s": basis.s}, meta)
@@ -339,6 +350,7 @@ def pullback_directions(
     steps: int | None = None,
     samples: int = 1,
     cache: Cache | None = None,
+    method: str = "krylov",
 ) -> DirectionSet:
     """The local basis at x_t of the sample from ``seed``, x_t reached by DDIM from x_T;
     with ``samples > 1``, the :func:`global_directions` of seeds ``seed .. seed+samples-1``.
@@ -349,7 +361,7 @@ def pullback_directions(
         raise WorkbenchError(f"samples must be at least 1, got {samples}")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
     params = {"k": k, "oversample": oversample, "max_iter": max_iter}
-    params |= {"tol_deg": tol_deg, "steps": steps}
+    params |= {"tol_deg": tol_deg, "steps": steps, "method": method}
     V, s, meta = _sample_bases(model, t, range(seed, seed + samples), params, cache)
     if samples > 1:
         basis = LocalBasis(V=V, U=torch.empty(0), s=s, t=t, iterations=meta["iterations"])
@@ -379,6 +391,7 @@ def local_directions(
     tol_deg: float = 0.1,
     steps: int | None = None,
     cache: Cache | None = None,
+    method: str = "krylov",
 ) -> list[DirectionSet]:
     """Each sample's own local basis, one :class:`DirectionSet` per seed (one batched
     :func:`local_basis` for all of them). Direction ``i`` of seed ``j``'s set is meant for
@@ -389,7 +402,7 @@ def local_directions(
         raise WorkbenchError("give at least one seed")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
     params = {"k": k, "oversample": oversample, "max_iter": max_iter}
-    params |= {"tol_deg": tol_deg, "steps": steps}
+    params |= {"tol_deg": tol_deg, "steps": steps, "method": method}
     V, s, meta = _sample_bases(model, t, seeds, params, cache)
     return [
         DirectionSet(
