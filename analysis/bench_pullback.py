@@ -7,10 +7,11 @@
 
 Both methods start from the same x_t (seed 0's DDIM trajectory at ``--t``). Accuracy is
 the largest principal angle (degrees) to a reference basis converged to
-``--reference-tol`` degrees by this engine (float64 by default; on a GPU, float32 with
-TF32 switched off). Reported side by side: wall time until the angle first falls below
-``--target`` degrees, iterations, and peak memory (each method runs in a child process of
-its own: ``ru_maxrss`` on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU).
+``--reference-tol`` degrees by this engine's subspace iteration (float64 by default; on a
+GPU, float32 with TF32 switched off). Reported side by side: wall time until the angle
+first falls below ``--target`` degrees, iterations, and peak memory (each method runs in
+a child process of its own: ``ru_maxrss`` on the CPU, ``torch.cuda.max_memory_allocated``
+on a GPU).
 ``--chunks`` runs the engine once more per chunk size, to show the peak memory it bounds.
 
 ``--model random:NAME`` builds the architecture ``NAME`` of
