@@ -91,6 +91,10 @@ def test_pullback_engine_caches_and_edits(tiny, tmp_path):
     assert len(list(tmp_path.iterdir())) == 1
     again = wb.discover("pullback", tiny, k=2, timestep=999, steps=4, max_iter=3, cache=cache)
     assert torch.equal(again.vectors, ds.vectors) and again.params == ds.params
+    options = dict(k=2, timestep=999, steps=4, max_iter=3, cache=cache)
+    sub = wb.discover("pullback", tiny, method="subspace", **options)
+    assert ds.params["method"] == "krylov" and sub.params["method"] == "subspace"
+    assert len(list(tmp_path.iterdir())) == 2  # the method is part of the cache key
     result = wb.edit(
         tiny, ds, 0, [-1.0, 0.0, 1.0], seeds=[0], num_steps=4, mode="guidance", repeats=2
     )
