@@ -145,29 +145,29 @@ def pass_costs(args) -> None:
     x = start_point(model, args.t)
     f = lambda z: model.h(z, args.t)
 
+    def ms(fn) -> float:
+        began = time.perf_counter()
+        fn()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return (time.perf_counter() - began) * 1000
+
     def best(fn) -> float:
         fn()
-        times = []
-        for _ in range(5):
-            began = time.perf_counter()
-            fn()
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - began)
-        return min(times) * 1000
+        return min(ms(fn) for _ in range(5))
+
+    def forward_mode(tangents: torch.Tensor) -> torch.Tensor:
+        return torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1])(tangents)
 
     with model.jacobian_safe(), torch.enable_grad():
-        tan = torch.randn(1, *x.shape, device=x.device)
-        began = time.perf_counter()
-        torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1])(tan)
-        first = (time.perf_counter() - began) * 1000
+        first = ms(lambda: forward_mode(torch.randn(1, *x.shape, device=x.device)))
         print(f"first forward-mode pass in this process, 1 column: {first:.1f} ms")
         print(f"forward to h, batch 1: {best(lambda: f(x)):.1f} ms")
         _, vjp_fn = torch.func.vjp(f, x)
         for w in (1, args.k + args.oversample):
             tan = torch.randn(w, *x.shape, device=x.device)
             cot = torch.randn(w, 1, *model.h_shape, device=x.device)
-            jvp = best(lambda t=tan: torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1])(t))
+            jvp = best(lambda t=tan: forward_mode(t))
             vjp = best(lambda c=cot: torch.func.vmap(lambda u: vjp_fn(u)[0])(c))
             print(f"{w:>3} columns: forward mode {jvp:.1f} ms, reverse mode {vjp:.1f} ms")
 

@@ -338,6 +338,21 @@ def _sample_bases(
     return basis.V, basis.s, meta
 
 
+def _basis_params(
+    k: int, oversample: int, max_iter: int, tol_deg: float, steps: int | None, method: str
+) -> dict[str, Any]:
+    """The parameters of a basis: what :func:`_sample_bases` uses and caches by, and what
+    the direction sets record."""
+    return {
+        "k": k,
+        "oversample": oversample,
+        "max_iter": max_iter,
+        "tol_deg": tol_deg,
+        "steps": steps,
+        "method": method,
+    }
+
+
 @register_engine("pullback", "top singular vectors of dh/dx_t (pullback metric)", _arguments)
 def pullback_directions(
     model: DiffusionModel,
@@ -360,8 +375,7 @@ def pullback_directions(
     if samples < 1:
         raise WorkbenchError(f"samples must be at least 1, got {samples}")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
-    params = {"k": k, "oversample": oversample, "max_iter": max_iter}
-    params |= {"tol_deg": tol_deg, "steps": steps, "method": method}
+    params = _basis_params(k, oversample, max_iter, tol_deg, steps, method)
     V, s, meta = _sample_bases(model, t, range(seed, seed + samples), params, cache)
     if samples > 1:
         basis = LocalBasis(V=V, U=torch.empty(0), s=s, t=t, iterations=meta["iterations"])
@@ -401,8 +415,7 @@ def local_directions(
     if not seeds:
         raise WorkbenchError("give at least one seed")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
-    params = {"k": k, "oversample": oversample, "max_iter": max_iter}
-    params |= {"tol_deg": tol_deg, "steps": steps, "method": method}
+    params = _basis_params(k, oversample, max_iter, tol_deg, steps, method)
     V, s, meta = _sample_bases(model, t, seeds, params, cache)
     return [
         DirectionSet(
