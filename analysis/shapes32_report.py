@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import time
 
 import torch
@@ -28,7 +26,7 @@ import workbench as wb
 from workbench.data.readout import read_factors
 from workbench.data.shapes import generate
 from workbench.eval import sample_quality, score_directions
-from workbench.sampling import ddim, make_timesteps
+from workbench.eval.sensitivity import calibrate
 from workbench.store import write_json
 
 
@@ -36,33 +34,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB of images in [-1, 1], measured on the [0, 1] scale."""
     mse = (((a - b) / 2) ** 2).flatten(1).mean(1)
     return 10 * torch.log10(1 / mse.clamp_min(1e-12))
-
-
-def calibrate(model: wb.DiffusionModel, n: int = 32, steps: int = 50) -> dict:
-    """Norms of x_t and h along sampled trajectories, at the preset's edit timesteps."""
-    p = model.preset
-    hi, lo = p.h_window
-    grid = make_timesteps(model, steps, include=[p.x_timestep])
-    with model.record_h() as seen:  # h of every step, from the sampling forwards themselves
-        _, traj = ddim(model, model.noise(range(n)), grid, return_trajectory=True, progress=False)
-    x_norm = float(traj.at(p.x_timestep).flatten(1).norm(dim=1).mean())
-    h_norms = [
-        float(h.flatten(1).norm(dim=1).mean())
-        for t, h in zip(grid[:-1], seen, strict=True)
-        if lo <= t <= hi
-    ]
-    h_mean = statistics.mean(h_norms)
-    return {
-        "x_timestep": p.x_timestep,
-        "mean_norm_x_t": x_norm,
-        "h_window": [hi, lo],
-        "mean_norm_h": h_mean,
-        "mean_per_position_norm_h": h_mean / math.sqrt(model.h_shape[1] * model.h_shape[2]),
-        "suggested_x_step": round(0.1 * x_norm, 2),
-        "suggested_h_step": round(0.25 * h_mean, 2),
-        "preset_x_step": p.x_step,
-        "preset_h_step": p.h_step,
-    }
 
 
 def main() -> None:

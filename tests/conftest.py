@@ -33,3 +33,9 @@ def other_tiny():
 def shapes32():
     """The bundled Shapes model (trained; 4.5M parameters). Treat as read-only."""
     return wb.load("shapes32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shapes64():
+    """The bundled Lit Shapes model (64 px, 6.1M parameters). Treat as read-only."""
+    return wb.load("shapes64", device="cpu")

@@ -1,17 +1,20 @@
 import json
+import pickle
 
+import pytest
 import torch
 
 import workbench as wb
+from workbench.errors import WorkbenchError
 from workbench.train import TrainConfig, train
 
 
-def _config(out, steps):
+def _config(out, steps, preset="tiny"):
     return TrainConfig(
         out=str(out),
         steps=steps,
         batch_size=4,
-        preset="tiny",
+        preset=preset,
         checkpoint_every=2,
         eval_samples=4,
         eval_steps=3,
@@ -43,4 +46,56 @@ def test_a_wall_clock_budget_stops_early_and_still_exports(tmp_path):
     folder = train(config)
     record = json.loads((folder / "training.json").read_text())
     assert record["steps_done"] == 1 and "sample_quality" in record
-    assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)["step"] == 1
+    state = json.loads((tmp_path / "c" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 1
+
+
+class _Planted:
+    """Unpickling this writes a marker file: what a crafted checkpoint could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_checkpoint_is_never_unpickled(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = tmp_path / "ran"
+    (out / "checkpoint.pt").write_bytes(pickle.dumps(_Planted(marker)))
+    with pytest.raises(WorkbenchError, match="pickled checkpoint"):
+        train(_config(out, 2))
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_no_pickle_and_resume_without_moments_or_from_an_export(tmp_path):
+    first = train(_config(tmp_path / "a", 2, preset="tiny-lit"))
+    ckpt = tmp_path / "a" / "checkpoint"
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "ema.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "unet.safetensors",
+    ]
+    assert wb.load(str(first), device="cpu").preset.scene == "lit-shapes"
+    # weights carried without the optimizer moments: a warning, then the run goes on
+    (ckpt / "optimizer.safetensors").unlink()
+    with pytest.warns(UserWarning, match="no optimizer moments"):
+        train(_config(tmp_path / "a", 3, preset="tiny-lit"))
+    # going on from an exported model (what is bundled) in a fresh folder
+    config = _config(tmp_path / "b", 5, preset="tiny-lit")
+    config.init_from = str(tmp_path / "a" / "model")
+    resumed = train(config)
+    record = json.loads((resumed / "training.json").read_text())
+    assert record["steps_done"] == 5 and [h["steps"] for h in record["history"]] == [
+        [0, 2],
+        [2, 3],
+        [3, 5],
+    ]
+    # a checkpoint trained with other skips cut is refused, not silently mixed
+    config = _config(tmp_path / "a", 6, preset="tiny-lit")
+    config.cut_skips = ()
+    with pytest.raises(WorkbenchError, match="skips of up blocks"):
+        train(config)

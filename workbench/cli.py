@@ -185,9 +185,24 @@ def cmd_train(args: argparse.Namespace) -> None:
         preset=args.preset,
         eval_samples=args.eval_samples,
         max_minutes=args.max_minutes,
+        cut_skips=_cut_skips(args.cut_skips),
+        init_from=args.init_from,
     )
     folder = train(config)
     print(f"wrote {folder}")
+
+
+def _cut_skips(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise WorkbenchError(
+            f"--cut-skips: expected up-block indices like 0,1 or none: {text!r}"
+        ) from None
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -275,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="toy sizes (a smoke test of the report)")
 
-    p = command("train", "train the bundled Shapes model", cmd_train)
+    p = command("train", "train a bundled model (shapes32, shapes64) from scratch", cmd_train)
     p.add_argument("--out", default="runs/train")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=128)
@@ -283,7 +298,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--preset", default="shapes32", help="architecture: shapes32 or tiny")
+    p.add_argument(
+        "--preset",
+        default="shapes32",
+        help="architecture: shapes32, shapes64 (Lit Shapes), tiny or tiny-lit (tests)",
+    )
+    p.add_argument(
+        "--cut-skips",
+        default=None,
+        help="up blocks whose skips are cut, e.g. 0,1, or none (default: the architecture's)",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="exported model folder to go on from when --out has no checkpoint "
+        "(e.g. workbench/models/bundled/shapes64)",
+    )
     p.add_argument(
         "--eval-samples", type=int, default=512, help="samples for the final quality report"
     )

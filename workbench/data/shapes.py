@@ -66,7 +66,7 @@ def factor_spreads(size: int = 32) -> dict[str, float]:
 
 def hue_to_rgb(hue: torch.Tensor) -> torch.Tensor:
     """Fully saturated, full-value colour of each hue: ``[N]`` -> ``[N, 3]`` in [0, 1]."""
-    k = (hue[:, None] * 6 + torch.tensor([5.0, 3.0, 1.0])) % 6
+    k = (hue[:, None] * 6 + torch.tensor([5.0, 3.0, 1.0], device=hue.device)) % 6
     return 1 - torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
@@ -78,8 +78,8 @@ def coverage(
     Anti-aliased analytically: coverage = clamp(0.5 - d, 0, 1) with d the signed distance
     (pixels) from the pixel centre to the shape's outline, exact for straight edges.
     """
-    out = torch.empty(shape.shape[0], size, size)
-    centres = torch.arange(size, dtype=torch.float32) + 0.5
+    out = torch.empty(shape.shape[0], size, size, device=x.device)
+    centres = torch.arange(size, dtype=torch.float32, device=x.device) + 0.5
     for kind, fn in enumerate((_disc, _square, _triangle)):
         idx = (shape == kind).nonzero().squeeze(1)
         for start in range(0, idx.shape[0], 1024):  # chunks stay in cache

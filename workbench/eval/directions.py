@@ -5,7 +5,7 @@ reference), read every factor out of every image, and compare each edited image 
 unedited one of the same seed. Per direction and factor:
 
 - **effect**: least-squares slope (through the origin) of the factor's change against the
-  strength, normalised by the factor's spread in the data (``factor_spreads``), absolute
+  strength, normalised by the factor's spread in the data (the scene's ``spreads``), absolute
   value. Hue changes are circular differences. For the shape class the "change" is 1
   when the class differs from the reference, regressed on |strength|.
 - **dominant** factor: the largest effect; **purity**: its share of the summed effects.
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.data.readout import read_factors
-from workbench.data.shapes import FACTOR_NAMES, Factors, factor_spreads
+from workbench.data.scenes import Scene, get_scene
+from workbench.data.shapes import Factors
 from workbench.directions import DirectionSet
 from workbench.editing import edit
 from workbench.errors import WorkbenchError
@@ -67,12 +67,15 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum() / denom) if denom > 0 else 0.0
 
 
-def factor_changes(edited: Factors, reference: Factors) -> dict[str, torch.Tensor]:
-    """Change of every factor from ``reference`` to ``edited`` (same shape tensors)."""
+def factor_changes(
+    edited: Factors, reference: Factors, circular: tuple[str, ...] = ("hue", "light")
+) -> dict[str, torch.Tensor]:
+    """Change of every factor from ``reference`` to ``edited`` (same shape tensors), in the
+    factors' order; ``circular`` factors (turns) wrap to [-0.5, 0.5)."""
     out = {}
-    for name in FACTOR_NAMES:
+    for name in edited.as_dict():
         a, b = getattr(edited, name), getattr(reference, name)
-        if name == "hue":
+        if name in circular:
             out[name] = (a - b + 0.5) % 1.0 - 0.5
         elif name == "shape":
             out[name] = (a != b).float()
@@ -83,7 +86,7 @@ def factor_changes(edited: Factors, reference: Factors) -> dict[str, torch.Tenso
 
 @dataclass
 class DirectionScores:
-    """Scores of ``k`` directions against the factors ``FACTOR_NAMES``."""
+    """Scores of ``k`` directions against the factors of the model's scene."""
 
     names: list[str]
     factors: list[str]
@@ -155,21 +158,26 @@ class DirectionScores:
 
 
 def summarise(
-    changes: dict[str, torch.Tensor], valid: torch.Tensor, strengths: torch.Tensor, size: int = 32
+    changes: dict[str, torch.Tensor],
+    valid: torch.Tensor,
+    strengths: torch.Tensor,
+    size: int = 32,
+    scene: Scene | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int, float, float, float]:
     """Scores of one direction from factor changes ``[S, N]`` (edited minus reference),
-    validity ``[S, N]`` of the pairs, and strengths ``[S]``.
+    validity ``[S, N]`` of the pairs, and strengths ``[S]``; spreads from ``scene``
+    (default Shapes) at image ``size``.
 
     Returns (effect [F], signed effect [F], dominant index, purity, monotonicity, validity,
     trend).
     """
     s = strengths[:, None].expand_as(valid).double()
-    signed_t = _slopes(changes, valid & (s != 0), s, size)
+    signed_t = _slopes(changes, valid & (s != 0), s, size, scene)
     effect_t = signed_t.abs()
     total = float(effect_t.sum())
     dom = int(effect_t.argmax())
     purity = float(effect_t[dom]) / total if total > 0 else 0.0
-    name = FACTOR_NAMES[dom]
+    name = (scene or get_scene(None)).factor_names[dom]
     x = s.abs() if name == "shape" else s
     per_seed = [  # rank correlation along each seed's edit path (reference included)
         spearman(x[valid[:, j], j].float(), changes[name][valid[:, j], j].float())
@@ -193,13 +201,18 @@ def summarise(
 
 
 def _slopes(
-    changes: dict[str, torch.Tensor], keep: torch.Tensor, s: torch.Tensor, size: int
+    changes: dict[str, torch.Tensor],
+    keep: torch.Tensor,
+    s: torch.Tensor,
+    size: int,
+    scene: Scene | None = None,
 ) -> torch.Tensor:
     """Signed least-squares slope through the origin of each factor's change against the
     strength (|strength| for the shape class) over the pairs ``keep``, in factor spreads."""
-    spreads = factor_spreads(size)
+    scene = scene or get_scene(None)
+    spreads = scene.spreads(size)
     out = []
-    for name in FACTOR_NAMES:
+    for name in scene.factor_names:
         x = s.abs() if name == "shape" else s
         num = (x * changes[name].double())[keep].sum()
         den = (x * x)[keep].sum()
@@ -208,7 +221,11 @@ def _slopes(
 
 
 def level_effects(
-    changes: dict[str, torch.Tensor], valid: torch.Tensor, strengths: torch.Tensor, size: int = 32
+    changes: dict[str, torch.Tensor],
+    valid: torch.Tensor,
+    strengths: torch.Tensor,
+    size: int = 32,
+    scene: Scene | None = None,
 ) -> tuple[list[float], torch.Tensor, torch.Tensor]:
     """Effect ``[L, F]`` (absolute slope, as in :func:`summarise`) and validity ``[L]`` at
     each non-zero level |strength| on its own (both signs pooled); returns
@@ -218,7 +235,7 @@ def level_effects(
     effect, validity = [], []
     for level in levels:
         rows = s.abs() == level
-        effect.append(_slopes(changes, valid & rows, s, size).abs())
+        effect.append(_slopes(changes, valid & rows, s, size, scene).abs())
         validity.append(float(valid[rows].float().mean()))
     return levels, torch.stack(effect), torch.tensor(validity)
 
@@ -246,6 +263,7 @@ def score_directions(
     ref_index = strengths.index(0.0)
     s = torch.tensor(strengths)
     size = model.sample_shape[1]
+    scene = get_scene(model.preset.scene)
     seeds = list(seeds)
     per_seed = not isinstance(directions, DirectionSet)
     if per_seed and len(directions) != len(seeds):
@@ -270,23 +288,26 @@ def score_directions(
                 model, directions, index, strengths, seeds=seeds, progress=progress, **edit_options
             ).images
         n_s, n = images.shape[:2]
-        read = read_factors(images.reshape(n_s * n, *images.shape[2:]))
-        factors = Factors(**{k: v.reshape(n_s, n) for k, v in read.factors.as_dict().items()})
+        read = scene.read(images.reshape(n_s * n, *images.shape[2:]))
+        kind = type(read.factors)
+        factors = kind(**{k: v.reshape(n_s, n) for k, v in read.factors.as_dict().items()})
         valid_img = read.valid.reshape(n_s, n)
         reference = factors[ref_index : ref_index + 1]
         changes = factor_changes(
-            factors, Factors(**{k: v.expand(n_s, n) for k, v in reference.as_dict().items()})
+            factors,
+            kind(**{k: v.expand(n_s, n) for k, v in reference.as_dict().items()}),
+            scene.circular,
         )
         pair_valid = valid_img & valid_img[ref_index][None]
-        rows.append(summarise(changes, pair_valid, s, size))
-        by_level.append(level_effects(changes, pair_valid, s, size))
+        rows.append(summarise(changes, pair_valid, s, size, scene))
+        by_level.append(level_effects(changes, pair_valid, s, size, scene))
     return DirectionScores(
         names=[sets[0].name(i) for i in indices],
-        factors=list(FACTOR_NAMES),
+        factors=list(scene.factor_names),
         strengths=strengths,
         effect=torch.stack([r[0] for r in rows]),
         signed_effect=torch.stack([r[1] for r in rows]),
-        dominant=[FACTOR_NAMES[r[2]] for r in rows],
+        dominant=[scene.factor_names[r[2]] for r in rows],
         purity=torch.tensor([r[3] for r in rows]),
         monotonicity=torch.tensor([r[4] for r in rows]),
         validity=torch.tensor([r[5] for r in rows]),

@@ -11,13 +11,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from workbench.data.readout import read_factors
-from workbench.data.shapes import sample_factors
+from workbench.data.scenes import get_scene
 from workbench.models.wrapper import DiffusionModel
 from workbench.probes.norm import ks_statistic
 from workbench.sampling import sample
 
-CONTINUOUS = ("hue", "scale", "x", "y", "background")
+CONTINUOUS = ("hue", "scale", "x", "y", "background")  # of ``shapes``; a scene lists its own
 
 
 @dataclass
@@ -42,7 +41,8 @@ class SampleQuality:
 
 
 def circular_hue_ks(a: torch.Tensor, b: torch.Tensor) -> float:
-    """KS statistic for hues, minimised over the cut point of the circle (Kuiper-like)."""
+    """KS statistic for circular values in turns (hue, light direction), minimised over the
+    cut point of the circle (Kuiper-like)."""
     best = 1.0
     for cut in torch.linspace(0, 1, 13)[:-1]:
         best = min(best, ks_statistic((a - cut) % 1.0, (b - cut) % 1.0))
@@ -56,19 +56,21 @@ def sample_quality(
     seed: int = 0,
     progress: bool | None = None,
 ) -> SampleQuality:
-    """Sample ``n`` images (seeds ``seed..seed+n-1``) and compare them with the generator."""
+    """Sample ``n`` images (seeds ``seed..seed+n-1``) and compare them with the generator
+    of the model's scene (``preset.scene``)."""
+    scene = get_scene(model.preset.scene)
     images = sample(model, seeds=range(seed, seed + n), num_steps=num_steps, progress=progress)
-    read = read_factors(images)
+    read = scene.read(images)
     ok = read.valid
     size = model.sample_shape[1]
-    ref = sample_factors(20000, size=size, seed=12345)
+    ref = scene.sample_factors(20000, size=size, seed=12345)
     ks = {}
-    for name in CONTINUOUS:
+    for name in scene.continuous:
         got = getattr(read.factors, name)[ok]
         want = getattr(ref, name)
         if got.numel() < 2:
             ks[name] = 1.0
-        elif name == "hue":
+        elif name in scene.circular:
             ks[name] = circular_hue_ks(got, want)
         else:
             ks[name] = ks_statistic(got, want)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
+from workbench import settings
 from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
 from workbench.models.presets import PRESET_FILE, Preset
@@ -38,6 +39,18 @@ PRESETS: dict[str, Preset] = {
         pullback_timesteps=(880, 580),
         # find_mixing_step(n=128, 50 steps) in analysis/boundary_report.py, twice (docs/boundary.md)
         mixing_step=59,
+    ),
+    # Lit Shapes at 64 px, skips of the 4x4 and 8x8 levels cut (docs/shapes64.md). Steps
+    # calibrated as shapes32's by analysis/shapes64_report.py: x_step = 0.1 E||x_t|| at
+    # t = 800, h_step = 0.25 E||h|| over t in [600, 999].
+    "shapes64": Preset(
+        num_inference_steps=50,
+        x_step=11.06,
+        h_step=88.53,
+        x_timestep=800,
+        h_window=(999, 600),
+        pullback_timesteps=(880, 580),
+        scene="lit-shapes",
     ),
     "tiny-test": Preset(
         num_inference_steps=20,
@@ -155,6 +168,8 @@ def load(
             "a local folder, or a Hub id owner/name"
         )
     model = DiffusionModel(unet, scheduler, preset or found_preset, name=name, source=source)
+    if torch.device(device).type == "cpu" and settings.flush_denormal:
+        torch.set_flush_denormal(True)  # see workbench.settings: a 3-7x faster CPU path
     return model.to(device)
 
 

@@ -38,6 +38,9 @@ class Preset:
             (early/coarse first, late/fine last).
         mixing_step: the mixing step found for this model by the boundary engine's search,
             or ``None`` if not measured yet.
+        scene: the procedural scene with ground truth the model was trained on
+            (``workbench.data.scenes``), or ``None``: ``shapes`` for the read-out, or no
+            ground truth for an outside model.
     """
 
     num_inference_steps: int = 50
@@ -48,6 +51,7 @@ class Preset:
     asymmetric: bool = True
     pullback_timesteps: tuple[int, ...] = (880, 580)
     mixing_step: int | None = None
+    scene: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
