@@ -95,6 +95,65 @@ def boundary_normals(
     )
 
 
+def summary_table(report: dict, scored: dict) -> str:
+    """Summaries of the sets scored so far (those whose control is scored), as a table."""
+    rows = []
+    for name, scores in scored.items():
+        if name.endswith("-x"):
+            control_name = "random-x"
+        elif name.endswith(("-full", "-sym")) or name == "boundary-h":
+            control_name = "random-full"
+        else:
+            control_name = "random-channel"
+        if control_name not in scored:
+            continue
+        control = scored[control_name].effect.max(dim=1).values.mean()
+        noise_floor = 2 * control
+        dominant = scores.effect.max(dim=1).values
+        controlled = {f for f, e in zip(scores.dominant, dominant, strict=True) if e >= noise_floor}
+        # the bar of a working direction: 2x the control's effect, valid, monotone per seed
+        working = [
+            i
+            for i in range(len(dominant))
+            if dominant[i] >= noise_floor
+            and scores.validity[i] >= 0.9
+            and scores.monotonicity[i] >= 0.8
+        ]
+        entry = report["sets"][name]
+        entry["summary"] = {
+            "best_purity": float(scores.purity.max()),
+            "distinct_dominant": len(set(scores.dominant)),
+            "factors_controlled": sorted(controlled),
+            "mean_effect": float(dominant.mean()),
+            "top_effect": float(dominant[0]),
+            "effect_ratio_vs_random": float(dominant.mean() / control),
+            "validity": float(scores.validity.mean()),
+            "top_trend": float(scores.trend[0]),
+            "top_monotonicity": float(scores.monotonicity[0]),
+            "control": control_name,
+            "working_directions": [
+                {"index": i, "factor": scores.dominant[i], "effect": float(dominant[i])}
+                for i in working
+            ],
+        }
+        rows.append((name, entry))
+    head = (
+        f"{'set':<16}{'purity':>7}{'factors':>8}{'effect':>9}{'x rand':>8}{'valid':>7}"
+        f"{'trend':>7}{'mono':>6}{'h-sens':>8}{'discover s':>11}{'edit s':>8}{'working':>8}"
+    )
+    lines = [head]
+    for name, entry in rows:
+        s = entry["summary"]
+        lines.append(
+            f"{name:<16}{s['best_purity']:>7.2f}{len(s['factors_controlled']):>8d}"
+            f"{s['mean_effect']:>9.4f}{s['effect_ratio_vs_random']:>8.2f}{s['validity']:>7.2f}"
+            f"{s['top_trend']:>7.2f}{s['top_monotonicity']:>6.2f}"
+            f"{sens_text(entry['h_sensitivity_top']):>8}{entry['discover_seconds']:>11.3f}"
+            f"{entry['edit_seconds_per_image']:>8.3f}{len(s['working_directions']):>8d}"
+        )
+    return "\n".join(lines)
+
+
 def sens_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -142,6 +201,10 @@ def main() -> None:
         "pullback", model, k=args.k, samples=4, seed=0, steps=args.steps
     )
     makers["random-x"] = lambda: wb.discover("random", model, k=args.k, space="x", seed=7)
+    controls = ("random-channel", "random-full", "random-x")  # first: every ratio needs one
+    makers = {n: makers[n] for n in controls} | {
+        n: m for n, m in makers.items() if n not in controls
+    }
     if args.sets:
         wanted = args.sets.split(",")
         unknown = sorted(set(wanted) - set(makers))
@@ -197,61 +260,10 @@ def main() -> None:
             "params": {k: v for k, v in ds.params.items() if k != "timesteps"},
         }
         print(f"\n== {name} (discover {discover_s:.2f} s) ==\n{scores.table()}", flush=True)
+        report["table"] = summary_table(report, scored)  # so far: a cut run keeps its rows
         write_json(args.out, report)
 
-    rows = []
-    for name, scores in scored.items():
-        if name.endswith("-x"):
-            control_name = "random-x"
-        elif name.endswith(("-full", "-sym")) or name == "boundary-h":
-            control_name = "random-full"
-        else:
-            control_name = "random-channel"
-        control = scored[control_name].effect.max(dim=1).values.mean()
-        noise_floor = 2 * control
-        dominant = scores.effect.max(dim=1).values
-        controlled = {f for f, e in zip(scores.dominant, dominant, strict=True) if e >= noise_floor}
-        # the bar of a working direction: 2x the control's effect, valid, monotone per seed
-        working = [
-            i
-            for i in range(len(dominant))
-            if dominant[i] >= noise_floor
-            and scores.validity[i] >= 0.9
-            and scores.monotonicity[i] >= 0.8
-        ]
-        entry = report["sets"][name]
-        entry["summary"] = {
-            "best_purity": float(scores.purity.max()),
-            "distinct_dominant": len(set(scores.dominant)),
-            "factors_controlled": sorted(controlled),
-            "mean_effect": float(dominant.mean()),
-            "top_effect": float(dominant[0]),
-            "effect_ratio_vs_random": float(dominant.mean() / control),
-            "validity": float(scores.validity.mean()),
-            "top_trend": float(scores.trend[0]),
-            "top_monotonicity": float(scores.monotonicity[0]),
-            "control": control_name,
-            "working_directions": [
-                {"index": i, "factor": scores.dominant[i], "effect": float(dominant[i])}
-                for i in working
-            ],
-        }
-        rows.append((name, entry))
-    head = (
-        f"{'set':<16}{'purity':>7}{'factors':>8}{'effect':>9}{'x rand':>8}{'valid':>7}"
-        f"{'trend':>7}{'mono':>6}{'h-sens':>8}{'discover s':>11}{'edit s':>8}{'working':>8}"
-    )
-    lines = [head]
-    for name, entry in rows:
-        s = entry["summary"]
-        lines.append(
-            f"{name:<16}{s['best_purity']:>7.2f}{len(s['factors_controlled']):>8d}"
-            f"{s['mean_effect']:>9.4f}{s['effect_ratio_vs_random']:>8.2f}{s['validity']:>7.2f}"
-            f"{s['top_trend']:>7.2f}{s['top_monotonicity']:>6.2f}"
-            f"{sens_text(entry['h_sensitivity_top']):>8}{entry['discover_seconds']:>11.3f}"
-            f"{entry['edit_seconds_per_image']:>8.3f}{len(s['working_directions']):>8d}"
-        )
-    report["table"] = "\n".join(lines)
+    report["table"] = summary_table(report, scored)
     write_json(args.out, report)
     print("\n" + report["table"])
     print(f"\nwrote {args.out}")

@@ -13,6 +13,9 @@
    sensitivity is at least 0.10; if none reaches it, the largest h sensitivity.
 2. The chosen candidate's run continues in ``RUNS/shapes64`` (from its checkpoint, or from
    the last session's) for ``--minutes``, then exports with the sample-quality report.
+   ``--init-from FOLDER`` (e.g. ``workbench/models/bundled/shapes64``) skips the candidates
+   where ``RUNS`` holds no run yet: the run goes on from that exported model's weights
+   and record, with its cut (``skips_cut`` of its ``training.json``).
 3. ``--pack OUT``: what a later session needs to go on, in files of at most 15 MiB:
    ``OUT/shapes64.tar`` (the exported fp16 model folder, ``candidates.json``, the run's
    ``state.json`` and logs) and the fp32 online and EMA weights split in parts
@@ -125,12 +128,21 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--eval-samples", type=int, default=512)
     parser.add_argument("--pack", default=None, help="folder for what a later session needs")
+    parser.add_argument("--init-from", default=None, help="exported model to go on from")
     args = parser.parse_args()
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     began = time.time()
 
     report_path = runs / "candidates.json"
+    run = runs / "shapes64"
+    if args.init_from and not (run / "checkpoint" / "state.json").is_file():
+        record = json.loads((Path(args.init_from) / "training.json").read_text())
+        cut = ",".join(str(b) for b in record["skips_cut"]) or "none"
+        cmd = _train_command(args, run, cut, args.minutes, args.eval_samples)
+        cmd += ["--init-from", args.init_from]
+        finish(args, runs, run, cmd, began)
+        return
     if report_path.is_file():
         report = json.loads(report_path.read_text())
     else:
@@ -144,12 +156,17 @@ def main() -> None:
             f"h-sens {entry['h_sensitivity']['mean']:.3f}"
         )
 
-    run = runs / "shapes64"
     start = run / "checkpoint"
     if not (start / "state.json").is_file():
         shutil.copytree(runs / "candidates" / chosen / "checkpoint", start)
-    log = run / f"train-{int(began)}.log"
     cmd = _train_command(args, run, CANDIDATES[chosen], args.minutes, args.eval_samples)
+    finish(args, runs, run, cmd, began)
+
+
+def finish(args: argparse.Namespace, runs: Path, run: Path, cmd: list[str], began: float):
+    """Run the training command, report its record, pack."""
+    run.mkdir(parents=True, exist_ok=True)
+    log = run / f"train-{int(began)}.log"
     with open(log, "w") as out:
         code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT)
     print(log.read_text()[-2000:])
@@ -175,7 +192,8 @@ def pack(runs: Path, out: Path) -> None:
     run = runs / "shapes64"
     with tarfile.open(out / "shapes64.tar", "w") as tar:
         tar.add(run / "model", arcname="model")
-        tar.add(runs / "candidates.json", arcname="candidates.json")
+        if (runs / "candidates.json").is_file():
+            tar.add(runs / "candidates.json", arcname="candidates.json")
         tar.add(run / "checkpoint" / "state.json", arcname="checkpoint/state.json")
         for log in sorted(run.glob("*.log")) + sorted(runs.glob("candidate-*.log")):
             tar.add(log, arcname=f"logs/{log.name}")

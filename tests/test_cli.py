@@ -153,9 +153,15 @@ def test_train_command_on_the_tiny_architecture(capsys, tmp_path):
     argv = ["train", "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
     code, stdout, err = run(capsys, *argv, "--eval-samples", "4", "--out", str(out))
     assert code == 0, err
-    assert (out / "model" / "training.json").is_file() and (out / "checkpoint.pt").is_file()
+    assert (out / "model" / "training.json").is_file()
+    assert (out / "checkpoint" / "state.json").is_file()
     code, _, err = run(capsys, "train", "--preset", "nope", "--out", str(out))
     assert code == 2 and "unknown architecture" in err
+    code, _, err = run(capsys, *argv, "--cut-skips", "first", "--out", str(tmp_path / "x"))
+    assert code == 2 and "--cut-skips" in err and len(err.strip().splitlines()) == 1
+    shapes32 = ["train", "--preset", "shapes32", "--cut-skips", "1", "--out", str(tmp_path / "y")]
+    code, _, err = run(capsys, *shapes32)
+    assert code == 2 and "GroupNorm mixes" in err
 
 
 def test_discover_boundary_and_edit_at_distance(capsys, tmp_path):
