@@ -75,3 +75,16 @@ def test_a_random_h_edit_changes_shapes64_images_tenfold_more(shapes64, shapes32
         before, after = (wb.DiffusionModel.to_uint8(x).float() for x in result.images)
         changes[name] = float((after - before).abs().mean())
     assert changes["64"] >= 10 * changes["32"]
+
+
+def test_directions_are_scored_on_the_lit_shapes_factors(shapes64):
+    from workbench.data.lit import LIT_FACTOR_NAMES
+    from workbench.eval import score_directions
+
+    directions = wb.discover("random", shapes64, k=1, space="h", form="full", seed=3)
+    scores = score_directions(
+        shapes64, directions, strengths=(-4.0, 4.0), seeds=range(3), num_steps=10
+    )
+    assert scores.factors == list(LIT_FACTOR_NAMES) and scores.effect.shape == (1, 7)
+    assert scores.dominant[0] in LIT_FACTOR_NAMES and bool(torch.isfinite(scores.effect).all())
+    assert float(scores.validity[0]) > 0.5  # the Lit Shapes read-out, not the Shapes one
