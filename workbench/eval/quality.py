@@ -16,8 +16,6 @@ from workbench.models.wrapper import DiffusionModel
 from workbench.probes.norm import ks_statistic
 from workbench.sampling import sample
 
-CONTINUOUS = ("hue", "scale", "x", "y", "background")  # of ``shapes``; a scene lists its own
-
 
 @dataclass
 class SampleQuality:
