@@ -37,6 +37,7 @@ h window; ``workbench.eval.sensitivity``). Every number goes to ``--out`` (JSON)
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import torch
@@ -179,16 +180,18 @@ def main() -> None:
     makers = {
         f"attn-{m}": (lambda m=m: attention_directions(model, k=args.k, matrix=m)) for m in MATRICES
     }
-    for form in ("channel", "full"):
-        makers[f"pca-{form}"] = lambda form=form: wb.discover(
-            "pca",
-            model,
-            k=args.k,
-            n=args.pca_n,
-            form=form,
-            seed=1000,
-            steps=args.steps,
-            progress=False,
+    for form in ("channel", "full"):  # cached: pca-full-sym edits the pca-full set again
+        makers[f"pca-{form}"] = functools.cache(
+            lambda form=form: wb.discover(
+                "pca",
+                model,
+                k=args.k,
+                n=args.pca_n,
+                form=form,
+                seed=1000,
+                steps=args.steps,
+                progress=False,
+            )
         )
         makers[f"random-{form}"] = lambda form=form: wb.discover(
             "random", model, k=args.k, space="h", form=form, seed=7

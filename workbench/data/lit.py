@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from workbench.data.readout import rgb_to_hue
+from workbench.data.readout import best_template, object_region, rgb_to_hue, soft_moments
 from workbench.data.shapes import (
     POS_RANGE,
     SCALE_RANGE,
     Factors,
     coverage,
+    factor_spreads,
     hue_to_rgb,
 )
 from workbench.errors import WorkbenchError
@@ -45,7 +46,6 @@ RAMP = 0.4  # background change across one image side along the light direction
 SHADOW_OFFSET = 0.07  # of the image side, away from the light
 SHADOW_DEPTH = 0.45  # fraction of the background's grey the shadow takes away
 _UNIFORM_STD = 1 / math.sqrt(12)
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 # Read-out thresholds (see read_lit_factors).
 CHROMA_THRESHOLD = 0.25
@@ -59,21 +59,11 @@ class LitFactors(Factors):
 
     light: torch.Tensor
 
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in LIT_FACTOR_NAMES}
-
-    def __getitem__(self, index) -> LitFactors:
-        return LitFactors(**{k: v[index] for k, v in self.as_dict().items()})
-
 
 def lit_factor_spreads(size: int = 64) -> dict[str, float]:
-    """Standard deviation of each factor under the generator (shape: 1.0, categorical)."""
-    return {
-        "shape": 1.0,
-        "hue": _UNIFORM_STD,
-        "scale": (SCALE_RANGE[1] - SCALE_RANGE[0]) * size * _UNIFORM_STD,
-        "x": (POS_RANGE[1] - POS_RANGE[0]) * size * _UNIFORM_STD,
-        "y": (POS_RANGE[1] - POS_RANGE[0]) * size * _UNIFORM_STD,
+    """Standard deviation of each factor under the generator (shape: 1.0, categorical):
+    Shapes' spreads with this scene's background range and the light (turns)."""
+    return factor_spreads(size) | {
         "background": (LIT_BACKGROUND_RANGE[1] - LIT_BACKGROUND_RANGE[0]) * _UNIFORM_STD,
         "light": _UNIFORM_STD,
     }
@@ -189,24 +179,12 @@ def read_lit_factors(images: torch.Tensor) -> LitReadout:
     chroma = hi - lo  # [N, S, S]
     mask = (chroma > CHROMA_THRESHOLD).numpy()
 
-    region = np.zeros_like(mask)
-    n_comp = np.zeros(n, dtype=np.int64)
-    for i in range(n):
-        labels, count = ndimage.label(mask[i], structure=_EIGHT)
-        n_comp[i] = count
-        if count:
-            sizes = ndimage.sum_labels(mask[i], labels, index=np.arange(1, count + 1))
-            biggest = labels == (1 + int(np.argmax(sizes)))
-            region[i] = ndimage.binary_dilation(biggest, structure=_EIGHT)
+    region, n_comp = object_region(mask)
     region_t = torch.from_numpy(region)
 
     alpha = chroma.clamp(0, 1) * region_t
-    area = alpha.sum((1, 2))
+    area, cx, cy, scale = soft_moments(alpha)
     centres = torch.arange(size, dtype=torch.float32) + 0.5
-    safe_area = area.clamp_min(1e-8)
-    cx = (alpha.sum(1) * centres).sum(1) / safe_area
-    cy = (alpha.sum(2) * centres).sum(1) / safe_area
-    scale = area.sqrt()
 
     tinted = (img - lo[:, None]) * region_t[:, None]  # coverage x colour inside the region
     colour = tinted.sum((2, 3))
@@ -259,14 +237,7 @@ def read_lit_factors(images: torch.Tensor) -> LitReadout:
     turn = (shadow_angle - light - 0.5).abs() % 1.0
     shadow_error = torch.minimum(turn, 1 - turn)  # 0 when the shadow points away from the light
 
-    ious = []
-    for kind in range(3):
-        template = coverage(torch.full((n,), kind), scale, cx, cy, size)
-        ious.append(
-            torch.minimum(template, alpha).sum((1, 2))
-            / torch.maximum(template, alpha).sum((1, 2)).clamp_min(1e-8)
-        )
-    iou, shape = torch.stack(ious, 1).max(1)
+    iou, shape = best_template(alpha, scale, cx, cy)
 
     n_comp_t = torch.from_numpy(n_comp)
     valid = (

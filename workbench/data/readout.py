@@ -67,6 +67,48 @@ def hue_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.minimum(d, 1 - d)
 
 
+def object_region(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image of ``mask`` ``[N, S, S]``: its largest 8-connected component dilated by one
+    pixel (``[N, S, S]`` bool) and the number of components ``[N]``."""
+    region = np.zeros_like(mask)
+    n_comp = np.zeros(mask.shape[0], dtype=np.int64)
+    for i in range(mask.shape[0]):
+        labels, count = ndimage.label(mask[i], structure=_EIGHT)
+        n_comp[i] = count
+        if count:
+            sizes = ndimage.sum_labels(mask[i], labels, index=np.arange(1, count + 1))
+            biggest = labels == (1 + int(np.argmax(sizes)))
+            region[i] = ndimage.binary_dilation(biggest, structure=_EIGHT)
+    return region, n_comp
+
+
+def soft_moments(alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Area, centroid x and y (pixels, sub-pixel) and scale = sqrt(area) of soft coverages
+    ``alpha`` ``[N, S, S]``."""
+    area = alpha.sum((1, 2))
+    centres = torch.arange(alpha.shape[-1], dtype=torch.float32) + 0.5
+    safe_area = area.clamp_min(1e-8)
+    cx = (alpha.sum(1) * centres).sum(1) / safe_area
+    cy = (alpha.sum(2) * centres).sum(1) / safe_area
+    return area, cx, cy, area.sqrt()
+
+
+def best_template(
+    alpha: torch.Tensor, scale: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft IoU of ``alpha`` with the best of the three shape templates rendered at the
+    measured centroid and scale, and that shape's class: ``(iou [N], shape [N])``."""
+    n, size = alpha.shape[0], alpha.shape[-1]
+    ious = []
+    for kind in range(3):
+        template = coverage(torch.full((n,), kind), scale, cx, cy, size)
+        ious.append(
+            torch.minimum(template, alpha).sum((1, 2))
+            / torch.maximum(template, alpha).sum((1, 2)).clamp_min(1e-8)
+        )
+    return torch.stack(ious, 1).max(1)
+
+
 def read_factors(images: torch.Tensor) -> Readout:
     """Read the Shapes factors of ``images`` ``[N, 3, S, S]`` in [-1, 1]."""
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
@@ -81,15 +123,7 @@ def read_factors(images: torch.Tensor) -> Readout:
     mag = diff.abs().amax(1)  # [N, S, S]
     mask = (mag > MASK_THRESHOLD).numpy()
 
-    region = np.zeros_like(mask)
-    n_comp = np.zeros(n, dtype=np.int64)
-    for i in range(n):
-        labels, count = ndimage.label(mask[i], structure=_EIGHT)
-        n_comp[i] = count
-        if count:
-            sizes = ndimage.sum_labels(mask[i], labels, index=np.arange(1, count + 1))
-            biggest = labels == (1 + int(np.argmax(sizes)))
-            region[i] = ndimage.binary_dilation(biggest, structure=_EIGHT)
+    region, n_comp = object_region(mask)
     region_t = torch.from_numpy(region)
 
     peak = (mag * region_t).amax((1, 2), keepdim=True)
@@ -106,12 +140,7 @@ def read_factors(images: torch.Tensor) -> Readout:
         :, None, None
     ]
     alpha = alpha.clamp(0, 1) * region_t
-    area = alpha.sum((1, 2))
-    centres = torch.arange(size, dtype=torch.float32) + 0.5
-    safe_area = area.clamp_min(1e-8)
-    cx = (alpha.sum(1) * centres).sum(1) / safe_area
-    cy = (alpha.sum(2) * centres).sum(1) / safe_area
-    scale = area.sqrt()
+    area, cx, cy, scale = soft_moments(alpha)
 
     outside = torch.from_numpy(~ndimage.binary_dilation(region, structure=np.ones((1, 3, 3), bool)))
     out_f = outside[:, None].float()
@@ -120,15 +149,7 @@ def read_factors(images: torch.Tensor) -> Readout:
         (((img - bg[:, :, None, None]) ** 2 * out_f).sum((2, 3)) / out_count).sqrt().amax(1)
     )
 
-    ious = []
-    for kind in range(3):
-        template = coverage(torch.full((n,), kind), scale, cx, cy, size)
-        ious.append(
-            torch.minimum(template, alpha).sum((1, 2))
-            / torch.maximum(template, alpha).sum((1, 2)).clamp_min(1e-8)
-        )
-    iou_all = torch.stack(ious, 1)
-    iou, shape = iou_all.max(1)
+    iou, shape = best_template(alpha, scale, cx, cy)
 
     n_comp_t = torch.from_numpy(n_comp)
     valid = (

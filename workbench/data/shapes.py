@@ -17,7 +17,7 @@ Edges are anti-aliased from the signed distance to the outline. Images are retur
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -46,10 +46,11 @@ class Factors:
         return int(self.shape.shape[0])
 
     def as_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in FACTOR_NAMES}
+        """Every factor by name, in field order (a subclass's extra factors last)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __getitem__(self, index) -> Factors:
-        return Factors(**{k: v[index] for k, v in self.as_dict().items()})
+        return type(self)(**{k: v[index] for k, v in self.as_dict().items()})
 
 
 def factor_spreads(size: int = 32) -> dict[str, float]:

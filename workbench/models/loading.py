@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
-from workbench import settings
 from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
 from workbench.models.presets import PRESET_FILE, Preset
@@ -168,8 +167,6 @@ def load(
             "a local folder, or a Hub id owner/name"
         )
     model = DiffusionModel(unet, scheduler, preset or found_preset, name=name, source=source)
-    if torch.device(device).type == "cpu" and settings.flush_denormal:
-        torch.set_flush_denormal(True)  # see workbench.settings: a 3-7x faster CPU path
     return model.to(device)
 
 
