@@ -1,7 +1,7 @@
 """Measure ``shapes64`` against its bar: sample quality, and whether h carries the image.
 
     python analysis/shapes64_report.py [--model shapes64] [--baseline shapes32]
-        [--n-quality 512] [--out docs/shapes64_report.json]
+        [--n-quality 512] [--out docs/measurements/shapes64_h_matters.json]
 
 Prints a Markdown summary and writes every number to ``--out`` (JSON):
 
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--baseline", default="shapes32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-quality", type=int, default=512)
-    parser.add_argument("--out", default="docs/shapes64_report.json")
+    parser.add_argument("--out", default="docs/measurements/shapes64_h_matters.json")
     args = parser.parse_args()
     began = time.time()
     model = wb.load(args.model, device=args.device)

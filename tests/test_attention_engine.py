@@ -100,7 +100,7 @@ def test_attention_directions_edit_end_to_end(tiny, tmp_path):
 
 
 def test_errors(tiny):
-    with pytest.raises(wb.WorkbenchError, match="unknown matrix"):
+    with pytest.raises(wb.WorkbenchError, match="matrix must be one of"):
         wb.discover("attention", tiny, matrix="qq")
     with pytest.raises(wb.WorkbenchError, match="k must be in"):
         wb.discover("attention", tiny, k=33)

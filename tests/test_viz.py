@@ -119,9 +119,9 @@ def test_explorer_controls_follow_the_engine(explorer, tmp_path):
     shown = {n: w.layout.display != "none" for n, w in explorer._controls.items()}
     assert shown == {"timestep": True, "matrix": False, "attribute": False, "space": False}
     explorer.engine_w.value = "attention"
-    assert explorer.matrix_w.layout.display != "none"
-    assert explorer.timestep_w.layout.display == "none"
-    explorer.matrix_w.value = "ov"
+    assert explorer.control("matrix").layout.display != "none"
+    assert explorer.control("timestep").layout.display == "none"
+    explorer.control("matrix").value = "ov"
     explorer.k_w.value = 3
     explorer.discover_b.click()
     assert explorer.directions.engine == "attention" and len(explorer.sliders) == 3
@@ -129,10 +129,10 @@ def test_explorer_controls_follow_the_engine(explorer, tmp_path):
     assert explorer.sliders[0].max == 16.0  # h-space range
 
     explorer.engine_w.value = "pullback"
-    explorer.timestep_w.value = "abc"
+    explorer.control("timestep").value = "abc"
     explorer.discover_b.click()
     assert "timestep must be an integer" in explorer.status_w.value
-    explorer.timestep_w.value = "5000"
+    explorer.control("timestep").value = "5000"
     explorer.discover_b.click()
     assert "timestep" in explorer.status_w.value and "out of range" in explorer.status_w.value
     assert explorer.directions.engine == "attention"  # a failed discovery changes nothing

@@ -5,15 +5,15 @@
 >>> images = wb.sample(model, seeds=range(8))
 """
 
+from workbench._version import __version__
 from workbench.directions import DirectionSet
 from workbench.editing import EditResult, edit, register_mode
 from workbench.engines import ENGINES, get_engine
 from workbench.errors import FingerprintMismatch, WorkbenchError
 from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, Preset, load, save
+from workbench.probes import PROBES, probe
 from workbench.sampling import ddim, invert, make_timesteps, sample
-
-__version__ = "0.1.0"
 
 
 def discover(engine: str, model: DiffusionModel, **options) -> DirectionSet:
@@ -23,6 +23,8 @@ def discover(engine: str, model: DiffusionModel, **options) -> DirectionSet:
 
 __all__ = [
     "ENGINES",
+    "PROBES",
+    "__version__",
     "DiffusionModel",
     "DirectionLibrary",
     "DirectionSet",
@@ -37,6 +39,7 @@ __all__ = [
     "invert",
     "load",
     "make_timesteps",
+    "probe",
     "register_mode",
     "sample",
     "save",

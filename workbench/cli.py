@@ -7,12 +7,13 @@ exit status 2, and writes its outputs atomically (nothing partial is left behind
 from __future__ import annotations
 
 import argparse
-import inspect
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.options import MAX_COUNT, MAX_SEED, Option, argparse_type
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,6 +24,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_seeds(text: str) -> list[int]:
     """``"0-7"``, ``"1,4,9"`` or ``"3"`` -> list of ints."""
     seeds: list[int] = []
+    too_many = False
     try:
         for part in text.split(","):
             part = part.strip()
@@ -31,13 +33,18 @@ def parse_seeds(text: str) -> list[int]:
                 lo_i, hi_i = int(lo), int(hi)
                 if hi_i < lo_i:
                     raise ValueError
+                if hi_i - lo_i + len(seeds) >= MAX_COUNT:
+                    too_many = True
+                    break
                 seeds.extend(range(lo_i, hi_i + 1))
             else:
                 seeds.append(int(part))
     except ValueError:
         raise WorkbenchError(f"bad seeds {text!r}: use e.g. 0-63 or 1,4,9") from None
-    if not seeds or min(seeds) < 0:
-        raise WorkbenchError(f"bad seeds {text!r}: seeds are non-negative integers")
+    if too_many:
+        raise WorkbenchError(f"bad seeds {text!r}: more than {MAX_COUNT} seeds")
+    if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
+        raise WorkbenchError(f"bad seeds {text!r}: seeds are integers in [0, 2**63)")
     return seeds
 
 
@@ -51,12 +58,49 @@ def parse_floats(text: str, what: str = "strengths") -> list[float]:
     return values
 
 
-def _out_file(path: str, suffix: str) -> Path:
+def _writable(out: Path, flag: str = "--out") -> None:
+    """Refuse, before any compute, an output path that cannot be written: an empty name,
+    a parent that is a file or read-only, a name too long once the temp suffix is added."""
+    if str(out) in ("", "."):
+        raise WorkbenchError(f"{flag} must name a file or folder, got {str(out)!r}")
+    if len(out.name.encode()) + 16 > 255:  # the temp file is .NAME.XXXXXXXX.tmp
+        raise WorkbenchError(f"{flag}: name too long ({len(out.name)} characters)")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise WorkbenchError(f"{flag} {str(out)!r}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"{flag} {str(out)!r}: {parent} is not writable")
+
+
+def _out_file(path: str, suffix: str, overwrite: bool = False) -> Path:
+    """An output file: the right suffix, writable, and not an existing file unless
+    ``--overwrite`` (then it is replaced atomically)."""
     out = Path(path)
     if out.suffix != suffix:
         raise WorkbenchError(f"--out must end in {suffix}, got {path!r}")
-    if out.exists() and out.is_dir():
+    if out.is_dir():
         raise WorkbenchError(f"--out {path!r} is a folder")
+    if out.exists() and not overwrite:
+        raise WorkbenchError(f"--out {path!r} exists: give --overwrite to replace it")
+    _writable(out)
+    return out
+
+
+def _out_dir(path: str, overwrite: bool = False) -> Path:
+    """An output folder: writable, and not an existing non-empty folder unless
+    ``--overwrite`` (then the finished result replaces it atomically)."""
+    out = Path(path)
+    _writable(out)
+    if out.exists() and not out.is_dir():
+        raise WorkbenchError(f"--out {path!r} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise WorkbenchError(
+            f"--out {path!r} is not empty: give --overwrite to replace it (its content goes)"
+        )
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"--out {path!r} is not writable")
     return out
 
 
@@ -71,10 +115,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from workbench.sampling import sample
     from workbench.store import save_npz
 
-    out = _out_file(args.out, ".npz")
+    out = _out_file(args.out, ".npz", args.overwrite)
     seeds = parse_seeds(args.seeds)
     model = _load(args.model, args.device)
-    images = sample(model, seeds=seeds, num_steps=args.steps, eta=args.eta)
+    images = sample(model, seeds=seeds, num_steps=args.num_steps, eta=args.eta)
     save_npz(out, images=model.to_uint8(images).numpy(), seeds=seeds)
     shape = ", ".join(map(str, model.sample_shape[1:]))
     print(f"wrote {out}: images uint8 [{len(seeds)}, {shape}, 3]")
@@ -84,12 +128,9 @@ def cmd_discover(args: argparse.Namespace) -> None:
     from workbench.engines import get_engine
 
     engine = get_engine(args.engine)
-    out = _out_file(args.out, ".safetensors")
+    out = _out_file(args.out, ".safetensors", args.overwrite)
     model = _load(args.model, args.device)
-    options = {
-        k: v for k, v in vars(args).items() if k not in _COMMON and k not in ("engine", "out")
-    }
-    directions = engine.discover(model, k=args.k, timestep=args.timestep, seed=args.seed, **options)
+    directions = engine.discover(model, **engine.spec.from_args(args))
     directions.save(out)
     what = f"{len(directions)} {directions.space}-space directions"
     print(f"wrote {out}: {what}, shape {list(directions.shape)}")
@@ -97,26 +138,32 @@ def cmd_discover(args: argparse.Namespace) -> None:
 
 def cmd_edit(args: argparse.Namespace) -> None:
     from workbench.directions import DirectionSet
-    from workbench.editing import edit
+    from workbench.editing import EDIT, MODES, edit
 
-    out = _out_file(args.out, ".npz")
+    out = _out_file(args.out, ".npz", args.overwrite)
     strengths = parse_floats(args.strengths)
     seeds = parse_seeds(args.seeds)
     model = _load(args.model, args.device)
     directions = DirectionSet.load(args.directions, model=model)
-    result = edit(
-        model,
-        directions,
-        args.index,
-        strengths,
-        seeds=seeds,
-        mode=args.mode,
-        num_steps=args.steps,
-        eta=args.eta,
-    )
+    options = EDIT.from_args(args, skip=_EDIT_OWN) | _mode_options(args, MODES)
+    if args.mode is not None:
+        options["mode"] = args.mode
+    result = edit(model, directions, strengths=strengths, seeds=seeds, **options)
     result.save_npz(out)
     shape = ", ".join(map(str, model.sample_shape[1:]))
     print(f"wrote {out}: images uint8 [{len(strengths)}, {len(seeds)}, {shape}, 3]")
+
+
+#: The edit command's own spellings of these (``0-7`` seed ranges, ``-3,0,3``, the modes).
+_EDIT_OWN = ("strengths", "seeds", "mode")
+
+
+def _mode_options(args: argparse.Namespace, modes: dict) -> dict:
+    """The edit-mode options given on the command line (the mode checks they are its own)."""
+    given: dict = {}
+    for mode in modes.values():
+        given |= mode.spec.from_args(args)
+    return given
 
 
 def cmd_library(args: argparse.Namespace) -> None:
@@ -134,7 +181,7 @@ def cmd_library(args: argparse.Namespace) -> None:
         return
     if not args.out:
         raise WorkbenchError("library apply needs --out FILE.npz")
-    out = _out_file(args.out, ".npz")
+    out = _out_file(args.out, ".npz", args.overwrite)
     seeds = parse_seeds(args.seeds)
     model = _load(args.model, args.device)
     named = library.load(args.name, model)
@@ -149,30 +196,39 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from workbench.store import atomic_dir
 
     probe = get_probe(args.probe)
+    out = _out_dir(args.out, args.overwrite)
     model = _load(args.model, args.device)
-    options = {"n": args.n} if args.n else {}
-    if args.steps:
-        options["num_steps"] = args.steps
-    if args.timesteps:
-        if "timesteps" not in inspect.signature(probe).parameters:
-            raise WorkbenchError(f"probe {args.probe!r} takes no --timesteps")
-        options["timesteps"] = [int(t) for t in parse_floats(args.timesteps, "timesteps")]
-    result = probe(model, **options)
-    with atomic_dir(args.out) as tmp:
+    result = probe(model, **probe.spec.from_args(args))
+    with atomic_dir(out) as tmp:
         result.save(tmp)
-    print(f"wrote {args.out}: {args.probe}.json, {args.probe}.html")
+    print(f"wrote {out}: {args.probe}.json, {args.probe}.html")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from workbench.demo import run_demo
 
+    _out_dir(args.out, args.overwrite)
     model = _load(args.model, args.device)
-    path = run_demo(model, args.out, n_seeds=args.seeds, num_steps=args.steps, quick=args.quick)
+    path = run_demo(model, args.out, n_seeds=args.seeds, num_steps=args.num_steps, quick=args.quick)
     print(f"wrote {path}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from workbench.train import TrainConfig, train
+    from workbench.models.loading import check_device
+    from workbench.train import CHECKPOINT, TrainConfig, train
+
+    if args.device is not None:
+        check_device(args.device)
+    out = Path(args.out)
+    _writable(out)
+    if out.exists() and not out.is_dir():
+        raise WorkbenchError(f"--out {args.out!r} is a file, not a folder")
+    is_run = (out / CHECKPOINT).is_dir() or (out / "model").is_dir()
+    if out.is_dir() and any(out.iterdir()) and not is_run and not args.overwrite:
+        raise WorkbenchError(
+            f"--out {args.out!r} holds other files, not a training run: give --overwrite to "
+            "write the run (checkpoint/, model/) among them"
+        )
 
     config = TrainConfig(
         out=args.out,
@@ -209,14 +265,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from workbench.bench import bench_sampling
 
     model = _load(args.model, args.device)
-    report = bench_sampling(model, n=args.n, num_steps=args.steps, repeats=args.repeats)
+    report = bench_sampling(model, n=args.n, num_steps=args.num_steps, repeats=args.repeats)
     print(report.table())
 
 
-_COMMON = {"command", "func", "model", "device", "k", "timestep", "seed"}
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from workbench.editing import EDIT, MODES
     from workbench.engines import ENGINES
     from workbench.probes import PROBES
 
@@ -227,6 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
         return p
+
+    def out_args(p: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
+        p.add_argument("--out", required=default is None, default=default, help=what)
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace --out if it exists (atomically)"
+        )
+
+    def num(p, name, kind, default, text, low, high=None, aliases=(), nullable=False) -> None:
+        """A numeric option, parsed and range-checked by its :class:`Option`."""
+        o = Option(name, kind, default, text, low=low, high=high, nullable=nullable)
+        p.add_argument(
+            o.flag,
+            *aliases,
+            dest=name,
+            default=default,
+            type=argparse_type(o),
+            metavar=name.upper(),
+            help=o.describe(),
+        )
 
     def model_args(p: argparse.ArgumentParser, default: str | None = "shapes32") -> None:
         p.add_argument(
@@ -240,31 +313,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("sample", "sample images from seeds", cmd_sample)
     model_args(p)
     p.add_argument("--seeds", default="0-7")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the preset's)")
-    p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--out", required=True, help="FILE.npz")
+    num(p, "num_steps", int, None, "DDIM steps (default: the preset's)", 1, 10000, ("--steps",))
+    num(p, "eta", float, 0.0, "DDIM eta (0: deterministic)", 0, 1)
+    out_args(p, "FILE.npz")
 
     p = command("discover", "find directions with an engine", cmd_discover)
     esub = p.add_subparsers(dest="engine", required=True, parser_class=_Parser)
     for name, engine in sorted(ENGINES.items()):
         ep = esub.add_parser(name, help=engine.summary, description=engine.summary)
         model_args(ep)
-        ep.add_argument("--out", required=True, help="FILE.safetensors")
-        ep.add_argument("--k", type=int, default=8, help="number of directions")
-        ep.add_argument("--timestep", type=int, default=None)
-        ep.add_argument("--seed", type=int, default=0)
-        engine.add_arguments(ep)
+        out_args(ep, "FILE.safetensors")
+        engine.spec.add_arguments(ep)
 
     p = command("edit", "edit seeds along one direction at several strengths", cmd_edit)
     model_args(p)
     p.add_argument("--directions", required=True, help="FILE.safetensors from discover")
-    p.add_argument("--index", type=int, default=0)
     p.add_argument("--strengths", default="-3,0,3", help="comma-separated, in preset steps")
     p.add_argument("--seeds", default="0-7")
-    p.add_argument("--mode", default="additive")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--out", required=True, help="FILE.npz")
+    out_args(p, "FILE.npz")
+    EDIT.add_arguments(p, skip=_EDIT_OWN)
+    p.add_argument(
+        "--mode", choices=sorted(MODES), default=None, help="edit mode (default additive)"
+    )
+    seen: set[str] = set()
+    for mode in MODES.values():  # each mode's own options, once per name
+        mode.spec.add_arguments(p, skip=(*seen, *EDIT._index))
+        seen |= {o.name for o in mode.spec.options}
 
     p = command("library", "list, apply or remove named directions", cmd_library)
     p.add_argument("action", choices=["list", "apply", "remove"])
@@ -274,30 +348,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0-7")
     p.add_argument("--strengths", default=None, help="default: the saved strength")
     p.add_argument("--out", default=None, help="FILE.npz (apply)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     p = command("probe", "run a geometry probe", cmd_probe)
-    p.add_argument("probe", help=f"one of: {', '.join(sorted(PROBES))}")
-    model_args(p)
-    p.add_argument("--n", type=int, default=None, help="number of samples (pairs: curvedness)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--timesteps", default=None, help="e.g. 999,600,200 (the probe's default)")
-    p.add_argument("--out", required=True, help="output folder")
+    psub = p.add_subparsers(dest="probe", required=True, parser_class=_Parser)
+    for name, probe in sorted(PROBES.items()):
+        pp = psub.add_parser(name, help=probe.spec.summary, description=probe.spec.summary)
+        model_args(pp)
+        out_args(pp, "output folder")
+        probe.spec.add_arguments(pp)
 
     p = command("demo", "discover, edit and probe on a model; write report.html", cmd_demo)
     model_args(p)
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--seeds", type=int, default=6, help="number of seeds per edit grid")
-    p.add_argument("--steps", type=int, default=None)
+    out_args(p, "output folder", default="runs/demo")
+    num(p, "seeds", int, 6, "number of seeds per edit grid", 1, 1000)
+    num(p, "num_steps", int, None, "DDIM steps (default: the preset's)", 1, 10000, ("--steps",))
     p.add_argument("--quick", action="store_true", help="toy sizes (a smoke test of the report)")
 
     p = command("train", "train a bundled model (shapes32, shapes64) from scratch", cmd_train)
-    p.add_argument("--out", default="runs/train")
-    p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--seed", type=int, default=0)
+    out_args(p, "run folder (resumed if it holds a checkpoint)", default="runs/train")
+    num(p, "steps", int, 6000, "training steps", 1, 10**8)
+    num(p, "batch_size", int, 128, "images per step", 1, 65536)
+    num(p, "lr", float, 2e-4, "learning rate", 1e-12, 1.0)
+    num(p, "seed", int, 0, "random seed", 0, MAX_SEED)
     p.add_argument("--device", default=None)
-    p.add_argument("--checkpoint-every", type=int, default=500)
+    num(p, "checkpoint_every", int, 500, "steps between checkpoints", 1, 10**8)
     p.add_argument(
         "--preset",
         default="shapes32",
@@ -314,21 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="exported model folder to go on from when --out has no checkpoint "
         "(e.g. workbench/models/bundled/shapes64)",
     )
-    p.add_argument(
-        "--eval-samples", type=int, default=512, help="samples for the final quality report"
-    )
-    p.add_argument(
-        "--max-minutes",
-        type=float,
-        default=None,
-        help="wall-clock budget: stop early (checkpoint, export, report) when it is spent",
+    num(p, "eval_samples", int, 512, "samples for the final quality report", 0, 100_000)
+    num(
+        p,
+        "max_minutes",
+        float,
+        None,
+        "wall-clock budget: stop early (checkpoint, export, report) when it is spent",
+        1e-6,
+        10**7,
+        nullable=True,
     )
 
     p = command("bench", "time sampling on a model", cmd_bench)
     model_args(p)
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--repeats", type=int, default=3)
+    num(p, "n", int, 64, "images", 1, 100_000)
+    num(p, "num_steps", int, 50, "DDIM steps", 1, 10000, ("--steps",))
+    num(p, "repeats", int, 3, "timed runs", 1, 1000)
     return parser
 
 
@@ -349,7 +426,10 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a one-line argparse error (2)
+        return int(stop.code or 0)
     try:
         args.func(args)
     except WorkbenchError as exc:
@@ -358,7 +438,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError) as exc:  # the machine refused: disk, permissions, memory
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        print(f"workbench: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line; WORKBENCH_DEBUG=1 shows the traceback
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        print(
+            f"workbench: internal error: {_one_line(exc)} (WORKBENCH_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ model checks the fingerprint and the shape and refuses a mismatch.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from workbench._version import __version__
 from workbench.errors import FingerprintMismatch, WorkbenchError, check_finite
 from workbench.store import load_tensors, save_tensors
 
@@ -66,11 +68,12 @@ class DirectionSet:
                 f"vectors must be [k, *shape] with k >= 1, got {list(vectors.shape)}"
             )
         check_finite("directions", vectors)
-        norms = vectors.flatten(1).norm(dim=1)
+        wide = torch.as_tensor(self.vectors).detach().to("cpu", torch.float64)
+        norms = wide.flatten(1).norm(dim=1)  # float64: huge or tiny vectors do not overflow
         if bool((norms < 1e-12).any()):
             raise WorkbenchError("a direction has zero norm")
         if bool(((norms - 1).abs() > 1e-6).any()):  # already-unit vectors stay bit-exact
-            vectors = vectors / norms.reshape(-1, *([1] * (vectors.ndim - 1)))
+            vectors = (wide / norms.reshape(-1, *([1] * (wide.ndim - 1)))).float()
         self.vectors = vectors
         k = vectors.shape[0]
         if self.scores is not None:
@@ -84,14 +87,14 @@ class DirectionSet:
                 raise WorkbenchError(
                     "a timestep window (t_high, t_low) is for h-space directions only"
                 )
-            hi, lo = (int(v) for v in self.timestep)
+            hi, lo = (_timestep(v) for v in self.timestep)
             if hi < lo:
                 raise WorkbenchError(
                     f"timestep window must be (t_high, t_low), got {self.timestep}"
                 )
             self.timestep = (hi, lo)
         else:
-            self.timestep = int(self.timestep)
+            self.timestep = _timestep(self.timestep)
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -201,8 +204,6 @@ class DirectionSet:
 
     # ------------------------------------------------------------------ disk
     def metadata(self) -> dict[str, Any]:
-        from workbench import __version__
-
         return {
             "format": "workbench.DirectionSet/1",
             "space": self.space,
@@ -239,6 +240,7 @@ class DirectionSet:
         file in errors); with ``model``, refuse it unless it belongs to that model."""
         if "vectors" not in tensors:
             raise WorkbenchError(f"{path}: no direction vectors stored")
+        _check_metadata(meta, path)
         if list(tensors["vectors"].shape[1:]) != meta["shape"]:
             raise WorkbenchError(f"{path}: vectors do not have the recorded shape {meta['shape']}")
         timestep = meta["timestep"]
@@ -256,3 +258,49 @@ class DirectionSet:
         if model is not None:
             ds.check_model(model)
         return ds
+
+
+def _timestep(value: Any) -> int:
+    """A timestep as int; a fractional or non-numeric one is refused, not truncated."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value):
+        raise WorkbenchError(f"timestep must be an integer, got {value!r}")
+    return int(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_metadata(meta: Any, path: str | Path) -> None:
+    """A saved set's metadata has the keys :meth:`DirectionSet.metadata` writes, with
+    their types; anything else is a one-line error naming the key."""
+
+    def bad(key: str, want: str) -> WorkbenchError:
+        got = meta.get(key, "nothing") if isinstance(meta, dict) else meta
+        return WorkbenchError(f"{path}: metadata key {key!r} must be {want}, got {got!r}")
+
+    if not isinstance(meta, dict):
+        raise WorkbenchError(f"{path}: metadata must be a JSON object, got {type(meta).__name__}")
+    if meta.get("space") not in SPACES:
+        raise bad("space", "'x' or 'h'")
+    shape = meta.get("shape")
+    if not isinstance(shape, list) or not shape or not all(_is_int(v) and v > 0 for v in shape):
+        raise bad("shape", "a list of positive integers")
+    t = meta.get("timestep")
+    window = isinstance(t, list) and len(t) == 2 and all(_is_int(v) for v in t)
+    if not (_is_int(t) or window):
+        raise bad("timestep", "an integer or [t_high, t_low]")
+    for key in ("engine", "model_fingerprint"):
+        if not isinstance(meta.get(key), str):
+            raise bad(key, "a string")
+    if not isinstance(meta.get("score_name", ""), str):
+        raise bad("score_name", "a string")
+    if not isinstance(meta.get("params") or {}, dict):
+        raise bad("params", "an object")
+    labels = meta.get("labels")
+    if labels is not None and not (
+        isinstance(labels, list) and all(isinstance(v, str) for v in labels)
+    ):
+        raise bad("labels", "a list of strings")

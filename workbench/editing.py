@@ -23,6 +23,7 @@ import torch
 from workbench.directions import DirectionSet
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import NUM_STEPS, PROGRESS, SEEDS, Option, Spec, validated
 from workbench.sampling import Step, StepHook, ddim, make_timesteps
 from workbench.store import save_npz
 
@@ -41,12 +42,16 @@ ModeFn = Callable[..., EditPlan]
 MODES: dict[str, ModeFn] = {}
 
 
-def register_mode(name: str) -> Callable[[ModeFn], ModeFn]:
-    """Register ``fn(model, directions, index, **options) -> EditPlan`` as edit mode ``name``."""
+def register_mode(
+    name: str, summary: str = "", options: Sequence[Option] = ()
+) -> Callable[[ModeFn], ModeFn]:
+    """Register ``fn(model, directions, index, **options) -> EditPlan`` as edit mode
+    ``name``, described by ``options`` (the function returned checks them; ``fn.spec``)."""
 
     def wrap(fn: ModeFn) -> ModeFn:
-        MODES[name] = fn
-        return fn
+        checked = validated(Spec("edit mode", name, summary or name, tuple(options)), fn, first=3)
+        MODES[name] = checked
+        return checked
 
     return wrap
 
@@ -55,7 +60,19 @@ def _per_sample(strengths: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return strengths.to(like.device, like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
-@register_mode("additive")
+@register_mode(
+    "additive",
+    "x_t += s * x_step * v at the direction's timestep; h += s * h_step * v over its window",
+    (
+        Option(
+            "asymmetric",
+            bool,
+            None,
+            "h only: Asyrp's asymmetric step, the shifted h in the x0 prediction only "
+            "(default: the preset's)",
+        ),
+    ),
+)
 def additive(
     model: DiffusionModel, directions: DirectionSet, index: int, asymmetric: bool | None = None
 ) -> EditPlan:
@@ -140,6 +157,32 @@ class EditResult:
         )
 
 
+#: The options of :func:`edit` itself (the mode's own come from the mode's description).
+EDIT = Spec(
+    "function",
+    "edit",
+    "edit seeds or latents along one direction at several strengths",
+    (
+        Option("index", int, 0, "which direction of the set", low=0, required=True),
+        Option("strengths", "floats", None, "in preset steps, e.g. -3,0,3", required=True),
+        SEEDS,
+        Option("x", object, None, "latents [N, C, H, W] at t_start instead of seeds", cli=False),
+        Option("t_start", int, None, "timestep of x (default: T-1)", low=0),
+        Option("mode", str, "additive", "edit mode", required=True),
+        NUM_STEPS,
+        Option("eta", float, 0.0, "DDIM eta from the edit on (0: deterministic)", low=0, high=1),
+        Option("boost", float, 0.0, "last fraction of the steps run with eta 1", low=0, high=1),
+        PROGRESS,
+        Option("batch_size", int, 256, "samples per U-Net call", low=1, high=65536),
+    ),
+)
+
+
+def _edit_checked(fn: Callable) -> Callable:
+    return validated(EDIT, fn, first=2)
+
+
+@_edit_checked
 def edit(
     model: DiffusionModel,
     directions: DirectionSet,
@@ -236,7 +279,15 @@ def edit(
     )
 
 
-@register_mode("guidance")
+@register_mode(
+    "guidance",
+    "the published x-space guidance: repeated steps along eps(x + s delta v) - eps(x)",
+    (
+        Option("gamma", float, 0.1, "step size of each repeat", low=0, high=100),
+        Option("delta", float, 1.0, "probe step, in x_step units", low=0, high=1000),
+        Option("repeats", int, 16, "repeats", low=1, high=10000),
+    ),
+)
 def guidance(
     model: DiffusionModel,
     directions: DirectionSet,

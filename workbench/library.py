@@ -29,7 +29,7 @@ from workbench.errors import WorkbenchError
 from workbench.store import load_tensors, save_tensors
 
 FORMAT = "workbench.NamedDirection/1"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}\Z")  # \Z: no trailing newline
 
 
 def check_name(name: str) -> str:

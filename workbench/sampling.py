@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel, Prediction
+from workbench.options import NUM_STEPS, PROGRESS, SEEDS, Option, Spec, validated
 
 StepHook = Callable[["Step"], None]
 
@@ -77,7 +78,7 @@ def make_timesteps(
     grid starts exactly at ``t_start``. Each timestep in ``include`` replaces its nearest
     grid point, so an edit at that timestep happens exactly there. Returns ``N + 1`` values.
     """
-    num_steps = model.preset.num_inference_steps if num_steps is None else int(num_steps)
+    num_steps = NUM_STEPS.check(num_steps) or model.preset.num_inference_steps
     top = model.num_train_timesteps - 1 if t_start is None else model.check_timestep(t_start)
     if not 1 <= num_steps <= top + 1:
         raise WorkbenchError(f"num_steps must be in [1, {top + 1}], got {num_steps}")
@@ -212,6 +213,29 @@ def ddim(
     return x
 
 
+#: The options of :func:`sample` (checked before anything is allocated).
+SAMPLE = Spec(
+    "function",
+    "sample",
+    "sample images from seeds or from given x_T",
+    (
+        SEEDS,
+        Option("x_T", object, None, "x_T [B, C, H, W] instead of seeds", cli=False),
+        NUM_STEPS,
+        Option("eta", float, 0.0, "DDIM eta (0: deterministic)", low=0, high=1),
+        Option("edit", object, None, "step hooks that edit", cli=False),
+        Option("callback", object, None, "step hooks that observe", cli=False),
+        PROGRESS,
+        Option("batch_size", int, 256, "samples per U-Net call", low=1, high=65536),
+    ),
+)
+
+
+def _sample_checked(fn: Callable) -> Callable:
+    return validated(SAMPLE, fn)
+
+
+@_sample_checked
 def sample(
     model: DiffusionModel,
     seeds: Sequence[int] | None = None,

@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from workbench._version import __version__
 from workbench.errors import WorkbenchError
 
 META_KEY = "workbench"
@@ -136,16 +139,23 @@ def save_npz(path: str | Path, **arrays: Any) -> Path:
 
 
 def cache_key(**parts: Any) -> str:
-    """A short stable hash of JSON-serialisable parts (fingerprint, engine, parameters)."""
-    text = json.dumps(parts, sort_keys=True, default=_json_default)
+    """A short stable hash of JSON-serialisable parts (fingerprint, engine, parameters,
+    and whatever else changes the result) and of the package version."""
+    text = json.dumps(parts | {"_version": __version__}, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 class Cache:
     """Expensive results on disk, keyed by :func:`cache_key`.
 
-    The folder defaults to ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``.
+    The folder defaults to ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``. The cache never
+    fails a run: an unreadable (corrupt, truncated) entry is reported as a warning, removed
+    and recomputed; an unwritable or full folder is reported and the result returned
+    uncached; temporary files that a killed writer left behind are removed once they are
+    older than :attr:`STALE_SECONDS`.
     """
+
+    STALE_SECONDS = 3600.0
 
     def __init__(self, root: str | Path | None = None) -> None:
         default = os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench")
@@ -156,7 +166,34 @@ class Cache:
 
     def get(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         path = self.path(key)
-        return load_tensors(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return load_tensors(path)
+        except (WorkbenchError, OSError) as exc:
+            warnings.warn(f"cache entry {path} is unreadable ({exc}): recomputing", stacklevel=2)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
 
-    def put(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
-        return save_tensors(self.path(key), tensors, metadata)
+    def put(
+        self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
+    ) -> Path | None:
+        self.clean()
+        try:
+            return save_tensors(self.path(key), tensors, metadata)
+        except OSError as exc:
+            warnings.warn(f"could not cache the result in {self.root} ({exc})", stacklevel=2)
+            return None
+
+    def clean(self) -> int:
+        """Remove temporary files older than :attr:`STALE_SECONDS`; how many went."""
+        removed = 0
+        with contextlib.suppress(OSError):
+            now = time.time()
+            for tmp in self.root.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    if now - tmp.stat().st_mtime > self.STALE_SECONDS:
+                        tmp.unlink()
+                        removed += 1
+        return removed

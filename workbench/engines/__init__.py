@@ -1,35 +1,54 @@
 """Editing engines. Each registers itself under a name with :func:`register_engine`.
 
 An engine is a function ``discover(model, k, timestep, seed, **options) -> DirectionSet``
-plus an ``add_arguments(parser)`` that declares its own CLI options.
+described once by its options (:class:`workbench.options.Option`); the API checks, the
+CLI's ``discover ENGINE`` arguments and the explorer's controls are derived from that
+description, so a new engine is one file that calls :func:`register_engine`.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
+from workbench.options import SEED, TIMESTEP, K, Option, Spec, validated
+
+#: The options every engine takes; an engine may describe its own ``k``, ``timestep`` or
+#: ``seed`` instead (e.g. the boundary engine's ``k`` defaults to 1).
+COMMON: tuple[Option, ...] = (K, TIMESTEP, SEED)
 
 
 @dataclass
 class Engine:
     name: str
     discover: Callable
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    summary: str
+    spec: Spec
+
+    @property
+    def summary(self) -> str:
+        return self.spec.summary
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        self.spec.add_arguments(parser)
 
 
 ENGINES: dict[str, Engine] = {}
 
 
 def register_engine(
-    name: str, summary: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    name: str, summary: str, options: Sequence[Option] = ()
 ) -> Callable[[Callable], Callable]:
+    """Register ``fn(model, k, timestep, seed, **options)`` as engine ``name``, described
+    by ``options`` (plus :data:`COMMON`); the function returned checks its options."""
+
     def wrap(fn: Callable) -> Callable:
-        ENGINES[name] = Engine(name, fn, add_arguments or (lambda parser: None), summary)
-        return fn
+        own = {o.name for o in options}
+        spec = Spec("engine", name, summary, (*(o for o in COMMON if o.name not in own), *options))
+        checked = validated(spec, fn)
+        ENGINES[name] = Engine(name, checked, spec)
+        return checked
 
     return wrap
 

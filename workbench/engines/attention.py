@@ -26,7 +26,6 @@ mode ``additive``). Everything here is a few small SVDs: milliseconds, no data.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable
 
 import torch
@@ -36,6 +35,7 @@ from workbench.directions import DirectionSet, sign_fixed
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import SINGLE_STEP, WINDOW, Option
 
 MATRICES = ("q", "k", "v", "o", "qk", "ov")
 
@@ -114,13 +114,16 @@ def decompose(
     return sign_fixed(vectors).float(), scores.float()
 
 
-def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--matrix", choices=MATRICES, default="qk", help="candidate matrix")
-    parser.add_argument("--module", default=None, help="attention module (default: mid block)")
-    parser.add_argument("--head", type=int, default=None, help="one head only (default: all)")
+OPTIONS = (
+    SINGLE_STEP,
+    Option("matrix", str, "qk", "candidate matrix", choices=MATRICES, control=True),
+    Option("module", str, None, "attention module (default: the mid block's)"),
+    Option("head", int, None, "one head only (default: all heads)", low=0),
+    WINDOW,
+)
 
 
-@register_engine("attention", "data-free eigen-directions of self-attention weights", _arguments)
+@register_engine("attention", "data-free eigen-directions of self-attention weights", OPTIONS)
 def attention_directions(
     model: DiffusionModel,
     k: int = 8,

@@ -40,6 +40,7 @@ from workbench.editing import EditPlan, register_mode
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import IMAGES, NUM_STEPS, PROGRESS, SEED, Option
 from workbench.probes import register_probe
 from workbench.probes.norm import (
     NormConcentration,
@@ -89,7 +90,26 @@ class MixingStep(NormConcentration):
         return f"mixing step: {at} (tolerance {self.tolerance:.3f} on KS and sliced KS)"
 
 
-@register_probe("mixing-step")
+@register_probe(
+    "mixing-step",
+    "the first timestep where sampled and inverted x_t agree in distribution",
+    (
+        Option("n", int, 128, "sampled trajectories and real images", low=2, high=100_000),
+        NUM_STEPS,
+        IMAGES,
+        SEED,
+        Option("projections", int, 32, "random projections of the sliced KS", low=1, high=10000),
+        Option(
+            "tolerance",
+            float,
+            None,
+            "on both statistics (default: the 5% KS critical value)",
+            low=0,
+            high=1,
+        ),
+        PROGRESS,
+    ),
+)
 def find_mixing_step(
     model: DiffusionModel,
     n: int = 128,
@@ -413,7 +433,17 @@ def pull_to_distance(
 
 
 # ---------------------------------------------------------------------- edit mode
-@register_mode("distance")
+@register_mode(
+    "distance",
+    "move the latent to signed distance s * step from a boundary at its timestep",
+    (
+        Option("h", object, None, "the h-space companion of an x-space boundary", cli=False),
+        Option("asymmetric", bool, False, "h: Asyrp's asymmetric step"),
+        Option("via_x", bool, False, "reach an h-space distance through x_t"),
+        Option("iterations", int, 4, "Newton steps of via_x", low=1, high=1000),
+        Option("hold", object, (), "boundaries whose distance is held fixed", cli=False),
+    ),
+)
 def distance(
     model: DiffusionModel,
     directions: DirectionSet,
@@ -488,26 +518,41 @@ def distance(
 
 
 # ---------------------------------------------------------------------- engine
-def _arguments(parser) -> None:
-    parser.add_argument(
-        "--attribute", default="large", help=f"Shapes attribute: {', '.join(SHAPES_ATTRIBUTES)}"
-    )
-    parser.add_argument("--space", default="x", choices=["x", "h"])
-    parser.add_argument("--images", type=int, default=200, help="labelled images (half held out)")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM inversion steps")
-    parser.add_argument(
-        "--labels",
-        default=None,
-        help="your labelled images instead: a folder of two class folders or a path,label CSV",
-    )
-    parser.add_argument("--positive", default=None, help="with --labels: the class that is True")
-    parser.set_defaults(k=1)
+OPTIONS = (
+    Option("k", int, 1, "one direction per attribute", low=1, high=1),
+    Option(
+        "timestep",
+        int,
+        None,
+        "timestep of the boundary (default: the preset's mixing step)",
+        low=0,
+        control=True,
+    ),
+    Option(
+        "attribute",
+        str,
+        "large",
+        "Shapes attribute",
+        choices=tuple(SHAPES_ATTRIBUTES),
+        control=True,
+    ),
+    Option("space", str, "x", "x_t or h", choices=("x", "h"), control=True),
+    Option("images", int, 200, "labelled images (half held out)", low=4, high=100_000),
+    Option("steps", int, None, "DDIM inversion steps (default: the preset's)", low=1, high=10000),
+    Option(
+        "labels",
+        "path",
+        None,
+        "your labelled images instead: a folder of two class folders or a path,label CSV",
+    ),
+    Option("positive", str, None, "with labels: the class that is True"),
+)
 
 
 @register_engine(
     "boundary",
     "linear SVM boundary of a Shapes attribute or of labelled images at the mixing step",
-    _arguments,
+    OPTIONS,
 )
 def boundary_directions(
     model: DiffusionModel,
@@ -525,10 +570,6 @@ def boundary_directions(
     ``timestep`` (default: the preset's mixing step), from ``images`` generated images;
     or, with ``labels`` (a class-folder layout or a CSV, :mod:`workbench.data.labelled`),
     of the user's attribute whose class ``positive`` is True, from those images."""
-    if k != 1:
-        raise WorkbenchError("the boundary engine finds one direction per attribute (k=1)")
-    if space not in ("x", "h"):
-        raise WorkbenchError(f"space must be x or h, got {space!r}")
     options = {"t": timestep, "space": space, "num_steps": steps, "seed": seed}
     if labels is not None:  # named after the positive class
         fit = fit_boundary(model, labels, positive=positive, **options)

@@ -16,14 +16,13 @@ engine, the entry of largest magnitude is positive.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from workbench.directions import DirectionSet, sign_fixed
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import SINGLE_STEP, WINDOW, Option
 from workbench.sampling import ddim, make_timesteps
 
 
@@ -38,13 +37,23 @@ def principal_directions(data: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     return sign_fixed(vh[:k]).float(), ratio[:k].float()
 
 
-def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=128, help="sampled trajectories")
-    parser.add_argument("--form", choices=["full", "channel"], default="full")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps")
+OPTIONS = (
+    SINGLE_STEP,
+    Option("n", int, 128, "sampled trajectories", low=2, high=100_000),
+    Option(
+        "form",
+        str,
+        "full",
+        "full [C,H,W] principal directions, or channel [C] ones",
+        choices=("full", "channel"),
+    ),
+    Option("steps", int, None, "DDIM steps (default: the preset's)", low=1, high=10000),
+    WINDOW,
+    Option("progress", bool, None, "progress bar (default: the package setting)", cli=False),
+)
 
 
-@register_engine("pca", "PCA of h over sampled trajectories (baseline)", _arguments)
+@register_engine("pca", "PCA of h over sampled trajectories (baseline)", OPTIONS)
 def pca_directions(
     model: DiffusionModel,
     k: int = 8,
@@ -57,10 +66,6 @@ def pca_directions(
     progress: bool | None = None,
 ) -> DirectionSet:
     """Principal directions of h; see the module docstring."""
-    if form not in ("full", "channel"):
-        raise WorkbenchError(f"form must be 'full' or 'channel', got {form!r}")
-    if n < 2:
-        raise WorkbenchError(f"n must be at least 2, got {n}")
     t_high, t_low = window or model.preset.h_window
     include = [] if timestep is None else [model.check_timestep(timestep)]
     grid = make_timesteps(model, steps, include=include)

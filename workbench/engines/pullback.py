@@ -46,6 +46,7 @@ from workbench.directions import DirectionSet
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import Option
 from workbench.sampling import ddim, make_timesteps
 from workbench.store import Cache, cache_key
 
@@ -290,15 +291,29 @@ def global_directions(basis: LocalBasis, k: int | None = None) -> tuple[torch.Te
     return vectors.reshape(k, *basis.V.shape[2:]), (s[:k] / b**0.5).to(basis.s.dtype)
 
 
-def _arguments(parser) -> None:
-    parser.add_argument("--oversample", type=int, default=4)
-    parser.add_argument("--max-iter", type=int, default=30)
-    parser.add_argument("--tol-deg", type=float, default=0.1)
-    parser.add_argument("--method", choices=("krylov", "subspace"), default="krylov")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps down to the timestep")
-    parser.add_argument(
-        "--samples", type=int, default=1, help="seeds seed..seed+N-1: their shared directions"
-    )
+#: The pullback engine's options (its basis parameters, the sample count).
+OPTIONS = (
+    Option("oversample", int, 4, "extra columns of the iteration (p)", low=0, high=1024),
+    Option("max_iter", int, 30, "most iterations", low=1, high=10000),
+    Option("tol_deg", float, 0.1, "stop when the basis moves less (degrees)", low=0, high=90),
+    Option(
+        "method",
+        str,
+        "krylov",
+        "block Krylov or subspace iteration",
+        choices=("krylov", "subspace"),
+    ),
+    Option(
+        "steps",
+        int,
+        None,
+        "DDIM steps down to the timestep (default: the preset's)",
+        low=1,
+        high=10000,
+    ),
+    Option("samples", int, 1, "seeds seed..seed+N-1: their shared directions", low=1, high=4096),
+    Option("cache", object, None, "a store.Cache (default: the user's cache folder)", cli=False),
+)
 
 
 def _sample_bases(
@@ -312,12 +327,21 @@ def _sample_bases(
     s [B, k], meta)``; x_t is reached by DDIM from each seed's x_T."""
     cache = cache or Cache()
     seeds = list(seeds)
-    key = cache_key(engine="pullback", model=model.fingerprint, t=t, seeds=seeds, **params)
+    grid = make_timesteps(model, params["steps"], include=[t])
+    key = cache_key(
+        engine="pullback",
+        model=model.fingerprint,
+        t=t,
+        seeds=seeds,
+        grid=grid[: grid.index(t) + 1],  # the effective steps down to t (preset included)
+        dtype=str(model.dtype),
+        device=model.device.type,
+        **params,
+    )
     hit = cache.get(key)
     if hit is not None:
         tensors, meta = hit
         return tensors["V"], tensors["s"], meta
-    grid = make_timesteps(model, params["steps"], include=[t])
     x_t = model.noise(seeds)
     if grid.index(t) > 0:
         x_t = ddim(model, x_t, grid[: grid.index(t) + 1], progress=False)
@@ -353,7 +377,7 @@ def _basis_params(
     }
 
 
-@register_engine("pullback", "top singular vectors of dh/dx_t (pullback metric)", _arguments)
+@register_engine("pullback", "top singular vectors of dh/dx_t (pullback metric)", OPTIONS)
 def pullback_directions(
     model: DiffusionModel,
     k: int = 8,
@@ -372,8 +396,6 @@ def pullback_directions(
 
     Cached by model fingerprint, timestep, seeds and parameters (``store.Cache``).
     """
-    if samples < 1:
-        raise WorkbenchError(f"samples must be at least 1, got {samples}")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
     params = _basis_params(k, oversample, max_iter, tol_deg, steps, method)
     V, s, meta = _sample_bases(model, t, range(seed, seed + samples), params, cache)

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from workbench.directions import DirectionSet
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import WINDOW, Option
+
+OPTIONS = (
+    Option("space", str, "x", "x_t or h", choices=("x", "h"), control=True),
+    Option(
+        "form",
+        str,
+        "full",
+        "h only: full [C,H,W] directions, or channel [C] directions added at every position",
+        choices=("full", "channel"),
+    ),
+    WINDOW,
+)
 
 
-def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--space", choices=["x", "h"], default="x", help="x_t or h (default x)")
-    parser.add_argument(
-        "--form",
-        choices=["full", "channel"],
-        default="full",
-        help="h only: full [C,H,W] directions, or channel [C] directions added at every position",
-    )
-
-
-@register_engine("random", "seeded random unit directions (control)", _arguments)
+@register_engine("random", "seeded random unit directions (control)", OPTIONS)
 def random_directions(
     model: DiffusionModel,
     k: int = 8,
@@ -37,8 +38,8 @@ def random_directions(
     x-space: at ``timestep`` (default: the preset's ``x_timestep``). h-space: over
     ``window`` (default: the preset's ``h_window``), or at the single ``timestep`` if given.
     """
-    if k < 1:
-        raise WorkbenchError(f"k must be at least 1, got {k}")
+    if space == "x" and form != "full":
+        raise WorkbenchError(f"form {form!r} is for h-space directions; x-space ones are full")
     if space == "x":
         shape = model.sample_shape
         when: int | tuple[int, int] = model.check_timestep(

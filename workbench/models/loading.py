@@ -44,8 +44,8 @@ PRESETS: dict[str, Preset] = {
     # t = 800, h_step = 0.25 E||h|| over t in [600, 999].
     "shapes64": Preset(
         num_inference_steps=50,
-        x_step=11.06,
-        h_step=88.53,
+        x_step=11.07,
+        h_step=101.39,
         x_timestep=800,
         h_window=(999, 600),
         pullback_timesteps=(880, 580),
@@ -116,6 +116,46 @@ def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any
     return unet, scheduler
 
 
+def check_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a usable torch device (default: CUDA when available, else the CPU),
+    or a one-line error: an unknown name, ``meta``, a GPU this machine does not have."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise WorkbenchError(f"unknown device {str(device)!r}: use e.g. cpu or cuda") from None
+    if dev.type == "meta":
+        raise WorkbenchError("device 'meta' holds no data: use e.g. cpu or cuda")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise WorkbenchError(f"device {str(device)!r}: CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise WorkbenchError(
+                f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except Exception:  # noqa: BLE001 - any backend failure means "not usable here"
+            raise WorkbenchError(f"device {str(device)!r} is not available here") from None
+    return dev
+
+
+def _from_folder(folder: str | Path, dtype: torch.dtype):
+    """:func:`_from_pretrained` on a local folder, a broken folder reported in one line
+    (bad or missing config, missing or truncated weights, bad scheduler config)."""
+    try:
+        return _from_pretrained(folder, dtype)
+    except WorkbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever diffusers/safetensors raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WorkbenchError(
+            f"{folder}: not a loadable diffusers model folder ({type(exc).__name__}: {first})"
+        ) from exc
+
+
 def load(
     name_or_path: str | Path,
     device: str | torch.device | None = None,
@@ -133,8 +173,7 @@ def load(
         preset: overrides the model's preset (bundled table or ``workbench_preset.json``).
         hub_kwargs: passed to ``from_pretrained`` (``revision``, ``cache_dir``, ...).
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = check_device(device)
     name = str(name_or_path)
     if name == "tiny-test":
         unet, scheduler = _build_tiny()
@@ -145,12 +184,12 @@ def load(
         folder = BUNDLED_DIR / name
         if not folder.is_dir():
             raise WorkbenchError(f"bundled model {name!r} has no weights in {folder}")
-        unet, scheduler = _from_pretrained(folder, dtype)
+        unet, scheduler = _from_folder(folder, dtype)
         source, found_preset = str(folder), PRESETS[name]
     elif Path(name).exists():
         if not Path(name).is_dir():
             raise WorkbenchError(f"{name}: not a folder (expected a diffusers model folder)")
-        unet, scheduler = _from_pretrained(name, dtype)
+        unet, scheduler = _from_folder(name, dtype)
         source, found_preset = name, Preset.from_folder(name)
     elif re.fullmatch(r"[\w.-]+/[\w.-]+", name):
         try:

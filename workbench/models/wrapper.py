@@ -16,6 +16,8 @@ import contextlib
 import hashlib
 import json
 import math
+import numbers
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +81,7 @@ class DiffusionModel:
             )
         self.alphas_cumprod: torch.Tensor = alphas  # float64, CPU, [num_train_timesteps]
         self._fingerprint: str | None = None
+        self._signature: tuple = ()
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -136,8 +139,15 @@ class DiffusionModel:
         """Stable hash of the architecture, the noise schedule and the weights.
 
         Weights are hashed as float32 so that the same weights loaded in fp16 or fp32 give
-        the same fingerprint; the device does not matter either.
+        the same fingerprint; the device does not matter either. Recomputed when the
+        weights may have changed: a parameter or buffer replaced, moved, or modified in
+        place through torch (``copy_``, ``load_state_dict``, ``mul_`` under ``no_grad``:
+        each bumps the tensor's version counter). Writes through ``.data`` bypass the
+        counter; call :meth:`refresh_fingerprint` after them.
         """
+        signature = self._weights_signature()
+        if signature != self._signature:
+            self._fingerprint, self._signature = None, signature
         if self._fingerprint is None:
             digest = hashlib.sha256()
             config = {k: v for k, v in dict(self.config).items() if not k.startswith("_")}
@@ -151,6 +161,15 @@ class DiffusionModel:
                 digest.update(tensor.numpy().tobytes())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
+
+    def _weights_signature(self) -> tuple:
+        tensors = [*self.unet.parameters(), *self.unet.buffers()]
+        return tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
+
+    def refresh_fingerprint(self) -> str:
+        """Forget the cached fingerprint (after writes the version counters miss)."""
+        self._fingerprint = None
+        return self.fingerprint
 
     # ------------------------------------------------------------------ schedule
     def check_timestep(self, t: int, allow_clean: bool = False) -> int:
@@ -195,8 +214,24 @@ class DiffusionModel:
     def noise(self, seeds: Sequence[int]) -> torch.Tensor:
         """x_T for each seed: standard normal, drawn on the CPU so any device agrees.
 
-        Returns ``[len(seeds), C, H, W]`` on the model's device and dtype.
+        Returns ``[len(seeds), C, H, W]`` on the model's device and dtype. Refuses (one
+        line) seeds that are not integers in [0, 2**63) and batches whose x_T alone would
+        take more than half of this machine's memory.
         """
+        seeds = list(seeds)
+        if not seeds:
+            raise WorkbenchError("give at least one seed")
+        for seed in seeds:
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+                raise WorkbenchError(f"seeds must be integers, got {seed!r}")
+            if not 0 <= int(seed) < 2**63:
+                raise WorkbenchError(f"seeds must be in [0, 2**63), got {seed}")
+        need = len(seeds) * self.d * 4
+        if need > _memory_bytes() // 2:
+            raise WorkbenchError(
+                f"{len(seeds)} seeds need {need / 2**30:.1f} GiB for x_T alone, more than half "
+                f"of this machine's memory: use fewer seeds"
+            )
         out = torch.empty(len(seeds), *self.sample_shape)
         for i, seed in enumerate(seeds):
             gen = torch.Generator().manual_seed(int(seed))
@@ -353,3 +388,11 @@ class DiffusionModel:
     def from_uint8(images: torch.Tensor) -> torch.Tensor:
         """``[..., H, W, C]`` uint8 -> ``[..., C, H, W]`` float in [-1, 1]."""
         return images.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (bytes); a large number where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62

@@ -1,4 +1,6 @@
-"""Geometry probes. Each is a function ``probe(model, **options) -> ProbeResult``.
+"""Geometry probes. Each is a function ``probe(model, **options) -> ProbeResult``,
+described once by its options (:class:`workbench.options.Option`): the API checks and the
+CLI's ``probe NAME`` arguments are derived from that description.
 
 A :class:`ProbeResult` plots itself (:meth:`figure`, plotly) and saves itself
 (:meth:`save`: ``NAME.json`` with the numbers and ``NAME.html`` with the figure).
@@ -7,24 +9,34 @@ A :class:`ProbeResult` plots itself (:meth:`figure`, plotly) and saves itself
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.options import Option, Spec, validated
 from workbench.store import write_json, write_text
 
 PROBES: dict[str, Callable[..., ProbeResult]] = {}
 
 
-def register_probe(name: str) -> Callable:
+def register_probe(name: str, summary: str, options: Sequence[Option] = ()) -> Callable:
+    """Register ``fn(model, **options) -> ProbeResult`` as probe ``name``, described by
+    ``options``; the function returned (``fn.spec``: the description) checks them."""
+
     def wrap(fn: Callable) -> Callable:
-        PROBES[name] = fn
-        return fn
+        checked = validated(Spec("probe", name, summary, tuple(options)), fn)
+        PROBES[name] = checked
+        return checked
 
     return wrap
+
+
+def probe(name: str, model: Any, **options: Any) -> ProbeResult:
+    """Run the registered probe ``name`` on ``model`` (``wb.probe("norm", model, n=16)``)."""
+    return get_probe(name)(model, **options)
 
 
 def get_probe(name: str) -> Callable[..., ProbeResult]:

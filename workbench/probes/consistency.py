@@ -26,6 +26,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
 from workbench.probes.spectrum import bases_over_timesteps
@@ -157,7 +158,20 @@ class Consistency(ProbeResult):
         return fig
 
 
-@register_probe("consistency")
+@register_probe(
+    "consistency",
+    "how much the local bases of different samples share, per timestep",
+    (
+        Option("n", int, 4, "samples compared", low=2, high=4096),
+        TIMESTEPS,
+        Option("k", int, 8, "basis size", low=1, high=4096),
+        NUM_STEPS,
+        SEED,
+        Option("tol_deg", float, 0.5, "basis tolerance (degrees)", low=0, high=90),
+        Option("max_iter", int, 30, "most basis iterations", low=1, high=10000),
+        PROGRESS,
+    ),
+)
 def consistency(
     model: DiffusionModel,
     n: int = 4,

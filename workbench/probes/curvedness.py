@@ -30,6 +30,7 @@ import torch
 
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
 
@@ -127,7 +128,20 @@ class Curvedness(ProbeResult):
         return fig
 
 
-@register_probe("curvedness")
+@register_probe(
+    "curvedness",
+    "how far interpolation paths between x_t bend off the straight line, per timestep",
+    (
+        Option("n", int, 16, "pairs of samples", low=1, high=4096),
+        TIMESTEPS,
+        Option("points", int, 17, "points per path", low=3, high=10000),
+        Option("interpolation", str, "linear", "path between two x_t", choices=INTERPOLATIONS),
+        NUM_STEPS,
+        SEED,
+        Option("batch_size", int, 128, "points per U-Net call", low=1, high=65536),
+        PROGRESS,
+    ),
+)
 def curvedness(
     model: DiffusionModel,
     n: int = 16,

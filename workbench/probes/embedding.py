@@ -23,6 +23,7 @@ import torch
 from workbench.errors import WorkbenchError
 from workbench.eval.directions import spearman
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import grid_with
 from workbench.sampling import ddim, make_timesteps
@@ -123,7 +124,19 @@ class Embedding(ProbeResult):
         return fig
 
 
-@register_probe("umap")
+@register_probe(
+    "umap",
+    "UMAP of x_t and h along the sampling chain, with neighbour agreement",
+    (
+        Option("n", int, 64, "sampled trajectories", low=2, high=100_000),
+        TIMESTEPS,
+        NUM_STEPS,
+        SEED,
+        Option("neighbours_count", int, 10, "neighbours compared", low=1, high=10000),
+        Option("umap_neighbors", int, 15, "UMAP's n_neighbors", low=2, high=10000),
+        PROGRESS,
+    ),
+)
 def umap_embedding(
     model: DiffusionModel,
     n: int = 64,

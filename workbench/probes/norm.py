@@ -21,6 +21,7 @@ import torch
 from workbench.data.shapes import generate
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import IMAGES, NUM_STEPS, PROGRESS, SEED, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.sampling import ddim, make_timesteps
 
@@ -165,7 +166,20 @@ def last_agreeing(timesteps: list[int], agree: list[bool]) -> int | None:
     return None if found == -1 else found
 
 
-@register_probe("norm")
+@register_probe(
+    "norm",
+    "norms of sampled and inverted x_t along the chain, against sqrt(d)",
+    (
+        Option("n", int, 32, "sampled and inverted trajectories", low=2, high=100_000),
+        NUM_STEPS,
+        IMAGES,
+        SEED,
+        Option(
+            "tolerance", float, 0.2, "KS statistic under which they count as alike", low=0, high=1
+        ),
+        PROGRESS,
+    ),
+)
 def norm_concentration(
     model: DiffusionModel,
     n: int = 32,

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from workbench.engines.pullback import LocalBasis, local_basis
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
 from workbench.sampling import _progress
@@ -168,7 +169,21 @@ def bases_over_timesteps(
     return out
 
 
-@register_probe("spectrum")
+@register_probe(
+    "spectrum",
+    "singular values of the pullback Jacobian dh/dx_t, per timestep",
+    (
+        Option("n", int, 4, "samples", low=1, high=4096),
+        TIMESTEPS,
+        Option("k", int, 16, "singular values", low=1, high=4096),
+        Option("probes", int, 32, "random probes for the Frobenius norm", low=1, high=100_000),
+        NUM_STEPS,
+        SEED,
+        Option("tol_deg", float, 0.5, "basis tolerance (degrees)", low=0, high=90),
+        Option("max_iter", int, 30, "most basis iterations", low=1, high=10000),
+        PROGRESS,
+    ),
+)
 def spectrum(
     model: DiffusionModel,
     n: int = 4,

@@ -4,8 +4,10 @@
 >>> explorer = Explorer("shapes32", engine="pullback", k=4, seeds=range(4))
 >>> explorer          # in a notebook: the widget
 
-Controls: the model, the engine and its options (timestep, matrix variant, attribute,
-space), "discover"; one slider per direction, labelled with its rank score; "reset",
+Controls: the model, the engine and its options (those its description marks as
+controls, ``Option.control``: timestep, matrix variant, attribute, space, ...; derived
+from the engine's registration, so a new engine brings its own), "discover"; one slider
+per direction, labelled with its rank score; "reset",
 "new seeds", the number of samples shown side by side; "save" (the current slider
 setting as a named direction in a :class:`~workbench.library.DirectionLibrary`) and
 "load" (a saved direction, as one slider at its saved strength). The image shows the
@@ -35,20 +37,32 @@ from workbench.engines import ENGINES, get_engine
 from workbench.errors import WorkbenchError
 from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, bundled_names, load
+from workbench.options import Option
 from workbench.sampling import sample
 from workbench.viz.images import image_grid, png_bytes
 
-#: Which option controls each engine uses (others are hidden).
-ENGINE_CONTROLS: dict[str, tuple[str, ...]] = {
-    "pullback": ("timestep",),
-    "boundary": ("timestep", "attribute", "space"),
-    "attention": ("matrix",),
-    "pca": (),
-    "random": ("space", "timestep"),
-}
 #: Slider range (in the preset's steps) per space.
 MAX_STRENGTH = {"x": 4.0, "h": 16.0}
-MATRICES = ("qk", "ov", "q", "k", "v", "o")
+
+
+def control_options() -> dict[str, Option]:
+    """The explorer's option controls: one per option name that some engine marks as a
+    control, keyed by name (by ``engine:name`` where engines describe a name differently)."""
+    seen: dict[str, list[tuple[str, Option]]] = {}
+    for engine in ENGINES.values():
+        for option in engine.spec.options:
+            if option.control:
+                seen.setdefault(option.name, []).append((engine.name, option))
+    out: dict[str, Option] = {}
+    for name, owners in seen.items():
+        kinds = {(o.type, o.choices) for _, o in owners}
+        for engine, option in owners:
+            out[name if len(kinds) == 1 else f"{engine}:{name}"] = option
+    return out
+
+
+def _control_key(engine: str, name: str, keys: Sequence[str]) -> str:
+    return f"{engine}:{name}" if f"{engine}:{name}" in keys else name
 
 
 class Explorer:
@@ -60,8 +74,8 @@ class Explorer:
         k: directions to discover (the boundary engine finds one).
         seeds: the seeds whose samples are shown; "new seeds" shifts them.
         options: options for the engine's ``discover`` (e.g. ``{"timestep": 880,
-            "samples": 4}``); ``timestep``, ``matrix``, ``attribute`` and ``space`` set
-            their controls, the others are passed on as given.
+            "samples": 4}``); those with a control set it, the others are passed on as
+            given.
         library: where named directions go (default: :class:`DirectionLibrary`'s folder).
         num_steps: DDIM steps (default: the preset's).
         batch: how many samples are shown side by side.
@@ -106,12 +120,7 @@ class Explorer:
         self.model_w = w.Dropdown(options=names, value=self.model.name, description="model")
         self.engine_w = w.Dropdown(options=sorted(ENGINES), value=engine, description="engine")
         self.k_w = w.BoundedIntText(value=k, min=1, max=64, description="k", style=style)
-        self.timestep_w = w.Text(value="", placeholder="preset default", description="timestep")
-        self.matrix_w = w.Dropdown(options=MATRICES, value="qk", description="matrix")
-        from workbench.engines.boundary import SHAPES_ATTRIBUTES
-
-        self.attribute_w = w.Dropdown(options=list(SHAPES_ATTRIBUTES), description="attribute")
-        self.space_w = w.Dropdown(options=["x", "h"], value="x", description="space")
+        self._controls = {key: _widget(option) for key, option in control_options().items()}
         self.discover_b = w.Button(description="discover", button_style="primary")
         self.sliders: list[Any] = []
         self.sliders_box = w.VBox()
@@ -130,16 +139,10 @@ class Explorer:
         self.library_w = w.Dropdown(options=self.library.names(), description="library")
         self.load_b = w.Button(description="load")
         self.status_w = w.HTML()
-        self._controls = {
-            "timestep": self.timestep_w,
-            "matrix": self.matrix_w,
-            "attribute": self.attribute_w,
-            "space": self.space_w,
-        }
         self.widget = w.VBox(
             [
                 w.HBox([self.model_w, self.engine_w, self.k_w]),
-                w.HBox([self.timestep_w, self.matrix_w, self.attribute_w, self.space_w]),
+                w.HBox(list(self._controls.values())),
                 self.discover_b,
                 self.sliders_box,
                 w.HBox([self.reset_b, self.seed_b, self.batch_w]),
@@ -158,10 +161,11 @@ class Explorer:
         self.batch_w.observe(self._guard(lambda _: self.render()), names="value")
         self.save_b.on_click(self._guard(lambda _: self.save_direction(self.name_w.value)))
         self.load_b.on_click(self._guard(lambda _: self.load_direction(self.library_w.value)))
-        for name in ("timestep", "matrix", "attribute", "space"):  # options that have a control
-            if name in self.extra:
+        for name in list(self.extra):  # options that have a control set it
+            key = _control_key(engine, name, list(self._controls))
+            if key in self._controls and name in get_engine(engine).spec:
                 value = self.extra.pop(name)
-                self._controls[name].value = "" if value is None else str(value)
+                self._controls[key].value = "" if value is None else str(value)
         self._show_controls()
         self.discover()
 
@@ -188,10 +192,24 @@ class Explorer:
 
         return run
 
+    def control(self, name: str) -> Any:
+        """The widget of option ``name`` of the current engine."""
+        return self._controls[_control_key(self.engine_w.value, name, list(self._controls))]
+
+    def _used(self) -> dict[str, Option]:
+        """The current engine's controlled options, by control key."""
+        engine = self.engine_w.value
+        keys = list(self._controls)
+        return {
+            _control_key(engine, o.name, keys): o
+            for o in get_engine(engine).spec.options
+            if o.control
+        }
+
     def _show_controls(self) -> None:
-        used = ENGINE_CONTROLS.get(self.engine_w.value, tuple(self._controls))
-        for name, widget in self._controls.items():
-            widget.layout.display = "" if name in used else "none"
+        used = self._used()
+        for key, widget in self._controls.items():
+            widget.layout.display = "" if key in used else "none"
 
     def _on_model(self, change: dict) -> None:
         if change["new"] != self.model.name:
@@ -202,28 +220,20 @@ class Explorer:
 
     # ------------------------------------------------------------------ actions
     def engine_options(self) -> dict[str, Any]:
-        """The options the controls give the current engine (plus the constructor's)."""
-        used = ENGINE_CONTROLS.get(self.engine_w.value, ())
-        opts: dict[str, Any] = {}
-        if "timestep" in used and self.timestep_w.value.strip():
-            try:
-                opts["timestep"] = int(self.timestep_w.value)
-            except ValueError:
-                raise WorkbenchError(
-                    f"timestep must be an integer, got {self.timestep_w.value!r}"
-                ) from None
-        if "matrix" in used:
-            opts["matrix"] = self.matrix_w.value
-        if "attribute" in used:
-            opts["attribute"] = self.attribute_w.value
-        if "space" in used:
-            opts["space"] = self.space_w.value
-        return opts | self.extra
+        """The options the controls give the current engine (plus the constructor's),
+        read and checked by the engine's own description."""
+        spec = get_engine(self.engine_w.value).spec
+        opts = {
+            o.name: o.parse(str(self._controls[key].value), spec.owner)
+            for key, o in self._used().items()
+        }
+        return {k: v for k, v in opts.items() if v is not None} | self.extra
 
     def discover(self) -> DirectionSet:
         """Run the chosen engine and make one slider per direction."""
         engine = self.engine_w.value
-        k = 1 if engine == "boundary" else int(self.k_w.value)
+        k_option = get_engine(engine).spec["k"]
+        k = min(int(self.k_w.value), int(k_option.high or self.k_w.value))
         self._status(f"discovering with {engine} ...")
         directions = get_engine(engine).discover(self.model, k=k, **self.engine_options())
         self._set_directions(directions)
@@ -387,3 +397,16 @@ class Explorer:
         report.figure(score_bars(self.directions))
         report.image(self.image, "top: samples; bottom: edited")
         return report.save(path)
+
+
+def _widget(option: Option) -> Any:
+    """A control for ``option``: a dropdown of its choices, else a text field (empty for
+    the model's default)."""
+    import ipywidgets as w
+
+    if option.choices:
+        return w.Dropdown(
+            options=list(option.choices), value=option.default, description=option.name
+        )
+    value = "" if option.default is None else str(option.default)
+    return w.Text(value=value, placeholder="preset default", description=option.name)

@@ -1,0 +1,362 @@
+"""Hardened edges: bad input is one line (CLI: exit 2, one stderr line; API:
+``WorkbenchError``), nothing is left on disk, existing outputs are not destroyed, and the
+cache neither fails a run nor serves a stale result."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import workbench as wb
+from workbench.cli import main
+from workbench.store import Cache
+
+M = ("--model", "tiny-test", "--device", "cpu")
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return wb.load("tiny-test", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def directions_file(tmp_path_factory, tiny):
+    path = tmp_path_factory.mktemp("d") / "d.safetensors"
+    wb.discover("random", tiny, k=2).save(path)
+    return path
+
+
+def _bad_metadata_file(folder: Path, tiny, change) -> Path:
+    """A direction file whose metadata ``change(meta)`` broke."""
+    from safetensors.torch import save_file
+
+    d = wb.discover("random", tiny, k=1)
+    meta = d.metadata()
+    change(meta)
+    path = folder / "bad.safetensors"
+    save_file({"vectors": d.vectors}, str(path), metadata={"workbench": json.dumps(meta)})
+    return path
+
+
+def _cli_cases(d: str) -> list[tuple[list[str], str]]:
+    """Bad invocations, one per category of the fuzz run (argv, part of the message)."""
+    o = ["--out", "o.npz"]
+    s = ["--out", "o.safetensors"]
+    return [
+        # numbers: ranges, finiteness, integer-ness, sizes
+        (["sample", *M, "--seeds", "99999999999999999999999", *o], "bad seeds"),
+        (["sample", *M, "--seeds", "0-99999999999", *o], "more than"),
+        (["sample", *M, "--eta", "1e308", *o], "eta must be in [0, 1]"),
+        (["sample", *M, "--eta", "-1", *o], "eta must be in [0, 1]"),
+        (["sample", *M, "--eta", "nan", *o], "eta must be finite"),
+        (["sample", *M, "--steps", "0", *o], "num_steps must be in [1, 10000]"),
+        (["sample", *M, "--steps", "2.5", *o], "num_steps must be an integer"),
+        (["discover", "random", *M, "--k", "100000000", *s], "k must be in [1, 4096]"),
+        (["discover", "random", *M, "--seed", "1e23", *s], "seed must be an integer"),
+        (["discover", "random", *M, "--form", "z", *s], "form must be one of full, channel"),
+        (["discover", "random", *M, "--form", "channel", *s], "x-space ones are full"),
+        (["discover", "boundary", *M, "--images", "-5", *s], "images must be in [4, 100000]"),
+        (["discover", "pullback", *M, "--max-iter", "0", *s], "max_iter must be in [1, 10000]"),
+        (["discover", "pullback", *M, "--tol-deg", "nan", *s], "tol_deg must be finite"),
+        (["discover", "random", *M, "--timestep", "5000", *s], "out of range"),
+        (["demo", *M, "--seeds", "0", "--out", "demo"], "seeds must be in [1, 1000]"),
+        (["bench", *M, "--n", "0"], "n must be in [1, 100000]"),
+        (["bench", *M, "--repeats", "0"], "repeats must be in [1, 1000]"),
+        (["train", "--checkpoint-every", "0", "--out", "t"], "checkpoint_every must be in"),
+        (["train", "--lr", "nan", "--out", "t"], "lr must be finite"),
+        (["train", "--max-minutes", "nan", "--out", "t"], "max_minutes must be finite"),
+        (["probe", "norm", *M, "--n", "0", "--out", "p"], "n must be in [2, 100000]"),
+        (["probe", "norm", *M, "--steps", "0", "--out", "p"], "num_steps must be in"),
+        (["probe", "curvedness", *M, "--timesteps", "5000", "--out", "p"], "out of range"),
+        (["edit", *M, "--directions", d, "--index", "-1", *o], "index must be at least 0"),
+        (["edit", *M, "--directions", d, "--strengths", "1,nan", *o], "need finite numbers"),
+        (["edit", *M, "--directions", d, "--gamma", "0.5", *o], "has no option 'gamma'"),
+        (["edit", *M, "--directions", d, "--boost", "2", *o], "boost must be in [0, 1]"),
+        # devices
+        (["sample", "--model", "tiny-test", "--device", "foo", *o], "unknown device 'foo'"),
+        (["sample", "--model", "tiny-test", "--device", "meta", *o], "device 'meta'"),
+        # unwritable or bad --out, found before any compute
+        (["sample", *M, "--out", ""], "--out must end in .npz"),
+        (["probe", "norm", *M, "--out", ""], "--out must name a file or folder"),
+        (["sample", *M, "--out", "x" * 250 + ".npz"], "name too long"),
+        (["sample", *M, "--out", "afile/o.npz"], "is not a folder"),
+        (["probe", "norm", *M, "--out", "afile"], "is a file, not a folder"),
+        # models and files
+        (["sample", "--model", "nope", *o], "unknown model"),
+        (["sample", "--model", "broken", *o], "not a loadable diffusers model folder"),
+        (["edit", *M, "--directions", "missing.safetensors", *o], "no such file"),
+    ]
+
+
+def test_every_bad_cli_case_is_one_line_exit_2_and_leaves_nothing(
+    capsys, tmp_path, monkeypatch, directions_file
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("keep")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    failures = []
+    for argv, message in _cli_cases(str(directions_file)):
+        code, _, err = run(capsys, *argv)
+        lines = err.strip("\n").split("\n")
+        if code != 2 or len(lines) != 1 or message not in err or "Traceback" in err:
+            failures.append((argv[:3], code, err[-300:]))
+    assert not failures, failures
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.pop("shape"), "metadata key 'shape'"),
+        (lambda m: m.update(space=["x"]), "metadata key 'space'"),
+        (lambda m: m.update(timestep="800"), "metadata key 'timestep'"),
+        (lambda m: m.update(timestep=800.5), "metadata key 'timestep'"),
+        (lambda m: m.update(labels=[1]), "metadata key 'labels'"),
+        (lambda m: m.update(params=[1]), "metadata key 'params'"),
+    ],
+)
+def test_a_directions_file_with_bad_metadata_is_one_line(capsys, tmp_path, tiny, change, message):
+    path = _bad_metadata_file(tmp_path, tiny, change)
+    code, _, err = run(
+        capsys, "edit", *M, "--directions", str(path), "--out", str(tmp_path / "o.npz")
+    )
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_broken_model_folders_are_one_line(tmp_path, tiny):
+    good = tmp_path / "good"
+    wb.save(tiny, good)
+    weights = good / "unet" / "diffusion_pytorch_model.safetensors"
+    cases = {}
+    for name, damage in {
+        "bad-config": lambda f: (f / "unet" / "config.json").write_text("{"),
+        "no-weights": lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").unlink(),
+        "truncated": lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(
+            weights.read_bytes()[:1000]
+        ),
+        "bad-scheduler": lambda f: (f / "scheduler" / "scheduler_config.json").write_text("["),
+    }.items():
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        damage(folder)
+        with pytest.raises(wb.WorkbenchError) as info:
+            wb.load(folder, device="cpu")
+        cases[name] = str(info.value)
+    assert all("\n" not in m and "not a loadable" in m for m in cases.values()), cases
+
+
+# --------------------------------------------------------------------------- API fuzz
+bad_ints = st.one_of(
+    st.floats(allow_nan=True).filter(lambda v: not float(v).is_integer() or math.isinf(v)),
+    st.integers(max_value=-1),
+    st.integers(min_value=2**63),
+    st.text(max_size=3),
+    st.booleans(),
+    st.none(),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=bad_ints)
+def test_api_bad_seeds_are_workbench_errors(tiny, seed):
+    with pytest.raises(wb.WorkbenchError):
+        wb.sample(tiny, seeds=[seed], num_steps=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    option=st.sampled_from(["k", "seed", "timestep", "space", "form", "window", "colour"]),
+    value=st.one_of(
+        st.integers(min_value=-(2**70), max_value=-1),
+        st.integers(min_value=2**63, max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not v.is_integer()),
+        st.text(max_size=4).filter(lambda v: v not in ("x", "h", "full", "channel")),
+        st.lists(st.integers(min_value=-5, max_value=5), max_size=3),
+    ),
+)
+def test_api_bad_engine_options_are_workbench_errors(tiny, option, value):
+    if option == "window" and isinstance(value, list) and len(value) == 2:
+        value = [value[0], 5000]  # a window out of range
+    with pytest.raises(wb.WorkbenchError):
+        wb.discover("random", tiny, **{option: value})
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    strengths=st.one_of(
+        st.just([]),
+        st.lists(st.sampled_from([math.nan, math.inf, -math.inf]), min_size=1, max_size=3),
+        st.text(min_size=1, max_size=3),
+    ),
+)
+def test_api_bad_strengths_are_workbench_errors(tiny, strengths):
+    directions = wb.discover("random", tiny, k=1)
+    with pytest.raises(wb.WorkbenchError):
+        wb.edit(tiny, directions, 0, strengths, seeds=[0], num_steps=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"seeds": []},
+        {"seeds": [0], "batch_size": 0},
+        {"seeds": [1.5]},
+        {"seeds": [0], "num_steps": 2.5},
+        {"seeds": [0], "eta": -1.0},
+        {"seeds": range(10**12)},
+    ],
+)
+def test_api_sample_edges(tiny, kwargs):
+    with pytest.raises(wb.WorkbenchError):
+        wb.sample(tiny, **kwargs)
+
+
+def test_huge_vectors_are_normalised_not_zeroed():
+    d = wb.DirectionSet(
+        vectors=torch.full((2, 3, 4, 4), 1e30),
+        space="x",
+        timestep=800,
+        engine="t",
+        model_fingerprint="f",
+    )
+    assert torch.allclose(d.vectors.flatten(1).norm(dim=1), torch.ones(2))
+
+
+def test_library_names_ending_in_a_newline_are_refused(tmp_path):
+    from workbench.library import DirectionLibrary
+
+    with pytest.raises(wb.WorkbenchError, match="bad direction name"):
+        DirectionLibrary(tmp_path).path("ok\n")
+
+
+# --------------------------------------------------------------------------- --out safety
+def test_out_never_destroys_what_the_user_had(capsys, tmp_path):
+    folder = tmp_path / "mydir"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    code, _, err = run(
+        capsys, "probe", "norm", *M, "--n", "2", "--steps", "3", "--out", str(folder)
+    )
+    assert code == 2 and "not empty: give --overwrite" in err and err.count("\n") == 1
+    assert (folder / "keep.txt").read_text() == "mine"
+
+    npz = tmp_path / "s.npz"
+    npz.write_bytes(b"old")
+    code, _, err = run(capsys, "sample", *M, "--seeds", "0", "--steps", "2", "--out", str(npz))
+    assert code == 2 and "exists: give --overwrite" in err
+    assert npz.read_bytes() == b"old"
+    code, _, _ = run(
+        capsys, "sample", *M, "--seeds", "0", "--steps", "2", "--out", str(npz), "--overwrite"
+    )
+    assert code == 0 and npz.read_bytes()[:2] == b"PK"  # replaced by a real npz
+
+    code, _, _ = run(
+        capsys, "probe", "norm", *M, "--n", "2", "--steps", "3", "--out", str(folder), "--overwrite"
+    )
+    assert code == 0 and sorted(p.name for p in folder.iterdir()) == ["norm.html", "norm.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_train_refuses_a_folder_that_is_not_a_run(capsys, tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("x")
+    code, _, err = run(capsys, "train", "--preset", "tiny", "--steps", "1", "--out", str(folder))
+    assert code == 2 and "holds other files" in err
+    assert [p.name for p in folder.iterdir()] == ["thesis.tex"]
+
+
+# --------------------------------------------------------------------------- the cache
+def _pullback(model, cache, **kw):
+    return wb.discover("pullback", model, k=2, max_iter=3, steps=4, cache=cache, **kw)
+
+
+def test_a_corrupt_cache_entry_is_healed(tmp_path, tiny):
+    cache = Cache(tmp_path)
+    first = _pullback(tiny, cache)
+    (entry,) = tmp_path.glob("*.safetensors")
+    entry.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = _pullback(tiny, cache)
+    assert torch.equal(first.vectors, again.vectors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # healed: read back without a warning
+        assert torch.equal(_pullback(tiny, cache).vectors, first.vectors)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_cache_warns_and_the_run_completes(tmp_path, tiny):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.warns(UserWarning, match="could not cache"):
+            d = _pullback(tiny, Cache(tmp_path))
+    finally:
+        tmp_path.chmod(0o700)
+    assert len(d) == 2
+
+
+def test_an_unwritable_cache_warns_and_the_run_completes(tmp_path, tiny, monkeypatch):
+    """A full disk (or read-only folder, as root cannot be refused one): the write fails."""
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("workbench.store.save_tensors", full)
+    with pytest.warns(UserWarning, match="No space left"):
+        d = _pullback(tiny, Cache(tmp_path))
+    assert len(d) == 2 and not list(tmp_path.iterdir())
+
+
+def test_stale_temp_files_are_cleaned(tmp_path, tiny):
+    old = tmp_path / ".abc.safetensors.x1.tmp"
+    new = tmp_path / ".def.safetensors.x2.tmp"
+    old.write_bytes(b"killed writer")
+    new.write_bytes(b"a writer at work")
+    past = time.time() - 2 * Cache.STALE_SECONDS
+    os.utime(old, (past, past))
+    _pullback(tiny, Cache(tmp_path))
+    assert not old.exists() and new.exists()
+
+
+def test_a_changed_preset_or_edited_weights_give_fresh_vectors(tmp_path, tiny):
+    cache = Cache(tmp_path)
+    folder = tmp_path / "model"
+    wb.save(tiny, folder)
+    model = wb.load(folder, device="cpu")
+    first = wb.discover("pullback", model, k=2, max_iter=3, cache=cache)
+    preset = json.loads((folder / "workbench_preset.json").read_text())
+    preset["num_inference_steps"] = 7
+    (folder / "workbench_preset.json").write_text(json.dumps(preset))
+    changed = wb.load(folder, device="cpu")
+    second = wb.discover("pullback", changed, k=2, max_iter=3, cache=cache)
+    assert not torch.equal(first.vectors, second.vectors)  # another x_t: not served stale
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+
+    before = model.fingerprint
+    with torch.no_grad():
+        next(model.unet.parameters()).mul_(1.1)
+    assert model.fingerprint != before
+    with pytest.raises(wb.FingerprintMismatch):
+        first.check_model(model)

@@ -1,0 +1,360 @@
+"""One description per engine, probe and edit mode: its options, with types, defaults,
+ranges and help, from which everything else is derived.
+
+A :class:`Spec` lists the :class:`Option` s of one callable. From it come
+
+- the API checks (:meth:`Spec.validate`, run by the registries' wrappers before the
+  function body: an unknown option, a wrong type, a non-finite or out-of-range value is a
+  one-line :class:`~workbench.errors.WorkbenchError`, never a ``TypeError`` from deep
+  inside);
+- the CLI arguments (:meth:`Spec.add_arguments`; an option with ``cli=False``, e.g. a
+  tensor, is API only);
+- the explorer's controls (the options marked ``control=True``, ``workbench.viz.explorer``).
+
+This module sits at the bottom of the package: it imports nothing from it but the errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import math
+import numbers
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+#: Largest seed a torch generator takes.
+MAX_SEED = 2**63 - 1
+#: Most values a sequence option takes (seeds, strengths, timesteps).
+MAX_COUNT = 1_000_000
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of an engine, probe or edit mode.
+
+    ``type`` is ``int``, ``float``, ``str``, ``bool``, ``"path"`` (a string or path) or
+    ``"ints"``/``"floats"`` (a non-empty sequence, ``999,600,200`` on the CLI); any other type (e.g.
+    ``object``) is passed through unchecked, for the function to check. ``low`` and
+    ``high`` bound numbers (inclusive); ``choices`` bound strings; ``nullable`` lets
+    ``None`` stand for "the model's default" (the preset's), which ``default=None``
+    implies. ``cli=False`` keeps an option off the command line (tensors, direction sets);
+    ``control=True`` gives it a control in the explorer.
+    """
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False
+    cli: bool = True
+    control: bool = False
+    length: int | None = None  # "ints" only: the exact number of values
+    aliases: tuple[str, ...] = ()  # older CLI spellings still accepted
+    required: bool = False  # None is never accepted
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def accepts_none(self) -> bool:
+        return not self.required and (self.nullable or self.default is None)
+
+    def describe(self) -> str:
+        """The help text with the range and default, as the CLI shows it."""
+        parts = [self.help] if self.help else []
+        if self.choices:
+            parts.append("one of " + ", ".join(self.choices))
+        elif self.low is not None and self.high is not None:
+            parts.append(f"{_fmt(self.low)} to {_fmt(self.high)}")
+        elif self.low is not None:
+            parts.append(f"at least {_fmt(self.low)}")
+        if self.default is not None:
+            many = self.type in ("ints", "floats")
+            shown = ",".join(map(str, self.default)) if many else self.default
+            parts.append(f"default {shown}")
+        return "; ".join(parts)
+
+    # ------------------------------------------------------------------ checks
+    def check(self, value: Any, owner: str = "") -> Any:
+        """``value`` checked and normalised (numpy/torch scalars to Python), or a one-line
+        :class:`WorkbenchError` naming ``owner`` and the option."""
+        where = f"{owner}: " if owner else ""
+        if value is None:
+            if self.accepts_none:
+                return None
+            raise WorkbenchError(f"{where}{self.name} must not be None")
+        if self.type in ("ints", "floats"):
+            kind = int if self.type == "ints" else float
+            plural = "integers" if kind is int else "numbers"
+            if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+                value = value.tolist()  # numpy arrays, tensors
+            if isinstance(value, range) and len(value) > MAX_COUNT:
+                value = value[: MAX_COUNT + 1]  # refused below, without materialising it
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | range):
+                try:
+                    value = list(value)
+                except TypeError:
+                    raise WorkbenchError(
+                        f"{where}{self.name} must be a sequence of {plural}, got {value!r}"
+                    ) from None
+            if isinstance(value, numbers.Number) or len(value) == 0:
+                raise WorkbenchError(f"{where}{self.name} must be a non-empty sequence of {plural}")
+            if self.length is not None and len(value) != self.length:
+                raise WorkbenchError(
+                    f"{where}{self.name} must be {self.length} {plural}, got {len(value)}"
+                )
+            if len(value) > MAX_COUNT:
+                raise WorkbenchError(
+                    f"{where}{self.name}: {len(value)} values, more than the {MAX_COUNT} allowed"
+                )
+            return tuple(self._number(v, kind, where) for v in value)
+        if self.type in (int, float):
+            return self._number(value, self.type, where)
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise WorkbenchError(f"{where}{self.name} must be True or False, got {value!r}")
+            return value
+        if self.type == "path":
+            if not isinstance(value, str | os.PathLike):
+                raise WorkbenchError(f"{where}{self.name} must be a path, got {value!r}")
+            return value
+        if self.type is str:
+            if not isinstance(value, str):
+                raise WorkbenchError(f"{where}{self.name} must be a string, got {value!r}")
+            if self.choices and value not in self.choices:
+                raise WorkbenchError(
+                    f"{where}{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+                )
+            return value
+        return value  # free-form (API-only objects): the function checks them
+
+    def _number(self, value: Any, kind: type, where: str) -> int | float:
+        if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+            value = value.item()  # numpy / torch scalars
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise WorkbenchError(f"{where}{self.name} must be a number, got {value!r}")
+        if kind is int:
+            if not isinstance(value, numbers.Integral):
+                raise WorkbenchError(f"{where}{self.name} must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise WorkbenchError(f"{where}{self.name} must be finite, got {value!r}")
+        if (self.low is not None and value < self.low) or (
+            self.high is not None and value > self.high
+        ):
+            if self.high is None:
+                bounds = f"at least {_fmt(self.low)}"
+            elif self.low is None:
+                bounds = f"at most {_fmt(self.high)}"
+            else:
+                bounds = f"in [{_fmt(self.low)}, {_fmt(self.high)}]"
+            raise WorkbenchError(f"{where}{self.name} must be {bounds}, got {value!r}")
+        return value
+
+    # ------------------------------------------------------------------ text
+    def parse(self, text: str, owner: str = "") -> Any:
+        """A value from its text (the CLI, the explorer's text fields), checked."""
+        where = f"{owner}: " if owner else ""
+        text = text.strip()
+        if text == "" and self.accepts_none:
+            return None
+        try:
+            if self.type in ("ints", "floats"):
+                kind = int if self.type == "ints" else float
+                value: Any = [kind(v) for v in text.split(",") if v.strip()]
+            elif self.type is int:
+                value = int(text)
+            elif self.type is float:
+                value = float(text)
+            elif self.type is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                value = text.lower() in ("true", "1", "yes")
+            else:
+                value = text
+        except ValueError:
+            kind = {
+                int: "an integer",
+                float: "a number",
+                bool: "true or false",
+                "floats": "numbers like -3,0,3",
+            }.get(self.type, "integers like 999,600,200")
+            raise WorkbenchError(f"{where}{self.name} must be {kind}, got {text!r}") from None
+        return self.check(value, owner)
+
+
+def _fmt(value: float) -> str:
+    """A bound as people write it: 9223372036854775807, 0.5, 1e-06."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def argparse_type(option: Option, owner: str = "") -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses and checks with ``option`` (one-line errors)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text, owner)
+        except WorkbenchError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = option.name  # argparse names the type in its messages
+    return parse
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The options of one engine, probe or edit mode (see the module docstring)."""
+
+    kind: str  # "engine", "probe", "edit mode"
+    name: str
+    summary: str
+    options: tuple[Option, ...] = ()
+    _index: dict[str, Option] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [o.name for o in self.options]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.kind} {self.name!r}: an option is described twice")
+        self._index.update({o.name: o for o in self.options})
+
+    @property
+    def owner(self) -> str:
+        return f"{self.kind} {self.name!r}"
+
+    def __getitem__(self, name: str) -> Option:
+        return self._index[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def defaults(self) -> dict[str, Any]:
+        return {o.name: o.default for o in self.options}
+
+    def validate(self, values: dict[str, Any], accepted: Sequence[str] = ()) -> dict[str, Any]:
+        """``values`` checked: every name described (or in ``accepted``, the function's
+        other parameters), every described value of the right type and range."""
+        out = {}
+        for name, value in values.items():
+            if name in self._index:
+                out[name] = self._index[name].check(value, self.owner)
+            elif name in accepted:
+                out[name] = value
+            else:
+                known = ", ".join(sorted({*self._index, *accepted})) or "none"
+                raise WorkbenchError(f"{self.owner} has no option {name!r}; options: {known}")
+        return out
+
+    def add_arguments(self, parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+        """One CLI argument per option with ``cli=True`` (default ``None`` on the command
+        line: an option not given is not passed, so the function's default applies)."""
+        for o in self.options:
+            if not o.cli or o.name in skip:
+                continue
+            kwargs: dict[str, Any] = {"default": None, "help": o.describe(), "dest": o.name}
+            if o.type is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["type"] = argparse_type(o, self.owner)
+                kwargs["metavar"] = (
+                    o.name.upper() if not o.choices else "{" + ",".join(o.choices) + "}"
+                )
+            parser.add_argument(o.flag, *o.aliases, **kwargs)
+
+    def from_args(self, args: argparse.Namespace, skip: Sequence[str] = ()) -> dict[str, Any]:
+        """The options given on the command line (those left out keep their defaults);
+        ``skip``: as for :meth:`add_arguments`."""
+        given = {}
+        for o in self.options:
+            if o.cli and o.name not in skip:
+                value = getattr(args, o.name, None)
+                if value is None and o.required:
+                    value = o.default  # a required parameter the command line left out
+                if value is not None:
+                    given[o.name] = value
+        return given
+
+
+def validated(spec: Spec, fn: Callable, first: int = 1) -> Callable:
+    """``fn`` wrapped so that its keyword options are checked against ``spec`` before it
+    runs. ``first`` positional parameters (the model, ...) are passed through; options
+    may be given by keyword or by position after them."""
+    params = list(inspect.signature(fn).parameters.values())
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    named = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    missing = [o.name for o in spec.options if o.name not in named and not takes_any]
+    if missing:
+        raise ValueError(f"{spec.owner} describes options its function lacks: {missing}")
+    accepted = tuple(named[first:])
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        head, rest = args[:first], args[first:]
+        if len(rest) > len(accepted):
+            raise WorkbenchError(f"{spec.owner}: too many positional arguments")
+        given = dict(zip(accepted, rest, strict=False))
+        for name in kwargs:
+            if name in given:
+                raise WorkbenchError(f"{spec.owner}: {name!r} given twice")
+        given.update(kwargs)
+        # a function with **options passes the names it does not describe on (checked
+        # downstream, e.g. by an edit mode's own description)
+        checked = spec.validate(given, accepted=tuple(given) if takes_any else accepted)
+        return fn(*head, **checked)
+
+    run.spec = spec  # type: ignore[attr-defined]
+    return run
+
+
+# Options shared by every engine (the CLI's discover command has them too).
+K = Option("k", int, 8, "number of directions", low=1, high=4096)
+TIMESTEP = Option(
+    "timestep",
+    int,
+    None,
+    "timestep of the edit (default: the engine's, from the preset)",
+    low=0,
+    control=True,
+)
+SEED = Option("seed", int, 0, "random seed", low=0, high=MAX_SEED)
+NUM_STEPS = Option(
+    "num_steps",
+    int,
+    None,
+    "DDIM steps over [0, T] (default: the preset's)",
+    low=1,
+    high=10000,
+    aliases=("--steps",),
+)
+WINDOW = Option(
+    "window",
+    "ints",
+    None,
+    "h-space edit window (t_high, t_low) (default: the preset's h_window)",
+    low=0,
+    cli=False,
+    length=2,
+)
+TIMESTEPS = Option(
+    "timesteps", "ints", None, "timesteps, e.g. 999,600,200 (default: the probe's)", low=0
+)
+PROGRESS = Option("progress", bool, None, "progress bars (default: the package setting)", cli=False)
+IMAGES = Option(
+    "images", object, None, "real images [m, C, H, W] in [-1, 1] (default: the scene's)", cli=False
+)
+SEEDS = Option("seeds", "ints", None, "seeds of x_T, e.g. 0-7 or 1,4,9", low=0, high=MAX_SEED)
+#: The h-space engines' timestep: no control in the explorer (they edit over a window).
+SINGLE_STEP = Option(
+    "timestep", int, None, "a single-step edit at this timestep instead of the h window", low=0
+)
