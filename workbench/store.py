@@ -8,6 +8,7 @@ failing write never leaves a half-written result behind.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -42,11 +43,38 @@ def _plain_mode(path: Path, folder: bool = False) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
 
 
+#: Temporary files and folders of a write older than this are orphans of a killed writer.
+STALE_SECONDS = 3600.0
+
+
+def clean_orphans(path: str | Path, older_than: float = STALE_SECONDS) -> int:
+    """Remove what killed writers of ``path`` left beside it (``.NAME.*.tmp`` files or
+    folders and ``.NAME.*.old`` folders) once older than ``older_than`` seconds, so that
+    a write in progress elsewhere is left alone; how many went."""
+    path = Path(path)
+    removed = 0
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for pattern in (f".{glob.escape(path.name)}.*.tmp", f".{glob.escape(path.name)}.*.old"):
+            for orphan in path.parent.glob(pattern):
+                with contextlib.suppress(OSError):
+                    if now - orphan.lstat().st_mtime <= older_than:
+                        continue
+                    if orphan.is_dir() and not orphan.is_symlink():
+                        shutil.rmtree(orphan)
+                    else:
+                        orphan.unlink()
+                    removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds
+    (orphans of earlier killed writes to ``path`` are removed first)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_orphans(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -60,9 +88,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; it replaces ``path`` if the block succeeds."""
+    """Yield a temporary folder beside ``path``; it replaces ``path`` if the block succeeds
+    (orphans of earlier killed writes to ``path`` are removed first)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_orphans(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
@@ -155,7 +185,7 @@ class Cache:
     older than :attr:`STALE_SECONDS`.
     """
 
-    STALE_SECONDS = 3600.0
+    STALE_SECONDS = STALE_SECONDS
 
     def __init__(self, root: str | Path | None = None) -> None:
         default = os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench")

@@ -82,6 +82,13 @@ class DiffusionModel:
         self.alphas_cumprod: torch.Tensor = alphas  # float64, CPU, [num_train_timesteps]
         self._fingerprint: str | None = None
         self._signature: tuple = ()
+        #: Evaluate the U-Net (:meth:`raw`, so sampling, inversion and edits) in
+        #: micro-batches of exactly this many samples, the last one padded: a sample's
+        #: result is then the same bit for bit whatever batch it is run in (the kernels
+        #: see one shape). ``None`` (default): one call per batch, results depend on the
+        #: batch size at the 1e-6 level (docs/architecture.md, "Determinism").
+        self._micro_batch: int | None = None
+        self._h_parts: list | None = None
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -132,6 +139,19 @@ class DiffusionModel:
             f"DiffusionModel({self.name!r}, {n / 1e6:.2f}M params, x {self.sample_shape}, "
             f"h {self.h_shape}, {self.prediction_type}, {self.device}, {self.dtype})"
         )
+
+    @property
+    def micro_batch(self) -> int | None:
+        """Fixed U-Net batch for bit-exact results across batch sizes (see ``__init__``)."""
+        return self._micro_batch
+
+    @micro_batch.setter
+    def micro_batch(self, value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+        ):
+            raise WorkbenchError(f"micro_batch must be a positive integer or None, got {value!r}")
+        self._micro_batch = None if value is None else int(value)
 
     # ------------------------------------------------------------------ fingerprint
     @property
@@ -274,7 +294,36 @@ class DiffusionModel:
         ``[B, *h_shape]`` (e.g. ``[B, C, H, W]``, ``[C, H, W]`` or ``[C, 1, 1]``).
         """
         self._check_x(x_t)
-        timesteps = self._timesteps(t, x_t.shape[0])
+        batch = x_t.shape[0]
+        timesteps = self._timesteps(t, batch)
+        m = self._micro_batch
+        if m is None or batch == m:
+            return self._raw(x_t, timesteps, delta_h)
+        per_sample = delta_h is not None and delta_h.ndim == 4 and delta_h.shape[0] == batch
+        outs, sizes = [], []
+        self._h_parts = []
+        try:
+            for i in range(0, batch, m):
+                n = min(m, batch - i)
+                xs, ts = x_t[i : i + n], timesteps[i : i + n]
+                d = delta_h[i : i + n] if per_sample else delta_h
+                if n < m:  # pad to the fixed shape: every sample sees the same kernels
+                    xs = torch.cat([xs, xs.new_zeros(m - n, *xs.shape[1:])])
+                    ts = torch.cat([ts, ts[-1:].expand(m - n)])
+                    if per_sample:
+                        d = torch.cat([d, d.new_zeros(m - n, *d.shape[1:])])
+                outs.append(self._raw(xs, ts, d)[:n])
+                sizes.append(n)
+        finally:
+            parts, self._h_parts = self._h_parts, None
+        for seen in {id(seen): seen for seen, _ in parts}.values():  # one entry per call
+            chunks = [h for owner, h in parts if owner is seen]
+            seen.append(torch.cat([h[:n] for h, n in zip(chunks, sizes, strict=True)]))
+        return torch.cat(outs)
+
+    def _raw(
+        self, x_t: torch.Tensor, timesteps: torch.Tensor, delta_h: torch.Tensor | None
+    ) -> torch.Tensor:
         with self.h_edit(delta_h):
             out = self.unet(x_t.to(self.dtype), timesteps).sample
         if out.shape[1] == 2 * x_t.shape[1]:  # learned variance: keep the mean part
@@ -340,7 +389,11 @@ class DiffusionModel:
         seen: list[torch.Tensor] = []
 
         def keep(module, args, output):
-            seen.append(output.detach().to("cpu", torch.float32))
+            h = output.detach().to("cpu", torch.float32)
+            if self._h_parts is not None:  # one micro-batch of a call: joined by ``raw``
+                self._h_parts.append((seen, h))
+            else:
+                seen.append(h)
 
         handle = self.unet.mid_block.register_forward_hook(keep)
         try:
