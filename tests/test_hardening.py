@@ -443,3 +443,22 @@ def test_without_micro_batches_the_batch_size_moves_results_within_the_bound(tin
         assert float((runs[0] - other).abs().max()) <= 1e-5
         diff = tiny.to_uint8(runs[0]).int() - tiny.to_uint8(other).int()
         assert int(diff.abs().max()) <= 1
+
+
+def test_hostile_labelled_inputs_are_one_line(tmp_path, tiny):
+    """A CSV that is not UTF-8 and a decompression-bomb PNG (a small file that claims
+    a huge image) are refused with one line, not a traceback."""
+    from PIL import Image
+
+    from workbench.data.labelled import MAX_PIXELS, load_image, load_labelled
+
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_bytes(b"path,label\n\xff\xfe.png,1\n")
+    with pytest.raises(wb.WorkbenchError, match="not UTF-8"):
+        load_labelled(csv_path, 16)
+    side = int(MAX_PIXELS**0.5) + 1024
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (side, side)).save(bomb)  # a few hundred kB on disk
+    assert bomb.stat().st_size < 20 * 2**20
+    with pytest.raises(wb.WorkbenchError, match="too large"):
+        load_image(bomb, 16)

@@ -20,6 +20,7 @@ sample size, and returned in [-1, 1] as ``[N, 3, S, S]`` float32, in a stable or
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from workbench.errors import WorkbenchError
+
+#: Largest image read (pixels): far above any photo a user labels, far below a bomb.
+MAX_PIXELS = 8192 * 8192
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 #: (negative, positive) pairs recognised without ``positive=``
@@ -52,9 +56,14 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     """One image file as ``[3, size, size]`` in [-1, 1] (centre crop, bicubic resize)."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise WorkbenchError(f"image {path} is too large ({w}x{h} pixels)")
+            img = img.convert("RGB")
             side = min(w, h)
             left, top = (w - side) // 2, (h - side) // 2
             img = img.crop((left, top, left + side, top + side))
@@ -63,6 +72,8 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
             array = np.asarray(img, dtype=np.float32)
     except FileNotFoundError:
         raise WorkbenchError(f"image not found: {path}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise WorkbenchError(f"image {path} is too large (a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise WorkbenchError(f"cannot read image {path}: {exc}") from None
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
@@ -103,8 +114,11 @@ def _from_folder(root: Path) -> tuple[list[Path], list[str]]:
 
 
 def _from_csv(path: Path) -> tuple[list[Path], list[str]]:
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError as exc:
+        raise WorkbenchError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
         rows = rows[1:]
     if not rows:

@@ -46,7 +46,7 @@ from workbench.directions import DirectionSet
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import Option
+from workbench.options import SEED, Option, Spec, validated
 from workbench.sampling import ddim, make_timesteps
 from workbench.store import Cache, cache_key
 
@@ -108,6 +108,39 @@ def _pull_back_range(
     return p_h[:, :, :keep], z @ w
 
 
+#: The options of a basis (:func:`local_basis`; the engine and the probes share them).
+OVERSAMPLE = Option("oversample", int, 4, "extra columns of the iteration (p)", low=0, high=1024)
+MAX_ITER = Option("max_iter", int, 30, "most iterations", low=1, high=10000)
+TOL_DEG = Option("tol_deg", float, 0.1, "stop when the basis moves less (degrees)", low=0, high=90)
+METHOD = Option(
+    "method", str, "krylov", "block Krylov or subspace iteration", choices=("krylov", "subspace")
+)
+LOCAL_BASIS = Spec(
+    "function",
+    "local_basis",
+    "top-k right singular vectors of dh/dx_t",
+    (
+        Option("k", int, 8, "basis size", low=1, high=100_000),
+        OVERSAMPLE,
+        MAX_ITER,
+        Option("min_iter", int, 2, "fewest iterations", low=1, high=10000),
+        TOL_DEG,
+        Option("chunk", int, None, "columns per vmapped pass (memory bound)", low=1),
+        Option("warm_start", object, None, "x-space vectors to start from", cli=False),
+        SEED,
+        Option("dtype", object, torch.float32, "dtype of the iteration", cli=False),
+        Option("callback", object, None, "called with (iteration, V)", cli=False),
+        METHOD,
+        Option("max_blocks", int, 8, "Krylov blocks before a restart", low=1, high=1000),
+    ),
+)
+
+
+def _basis_checked(fn: Callable) -> Callable:
+    return validated(LOCAL_BASIS, fn, first=3)
+
+
+@_basis_checked
 def local_basis(
     model: DiffusionModel,
     x_t: torch.Tensor,
@@ -291,31 +324,6 @@ def global_directions(basis: LocalBasis, k: int | None = None) -> tuple[torch.Te
     return vectors.reshape(k, *basis.V.shape[2:]), (s[:k] / b**0.5).to(basis.s.dtype)
 
 
-#: The pullback engine's options (its basis parameters, the sample count).
-OPTIONS = (
-    Option("oversample", int, 4, "extra columns of the iteration (p)", low=0, high=1024),
-    Option("max_iter", int, 30, "most iterations", low=1, high=10000),
-    Option("tol_deg", float, 0.1, "stop when the basis moves less (degrees)", low=0, high=90),
-    Option(
-        "method",
-        str,
-        "krylov",
-        "block Krylov or subspace iteration",
-        choices=("krylov", "subspace"),
-    ),
-    Option(
-        "steps",
-        int,
-        None,
-        "DDIM steps down to the timestep (default: the preset's)",
-        low=1,
-        high=10000,
-    ),
-    Option("samples", int, 1, "seeds seed..seed+N-1: their shared directions", low=1, high=4096),
-    Option("cache", object, None, "a store.Cache (default: the user's cache folder)", cli=False),
-)
-
-
 def _sample_bases(
     model: DiffusionModel,
     t: int,
@@ -375,6 +383,25 @@ def _basis_params(
         "steps": steps,
         "method": method,
     }
+
+
+#: The pullback engine's options (its basis parameters, the sample count).
+OPTIONS = (
+    OVERSAMPLE,
+    MAX_ITER,
+    TOL_DEG,
+    METHOD,
+    Option(
+        "steps",
+        int,
+        None,
+        "DDIM steps down to the timestep (default: the preset's)",
+        low=1,
+        high=10000,
+    ),
+    Option("samples", int, 1, "seeds seed..seed+N-1: their shared directions", low=1, high=4096),
+    Option("cache", object, None, "a store.Cache (default: the user's cache folder)", cli=False),
+)
 
 
 @register_engine("pullback", "top singular vectors of dh/dx_t (pullback metric)", OPTIONS)

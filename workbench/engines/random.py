@@ -40,6 +40,8 @@ def random_directions(
     """
     if space == "x" and form != "full":
         raise WorkbenchError(f"form {form!r} is for h-space directions; x-space ones are full")
+    if space == "x" and window is not None:
+        raise WorkbenchError("window is for h-space directions; x-space ones take a timestep")
     if space == "x":
         shape = model.sample_shape
         when: int | tuple[int, int] = model.check_timestep(
