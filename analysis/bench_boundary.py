@@ -24,7 +24,8 @@ import workbench as wb
 from workbench.bench import BenchReport, timed
 from workbench.data.readout import read_factors
 from workbench.data.shapes import generate
-from workbench.engines.boundary import find_mixing_step, fit_boundary, shapes_labels
+from workbench.engines.boundary import fit_boundary, shapes_labels
+from workbench.probes.mixing import find_mixing_step
 
 
 def main() -> None:

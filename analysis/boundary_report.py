@@ -40,13 +40,9 @@ import torch
 import workbench as wb
 from workbench.data.readout import read_factors
 from workbench.data.shapes import FACTOR_NAMES, factor_spreads, generate
-from workbench.engines.boundary import (
-    SHAPES_ATTRIBUTES,
-    find_mixing_step,
-    fit_boundary,
-    shapes_labels,
-)
+from workbench.engines.boundary import SHAPES_ATTRIBUTES, fit_boundary, shapes_labels
 from workbench.eval.directions import factor_changes
+from workbench.probes.mixing import find_mixing_step
 from workbench.sampling import ddim, make_timesteps
 from workbench.store import write_json, write_text
 

@@ -6,13 +6,13 @@ import torch
 import workbench as wb
 from workbench.editing import MODES
 from workbench.engines.boundary import (
-    find_mixing_step,
     fit_boundary,
     shapes_labels,
     signed_distance,
     svm_normal,
 )
 from workbench.models.presets import Preset
+from workbench.probes.mixing import find_mixing_step
 from workbench.sampling import Step, make_timesteps
 
 

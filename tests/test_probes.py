@@ -3,7 +3,7 @@ import math
 import torch
 
 from workbench.probes import PROBES, get_probe
-from workbench.probes.norm import ks_statistic
+from workbench.stats import ks_statistic
 
 
 def test_gaussian_norm_concentrates_at_sqrt_d(tiny):

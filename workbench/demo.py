@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from workbench import settings
+import workbench.settings as settings
 from workbench.editing import edit
 from workbench.engines import ENGINES
 from workbench.models.wrapper import DiffusionModel

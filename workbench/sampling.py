@@ -107,7 +107,7 @@ def _as_hooks(hooks: StepHook | Sequence[StepHook] | None) -> list[StepHook]:
 
 
 def _progress(progress: bool | None) -> bool:
-    from workbench import settings
+    import workbench.settings as settings
 
     return settings.progress if progress is None else progress
 

@@ -34,7 +34,7 @@ from diffusers import DDIMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from workbench import settings
+import workbench.settings as settings
 from workbench.data.scenes import get_scene
 from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, CUT_SKIPS, SCENE_OF, ZERO_SNR_V_SCHEDULER

@@ -44,27 +44,7 @@ from workbench.directions import DirectionSet
 from workbench.editing import edit
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation (average ranks for ties); 0 if either side is constant."""
-    if a.numel() < 3:
-        return 0.0
-
-    def ranks(x: torch.Tensor) -> torch.Tensor:
-        order = x.argsort()
-        r = torch.empty_like(x, dtype=torch.float64)
-        r[order] = torch.arange(x.numel(), dtype=torch.float64)
-        for value in x.unique():  # average ranks of ties
-            tied = x == value
-            if tied.sum() > 1:
-                r[tied] = r[tied].mean()
-        return r
-
-    ra, rb = ranks(a.double()), ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = (ra.norm() * rb.norm()).item()
-    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
+from workbench.stats import spearman
 
 
 def factor_changes(

@@ -13,8 +13,8 @@ import torch
 
 from workbench.data.scenes import get_scene
 from workbench.models.wrapper import DiffusionModel
-from workbench.probes.norm import ks_statistic
 from workbench.sampling import sample
+from workbench.stats import ks_statistic
 
 
 @dataclass

@@ -74,5 +74,6 @@ class ProbeResult:
 from workbench.probes import consistency as _consistency  # noqa: E402,F401
 from workbench.probes import curvedness as _curvedness  # noqa: E402,F401
 from workbench.probes import embedding as _embedding  # noqa: E402,F401  (registers "umap")
+from workbench.probes import mixing as _mixing  # noqa: E402,F401  (registers "mixing-step")
 from workbench.probes import norm as _norm  # noqa: E402,F401  (registers "norm")
 from workbench.probes import spectrum as _spectrum  # noqa: E402,F401

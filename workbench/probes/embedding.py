@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.eval.directions import spearman
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import grid_with
 from workbench.sampling import ddim, make_timesteps
+from workbench.stats import spearman
 
 
 def neighbours(points: torch.Tensor, count: int) -> torch.Tensor:

@@ -1,0 +1,75 @@
+"""Imports only go downward: each module imports from its own layer or the layers below
+(docs/architecture.md, "Layers"), so the package has no import cycle between layers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import workbench
+
+#: Lowest first; a module may import from its own layer and every layer before it.
+LAYERS = [
+    ("workbench.errors", "workbench._version", "workbench.settings"),
+    ("workbench.options", "workbench.store", "workbench.stats"),
+    ("workbench.data",),
+    ("workbench.models",),
+    ("workbench.sampling",),
+    ("workbench.directions", "workbench.trajectories"),
+    ("workbench.editing",),
+    ("workbench.engines",),
+    ("workbench.probes",),
+    ("workbench.eval",),
+    ("workbench.library",),
+    ("workbench.viz",),
+    ("workbench.bench", "workbench.train", "workbench.demo"),
+    ("workbench.cli",),
+    ("workbench",),
+]
+
+
+def layer_of(module: str) -> int:
+    best = None
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and (
+                best is None or len(name) > len(best[1])
+            ):
+                best = (i, name)
+    assert best is not None, f"{module} is in no layer: add it to LAYERS and the docs"
+    return best[0]
+
+
+def imports(path: Path) -> set[str]:
+    """Every ``workbench`` module ``path`` imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "workbench":  # from workbench import x: the submodule x
+                found |= {f"workbench.{a.name}" for a in node.names}
+            elif node.module.startswith("workbench."):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("workbench")}
+    return found
+
+
+def test_imports_only_go_downward():
+    root = Path(workbench.__file__).parent
+    upward = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        own = layer_of(module)
+        for target in imports(path):
+            if layer_of(target) > own:
+                upward.append(f"{module} imports {target}")
+    assert not upward, upward
+
+
+def test_the_layer_table_catches_an_upward_import(tmp_path):
+    """The check itself can fail: an engine importing the explorer is upward."""
+    fake = tmp_path / "fake.py"
+    fake.write_text("from workbench.viz.explorer import Explorer\n")
+    (target,) = imports(fake)
+    assert layer_of(target) > layer_of("workbench.engines.fake")

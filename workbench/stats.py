@@ -1,0 +1,48 @@
+"""Statistics shared by the engines, probes and eval (a low layer: it imports nothing from
+the package). Where scipy has the statistic, scipy computes it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy import stats
+
+#: Two-sample KS critical coefficient at the 5% level, as tabulated (sqrt(-ln(0.025) / 2)
+#: = 1.35810...; the tabulated 1.358 keeps the published mixing steps).
+KS_C_ALPHA_05 = 1.358
+
+
+def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic sup |F_a - F_b| of 1-D samples."""
+    a_np = a.detach().double().cpu().reshape(-1).numpy()
+    b_np = b.detach().double().cpu().reshape(-1).numpy()
+    return float(stats.ks_2samp(a_np, b_np, method="asymp").statistic)
+
+
+def ks_critical(n: int, m: int) -> float:
+    """The 5% critical value of the two-sample KS statistic for sample sizes n and m."""
+    return KS_C_ALPHA_05 * math.sqrt((n + m) / (n * m))
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation (average ranks for ties); 0 if either side is constant
+    or has fewer than 3 values."""
+    if a.numel() < 3:
+        return 0.0
+    a_np = a.detach().double().cpu().reshape(-1).numpy()
+    b_np = b.detach().double().cpu().reshape(-1).numpy()
+    if a_np.min() == a_np.max() or b_np.min() == b_np.max():
+        return 0.0
+    return float(stats.spearmanr(a_np, b_np).statistic)
+
+
+def last_agreeing(timesteps: list[int], agree: list[bool]) -> int | None:
+    """The largest timestep (ascending ``timesteps``) up to which ``agree`` holds at every
+    step from the start; ``None`` if it fails at once or holds only at the clean end -1."""
+    found = None
+    for t, ok in zip(timesteps, agree, strict=True):
+        if not ok:
+            break
+        found = t
+    return None if found == -1 else found
