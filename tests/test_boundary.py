@@ -140,8 +140,27 @@ def test_mixing_step_search_reports_its_evidence(tiny):
     assert result.tolerance == pytest.approx(1.358 * math.sqrt(2 / 8))
     # x_T ~ N(0, I): the sampled norms at T sit on the sqrt(d) shell
     assert abs(float(result.sampled[-1].mean()) - 1.0) < 0.05
-    assert result.mixing_step is None or result.mixing_step in result.timesteps
     assert len(result.figure().data) >= 8 and "mixing step" in result.summary()
+
+
+def test_mixing_step_follows_its_definition_and_the_data(tiny):
+    """The model's own samples invert back onto its sampled chain: agreement at every
+    timestep, so the mixing step is the top of the grid; blank images invert off the shell:
+    no agreement, no mixing step. Either way the step is the definition's (both statistics
+    under the tolerance there and at every step below)."""
+    from workbench.stats import last_agreeing
+
+    own = wb.sample(tiny, seeds=range(100, 132), num_steps=5)
+    found = find_mixing_step(tiny, n=32, num_steps=5, images=own)
+    blank = find_mixing_step(tiny, n=32, num_steps=5, images=torch.zeros(32, *tiny.sample_shape))
+    for result in (found, blank):
+        agree = [
+            k <= result.tolerance and s <= result.tolerance
+            for k, s in zip(result.ks, result.sliced_ks, strict=True)
+        ]
+        assert result.mixing_step == last_agreeing(result.timesteps, agree)
+    assert found.mixing_step == max(found.timesteps)
+    assert blank.mixing_step is None and min(blank.ks) == 1.0
 
 
 def test_mixing_step_is_a_probe_of_the_cli(capsys, tmp_path):

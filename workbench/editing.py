@@ -296,7 +296,7 @@ def guidance(
     delta: float = 1.0,
     repeats: int = 16,
 ) -> EditPlan:
-    """The published x-space guidance (pullback engine, METHODS.md section 1) at the
+    """The published x-space guidance (pullback engine, docs/methods.md section 1) at the
     direction's timestep t: ``x <- x + gamma * (eps(x + s * delta * v, t) - eps(x, t))``,
     repeated ``repeats`` times from the previous result; ``s`` is the strength (its sign
     gives +v or -v). ``delta`` is the norm of the probe step, in units of ``x_step``.

@@ -8,18 +8,19 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.data.shapes import generate
+from workbench.data.scenes import get_scene
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.sampling import ddim, make_timesteps
 
 
 def reference_images(model: DiffusionModel, n: int, seed: int = 0) -> torch.Tensor:
-    """Real images for ``model``: Shapes at the model's resolution (RGB, square models)."""
+    """Real images for ``model``: its scene (the preset's ``scene``, Shapes by default) at
+    the model's resolution (RGB, square models)."""
     channels, height, width = model.sample_shape
     if channels != 3 or height != width:
         raise WorkbenchError("no built-in reference images for this model: pass images")
-    return generate(n, size=height, seed=seed)[0]
+    return get_scene(model.preset.scene).generate(n, size=height, seed=seed)[0]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Data-free directions from the weights of a self-attention block (METHODS.md section 3).
+"""Data-free directions from the weights of a self-attention block (docs/methods.md, section 3).
 
 Lineage: closed-form factorisation (SeFa): the eigen/singular vectors of the weights that
 read or write a latent code are directions the network is most sensitive to. Here the

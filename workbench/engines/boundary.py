@@ -1,4 +1,4 @@
-"""Boundary directions at the mixing step (METHODS.md section 2).
+"""Boundary directions at the mixing step (docs/methods.md, section 2).
 
 1. The mixing step: found by the ``mixing-step`` probe
    (:func:`workbench.probes.mixing.find_mixing_step`), recorded in the preset.

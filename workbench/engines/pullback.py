@@ -1,4 +1,4 @@
-"""Pullback-metric directions: the local basis of x_t -> h (METHODS.md section 1).
+"""Pullback-metric directions: the local basis of x_t -> h (docs/methods.md, section 1).
 
 For one timestep t, f(x) = h(x, t) maps x-space (d = C H W) to h-space. The pullback
 metric is J^T J with J = df/dx; its top eigenvectors V (the top right singular vectors
