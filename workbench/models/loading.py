@@ -49,6 +49,8 @@ PRESETS: dict[str, Preset] = {
         x_timestep=800,
         h_window=(999, 600),
         pullback_timesteps=(880, 580),
+        # workbench probe mixing-step --n 128 --num-steps 50 (docs/shapes64.md)
+        mixing_step=19,
         scene="lit-shapes",
     ),
     "tiny-test": Preset(
