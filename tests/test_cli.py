@@ -61,7 +61,7 @@ def test_sample_discover_edit_probe_demo(capsys, tmp_path):
     written = json.loads((tmp_path / "c" / "curvedness.json").read_text())
     assert written["timesteps"] == [999, 500] and len(written["ratio"][0]) == 2
 
-    ok("demo", *M, "--steps", "4", "--seeds", "2", "--quick", "--out", str(tmp_path / "demo"))
+    ok("demo", *M, "--num-steps", "4", "--n-seeds", "2", "--quick", "--out", str(tmp_path / "demo"))
     names = {p.name for p in (tmp_path / "demo").iterdir()}
     expected = {"report.html", "samples.png", "probes", "random-x.safetensors"}
     expected |= {"random-h.safetensors", "attention-qk.safetensors", "pca-channel.safetensors"}

@@ -75,7 +75,7 @@ def _cli_cases(d: str) -> list[tuple[list[str], str]]:
         (["discover", "pullback", *M, "--max-iter", "0", *s], "max_iter must be in [1, 10000]"),
         (["discover", "pullback", *M, "--tol-deg", "nan", *s], "tol_deg must be finite"),
         (["discover", "random", *M, "--timestep", "5000", *s], "out of range"),
-        (["demo", *M, "--seeds", "0", "--out", "demo"], "seeds must be in [1, 1000]"),
+        (["demo", *M, "--seeds", "0", "--out", "demo"], "n_seeds must be in [1, 1000]"),
         (["bench", *M, "--n", "0"], "n must be in [1, 100000]"),
         (["bench", *M, "--repeats", "0"], "repeats must be in [1, 1000]"),
         (["train", "--checkpoint-every", "0", "--out", "t"], "checkpoint_every must be in"),

@@ -209,7 +209,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     _out_dir(args.out, args.overwrite)
     model = _load(args.model, args.device)
-    path = run_demo(model, args.out, n_seeds=args.seeds, num_steps=args.num_steps, quick=args.quick)
+    path = run_demo(
+        model, args.out, n_seeds=args.n_seeds, num_steps=args.num_steps, quick=args.quick
+    )
     print(f"wrote {path}")
 
 
@@ -361,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "discover, edit and probe on a model; write report.html", cmd_demo)
     model_args(p)
     out_args(p, "output folder", default="runs/demo")
-    num(p, "seeds", int, 6, "number of seeds per edit grid", 1, 1000)
+    num(p, "n_seeds", int, 6, "number of seeds per edit grid", 1, 1000, ("--seeds",))
     num(p, "num_steps", int, None, "DDIM steps (default: the preset's)", 1, 10000, ("--steps",))
     p.add_argument("--quick", action="store_true", help="toy sizes (a smoke test of the report)")
 

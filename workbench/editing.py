@@ -167,7 +167,7 @@ EDIT = Spec(
         Option("strengths", "floats", None, "in preset steps, e.g. -3,0,3", required=True),
         SEEDS,
         Option("x", object, None, "latents [N, C, H, W] at t_start instead of seeds", cli=False),
-        Option("t_start", int, None, "timestep of x (default: T-1)", low=0),
+        Option("t_start", int, None, "timestep of x (default: T-1)", low=0, cli=False),
         Option("mode", str, "additive", "edit mode", required=True),
         NUM_STEPS,
         Option("eta", float, 0.0, "DDIM eta from the edit on (0: deterministic)", low=0, high=1),
