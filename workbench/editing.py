@@ -226,7 +226,7 @@ def edit(
     if (seeds is None) == (x is None):
         raise WorkbenchError("give exactly one of seeds or x")
     x = model.noise(seeds) if x is None else x.to(model.device, model.dtype)
-    model._check_x(x, "x")
+    model.check_x(x, "x")
     check_finite("x", x)
     plan = MODES[mode](model, directions, index, **options)
     top = model.num_train_timesteps - 1 if t_start is None else model.check_timestep(t_start)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel, Prediction
 from workbench.options import NUM_STEPS, PROGRESS, SEEDS, Option, Spec, validated
+from workbench.settings import show_progress
 
 StepHook = Callable[["Step"], None]
 
@@ -106,12 +107,6 @@ def _as_hooks(hooks: StepHook | Sequence[StepHook] | None) -> list[StepHook]:
     return list(hooks)
 
 
-def _progress(progress: bool | None) -> bool:
-    import workbench.settings as settings
-
-    return settings.progress if progress is None else progress
-
-
 def _step_noise(x: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None):
     if generator is None or isinstance(generator, torch.Generator):
         z = torch.randn(x.shape, generator=generator, dtype=torch.float32)
@@ -170,7 +165,7 @@ def ddim(
     Returns:
         x at ``timesteps[-1]``, and the :class:`Trajectory` if asked for.
     """
-    model._check_x(x, "x")
+    model.check_x(x, "x")
     ts = [model.check_timestep(int(t), allow_clean=True) for t in timesteps]
     if len(ts) < 2:
         raise WorkbenchError("timesteps must hold at least two values")
@@ -185,7 +180,7 @@ def ddim(
     x = x.to(model.device, model.dtype)
     trajectory = [x.detach().cpu()] if return_trajectory else None
     desc = "DDIM inversion" if diffs[0] > 0 else "DDIM sampling"
-    bar = tqdm(range(len(ts) - 1), desc=desc, disable=not _progress(progress), leave=False)
+    bar = tqdm(range(len(ts) - 1), desc=desc, disable=not show_progress(progress), leave=False)
     for i in bar:
         step = Step(index=i, t=ts[i], t_next=ts[i + 1], x=x, eta=eta)
         for hook in edits:
@@ -255,7 +250,7 @@ def sample(
     if (seeds is None) == (x_T is None):
         raise WorkbenchError("give exactly one of seeds or x_T")
     x_T = model.noise(seeds) if x_T is None else x_T
-    model._check_x(x_T, "x_T")
+    model.check_x(x_T, "x_T")
     timesteps = make_timesteps(model, num_steps)
     outs = []
     for start in range(0, x_T.shape[0], batch_size):

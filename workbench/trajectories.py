@@ -59,7 +59,7 @@ def paired_trajectories(
     if images is None:
         images = reference_images(model, n, seed if image_seed is None else image_seed)
     real = images
-    model._check_x(real, "images")
+    model.check_x(real, "images")
     check_finite("images", real)
     _, sampled = ddim(
         model, model.noise(range(seed, seed + n)), grid, return_trajectory=True, progress=progress

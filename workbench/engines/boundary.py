@@ -183,7 +183,7 @@ def fit_boundary(
     if t is None:
         raise WorkbenchError("no mixing step for this model: run find_mixing_step(model) or pass t")
     t = model.check_timestep(t)
-    model._check_x(images, "images")
+    model.check_x(images, "images")
     check_finite("images", images)
     labels = _check_labels(labels(images) if callable(labels) else labels, images.shape[0])
     gen = torch.Generator().manual_seed(seed)
@@ -198,7 +198,7 @@ def fit_boundary(
     began = time.perf_counter()
     if latents is None:
         latents = invert(model, images, num_steps=num_steps, t_stop=t, progress=progress)
-    model._check_x(latents, "latents")
+    model.check_x(latents, "latents")
     x_t = latents.to(model.device, model.dtype)
     seconds = {"inversion": time.perf_counter() - began}
     feats: dict[str, torch.Tensor] = {}

@@ -181,7 +181,7 @@ def local_basis(
         raise WorkbenchError(f"method must be 'subspace' or 'krylov', got {method!r}")
     if max_blocks < 1:
         raise WorkbenchError(f"max_blocks must be at least 1, got {max_blocks}")
-    model._check_x(x_t, "x_t")
+    model.check_x(x_t, "x_t")
     check_finite("x_t", x_t)
     t = model.check_timestep(t)
     b, d = x_t.shape[0], model.d

@@ -214,7 +214,8 @@ class DiffusionModel:
         return math.sqrt(self.d * (1.0 - self.alpha_bar(t)))
 
     # ------------------------------------------------------------------ inputs
-    def _check_x(self, x: torch.Tensor, name: str = "x_t") -> None:
+    def check_x(self, x: torch.Tensor, name: str = "x_t") -> None:
+        """A one-line error unless ``x`` is a ``[B, C, H, W]`` tensor of this model's shape."""
         if not isinstance(x, torch.Tensor):
             raise WorkbenchError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.sample_shape:
@@ -268,7 +269,7 @@ class DiffusionModel:
         Returns:
             ``[B, *h_shape]``.
         """
-        self._check_x(x_t)
+        self.check_x(x_t)
         unet = self.unet
         sample = x_t.to(self.dtype)
         if unet.config.center_input_sample:
@@ -293,7 +294,7 @@ class DiffusionModel:
         ``delta_h`` is added to the mid-block output; it must broadcast against
         ``[B, *h_shape]`` (e.g. ``[B, C, H, W]``, ``[C, H, W]`` or ``[C, 1, 1]``).
         """
-        self._check_x(x_t)
+        self.check_x(x_t)
         batch = x_t.shape[0]
         timesteps = self._timesteps(t, batch)
         m = self._micro_batch

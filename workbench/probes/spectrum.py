@@ -30,7 +30,7 @@ from workbench.models.wrapper import DiffusionModel
 from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
-from workbench.sampling import _progress
+from workbench.settings import show_progress
 
 
 def decay_exponent(s: torch.Tensor) -> torch.Tensor:
@@ -160,7 +160,7 @@ def bases_over_timesteps(
     from the previous timestep's basis."""
     out: dict[int, LocalBasis] = {}
     warm = None
-    for t in tqdm(timesteps, desc="local bases", disable=not _progress(progress), leave=False):
+    for t in tqdm(timesteps, desc="local bases", disable=not show_progress(progress), leave=False):
         basis = local_basis(
             model, states[t], t, k=k, warm_start=warm, seed=seed, dtype=model.dtype, **options
         )
