@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 import workbench as wb
 from workbench.cli import main
+from workbench.engines.pullback import local_basis, local_directions
+from workbench.eval import score_directions
 from workbench.store import Cache
 
 M = ("--model", "tiny-test", "--device", "cpu")
@@ -462,3 +464,20 @@ def test_hostile_labelled_inputs_are_one_line(tmp_path, tiny):
     assert bomb.stat().st_size < 20 * 2**20
     with pytest.raises(wb.WorkbenchError, match="too large"):
         load_image(bomb, 16)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, d: score_directions(m, d, strengths=[math.nan]), "strengths must be finite"),
+        (lambda m, d: score_directions(m, d, seeds=[-1]), "seeds must be in"),
+        (lambda m, d: score_directions(m, d, indices=[1.5]), "indices must be an integer"),
+        (lambda m, d: local_directions(m, seeds=[]), "seeds must be a non-empty"),
+        (lambda m, d: local_directions(m, seeds=[0], max_iter=0), "max_iter must be in"),
+        (lambda m, d: local_basis(m, m.noise([0]), 500, tol_deg=math.nan), "tol_deg must be"),
+    ],
+)
+def test_api_scoring_and_basis_edges(tiny, call, message):
+    directions = wb.discover("random", tiny, k=2)
+    with pytest.raises(wb.WorkbenchError, match=message):
+        call(tiny, directions)

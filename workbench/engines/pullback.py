@@ -46,7 +46,7 @@ from workbench.directions import DirectionSet
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import SEED, Option, Spec, validated
+from workbench.options import MAX_SEED, SEED, Option, Spec, validated
 from workbench.sampling import ddim, make_timesteps
 from workbench.store import Cache, cache_key
 
@@ -444,6 +444,25 @@ def pullback_directions(
     )
 
 
+def _local_checked(fn: Callable) -> Callable:
+    spec = Spec(
+        "function",
+        "local_directions",
+        "each sample's own local basis",
+        (
+            Option(
+                "seeds", "ints", None, "one basis per seed", low=0, high=MAX_SEED, required=True
+            ),
+            Option("k", int, 8, "basis size", low=1, high=100_000),
+            Option("timestep", int, None, "default: the preset's x_timestep", low=0),
+            *OPTIONS[:-2],  # oversample, max_iter, tol_deg, method, steps
+            OPTIONS[-1],  # cache
+        ),
+    )
+    return validated(spec, fn)
+
+
+@_local_checked
 def local_directions(
     model: DiffusionModel,
     seeds: Sequence[int],

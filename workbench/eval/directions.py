@@ -33,7 +33,7 @@ Pairs where the edited or the reference image is invalid are left out of the slo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +44,7 @@ from workbench.directions import DirectionSet
 from workbench.editing import edit
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import MAX_SEED, PROGRESS, Option, Spec, validated
 from workbench.stats import spearman
 
 
@@ -220,6 +221,25 @@ def level_effects(
     return levels, torch.stack(effect), torch.tensor(validity)
 
 
+#: The options of :func:`score_directions` (the edit's own go on to ``wb.edit``).
+SCORE = Spec(
+    "function",
+    "score_directions",
+    "edit, read out and score directions against the scene's factors",
+    (
+        Option("indices", "ints", None, "which directions (default: all)", low=0),
+        Option("strengths", "floats", (-2.0, -1.0, 0.0, 1.0, 2.0), "in preset steps"),
+        Option("seeds", "ints", tuple(range(32)), "seeds of x_T", low=0, high=MAX_SEED),
+        PROGRESS,
+    ),
+)
+
+
+def _score_checked(fn: Callable) -> Callable:
+    return validated(SCORE, fn, first=2)
+
+
+@_score_checked
 def score_directions(
     model: DiffusionModel,
     directions: DirectionSet | Sequence[DirectionSet],
