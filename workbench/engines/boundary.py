@@ -347,8 +347,6 @@ def distance(
         raise WorkbenchError("distance edits need a boundary at one timestep")
     if via_x and (directions.space != "h" or h is not None):
         raise WorkbenchError("via_x edits take one h-space boundary (and no h=)")
-    if iterations < 1:
-        raise WorkbenchError(f"iterations must be at least 1, got {iterations}")
     t_edit = directions.timestep
     hold = list(hold)
     if hold and not via_x:

@@ -177,10 +177,6 @@ def local_basis(
             its top ``k + p`` Ritz vectors, so the stored blocks never exceed
             ``max_blocks * (k + p) * (2 d + m)`` numbers per sample (m = the size of h).
     """
-    if method not in ("subspace", "krylov"):
-        raise WorkbenchError(f"method must be 'subspace' or 'krylov', got {method!r}")
-    if max_blocks < 1:
-        raise WorkbenchError(f"max_blocks must be at least 1, got {max_blocks}")
     model.check_x(x_t, "x_t")
     check_finite("x_t", x_t)
     t = model.check_timestep(t)

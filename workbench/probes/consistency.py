@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
@@ -184,8 +183,6 @@ def consistency(
     progress: bool | None = None,
 ) -> Consistency:
     """Consistency of the local bases of ``n`` samples (seeds ``seed..``) at each timestep."""
-    if n < 2:
-        raise WorkbenchError(f"n must be at least 2 (it compares samples), got {n}")
     timesteps = check_timesteps(model, timesteps)
     states = sampled_states(model, range(seed, seed + n), timesteps, num_steps, progress)
     bases = bases_over_timesteps(

@@ -155,8 +155,6 @@ def curvedness(
 ) -> Curvedness:
     """Curvedness of ``n`` pairs of samples (seeds ``seed .. seed + 2n - 1``) at each
     timestep; see the module docstring."""
-    if n < 1:
-        raise WorkbenchError(f"n must be at least 1, got {n}")
     timesteps = check_timesteps(model, timesteps)
     states = sampled_states(model, range(seed, seed + 2 * n), timesteps, num_steps, progress)
     ratios, angles = [], []

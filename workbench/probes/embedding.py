@@ -150,8 +150,6 @@ def umap_embedding(
     """UMAP of h for ``n`` sampled trajectories (seeds ``seed..``); see the module docstring."""
     import umap
 
-    if n < 2:
-        raise WorkbenchError(f"n must be at least 2, got {n}")
     grid = make_timesteps(model, num_steps)
     steps = grid[:-1]
     if timesteps is None:

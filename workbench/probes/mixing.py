@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import IMAGES, NUM_STEPS, PROGRESS, SEED, Option
 from workbench.probes import register_probe
@@ -101,8 +100,6 @@ def find_mixing_step(
     Returns:
         :class:`MixingStep` with ``mixing_step`` (``None`` if they never agree) and figure.
     """
-    if n < 8:
-        raise WorkbenchError(f"n must be at least 8, got {n}")
     pair = paired_trajectories(model, n, num_steps, images, seed, progress, image_seed=seed + 1)
     m = pair.real.shape[0]
     tol = ks_critical(n, m) if tolerance is None else tolerance

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import IMAGES, NUM_STEPS, PROGRESS, SEED, Option
 from workbench.probes import ProbeResult, register_probe
@@ -117,8 +116,6 @@ def norm_concentration(
         images: real images ``[m, C, H, W]`` in [-1, 1] to invert (default: Shapes).
         tolerance: KS statistic under which the two populations count as alike.
     """
-    if n < 2:
-        raise WorkbenchError(f"n must be at least 2, got {n}")
     pair = paired_trajectories(model, n, num_steps, images, seed, progress)
     s_norm, i_norm = pair.norm_ratios()
     ks = [ks_statistic(a, b) for a, b in zip(s_norm, i_norm, strict=True)]

@@ -176,7 +176,7 @@ def bases_over_timesteps(
         Option("n", int, 4, "samples", low=1, high=4096),
         TIMESTEPS,
         Option("k", int, 16, "singular values", low=1, high=4096),
-        Option("probes", int, 32, "random probes for the Frobenius norm", low=1, high=100_000),
+        Option("probes", int, 32, "random probes for the Frobenius norm", low=2, high=100_000),
         NUM_STEPS,
         SEED,
         Option("tol_deg", float, 0.5, "basis tolerance (degrees)", low=0, high=90),
@@ -197,8 +197,6 @@ def spectrum(
     progress: bool | None = None,
 ) -> Spectrum:
     """Spectra of J for ``n`` samples (seeds ``seed..``) at each timestep."""
-    if n < 1:
-        raise WorkbenchError(f"n must be at least 1, got {n}")
     timesteps = check_timesteps(model, timesteps)
     states = sampled_states(model, range(seed, seed + n), timesteps, num_steps, progress)
     bases = bases_over_timesteps(
