@@ -189,7 +189,7 @@ def main() -> None:
                 n=args.pca_n,
                 form=form,
                 seed=1000,
-                steps=args.steps,
+                num_steps=args.steps,
                 progress=False,
             )
         )
@@ -201,7 +201,7 @@ def main() -> None:
         model, args.boundary_n, args.boundary_t, args.steps
     )
     makers["pullback-x"] = lambda: wb.discover(
-        "pullback", model, k=args.k, samples=4, seed=0, steps=args.steps
+        "pullback", model, k=args.k, samples=4, seed=0, num_steps=args.steps
     )
     makers["random-x"] = lambda: wb.discover("random", model, k=args.k, space="x", seed=7)
     controls = ("random-channel", "random-full", "random-x")  # first: every ratio needs one

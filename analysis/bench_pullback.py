@@ -47,8 +47,9 @@ import time
 import torch
 
 import workbench as wb
-from workbench.engines.pullback import local_basis, principal_angles
+from workbench.engines.pullback import local_basis
 from workbench.sampling import ddim, make_timesteps
+from workbench.stats import principal_angles
 
 
 def load_model(name: str, device: str, dtype: torch.dtype) -> wb.DiffusionModel:

@@ -89,7 +89,7 @@ def main() -> None:
     wb.sample(model, seeds=range(64), num_steps=50, progress=False)
     report["sampling_64x50_seconds"] = time.perf_counter() - start
 
-    report["calibration"] = calibrate(model, steps=args.steps)
+    report["calibration"] = calibrate(model, num_steps=args.steps)
     write_json(args.out, report)
     print(json.dumps({k: v for k, v in report.items() if k != "random_control"}, indent=2))
     for space, r in report["random_control"].items():

@@ -292,7 +292,7 @@ def test_train_refuses_a_folder_that_is_not_a_run(capsys, tmp_path):
 
 # --------------------------------------------------------------------------- the cache
 def _pullback(model, cache, **kw):
-    return wb.discover("pullback", model, k=2, max_iter=3, steps=4, cache=cache, **kw)
+    return wb.discover("pullback", model, k=2, max_iter=3, num_steps=4, cache=cache, **kw)
 
 
 def test_a_corrupt_cache_entry_is_healed(tmp_path, tiny):

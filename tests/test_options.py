@@ -187,3 +187,35 @@ def test_every_registered_function_matches_its_description():
                     spec.owner,
                     option.name,
                 )
+
+
+def test_an_old_spelling_is_accepted_with_a_warning_and_mapped():
+    """An option's CLI alias (``--steps`` for ``num_steps``) is accepted as a keyword too,
+    with a FutureWarning naming the new name; both together are refused."""
+    spec = Spec(
+        "function",
+        "f",
+        "",
+        (Option("num_steps", int, None, "steps", low=1, aliases=("--steps",)),),
+    )
+    f = validated(spec, lambda model, num_steps=None: num_steps)
+    with pytest.warns(FutureWarning, match="'steps' is now called 'num_steps'"):
+        assert f(None, steps=7) == 7
+    with pytest.warns(FutureWarning), pytest.raises(wb.WorkbenchError, match="given twice"):
+        f(None, steps=7, num_steps=7)
+    with (
+        pytest.warns(FutureWarning),
+        pytest.raises(wb.WorkbenchError, match="num_steps must be at least 1"),
+    ):
+        f(None, steps=0)
+    assert f(None, num_steps=3) == 3
+
+
+def test_every_engine_spells_its_step_count_num_steps():
+    """One vocabulary: no engine, probe or mode describes a plain ``steps`` option."""
+    from workbench.editing import MODES
+
+    specs = [e.spec for e in ENGINES.values()] + [p.spec for p in PROBES.values()]
+    specs += [m.spec for m in MODES.values()]
+    for spec in specs:
+        assert "steps" not in spec, spec.owner

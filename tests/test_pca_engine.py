@@ -30,18 +30,18 @@ def test_recorded_h_is_the_h_of_the_trajectory(tiny):
 
 @pytest.mark.parametrize("form", ["full", "channel"])
 def test_pca_directions(tiny, form):
-    ds = wb.discover("pca", tiny, k=4, n=6, form=form, steps=8)
+    ds = wb.discover("pca", tiny, k=4, n=6, form=form, num_steps=8)
     shape = tiny.h_shape if form == "full" else tiny.h_shape[:1]
     assert ds.shape == shape and ds.timestep == tiny.preset.h_window
     flat = ds.vectors.flatten(1)
     torch.testing.assert_close(flat @ flat.T, torch.eye(4), rtol=0, atol=1e-5)
     assert (ds.scores[:-1] >= ds.scores[1:]).all() and float(ds.scores.sum()) <= 1.0 + 1e-6
-    again = wb.discover("pca", tiny, k=4, n=6, form=form, steps=8)
+    again = wb.discover("pca", tiny, k=4, n=6, form=form, num_steps=8)
     torch.testing.assert_close(again.vectors, ds.vectors)
 
 
 def test_pca_at_one_timestep_edits_one_step(tiny):
-    ds = wb.discover("pca", tiny, k=2, n=4, form="channel", steps=8, timestep=600)
+    ds = wb.discover("pca", tiny, k=2, n=4, form="channel", num_steps=8, timestep=600)
     assert ds.timestep == 600 and ds.params["timesteps"] == [600]
     result = wb.edit(tiny, ds, 0, [0.0, 3.0], seeds=[0], num_steps=8)
     assert (result.images[1] - result.images[0]).abs().max() > 1e-5
@@ -49,6 +49,6 @@ def test_pca_at_one_timestep_edits_one_step(tiny):
 
 def test_pca_errors(tiny):
     with pytest.raises(wb.WorkbenchError, match="k must be"):
-        wb.discover("pca", tiny, k=100, n=2, form="channel", steps=4, timestep=500)
+        wb.discover("pca", tiny, k=100, n=2, form="channel", num_steps=4, timestep=500)
     with pytest.raises(wb.WorkbenchError, match="n must be"):
         wb.discover("pca", tiny, n=1)

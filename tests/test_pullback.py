@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.engines.pullback import _pull_back_range, local_basis, principal_angles
+from workbench.engines.pullback import _pull_back_range, local_basis
+from workbench.stats import principal_angles
 
 T = 600
 
@@ -27,6 +28,18 @@ def test_principal_angles():
     q, _ = torch.linalg.qr(torch.randn(10, 4, generator=torch.Generator().manual_seed(0)))
     assert float(principal_angles(q, q).max()) < 1e-3
     assert abs(float(principal_angles(q[:, :2], q[:, 2:]).min()) - math.pi / 2) < 1e-6
+    # a tiny rotation is resolved (arccos of the cosine alone would return 0)
+    q64, _ = torch.linalg.qr(torch.randn(10, 2, dtype=torch.float64))
+    tilted = math.cos(1e-9) * q64[:, :1] + math.sin(1e-9) * q64[:, 1:]
+    assert abs(float(principal_angles(q64[:, :1], tilted)[0]) - 1e-9) < 1e-12
+    # unequal dimensions: a plane inside a 3-D span meets it at angles 0, 0
+    angles = principal_angles(q[:, :2], q[:, :3])
+    assert angles.shape == (2,) and float(angles.max()) < 1e-6
+    # known angle: a tilt of 0.5 rad of one axis out of the plane
+    rotated = torch.stack([q[:, 0], math.cos(0.5) * q[:, 1] + math.sin(0.5) * q[:, 3]], 1)
+    assert torch.allclose(
+        principal_angles(q[:, :2], rotated), torch.tensor([0.0, 0.5]).double(), atol=1e-6
+    )
 
 
 def test_local_basis_matches_the_materialised_jacobian(setup):
@@ -86,12 +99,12 @@ def test_pullback_engine_caches_and_edits(tiny, tmp_path):
     from workbench.store import Cache
 
     cache = Cache(tmp_path)
-    ds = wb.discover("pullback", tiny, k=2, timestep=999, steps=4, max_iter=3, cache=cache)
+    ds = wb.discover("pullback", tiny, k=2, timestep=999, num_steps=4, max_iter=3, cache=cache)
     assert ds.space == "x" and ds.shape == tiny.sample_shape and ds.timestep == 999
     assert len(list(tmp_path.iterdir())) == 1
-    again = wb.discover("pullback", tiny, k=2, timestep=999, steps=4, max_iter=3, cache=cache)
+    again = wb.discover("pullback", tiny, k=2, timestep=999, num_steps=4, max_iter=3, cache=cache)
     assert torch.equal(again.vectors, ds.vectors) and again.params == ds.params
-    options = dict(k=2, timestep=999, steps=4, max_iter=3, cache=cache)
+    options = dict(k=2, timestep=999, num_steps=4, max_iter=3, cache=cache)
     sub = wb.discover("pullback", tiny, method="subspace", **options)
     assert ds.params["method"] == "krylov" and sub.params["method"] == "subspace"
     assert len(list(tmp_path.iterdir())) == 2  # the method is part of the cache key
@@ -128,7 +141,14 @@ def test_pullback_engine_over_several_samples(tiny, tmp_path):
     from workbench.store import Cache
 
     ds = wb.discover(
-        "pullback", tiny, k=2, timestep=700, steps=4, max_iter=3, samples=3, cache=Cache(tmp_path)
+        "pullback",
+        tiny,
+        k=2,
+        timestep=700,
+        num_steps=4,
+        max_iter=3,
+        samples=3,
+        cache=Cache(tmp_path),
     )
     flat = ds.vectors.flatten(1)
     torch.testing.assert_close(flat @ flat.T, torch.eye(2), rtol=0, atol=1e-5)
@@ -143,7 +163,7 @@ def test_local_directions_are_each_samples_own_basis(tiny, tmp_path):
     from workbench.store import Cache
 
     cache = Cache(tmp_path)
-    kw = dict(k=2, timestep=T, steps=4, oversample=6, tol_deg=0.05)  # converged: gap at k=2
+    kw = dict(k=2, timestep=T, num_steps=4, oversample=6, tol_deg=0.05)  # converged: gap at k=2
     sets = local_directions(tiny, [0, 1], cache=cache, **kw)
     assert [ds.params["seed"] for ds in sets] == [0, 1] and sets[1].params["converged"]
     alone = wb.discover("pullback", tiny, seed=1, cache=cache, **kw)

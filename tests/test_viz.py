@@ -10,7 +10,7 @@ from workbench.viz import Explorer, direction_grid, figure, image_figure, score_
 
 
 def test_figures_for_each_result_type(tiny):
-    dirs = wb.discover("pca", tiny, k=3, n=8, steps=5)
+    dirs = wb.discover("pca", tiny, k=3, n=8, num_steps=5)
     result = wb.edit(tiny, dirs, 1, [-2, 0, 2, 4], seeds=[0, 1], num_steps=5)
     grid = direction_grid(result)
     assert list(grid.layout.xaxis.ticktext) == ["-2", "0", "2", "4"]

@@ -5,6 +5,8 @@
 >>> images = wb.sample(model, seeds=range(8))
 """
 
+from typing import Any
+
 from workbench._version import __version__
 from workbench.directions import DirectionSet
 from workbench.editing import EditResult, edit, register_mode
@@ -16,7 +18,7 @@ from workbench.probes import PROBES, probe
 from workbench.sampling import ddim, invert, make_timesteps, sample
 
 
-def discover(engine: str, model: DiffusionModel, **options) -> DirectionSet:
+def discover(engine: str, model: DiffusionModel, **options: Any) -> DirectionSet:
     """Find directions with a registered engine (``"random"``, ...)."""
     return get_engine(engine).discover(model, **options)
 

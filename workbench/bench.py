@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,9 +22,11 @@ class BenchReport:
     info: dict[str, str] = field(default_factory=dict)
 
     def add(self, name: str, seconds: list[float]) -> None:
+        """Record the timings of case ``name``."""
         self.rows[name] = seconds
 
     def table(self, baseline: str | None = None) -> str:
+        """The cases as a text table; with ``baseline``, each median as a ratio to it."""
         base = statistics.median(self.rows[baseline]) if baseline else None
         lines = [self.title] + [f"  {k}: {v}" for k, v in self.info.items()]
         header = f"  {'case':<40} {'median s':>10} {'min s':>10}"
@@ -35,7 +38,8 @@ class BenchReport:
         return "\n".join(lines)
 
 
-def timed(fn, repeats: int = 3, warmup: int = 1) -> list[float]:
+def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     out = []

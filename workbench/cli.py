@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
@@ -49,6 +49,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_floats(text: str, what: str = "strengths") -> list[float]:
+    """Parse comma-separated numbers; a one-line error names ``what`` otherwise."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -112,6 +113,7 @@ def _load(name: str, device: str | None = None):
 
 # ---------------------------------------------------------------------------- commands
 def cmd_sample(args: argparse.Namespace) -> None:
+    """``workbench sample``: images (and x_T) of seeds to an ``.npz``."""
     from workbench.sampling import sample
     from workbench.store import save_npz
 
@@ -125,6 +127,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_discover(args: argparse.Namespace) -> None:
+    """``workbench discover ENGINE``: a direction set to ``.safetensors``."""
     from workbench.engines import get_engine
 
     engine = get_engine(args.engine)
@@ -137,6 +140,7 @@ def cmd_discover(args: argparse.Namespace) -> None:
 
 
 def cmd_edit(args: argparse.Namespace) -> None:
+    """``workbench edit``: edit seeds along saved directions, grid to PNG."""
     from workbench.directions import DirectionSet
     from workbench.editing import EDIT, MODES, edit
 
@@ -167,6 +171,7 @@ def _mode_options(args: argparse.Namespace, modes: dict) -> dict:
 
 
 def cmd_library(args: argparse.Namespace) -> None:
+    """``workbench library``: list, add, show, apply and remove named directions."""
     from workbench.library import DirectionLibrary
 
     library = DirectionLibrary(args.library)
@@ -192,6 +197,7 @@ def cmd_library(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    """``workbench probe PROBE``: a probe's result (JSON, tensors, figure) to a folder."""
     from workbench.probes import get_probe
     from workbench.store import atomic_dir
 
@@ -205,6 +211,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    """``workbench demo``: every engine and probe on one model, with a report."""
     from workbench.demo import run_demo
 
     _out_dir(args.out, args.overwrite)
@@ -216,6 +223,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """``workbench train``: train (or resume) a bundled architecture on its scene."""
     from workbench.models.loading import check_device
     from workbench.train import CHECKPOINT, TrainConfig, train
 
@@ -264,6 +272,7 @@ def _cut_skips(text: str | None) -> tuple[int, ...] | None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    """``workbench bench``: time sampling on a model."""
     from workbench.bench import bench_sampling
 
     model = _load(args.model, args.device)
@@ -272,6 +281,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``workbench`` argument parser, options derived from the registered descriptions."""
     from workbench.editing import EDIT, MODES
     from workbench.engines import ENGINES
     from workbench.probes import PROBES
@@ -279,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def command(name: str, help_text: str, func) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_text: str, func: Callable[[argparse.Namespace], None]
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
         return p
@@ -290,7 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
             "--overwrite", action="store_true", help="replace --out if it exists (atomically)"
         )
 
-    def num(p, name, kind, default, text, low, high=None, aliases=(), nullable=False) -> None:
+    def num(
+        p: argparse.ArgumentParser,
+        name: str,
+        kind: type,
+        default: float | None,
+        text: str,
+        low: float,
+        high: float | None = None,
+        aliases: tuple[str, ...] = (),
+        nullable: bool = False,
+    ) -> None:
         """A numeric option, parsed and range-checked by its :class:`Option`."""
         o = Option(name, kind, default, text, low=low, high=high, nullable=nullable)
         p.add_argument(
@@ -426,6 +448,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 for bad input, one stderr line)."""
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     try:

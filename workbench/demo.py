@@ -32,7 +32,7 @@ DEMO_DISCOVERIES: dict[str, list[tuple[str, dict, dict]]] = {
             # the h boundary at the preset's mixing step, reached through x_t and denoised
             # with eta 1 as published: the edit that meets the bar on shapes32
             # (docs/boundary.md); strengths are signed h distances in h_step units
-            {"k": 1, "attribute": "large", "space": "h", "images": 128, "steps": 20},
+            {"k": 1, "attribute": "large", "space": "h", "images": 128, "num_steps": 20},
             {
                 "mode": "distance",
                 "via_x": True,

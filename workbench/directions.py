@@ -14,13 +14,17 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from workbench._version import __version__
 from workbench.errors import FingerprintMismatch, WorkbenchError, check_finite
 from workbench.store import load_tensors, save_tensors
+
+if TYPE_CHECKING:
+    from workbench.models.wrapper import DiffusionModel
+
 
 SPACES = ("x", "h")
 
@@ -102,9 +106,11 @@ class DirectionSet:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of one direction (``(C, H, W)``, ``h_shape`` or ``(C,)``)."""
         return tuple(self.vectors.shape[1:])
 
     def name(self, index: int) -> str:
+        """Display name of direction ``index``: its label, else ``engine[index]``."""
         if self.labels is not None:
             return self.labels[index]
         return f"{self.engine}[{index}]"
@@ -168,7 +174,7 @@ class DirectionSet:
         return index % len(self)
 
     # ------------------------------------------------------------------ model checks
-    def check_model(self, model) -> None:
+    def check_model(self, model: DiffusionModel) -> None:
         """Raise if these directions do not belong to ``model`` (fingerprint, shape, timestep)."""
         if self.model_fingerprint != model.fingerprint:
             raise FingerprintMismatch(
@@ -188,7 +194,7 @@ class DirectionSet:
         for t in times:
             model.check_timestep(t)
 
-    def vector(self, index: int, model=None) -> torch.Tensor:
+    def vector(self, index: int, model: DiffusionModel | None = None) -> torch.Tensor:
         """Direction ``index`` as a unit tensor of the full space (``[C, H, W]``).
 
         A channel direction ``n`` ``[C]`` becomes ``n / sqrt(H W)`` at every position,
@@ -204,6 +210,7 @@ class DirectionSet:
 
     # ------------------------------------------------------------------ disk
     def metadata(self) -> dict[str, Any]:
+        """The JSON metadata saved beside the vectors."""
         return {
             "format": "workbench.DirectionSet/1",
             "space": self.space,
@@ -225,7 +232,7 @@ class DirectionSet:
         return save_tensors(path, tensors, self.metadata())
 
     @classmethod
-    def load(cls, path: str | Path, model=None) -> DirectionSet:
+    def load(cls, path: str | Path, model: DiffusionModel | None = None) -> DirectionSet:
         """Read a saved set; with ``model``, refuse it unless it belongs to that model."""
         tensors, meta = load_tensors(path)
         if meta.get("format") != "workbench.DirectionSet/1" or "vectors" not in tensors:
@@ -234,7 +241,11 @@ class DirectionSet:
 
     @classmethod
     def from_saved(
-        cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | Path, model=None
+        cls,
+        tensors: dict[str, torch.Tensor],
+        meta: dict[str, Any],
+        path: str | Path,
+        model: DiffusionModel | None = None,
     ) -> DirectionSet:
         """Rebuild a set from saved ``tensors`` and its :meth:`metadata` (``path`` names the
         file in errors); with ``model``, refuse it unless it belongs to that model."""

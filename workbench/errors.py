@@ -6,6 +6,11 @@ one-line message that names the problem; the CLI prints it and exits non-zero.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
 
 class WorkbenchError(ValueError):
     """Bad input: wrong shape, unknown model, timestep out of range, NaN, ..."""
@@ -15,7 +20,7 @@ class FingerprintMismatch(WorkbenchError):
     """A saved result was computed on another model than the one it is used with."""
 
 
-def check_finite(name: str, tensor) -> None:
+def check_finite(name: str, tensor: torch.Tensor) -> None:
     """Raise a one-line error if ``tensor`` holds a NaN or an infinity."""
     import torch
 

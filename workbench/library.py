@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +27,10 @@ from workbench.directions import DirectionSet
 from workbench.editing import MODES, EditResult, edit
 from workbench.errors import WorkbenchError
 from workbench.store import load_tensors, save_tensors
+
+if TYPE_CHECKING:
+    from workbench.models.wrapper import DiffusionModel
+
 
 FORMAT = "workbench.NamedDirection/1"
 _NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}\Z")  # \Z: no trailing newline
@@ -81,19 +85,22 @@ class NamedDirection:
 
     @property
     def engine(self) -> str:
+        """The engine that found the direction."""
         return self.directions.engine
 
     @property
     def timestep(self) -> int | tuple[int, int]:
+        """The timestep (or window) the direction was found at."""
         return self.directions.timestep
 
     @property
     def model_fingerprint(self) -> str:
+        """Fingerprint of the model the direction belongs to."""
         return self.directions.model_fingerprint
 
     def apply(
         self,
-        model,
+        model: DiffusionModel,
         seeds: Sequence[int] | None = None,
         x: torch.Tensor | None = None,
         strengths: Sequence[float] | None = None,
@@ -115,6 +122,7 @@ class NamedDirection:
         )
 
     def summary(self) -> dict[str, Any]:
+        """Name, engine, timestep, strength and mode as plain data."""
         return {
             "name": self.name,
             "engine": self.engine,
@@ -141,9 +149,11 @@ class DirectionLibrary:
         return f"DirectionLibrary({str(self.root)!r}, {len(self.names())} directions)"
 
     def path(self, name: str) -> Path:
+        """The file of entry ``name`` (the name is checked first)."""
         return self.root / f"{check_name(name)}.safetensors"
 
     def names(self) -> list[str]:
+        """Names of the saved entries, sorted."""
         if not self.root.is_dir():
             return []
         return sorted(p.name[: -len(".safetensors")] for p in self.root.glob("*.safetensors"))
@@ -172,7 +182,7 @@ class DirectionLibrary:
         }
         return save_tensors(path, {"vectors": named.directions.vectors}, meta)
 
-    def load(self, name: str, model=None) -> NamedDirection:
+    def load(self, name: str, model: DiffusionModel | None = None) -> NamedDirection:
         """Read entry ``name``; with ``model``, refuse it unless it belongs to that model."""
         path = self.path(name)
         if not path.is_file():
@@ -194,6 +204,7 @@ class DirectionLibrary:
         )
 
     def remove(self, name: str) -> None:
+        """Delete entry ``name``."""
         path = self.path(name)
         if not path.is_file():
             raise WorkbenchError(f"no direction {name!r} in {self.root}")
@@ -204,6 +215,7 @@ class DirectionLibrary:
         return [self.load(name).summary() for name in self.names()]
 
     def table(self) -> str:
+        """The entries as a text table."""
         rows = self.entries()
         if not rows:
             return f"(no directions in {self.root})"

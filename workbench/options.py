@@ -22,6 +22,7 @@ import inspect
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,10 +64,12 @@ class Option:
 
     @property
     def flag(self) -> str:
+        """The CLI flag (``--name-with-dashes``)."""
         return "--" + self.name.replace("_", "-")
 
     @property
     def accepts_none(self) -> bool:
+        """Whether None is a valid value."""
         return not self.required and (self.nullable or self.default is None)
 
     def describe(self) -> str:
@@ -222,15 +225,21 @@ class Spec:
     summary: str
     options: tuple[Option, ...] = ()
     _index: dict[str, Option] = field(default_factory=dict, compare=False, repr=False)
+    _renamed: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         names = [o.name for o in self.options]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.kind} {self.name!r}: an option is described twice")
         self._index.update({o.name: o for o in self.options})
+        # older spellings (an option's CLI aliases as keywords: "--steps" -> "steps")
+        self._renamed.update(
+            {a.lstrip("-").replace("-", "_"): o.name for o in self.options for a in o.aliases}
+        )
 
     @property
     def owner(self) -> str:
+        """How errors name the owner, e.g. ``engine 'pullback'``."""
         return f"{self.kind} {self.name!r}"
 
     def __getitem__(self, name: str) -> Option:
@@ -240,6 +249,7 @@ class Spec:
         return name in self._index
 
     def defaults(self) -> dict[str, Any]:
+        """Every option's default, by name."""
         return {o.name: o.default for o in self.options}
 
     def validate(self, values: dict[str, Any], accepted: Sequence[str] = ()) -> dict[str, Any]:
@@ -247,6 +257,16 @@ class Spec:
         other parameters), every described value of the right type and range."""
         out = {}
         for name, value in values.items():
+            if name not in self._index and name in self._renamed:
+                new = self._renamed[name]
+                warnings.warn(
+                    f"{self.owner}: option {name!r} is now called {new!r}",
+                    FutureWarning,
+                    stacklevel=3,
+                )
+                if new in values:
+                    raise WorkbenchError(f"{self.owner}: {new!r} given twice (also as {name!r})")
+                name = new
             if name in self._index:
                 out[name] = self._index[name].check(value, self.owner)
             elif name in accepted:

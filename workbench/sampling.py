@@ -51,6 +51,7 @@ class Step:
 
     @property
     def inverting(self) -> bool:
+        """Whether this step goes up the chain (inversion)."""
         return self.t_next > self.t
 
 
@@ -62,6 +63,7 @@ class Trajectory:
     x: torch.Tensor
 
     def at(self, t: int) -> torch.Tensor:
+        """The state at timestep ``t`` of the grid."""
         if t not in self.timesteps:
             raise WorkbenchError(f"timestep {t} is not on this trajectory's grid")
         return self.x[self.timesteps.index(t)]

@@ -46,3 +46,19 @@ def last_agreeing(timesteps: list[int], agree: list[bool]) -> int | None:
             break
         found = t
     return None if found == -1 else found
+
+
+def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Principal angles (radians, ascending, float64) between the column spans of orthonormal
+    ``a`` ``[..., d, k]`` and ``b`` ``[..., d, m]``; returns ``[..., min(k, m)]``.
+
+    Each angle comes from its cosine (a singular value of ``a^T b``) and its sine (a singular
+    value of the part of ``b`` outside span(a)) together, so small angles keep their accuracy
+    (``arccos`` alone loses angles below about 1e-8 rad).
+    """
+    a, b = a.double(), b.double()
+    n = min(a.shape[-1], b.shape[-1])
+    overlap = a.transpose(-1, -2) @ b  # [..., k, m]
+    cos = torch.linalg.svdvals(overlap)[..., :n].clamp(0, 1)  # descending
+    sin = torch.linalg.svdvals(b - a @ overlap).flip(-1)[..., :n].clamp(0, 1)  # ascending
+    return torch.atan2(sin, cos)

@@ -110,12 +110,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` atomically (temp file, then rename)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
 def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
     return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
@@ -192,9 +194,11 @@ class Cache:
         self.root = Path(root or default)
 
     def path(self, key: str) -> Path:
+        """The file of cache entry ``key``."""
         return self.root / f"{key}.safetensors"
 
     def get(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """Tensors and metadata of entry ``key``; None if missing (corrupt ones removed)."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -209,6 +213,7 @@ class Cache:
     def put(
         self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
     ) -> Path | None:
+        """Store an entry; None (with a warning) if the cache cannot be written."""
         self.clean()
         try:
             return save_tensors(self.path(key), tensors, metadata)

@@ -48,6 +48,8 @@ CHECKPOINT = "checkpoint"  # folder under ``out``
 
 @dataclass
 class TrainConfig:
+    """Options of a training run (saved with its checkpoints)."""
+
     out: str = "runs/train"
     steps: int = 6000
     batch_size: int = 128
@@ -69,6 +71,7 @@ class TrainConfig:
     init_from: str | None = None
 
     def skips_cut(self) -> tuple[int, ...]:
+        """The up blocks whose skip connections are cut."""
         if self.cut_skips is None:
             return CUT_SKIPS.get(self.preset, ())
         return tuple(int(b) for b in self.cut_skips)

@@ -43,6 +43,7 @@ class Scene:
 
     @property
     def continuous(self) -> tuple[str, ...]:
+        """The factors other than the categorical ``shape``."""
         return tuple(f for f in self.factor_names if f != "shape")
 
 

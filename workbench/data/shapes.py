@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 SHAPE_NAMES = ("disc", "square", "triangle")
@@ -49,7 +50,7 @@ class Factors:
         """Every factor by name, in field order (a subclass's extra factors last)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def __getitem__(self, index) -> Factors:
+    def __getitem__(self, index: int | slice | np.ndarray) -> Factors:
         return type(self)(**{k: v[index] for k, v in self.as_dict().items()})
 
 

@@ -22,15 +22,19 @@ COMMON: tuple[Option, ...] = (K, TIMESTEP, SEED)
 
 @dataclass
 class Engine:
+    """A registered engine: its discover function and its option description."""
+
     name: str
     discover: Callable
     spec: Spec
 
     @property
     def summary(self) -> str:
+        """One line on what the engine does."""
         return self.spec.summary
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the engine's options to a CLI parser."""
         self.spec.add_arguments(parser)
 
 
@@ -54,6 +58,7 @@ def register_engine(
 
 
 def get_engine(name: str) -> Engine:
+    """The engine registered as ``name`` (one-line error naming the known ones)."""
     if name not in ENGINES:
         raise WorkbenchError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))}")
     return ENGINES[name]

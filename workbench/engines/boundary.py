@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from workbench.editing import EditPlan, register_mode
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import Option
+from workbench.options import NUM_STEPS, Option
 from workbench.sampling import Step, StepHook, invert
 from workbench.trajectories import reference_images
 
@@ -98,6 +99,7 @@ class BoundaryFit:
     seconds: dict[str, float]
 
     def summary(self) -> str:
+        """Accuracy of each attribute's boundary, one line per attribute."""
         parts = [
             f"{s}: test {a['test']:.3f} (train {a['train']:.3f})" for s, a in self.accuracy.items()
         ]
@@ -413,7 +415,7 @@ OPTIONS = (
     ),
     Option("space", str, "x", "x_t or h", choices=("x", "h"), control=True),
     Option("images", int, 200, "labelled images (half held out)", low=4, high=100_000),
-    Option("steps", int, None, "DDIM inversion steps (default: the preset's)", low=1, high=10000),
+    dataclasses.replace(NUM_STEPS, help="DDIM inversion steps over [0, t] (default: the preset's)"),
     Option(
         "labels",
         "path",
@@ -437,7 +439,7 @@ def boundary_directions(
     attribute: str = "large",
     space: str = "x",
     images: int = 200,
-    steps: int | None = None,
+    num_steps: int | None = None,
     labels: str | Path | None = None,
     positive: str | None = None,
 ) -> DirectionSet:
@@ -445,7 +447,7 @@ def boundary_directions(
     ``timestep`` (default: the preset's mixing step), from ``images`` generated images;
     or, with ``labels`` (a class-folder layout or a CSV, :mod:`workbench.data.labelled`),
     of the user's attribute whose class ``positive`` is True, from those images."""
-    options = {"t": timestep, "space": space, "num_steps": steps, "seed": seed}
+    options = {"t": timestep, "space": space, "num_steps": num_steps, "seed": seed}
     if labels is not None:  # named after the positive class
         fit = fit_boundary(model, labels, positive=positive, **options)
     else:

@@ -22,7 +22,7 @@ from workbench.directions import DirectionSet, sign_fixed
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import SINGLE_STEP, WINDOW, Option
+from workbench.options import NUM_STEPS, SINGLE_STEP, WINDOW, Option
 from workbench.sampling import ddim, make_timesteps
 
 
@@ -47,7 +47,7 @@ OPTIONS = (
         "full [C,H,W] principal directions, or channel [C] ones",
         choices=("full", "channel"),
     ),
-    Option("steps", int, None, "DDIM steps (default: the preset's)", low=1, high=10000),
+    NUM_STEPS,
     WINDOW,
     Option("progress", bool, None, "progress bar (default: the package setting)", cli=False),
 )
@@ -61,14 +61,14 @@ def pca_directions(
     seed: int = 0,
     n: int = 128,
     form: str = "full",
-    steps: int | None = None,
+    num_steps: int | None = None,
     window: tuple[int, int] | None = None,
     progress: bool | None = None,
 ) -> DirectionSet:
     """Principal directions of h; see the module docstring."""
     t_high, t_low = window or model.preset.h_window
     include = [] if timestep is None else [model.check_timestep(timestep)]
-    grid = make_timesteps(model, steps, include=include)
+    grid = make_timesteps(model, num_steps, include=include)
     wanted = include or [t for t in grid[:-1] if t_low <= t <= t_high]
     if not wanted:
         raise WorkbenchError(f"no grid timestep inside the window ({t_high}, {t_low})")
@@ -97,6 +97,6 @@ def pca_directions(
         model_fingerprint=model.fingerprint,
         scores=ratios,
         score_name="explained variance",
-        params={"n": n, "seed": seed, "form": form, "steps": steps, "timesteps": wanted},
+        params={"n": n, "seed": seed, "form": form, "num_steps": num_steps, "timesteps": wanted},
         labels=[f"pca-{form}[{i}]" for i in range(k)],
     )

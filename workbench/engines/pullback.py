@@ -35,6 +35,7 @@ each sample's own J v.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +47,9 @@ from workbench.directions import DirectionSet
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import MAX_SEED, SEED, Option, Spec, validated
+from workbench.options import MAX_SEED, NUM_STEPS, SEED, Option, Spec, validated
 from workbench.sampling import ddim, make_timesteps
+from workbench.stats import principal_angles
 from workbench.store import Cache, cache_key
 
 
@@ -77,14 +79,8 @@ class LocalBasis:
 
     @property
     def k(self) -> int:
+        """Number of directions per sample."""
         return int(self.s.shape[1])
-
-
-def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Principal angles (radians, ascending) between the column spans of orthonormal
-    ``a`` ``[..., d, k]`` and ``b`` ``[..., d, m]``; returns ``[..., min(k, m)]``."""
-    cos = torch.linalg.svdvals(a.transpose(-1, -2) @ b).clamp(-1, 1)
-    return torch.arccos(cos).flip(-1)
 
 
 def _orth(m: torch.Tensor) -> torch.Tensor:
@@ -212,7 +208,7 @@ def local_basis(
         )
         return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0)
 
-    def jtu(cols: torch.Tensor, vjp_fn) -> torch.Tensor:  # [B, H_dim, w] -> [B, d, w]
+    def jtu(cols: torch.Tensor, vjp_fn: Callable) -> torch.Tensor:  # [B, H_dim, w] -> [B, d, w]
         cot = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *model.h_shape)
         out = torch.func.vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(cot)
         return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0)
@@ -331,7 +327,7 @@ def _sample_bases(
     s [B, k], meta)``; x_t is reached by DDIM from each seed's x_T."""
     cache = cache or Cache()
     seeds = list(seeds)
-    grid = make_timesteps(model, params["steps"], include=[t])
+    grid = make_timesteps(model, params["num_steps"], include=[t])
     key = cache_key(
         engine="pullback",
         model=model.fingerprint,
@@ -367,7 +363,7 @@ def _sample_bases(
 
 
 def _basis_params(
-    k: int, oversample: int, max_iter: int, tol_deg: float, steps: int | None, method: str
+    k: int, oversample: int, max_iter: int, tol_deg: float, num_steps: int | None, method: str
 ) -> dict[str, Any]:
     """The parameters of a basis: what :func:`_sample_bases` uses and caches by, and what
     the direction sets record."""
@@ -376,7 +372,7 @@ def _basis_params(
         "oversample": oversample,
         "max_iter": max_iter,
         "tol_deg": tol_deg,
-        "steps": steps,
+        "num_steps": num_steps,
         "method": method,
     }
 
@@ -387,13 +383,8 @@ OPTIONS = (
     MAX_ITER,
     TOL_DEG,
     METHOD,
-    Option(
-        "steps",
-        int,
-        None,
-        "DDIM steps down to the timestep (default: the preset's)",
-        low=1,
-        high=10000,
+    dataclasses.replace(
+        NUM_STEPS, help="DDIM steps over [0, T] to reach x_t (default: the preset's)"
     ),
     Option("samples", int, 1, "seeds seed..seed+N-1: their shared directions", low=1, high=4096),
     Option("cache", object, None, "a store.Cache (default: the user's cache folder)", cli=False),
@@ -409,7 +400,7 @@ def pullback_directions(
     oversample: int = 4,
     max_iter: int = 30,
     tol_deg: float = 0.1,
-    steps: int | None = None,
+    num_steps: int | None = None,
     samples: int = 1,
     cache: Cache | None = None,
     method: str = "krylov",
@@ -420,7 +411,7 @@ def pullback_directions(
     Cached by model fingerprint, timestep, seeds and parameters (``store.Cache``).
     """
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
-    params = _basis_params(k, oversample, max_iter, tol_deg, steps, method)
+    params = _basis_params(k, oversample, max_iter, tol_deg, num_steps, method)
     V, s, meta = _sample_bases(model, t, range(seed, seed + samples), params, cache)
     if samples > 1:
         basis = LocalBasis(V=V, U=torch.empty(0), s=s, t=t, iterations=meta["iterations"])
@@ -451,7 +442,7 @@ def _local_checked(fn: Callable) -> Callable:
             ),
             Option("k", int, 8, "basis size", low=1, high=100_000),
             Option("timestep", int, None, "default: the preset's x_timestep", low=0),
-            *OPTIONS[:-2],  # oversample, max_iter, tol_deg, method, steps
+            *OPTIONS[:-2],  # oversample, max_iter, tol_deg, method, num_steps
             OPTIONS[-1],  # cache
         ),
     )
@@ -467,7 +458,7 @@ def local_directions(
     oversample: int = 4,
     max_iter: int = 30,
     tol_deg: float = 0.1,
-    steps: int | None = None,
+    num_steps: int | None = None,
     cache: Cache | None = None,
     method: str = "krylov",
 ) -> list[DirectionSet]:
@@ -479,7 +470,7 @@ def local_directions(
     if not seeds:
         raise WorkbenchError("give at least one seed")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
-    params = _basis_params(k, oversample, max_iter, tol_deg, steps, method)
+    params = _basis_params(k, oversample, max_iter, tol_deg, num_steps, method)
     V, s, meta = _sample_bases(model, t, seeds, params, cache)
     return [
         DirectionSet(

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -46,6 +47,9 @@ from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import MAX_SEED, PROGRESS, Option, Spec, validated
 from workbench.stats import spearman
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 
 def factor_changes(
@@ -85,6 +89,7 @@ class DirectionScores:
     validity_by_level: torch.Tensor | None = None  # [k, L]
 
     def table(self) -> str:
+        """The scores as a text table, one row per direction."""
         head = f"{'direction':<16}" + "".join(f"{f:>11}" for f in self.factors)
         head += f"{'dominant':>12}{'purity':>8}{'mono':>7}{'trend':>7}{'valid':>7}"
         lines = [head]
@@ -118,7 +123,8 @@ class DirectionScores:
             ),
         }
 
-    def figure(self):
+    def figure(self) -> go.Figure:
+        """Heat map of factor changes per direction."""
         import plotly.graph_objects as go
 
         fig = go.Figure(
@@ -247,7 +253,7 @@ def score_directions(
     strengths: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0),
     seeds: Sequence[int] = tuple(range(32)),
     progress: bool | None = None,
-    **edit_options,
+    **edit_options: Any,
 ) -> DirectionScores:
     """Edit, read out and score each direction (see the module docstring).
 

@@ -19,6 +19,8 @@ from workbench.stats import ks_statistic
 
 @dataclass
 class SampleQuality:
+    """Quality of model samples against the ground truth of the model's scene."""
+
     n: int
     num_steps: int
     valid_rate: float
@@ -28,6 +30,7 @@ class SampleQuality:
     background_std: float
 
     def passes(self, valid: float = 0.95, ks: float = 0.1, shape_points: float = 0.05) -> bool:
+        """Whether the sample bar is met (valid rate, KS, shape shares)."""
         return (
             self.valid_rate >= valid
             and max(self.ks.values()) < ks
@@ -35,6 +38,7 @@ class SampleQuality:
         )
 
     def to_dict(self) -> dict:
+        """The result as plain JSON-ready data."""
         return asdict(self)
 
 

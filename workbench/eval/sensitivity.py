@@ -28,11 +28,14 @@ from workbench.sampling import ddim, make_timesteps
 
 @dataclass
 class HSensitivity:
+    """How much random h perturbations change the predicted x0."""
+
     timesteps: list[int]
     per_timestep: list[float]  # mean relative change of x0 at each timestep
     mean: float
 
     def to_dict(self) -> dict:
+        """The result as plain JSON-ready data."""
         return asdict(self)
 
 
@@ -84,12 +87,12 @@ def h_sensitivity(
     return HSensitivity(timesteps=timesteps, per_timestep=means, mean=sum(means) / len(means))
 
 
-def calibrate(model: DiffusionModel, n: int = 32, steps: int = 50) -> dict:
+def calibrate(model: DiffusionModel, n: int = 32, num_steps: int = 50) -> dict:
     """Norms of x_t and h along ``n`` sampled trajectories at the preset's edit timesteps,
     and the strength steps they imply."""
     p = model.preset
     hi, lo = p.h_window
-    grid = make_timesteps(model, steps, include=[p.x_timestep])
+    grid = make_timesteps(model, num_steps, include=[p.x_timestep])
     with model.record_h() as seen:  # h of every step, from the sampling forwards themselves
         _, traj = ddim(model, model.noise(range(n)), grid, return_trajectory=True, progress=False)
     x_norm = float(traj.at(p.x_timestep).flatten(1).norm(dim=1).mean())

@@ -66,6 +66,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def bundled_names() -> list[str]:
+    """Names of the models bundled with the package."""
     return sorted(PRESETS)
 
 

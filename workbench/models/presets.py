@@ -54,10 +54,12 @@ class Preset:
     scene: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The preset as plain JSON-ready data."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preset:
+        """A preset from plain data (one-line error on an unknown key)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -71,10 +73,12 @@ class Preset:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Preset | None:
+        """The preset saved in ``folder``, or None if it has none."""
         path = Path(folder) / PRESET_FILE
         if not path.is_file():
             return None
         return cls.from_dict(json.loads(path.read_text()))
 
     def replace(self, **changes: Any) -> Preset:
+        """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)

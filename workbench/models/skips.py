@@ -74,6 +74,7 @@ def cut_skips(
 
 
 def zero_cut_skips(unet: UNet2DModel, blocks: tuple[int, ...]) -> None:
+    """Zero the weights that read the cut skip connections of ``blocks``."""
     with torch.no_grad():
         for weight, start in _skip_slices(unet, tuple(blocks)):
             weight[:, start:] = 0

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention
+from torch import nn
 
 from workbench.errors import WorkbenchError
 from workbench.models.attention import JacobianSafeAttnProcessor
@@ -93,18 +94,22 @@ class DiffusionModel:
     # ------------------------------------------------------------------ basic facts
     @property
     def config(self) -> Any:
+        """The U-Net's diffusers config."""
         return self.unet.config
 
     @property
     def device(self) -> torch.device:
+        """Device of the weights."""
         return next(self.unet.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
+        """Floating dtype of the weights."""
         return next(self.unet.parameters()).dtype
 
     @property
     def num_train_timesteps(self) -> int:
+        """Length T of the training schedule."""
         return int(self.alphas_cumprod.shape[0])
 
     @property
@@ -126,7 +131,10 @@ class DiffusionModel:
         factor = 2 ** (len(self.config.down_block_types) - 1)
         return (int(self.config.block_out_channels[-1]), height // factor, width // factor)
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> DiffusionModel:
+        """Move (and cast) the weights; returns the model."""
         if device is not None:
             self.unet.to(device)
         if dtype is not None and dtype != self.dtype:
@@ -374,7 +382,7 @@ class DiffusionModel:
             return
         delta = delta_h.to(self.device, self.dtype)
 
-        def add_delta(module, args, output):
+        def add_delta(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             return output + delta
 
         handle = self.unet.mid_block.register_forward_hook(add_delta)
@@ -389,7 +397,7 @@ class DiffusionModel:
         yielded; the hook is removed on exit, also after an exception."""
         seen: list[torch.Tensor] = []
 
-        def keep(module, args, output):
+        def keep(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             h = output.detach().to("cpu", torch.float32)
             if self._h_parts is not None:  # one micro-batch of a call: joined by ``raw``
                 self._h_parts.append((seen, h))

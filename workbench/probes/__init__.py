@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -40,6 +40,7 @@ def probe(name: str, model: Any, **options: Any) -> ProbeResult:
 
 
 def get_probe(name: str) -> Callable[..., ProbeResult]:
+    """The probe registered as ``name`` (one-line error naming the known ones)."""
     if name not in PROBES:
         raise WorkbenchError(f"unknown probe {name!r}; known: {', '.join(sorted(PROBES))}")
     return PROBES[name]
@@ -51,13 +52,15 @@ class ProbeResult:
     name: str = "probe"
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as plain data (tensors as nested lists)."""
         out = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             out[f.name] = value.tolist() if isinstance(value, torch.Tensor) else value
         return out
 
-    def figure(self):  # pragma: no cover - each probe overrides
+    def figure(self) -> go.Figure:  # pragma: no cover - each probe overrides
+        """The result's plotly figure."""
         raise NotImplementedError
 
     def save(self, folder: str | Path) -> list[Path]:
@@ -77,3 +80,6 @@ from workbench.probes import embedding as _embedding  # noqa: E402,F401  (regist
 from workbench.probes import mixing as _mixing  # noqa: E402,F401  (registers "mixing-step")
 from workbench.probes import norm as _norm  # noqa: E402,F401  (registers "norm")
 from workbench.probes import spectrum as _spectrum  # noqa: E402,F401
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go

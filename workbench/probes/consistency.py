@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,6 +30,10 @@ from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
 from workbench.probes.spectrum import bases_over_timesteps
+from workbench.stats import principal_angles
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 
 def random_cos2(k: int, d: int) -> float:
@@ -41,15 +46,10 @@ def subspace_similarity(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor,
     """Grassmann distance and mean squared cosine between the spans of orthonormal rows
     ``a``, ``b`` ``[..., k, d]`` (same k); both ``[...]``.
 
-    The angles come from their cosines (singular values of a b^T) and sines (singular
-    values of the part of b outside span(a)) together, so small angles stay accurate.
+    The angles are :func:`workbench.stats.principal_angles` (accurate for small angles too).
     """
-    a, b = a.double(), b.double()
-    overlap = b @ a.transpose(-1, -2)  # [..., k, k]
-    cos = torch.linalg.svdvals(overlap).clamp(0, 1)  # descending
-    sin = torch.linalg.svdvals(b - overlap @ a).clamp(0, 1).flip(-1)  # ascending
-    theta = torch.atan2(sin, cos)
-    return theta.pow(2).sum(-1).sqrt(), cos.pow(2).mean(-1)
+    theta = principal_angles(a.transpose(-1, -2), b.transpose(-1, -2))
+    return theta.pow(2).sum(-1).sqrt(), theta.cos().pow(2).mean(-1)
 
 
 def transport_alignment(U: torch.Tensor) -> torch.Tensor:
@@ -91,6 +91,7 @@ class Consistency(ProbeResult):
         return m[..., mask].mean(-1)
 
     def summary(self) -> str:
+        """Median alignment across samples and timesteps, as text."""
         lines = [f"consistency of local bases (random floor cos^2 = {self.random_cos2:.4f})"]
         across = self.off_diagonal_mean(self.across_samples)
         diag = self.alignment.diagonal(dim1=1, dim2=2).mean(-1)
@@ -104,7 +105,8 @@ class Consistency(ProbeResult):
             lines.append(f"  same sample across timesteps: cos^2 {float(over_time):.3f}")
         return "\n".join(lines)
 
-    def figure(self):
+    def figure(self) -> go.Figure:
+        """Heat maps of alignment across timesteps and samples."""
         from plotly.subplots import make_subplots
 
         t_labels = [str(t) for t in self.timesteps]

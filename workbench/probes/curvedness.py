@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -33,6 +34,10 @@ from workbench.models.wrapper import DiffusionModel
 from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
 
 INTERPOLATIONS = ("linear", "slerp")
 
@@ -92,6 +97,7 @@ class Curvedness(ProbeResult):
     name: str = "curvedness"
 
     def summary(self) -> str:
+        """Ratio and angle per timestep, as text."""
         lines = [f"curvedness ({self.interpolation}, {self.points} points): t, ratio, angle"]
         for i, t in enumerate(self.timesteps):
             r, a = self.ratio[i], self.angle[i]
@@ -101,7 +107,8 @@ class Curvedness(ProbeResult):
             )
         return "\n".join(lines)
 
-    def figure(self):
+    def figure(self) -> go.Figure:
+        """Ratio and angle against timestep."""
         from plotly.subplots import make_subplots
 
         fig = make_subplots(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import grid_with
 from workbench.sampling import ddim, make_timesteps
 from workbench.stats import spearman
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 
 def neighbours(points: torch.Tensor, count: int) -> torch.Tensor:
@@ -61,6 +65,7 @@ class Embedding(ProbeResult):
     name: str = "umap"
 
     def summary(self) -> str:
+        """Points and timesteps of the embedding, as text."""
         steps = self.timestep.unique()
         lines = [
             f"UMAP of h: {self.embedding.shape[0]} points, {len(steps)} timesteps; "
@@ -75,7 +80,8 @@ class Embedding(ProbeResult):
             )
         return "\n".join(lines)
 
-    def figure(self):
+    def figure(self) -> go.Figure:
+        """The 2-D embedding coloured by timestep."""
         import plotly.graph_objects as go
 
         colourings = {"timestep": self.timestep.tolist()} | {

@@ -15,6 +15,7 @@ one. The published code has no search.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +25,9 @@ from workbench.probes import register_probe
 from workbench.probes.norm import NormConcentration
 from workbench.stats import ks_critical, ks_statistic, last_agreeing
 from workbench.trajectories import paired_trajectories
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 
 @dataclass
@@ -36,7 +40,8 @@ class MixingStep(NormConcentration):
     projections: int = 0
     name: str = "mixing-step"
 
-    def figure(self):
+    def figure(self) -> go.Figure:
+        """KS statistics against timestep with the mixing step marked."""
         fig = super().figure()
         fig.add_scatter(
             x=self.timesteps,
@@ -57,6 +62,7 @@ class MixingStep(NormConcentration):
         return fig
 
     def summary(self) -> str:
+        """The mixing step found, as text."""
         at = f"t = {self.mixing_step}" if self.mixing_step is not None else "none found"
         return f"mixing step: {at} (tolerance {self.tolerance:.3f} on KS and sliced KS)"
 

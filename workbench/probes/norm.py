@@ -14,6 +14,7 @@ timestep below it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +23,9 @@ from workbench.options import IMAGES, NUM_STEPS, PROGRESS, SEED, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.stats import ks_statistic, last_agreeing
 from workbench.trajectories import paired_trajectories
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 
 @dataclass
@@ -41,7 +45,8 @@ class NormConcentration(ProbeResult):
     mixing_step: int | None
     name: str = "norm"
 
-    def figure(self):
+    def figure(self) -> go.Figure:
+        """Norm of x_t against timestep, with sqrt(d) for reference."""
         import plotly.graph_objects as go
 
         fig = go.Figure()

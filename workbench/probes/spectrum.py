@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -31,6 +32,9 @@ from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
 from workbench.settings import show_progress
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 
 def decay_exponent(s: torch.Tensor) -> torch.Tensor:
@@ -89,6 +93,7 @@ class Spectrum(ProbeResult):
     name: str = "spectrum"
 
     def summary(self) -> str:
+        """Median singular values per timestep, as text."""
         k = self.s.shape[-1]
         lines = [f"spectrum of dh/dx_t (top {k}, {self.s.shape[1]} samples): medians"]
         for i, t in enumerate(self.timesteps):
@@ -100,7 +105,8 @@ class Spectrum(ProbeResult):
             )
         return "\n".join(lines)
 
-    def figure(self):
+    def figure(self) -> go.Figure:
+        """Singular values against rank, one line per timestep."""
         from plotly.colors import sample_colorscale
         from plotly.subplots import make_subplots
 
@@ -154,7 +160,7 @@ def bases_over_timesteps(
     k: int,
     seed: int = 0,
     progress: bool | None = None,
-    **options,
+    **options: Any,
 ) -> dict[int, LocalBasis]:
     """Local bases of the same samples at each timestep (decreasing), each warm-started
     from the previous timestep's basis."""

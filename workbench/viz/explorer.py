@@ -24,7 +24,7 @@ browser; :meth:`save_html` writes a static, self-contained snapshot.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,7 @@ class Explorer:
         colour = "#b00020" if error else "#333"
         self.status_w.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
 
-    def _guard(self, fn):
+    def _guard(self, fn: Callable[..., None]) -> Callable[..., None]:
         """Widget callbacks show errors in the status line instead of losing them."""
 
         def run(*args: Any) -> None:
@@ -268,6 +268,7 @@ class Explorer:
         self.render()
 
     def strengths(self) -> list[float]:
+        """The strengths on the sliders."""
         return [float(s.value) for s in self.sliders]
 
     def set_strengths(self, values: Sequence[float]) -> None:
@@ -293,6 +294,7 @@ class Explorer:
         return self.seeds
 
     def shown_seeds(self) -> list[int]:
+        """The seeds shown in the current batch."""
         return self.seeds[: int(self.batch_w.value)]
 
     def current(self) -> tuple[DirectionSet, float] | None:

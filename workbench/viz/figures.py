@@ -12,14 +12,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.viz.images import edit_grid, image_grid
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
-def image_figure(images: Any, title: str = "", upscale: int = 3):
+    from workbench.directions import DirectionSet
+    from workbench.editing import EditResult
+
+
+def image_figure(images: Any, title: str = "", upscale: int = 3) -> go.Figure:
     """A plotly figure of uint8 images (``[H, W, 3]``, ``[N, H, W, 3]`` or ``[R, C, H, W, 3]``)."""
     import plotly.graph_objects as go
 
@@ -32,7 +38,7 @@ def image_figure(images: Any, title: str = "", upscale: int = 3):
     return fig
 
 
-def direction_grid(result, title: str | None = None, upscale: int = 3):
+def direction_grid(result: EditResult, title: str | None = None, upscale: int = 3) -> go.Figure:
     """An edit as a grid: a row per sample, a column per strength, ticks naming both."""
     grid = edit_grid(result, upscale=upscale)
     fig = image_figure(grid, title or f"{result.directions.name(result.index)} ({result.mode})")
@@ -57,7 +63,7 @@ def direction_grid(result, title: str | None = None, upscale: int = 3):
     return fig
 
 
-def score_bars(directions, title: str | None = None):
+def score_bars(directions: DirectionSet, title: str | None = None) -> go.Figure:
     """The scores that rank a direction set, one bar per direction."""
     import plotly.graph_objects as go
 
@@ -77,7 +83,7 @@ def score_bars(directions, title: str | None = None):
     return fig
 
 
-def figure(result: Any, **kwargs: Any):
+def figure(result: Any, **kwargs: Any) -> go.Figure:
     """The plotly figure of any workbench result (see the module docstring)."""
     from workbench.directions import DirectionSet
     from workbench.editing import EditResult

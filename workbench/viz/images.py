@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from workbench.store import atomic_path
+
+if TYPE_CHECKING:
+    from workbench.editing import EditResult
 
 
 def image_grid(images: torch.Tensor | np.ndarray, pad: int = 1, upscale: int = 1) -> np.ndarray:
@@ -28,7 +32,7 @@ def image_grid(images: torch.Tensor | np.ndarray, pad: int = 1, upscale: int = 1
     return out
 
 
-def edit_grid(result, upscale: int = 2) -> np.ndarray:
+def edit_grid(result: EditResult, upscale: int = 2) -> np.ndarray:
     """Grid of an :class:`~workbench.editing.EditResult`: a row per sample, a column per
     strength."""
     images = result.uint8().permute(1, 0, 2, 3, 4)  # [N, S, H, W, 3]
@@ -43,6 +47,7 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:
+    """Write a uint8 image array as PNG, atomically."""
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
     return Path(path)

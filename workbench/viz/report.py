@@ -9,30 +9,40 @@ import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from workbench.store import write_text
 from workbench.viz.images import png_bytes
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
 
 @dataclass
 class Report:
+    """A self-contained HTML report built part by part."""
+
     title: str
     parts: list[str] = field(default_factory=list)
 
     def heading(self, text: str) -> None:
+        """Add a section heading."""
         self.parts.append(f"<h2>{html.escape(text)}</h2>")
 
     def text(self, text: str) -> None:
+        """Add a paragraph."""
         self.parts.append(f"<p>{html.escape(text)}</p>")
 
-    def figure(self, fig) -> None:
+    def figure(self, fig: go.Figure) -> None:
+        """Add a plotly figure."""
         self.parts.append(
             f'<div class="figure">{fig.to_html(include_plotlyjs=False, full_html=False)}</div>'
         )
 
     def image(self, array: np.ndarray, caption: str = "") -> None:
+        """Add an image (embedded PNG) with a caption."""
         data = base64.b64encode(png_bytes(array)).decode()
         self.parts.append(
             f'<figure><img src="data:image/png;base64,{data}" style="image-rendering: pixelated">'
@@ -40,6 +50,7 @@ class Report:
         )
 
     def render(self) -> str:
+        """The report as one HTML string (plotly.js inlined)."""
         from plotly.offline import get_plotlyjs
 
         body = "\n".join(self.parts)
@@ -53,4 +64,5 @@ class Report:
         )
 
     def save(self, path: str | Path) -> Path:
+        """Write the report atomically."""
         return write_text(path, self.render())
