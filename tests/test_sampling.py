@@ -131,9 +131,9 @@ def test_ddim_coefficients_reproduce_the_sampling_step(prediction_type):
     if prediction_type == "v_prediction":
         pairs.append((0.0, 0.01))  # zero terminal SNR
     for a_noisy, a_clean in pairs:
-        pred = model.convert(raw, x, a_noisy)
+        pred = model.schedule.convert(raw, x, a_noisy)
         step = a_clean**0.5 * pred.x0 + (1 - a_clean) ** 0.5 * pred.eps
-        coef_a, coef_b = model.ddim_coefficients(a_noisy, a_clean)
+        coef_a, coef_b = model.schedule.ddim_coefficients(a_noisy, a_clean)
         torch.testing.assert_close(coef_a * x + coef_b * raw, step, rtol=1e-4, atol=1e-4)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
-from workbench.options import MAX_COUNT, MAX_SEED, Option, argparse_type
+from workbench.options import CONDITIONING, MAX_COUNT, MAX_SEED, Option, Spec, argparse_type
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,9 +120,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out = _out_file(args.out, ".npz", args.overwrite)
     seeds = parse_seeds(args.seeds)
     model = _load(args.model, args.device)
-    images = sample(model, seeds=seeds, num_steps=args.num_steps, eta=args.eta)
+    images = sample(
+        model, seeds=seeds, num_steps=args.num_steps, eta=args.eta, **_CONDITIONING.from_args(args)
+    )
     save_npz(out, images=model.to_uint8(images).numpy(), seeds=seeds)
-    shape = ", ".join(map(str, model.sample_shape[1:]))
+    shape = ", ".join(map(str, model.image_shape[1:]))
     print(f"wrote {out}: images uint8 [{len(seeds)}, {shape}, 3]")
 
 
@@ -154,9 +156,12 @@ def cmd_edit(args: argparse.Namespace) -> None:
         options["mode"] = args.mode
     result = edit(model, directions, strengths=strengths, seeds=seeds, **options)
     result.save_npz(out)
-    shape = ", ".join(map(str, model.sample_shape[1:]))
+    shape = ", ".join(map(str, model.image_shape[1:]))
     print(f"wrote {out}: images uint8 [{len(strengths)}, {len(seeds)}, {shape}, 3]")
 
+
+#: The text conditioning of a text-to-image model, on every command that samples.
+_CONDITIONING = Spec("text", "conditioning", "a text-to-image model's prompt", CONDITIONING)
 
 #: The edit command's own spellings of these (``0-7`` seed ranges, ``-3,0,3``, the modes).
 _EDIT_OWN = ("strengths", "seeds", "mode")
@@ -191,7 +196,8 @@ def cmd_library(args: argparse.Namespace) -> None:
     model = _load(args.model, args.device)
     named = library.load(args.name, model)
     strengths = parse_floats(args.strengths) if args.strengths else None
-    result = named.apply(model, seeds=seeds, strengths=strengths)
+    with model.conditioned(**_CONDITIONING.from_args(args)):
+        result = named.apply(model, seeds=seeds, strengths=strengths)
     result.save_npz(out)
     print(f"wrote {out}: {args.name!r} at strengths {result.strengths} on seeds {seeds}")
 
@@ -276,7 +282,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from workbench.bench import bench_sampling
 
     model = _load(args.model, args.device)
-    report = bench_sampling(model, n=args.n, num_steps=args.num_steps, repeats=args.repeats)
+    with model.conditioned(**_CONDITIONING.from_args(args)):
+        report = bench_sampling(model, n=args.n, num_steps=args.num_steps, repeats=args.repeats)
     print(report.table())
 
 
@@ -339,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0-7")
     num(p, "num_steps", int, None, "DDIM steps (default: the preset's)", 1, 10000, ("--steps",))
     num(p, "eta", float, 0.0, "DDIM eta (0: deterministic)", 0, 1)
+    _CONDITIONING.add_arguments(p)
     out_args(p, "FILE.npz")
 
     p = command("discover", "find directions with an engine", cmd_discover)
@@ -373,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strengths", default=None, help="default: the saved strength")
     p.add_argument("--out", default=None, help="FILE.npz (apply)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _CONDITIONING.add_arguments(p)
 
     p = command("probe", "run a geometry probe", cmd_probe)
     psub = p.add_subparsers(dest="probe", required=True, parser_class=_Parser)
@@ -430,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     num(p, "n", int, 64, "images", 1, 100_000)
     num(p, "num_steps", int, 50, "DDIM steps", 1, 10000, ("--steps",))
     num(p, "repeats", int, 3, "timed runs", 1, 1000)
+    _CONDITIONING.add_arguments(p)
     return parser
 
 

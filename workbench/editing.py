@@ -23,7 +23,16 @@ import torch
 from workbench.directions import DirectionSet
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import NUM_STEPS, PROGRESS, SEEDS, Option, Spec, validated
+from workbench.options import (
+    CONDITIONING,
+    NUM_STEPS,
+    PROGRESS,
+    SEEDS,
+    Option,
+    Spec,
+    conditioned,
+    validated,
+)
 from workbench.sampling import Step, StepHook, ddim, make_timesteps
 from workbench.store import save_npz
 
@@ -127,7 +136,9 @@ def quality_boost(grid: Sequence[int], fraction: float) -> StepHook:
 
 @dataclass
 class EditResult:
-    """Edited images ``[S, N, C, H, W]`` in [-1, 1]: strengths along dim 0, samples along 1."""
+    """Edited images ``[S, N, C, H, W]`` in [-1, 1]: strengths along dim 0, samples along 1
+    (VAE-decoded for a latent model); ``conditioning``: prompt, negative prompt and
+    guidance of a text-to-image model's edit."""
 
     images: torch.Tensor
     strengths: list[float]
@@ -137,6 +148,7 @@ class EditResult:
     directions: DirectionSet
     timesteps: list[int] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    conditioning: dict[str, Any] | None = None
 
     def uint8(self) -> torch.Tensor:
         """``[S, N, H, W, C]`` uint8."""
@@ -174,12 +186,13 @@ EDIT = Spec(
         Option("boost", float, 0.0, "last fraction of the steps run with eta 1", low=0, high=1),
         PROGRESS,
         Option("batch_size", int, 256, "samples per U-Net call", low=1, high=65536),
+        *CONDITIONING,
     ),
 )
 
 
 def _edit_checked(fn: Callable) -> Callable:
-    return validated(EDIT, fn, first=2)
+    return validated(EDIT, conditioned(fn), first=2)
 
 
 @_edit_checked
@@ -213,6 +226,8 @@ def edit(
             strength; with given latents it comes from the global generator.
         boost: "quality boosting": the last ``boost`` fraction of the steps (0 to 1) run
             with eta = 1 (the published pullback default is 0.2).
+        prompt, negative_prompt, guidance_scale: a text-to-image model's conditioning
+            (see :meth:`DiffusionModel.conditioned`).
         options: passed to the mode.
     Returns:
         :class:`EditResult` with images ``[S, N, C, H, W]``.
@@ -264,6 +279,7 @@ def edit(
             edit=[hook, boosting],
             progress=progress,
         )
+        out = model.decode(out)  # images of a latent model (in pixel space: unchanged)
         outs.append(out.reshape(s_count, m, *out.shape[1:]))
     images = torch.cat(outs, dim=1)
     check_finite("edited images", images)

@@ -378,3 +378,49 @@ SEEDS = Option("seeds", "ints", None, "seeds of x_T, e.g. 0-7 or 1,4,9", low=0, 
 SINGLE_STEP = Option(
     "timestep", int, None, "a single-step edit at this timestep instead of the h window", low=0
 )
+#: Text conditioning of a latent text-to-image model (refused, one line, by unconditional
+#: models); every function that samples takes them.
+PROMPT = Option("prompt", str, None, "text prompt (text-to-image models)")
+NEGATIVE_PROMPT = Option(
+    "negative_prompt", str, None, "negative prompt of classifier-free guidance (default: empty)"
+)
+GUIDANCE_SCALE = Option(
+    "guidance_scale",
+    float,
+    None,
+    "classifier-free guidance scale (default: 7.5 with a prompt, else 1: unguided)",
+    low=0,
+    high=100,
+)
+CONDITIONING = (PROMPT, NEGATIVE_PROMPT, GUIDANCE_SCALE)
+
+
+def conditioned(fn: Callable) -> Callable:
+    """``fn(model, ...)`` that also takes :data:`CONDITIONING` keywords (``prompt``,
+    ``negative_prompt``, ``guidance_scale``) and runs within ``model.conditioned(...)``
+    with them; a result with a ``params`` dict (a direction set) or a ``conditioning``
+    attribute (a probe result) records the conditioning it was computed under."""
+    names = [o.name for o in CONDITIONING]
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
+    if any(p.name in names for p in params):
+        return fn  # it handles them itself
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in names]
+    tail = [p for p in params if p.kind is p.VAR_KEYWORD]
+    head = [p for p in params if p.kind is not p.VAR_KEYWORD]
+
+    @functools.wraps(fn)
+    def run(model: Any, *args: Any, **kwargs: Any) -> Any:
+        given = [kwargs.pop(n, None) for n in names]
+        with model.conditioned(*given) as conditioning:
+            result = fn(model, *args, **kwargs)
+        if conditioning is not None:
+            described = conditioning.describe()
+            if isinstance(getattr(result, "params", None), dict):
+                result.params = {**result.params, "conditioning": described}
+            elif hasattr(result, "conditioning"):
+                result.conditioning = described
+        return result
+
+    run.__signature__ = signature.replace(parameters=[*head, *extra, *tail])  # type: ignore[attr-defined]
+    return run

@@ -20,7 +20,6 @@ Two hooks, k-diffusion style, take a :class:`Step`:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,7 +28,15 @@ from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel, Prediction
-from workbench.options import NUM_STEPS, PROGRESS, SEEDS, Option, Spec, validated
+from workbench.options import (
+    CONDITIONING,
+    NUM_STEPS,
+    PROGRESS,
+    SEEDS,
+    Option,
+    Spec,
+    validated,
+)
 from workbench.settings import show_progress
 
 StepHook = Callable[["Step"], None]
@@ -75,30 +82,11 @@ def make_timesteps(
     t_start: int | None = None,
     include: Sequence[int] = (),
 ) -> list[int]:
-    """Decreasing DDIM grid from ``t_start`` (default T-1) to the clean end ``-1``.
-
-    "Trailing" spacing: ``t_i = round((N - i) (t_start + 1) / N) - 1`` for i < N, so the
-    grid starts exactly at ``t_start``. Each timestep in ``include`` replaces its nearest
-    grid point, so an edit at that timestep happens exactly there. Returns ``N + 1`` values.
-    """
+    """Decreasing DDIM grid of ``num_steps`` (default: the preset's) timesteps from
+    ``t_start`` (default: the whole chain, spaced as the model's scheduler config says),
+    then the clean end ``-1``; see :meth:`Schedule.timesteps`."""
     num_steps = NUM_STEPS.check(num_steps) or model.preset.num_inference_steps
-    top = model.num_train_timesteps - 1 if t_start is None else model.check_timestep(t_start)
-    if not 1 <= num_steps <= top + 1:
-        raise WorkbenchError(f"num_steps must be in [1, {top + 1}], got {num_steps}")
-    grid = [round((num_steps - i) * (top + 1) / num_steps) - 1 for i in range(num_steps)]
-    for t in include:
-        t = model.check_timestep(t)
-        if t > top:
-            raise WorkbenchError(f"timestep {t} lies above the grid's start {top}")
-        if t not in grid:
-            nearest = min(range(num_steps), key=lambda i: (abs(grid[i] - t), i))
-            grid[nearest] = t
-    grid = sorted(set(grid), reverse=True)
-    if len(grid) != num_steps:
-        raise WorkbenchError(
-            f"timesteps to include {list(include)} collide on a {num_steps}-step grid"
-        )
-    return grid + [-1]
+    return model.schedule.timesteps(num_steps, t_start=t_start, include=include)
 
 
 def _as_hooks(hooks: StepHook | Sequence[StepHook] | None) -> list[StepHook]:
@@ -125,17 +113,19 @@ def _sampling_step(
     a_t: float,
     a_next: float,
     generator: torch.Generator | Sequence[torch.Generator] | None,
-    clip_x0: bool,
+    clip_x0: bool | None,
 ) -> tuple[torch.Tensor, Prediction]:
     """One DDIM step down from ``step.x``; asymmetric when the step asks for it."""
     pred = model.predict(step.x, step.t, step.delta_h)
     asymmetric = step.asymmetric and step.delta_h is not None
     direction = model.eps(step.x, step.t) if asymmetric else pred.eps
-    x0 = pred.x0.clamp(-1, 1) if clip_x0 else pred.x0
-    sigma = 0.0
-    if step.eta:
-        sigma = step.eta * math.sqrt((1 - a_next) / (1 - a_t) * (1 - a_t / a_next))
-    x_next = math.sqrt(a_next) * x0 + math.sqrt(max(1.0 - a_next - sigma**2, 0.0)) * direction
+    schedule = model.schedule
+    if schedule.clip_sample if clip_x0 is None else clip_x0:
+        x0 = pred.x0.clamp(-schedule.clip_sample_range, schedule.clip_sample_range)
+    else:
+        x0 = pred.x0
+    sigma = model.schedule.sigma(a_t, a_next, step.eta)
+    x_next = model.schedule.ddim_step(x0, direction, a_next, sigma)
     if sigma > 0:
         x_next = x_next + sigma * _step_noise(step.x, generator)
     return x_next, Prediction(eps=pred.eps, x0=x0)
@@ -152,7 +142,7 @@ def ddim(
     callback: StepHook | Sequence[StepHook] | None = None,
     return_trajectory: bool = False,
     progress: bool | None = None,
-    clip_x0: bool = False,
+    clip_x0: bool | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
     """Run DDIM from ``x`` at ``timesteps[0]`` along ``timesteps`` (down: sample, up: invert).
 
@@ -163,7 +153,8 @@ def ddim(
         generator: one generator, or one per sample, for the eta > 0 noise.
         edit, callback: hooks, see the module docstring.
         return_trajectory: also return every intermediate x (on the CPU).
-        clip_x0: clamp the predicted x0 to [-1, 1] at every step.
+        clip_x0: clamp the predicted x0 at every sampling step (default: as the model's
+            scheduler config says, ``clip_sample``).
     Returns:
         x at ``timesteps[-1]``, and the :class:`Trajectory` if asked for.
     """
@@ -193,9 +184,9 @@ def ddim(
             # Hold the U-Net output r at x_t fixed (taken at t_next) and solve the
             # deterministic step t_next -> t, x_t = A x_next + B r, for x_next exactly.
             raw = model.raw(x, step.t_next, step.delta_h)
-            coef_a, coef_b = model.ddim_coefficients(a_next, a_t)
+            coef_a, coef_b = model.schedule.ddim_coefficients(a_next, a_t)
             x_next = (x - coef_b * raw) / coef_a
-            step.prediction = model.convert(raw, x_next, a_next)
+            step.prediction = model.schedule.convert(raw, x_next, a_next)
         else:
             x_next, step.prediction = _sampling_step(model, step, a_t, a_next, generator, clip_x0)
         step.x_next = x_next
@@ -224,6 +215,8 @@ SAMPLE = Spec(
         Option("callback", object, None, "step hooks that observe", cli=False),
         PROGRESS,
         Option("batch_size", int, 256, "samples per U-Net call", low=1, high=65536),
+        *CONDITIONING,
+        Option("decode", bool, True, "latent models: VAE-decode to images (False: latents)"),
     ),
 )
 
@@ -243,17 +236,42 @@ def sample(
     callback: StepHook | Sequence[StepHook] | None = None,
     progress: bool | None = None,
     batch_size: int = 256,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+    guidance_scale: float | None = None,
+    decode: bool = True,
 ) -> torch.Tensor:
     """Sample images ``[B, C, H, W]`` in [-1, 1] from seeds (or from given x_T).
 
     With ``eta > 0`` the step noise of sample i is drawn from a generator seeded with
-    ``seeds[i] + 1_000_003``, so a sample does not depend on the batch it is in.
+    ``seeds[i] + 1_000_003``, so a sample does not depend on the batch it is in. A latent
+    text-to-image model samples latents under ``prompt`` (guided by ``guidance_scale``
+    against ``negative_prompt``, see :meth:`DiffusionModel.conditioned`) and returns them
+    VAE-decoded, ``[B, *model.image_shape]`` (``decode=False``: the latents).
     """
     if (seeds is None) == (x_T is None):
         raise WorkbenchError("give exactly one of seeds or x_T")
     x_T = model.noise(seeds) if x_T is None else x_T
     model.check_x(x_T, "x_T")
     timesteps = make_timesteps(model, num_steps)
+    with model.conditioned(prompt, negative_prompt, guidance_scale):
+        x0 = _sample_batches(
+            model, seeds, x_T, timesteps, eta, edit, callback, progress, batch_size
+        )
+    return model.decode(x0) if decode else x0
+
+
+def _sample_batches(
+    model: DiffusionModel,
+    seeds: Sequence[int] | None,
+    x_T: torch.Tensor,
+    timesteps: list[int],
+    eta: float,
+    edit: StepHook | Sequence[StepHook] | None,
+    callback: StepHook | Sequence[StepHook] | None,
+    progress: bool | None,
+    batch_size: int,
+) -> torch.Tensor:
     outs = []
     for start in range(0, x_T.shape[0], batch_size):
         gens = None

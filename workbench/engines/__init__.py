@@ -13,7 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
-from workbench.options import SEED, TIMESTEP, K, Option, Spec, validated
+from workbench.options import (
+    CONDITIONING,
+    SEED,
+    TIMESTEP,
+    K,
+    Option,
+    Spec,
+    conditioned,
+    validated,
+)
 
 #: The options every engine takes; an engine may describe its own ``k``, ``timestep`` or
 #: ``seed`` instead (e.g. the boundary engine's ``k`` defaults to 1).
@@ -49,8 +58,9 @@ def register_engine(
 
     def wrap(fn: Callable) -> Callable:
         own = {o.name for o in options}
-        spec = Spec("engine", name, summary, (*(o for o in COMMON if o.name not in own), *options))
-        checked = validated(spec, fn)
+        common = (o for o in COMMON if o.name not in own)
+        spec = Spec("engine", name, summary, (*common, *options, *CONDITIONING))
+        checked = validated(spec, conditioned(fn))
         ENGINES[name] = Engine(name, checked, spec)
         return checked
 

@@ -328,6 +328,8 @@ def _sample_bases(
     cache = cache or Cache()
     seeds = list(seeds)
     grid = make_timesteps(model, params["num_steps"], include=[t])
+    conditioning = model.conditioning
+    prompted = {} if conditioning is None else {"conditioning": conditioning.describe()}
     key = cache_key(
         engine="pullback",
         model=model.fingerprint,
@@ -337,6 +339,7 @@ def _sample_bases(
         dtype=str(model.dtype),
         device=model.device.type,
         **params,
+        **prompted,  # a text-to-image model's prompt and guidance
     )
     hit = cache.get(key)
     if hit is not None:

@@ -4,7 +4,10 @@ Resolution order: a bundled name (``shapes32``; ``tiny-test`` is a test-only ran
 model built from a config), then an existing local folder, then a Hub id of the form
 ``owner/name`` (the same ``from_pretrained`` code path as a local folder). A folder may be
 a pipeline layout (``unet/`` and ``scheduler/`` subfolders) or a bare U-Net folder with
-``config.json`` and ``scheduler_config.json`` side by side.
+``config.json`` and ``scheduler_config.json`` side by side. A latent text-to-image model
+(Stable Diffusion 1.x/2.x: ``UNet2DConditionModel``) needs the pipeline layout, with
+``vae/``, ``text_encoder/`` (CLIP) and ``tokenizer/`` beside ``unet/`` and ``scheduler/``.
+Whatever scheduler the folder names, sampling uses its config as DDIM.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, UNet2DModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
 
 from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
 from workbench.models.presets import PRESET_FILE, Preset
 from workbench.models.wrapper import DiffusionModel
+from workbench.settings import show_progress
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
@@ -86,8 +90,34 @@ def _read_scheduler(source: str | Path, subfolder: str | None, **kwargs: Any) ->
     return DDIMScheduler.from_config(config)
 
 
-def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any):
-    """Load a U-Net and scheduler from a folder or Hub id, pipeline or bare layout."""
+def _text_parts(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any) -> dict[str, Any]:
+    """The CLIP text encoder and tokenizer of a Stable Diffusion layout."""
+    import transformers
+
+    config = transformers.PretrainedConfig.get_config_dict(
+        source, subfolder="text_encoder", **kwargs
+    )[0]
+    arch = (config.get("architectures") or ["CLIPTextModel"])[0]
+    if arch not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+        raise WorkbenchError(f"{source}: text encoder {arch} is not supported yet (CLIP only)")
+    bars = transformers.utils.logging
+    was_on = bars.is_progress_bar_enabled()
+    if not show_progress(None):  # the package setting covers transformers' loading bar too
+        bars.disable_progress_bar()
+    try:
+        encoder_class = getattr(transformers, arch)
+        text_encoder = encoder_class.from_pretrained(source, subfolder="text_encoder", **kwargs)
+    finally:
+        if was_on:
+            bars.enable_progress_bar()
+    text_encoder = text_encoder.to(torch_dtype)
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
+    return {"text_encoder": text_encoder, "tokenizer": tokenizer}
+
+
+def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any) -> dict[str, Any]:
+    """The components (``unet``, ``scheduler``; ``vae``, ``text_encoder``, ``tokenizer`` for
+    a latent text-to-image model) from a folder or Hub id, pipeline or bare layout."""
     local = Path(source)
     if local.is_dir():
         subfolder = "unet" if (local / "unet" / "config.json").is_file() else None
@@ -105,18 +135,27 @@ def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any
             subfolder, sched_sub = None, None
         config = UNet2DModel.load_config(source, subfolder=subfolder, **kwargs)
     cls_name = config.get("_class_name", "UNet2DModel")
-    if cls_name != "UNet2DModel":
-        raise WorkbenchError(f"{source}: {cls_name} is not supported yet (only UNet2DModel)")
+    if cls_name not in ("UNet2DModel", "UNet2DConditionModel"):
+        raise WorkbenchError(
+            f"{source}: {cls_name} is not supported yet (UNet2DModel, UNet2DConditionModel)"
+        )
+    if cls_name == "UNet2DConditionModel" and subfolder is None:
+        raise WorkbenchError(
+            f"{source}: a UNet2DConditionModel loads from a pipeline folder "
+            "(unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
+        )
     # Without accelerate, diffusers warns on every load unless told not to try.
     fast = importlib.util.find_spec("accelerate") is not None
-    unet = UNet2DModel.from_pretrained(
-        source,
-        subfolder=subfolder,
-        torch_dtype=torch_dtype,
-        **{"low_cpu_mem_usage": fast, **kwargs},
-    )
-    scheduler = _read_scheduler(source, sched_sub, **kwargs)
-    return unet, scheduler
+    options = {"torch_dtype": torch_dtype, "low_cpu_mem_usage": fast, **kwargs}
+    cls = UNet2DModel if cls_name == "UNet2DModel" else UNet2DConditionModel
+    parts: dict[str, Any] = {
+        "unet": cls.from_pretrained(source, subfolder=subfolder, **options),
+        "scheduler": _read_scheduler(source, sched_sub, **kwargs),
+    }
+    if cls is UNet2DConditionModel:
+        parts["vae"] = AutoencoderKL.from_pretrained(source, subfolder="vae", **options)
+        parts.update(_text_parts(source, torch_dtype, **kwargs))
+    return parts
 
 
 def check_device(device: str | torch.device | None) -> torch.device:
@@ -145,7 +184,7 @@ def check_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _from_folder(folder: str | Path, dtype: torch.dtype):
+def _from_folder(folder: str | Path, dtype: torch.dtype) -> dict[str, Any]:
     """:func:`_from_pretrained` on a local folder, a broken folder reported in one line
     (bad or missing config, missing or truncated weights, bad scheduler config)."""
     try:
@@ -182,21 +221,22 @@ def load(
         unet, scheduler = _build_tiny()
         if dtype != torch.float32:  # plain Module.to: nothing in a random model needs fp32
             torch.nn.Module.to(unet, dtype=dtype)
+        parts = {"unet": unet, "scheduler": scheduler}
         source, found_preset = name, PRESETS[name]
     elif name in PRESETS:
         folder = BUNDLED_DIR / name
         if not folder.is_dir():
             raise WorkbenchError(f"bundled model {name!r} has no weights in {folder}")
-        unet, scheduler = _from_folder(folder, dtype)
+        parts = _from_folder(folder, dtype)
         source, found_preset = str(folder), PRESETS[name]
     elif Path(name).exists():
         if not Path(name).is_dir():
             raise WorkbenchError(f"{name}: not a folder (expected a diffusers model folder)")
-        unet, scheduler = _from_folder(name, dtype)
+        parts = _from_folder(name, dtype)
         source, found_preset = name, Preset.from_folder(name)
     elif re.fullmatch(r"[\w.-]+/[\w.-]+", name):
         try:
-            unet, scheduler = _from_pretrained(name, dtype, **hub_kwargs)
+            parts = _from_pretrained(name, dtype, **hub_kwargs)
         except WorkbenchError:
             raise
         except Exception as exc:  # network, missing repo, ...: keep it to one line
@@ -208,16 +248,20 @@ def load(
             f"unknown model {name!r}: not a bundled name ({', '.join(bundled_names())}), "
             "a local folder, or a Hub id owner/name"
         )
-    model = DiffusionModel(unet, scheduler, preset or found_preset, name=name, source=source)
+    model = DiffusionModel(preset=preset or found_preset, name=name, source=source, **parts)
     return model.to(device)
 
 
 def save(model: DiffusionModel, folder: str | Path) -> Path:
-    """Save ``model`` as a diffusers folder (``unet/``, ``scheduler/``) plus its preset."""
+    """Save ``model`` as a diffusers folder (``unet/``, ``scheduler/``; ``vae/``,
+    ``text_encoder/``, ``tokenizer/`` for a latent text-to-image model) plus its preset."""
     from workbench.store import atomic_dir
 
     with atomic_dir(folder) as tmp:
-        model.unet.save_pretrained(tmp / "unet")
+        for part, module in model.components().items():
+            module.save_pretrained(tmp / part)
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(tmp / "tokenizer")
         model.scheduler.save_pretrained(tmp / "scheduler")
         (tmp / PRESET_FILE).write_text(json.dumps(model.preset.to_dict(), indent=2))
     return Path(folder)

@@ -18,69 +18,135 @@ import json
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import UNet2DModel
+from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from workbench.errors import WorkbenchError
 from workbench.models.attention import JacobianSafeAttnProcessor
 from workbench.models.presets import Preset
+from workbench.models.schedule import Prediction, Schedule
+
+__all__ = ["Conditioning", "DiffusionModel", "Prediction", "Schedule"]
 
 TimestepLike = int | torch.Tensor
 
 
-@dataclass
-class Prediction:
-    """What the U-Net says about ``x_t``: the noise ``eps`` and the clean image ``x0``.
+#: Guidance scale when a prompt is given without one (diffusers' pipelines use 7.5 too).
+DEFAULT_GUIDANCE = 7.5
 
-    Both have the shape of ``x_t``.
+
+@dataclass(frozen=True, eq=False)
+class Conditioning:
+    """What a text-conditional U-Net is conditioned on during a call.
+
+    ``cond`` ``[1, L, D]``: the prompt's text-encoder states; ``uncond`` ``[1, L, D]``: the
+    negative prompt's, used (classifier-free guidance) when ``guidance_scale > 1``.
     """
 
-    eps: torch.Tensor
-    x0: torch.Tensor
+    prompt: str
+    negative_prompt: str
+    guidance_scale: float
+    cond: torch.Tensor
+    uncond: torch.Tensor | None
+
+    @property
+    def guided(self) -> bool:
+        """Whether the output is guided: ``uncond + g (cond - uncond)``, two U-Net halves."""
+        return self.uncond is not None
+
+    def describe(self) -> dict[str, Any]:
+        """Prompt, negative prompt and guidance as plain data (recorded in results)."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "guidance_scale": self.guidance_scale,
+        }
+
+
+class _Stop(Exception):  # noqa: N818 - control flow, not an error
+    """Raised by a hook to end a forward once the wanted activation is seen."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
 
 
 class DiffusionModel:
-    """A pixel-space diffusion model: a ``UNet2DModel`` plus its alpha-bar schedule.
+    """A diffusion model: a U-Net plus its noise :class:`Schedule`, and for a latent
+    text-to-image model its VAE, text encoder and tokenizer.
 
-    Build one with :func:`workbench.load`. The U-Net is kept in eval mode with its
+    Pixel-space ``UNet2DModel`` (unconditional) and latent ``UNet2DConditionModel``
+    (the Stable Diffusion 1.x/2.x layout: text-conditioned, x_t is the VAE latent). Build
+    one with :func:`workbench.load`. The networks are kept in eval mode with their
     parameters frozen; every hook this class installs is removed again, also when the
     forward raises.
     """
 
     def __init__(
         self,
-        unet: UNet2DModel,
+        unet: UNet2DModel | UNet2DConditionModel,
         scheduler: Any,
         preset: Preset | None = None,
         name: str = "model",
         source: str | None = None,
+        vae: AutoencoderKL | None = None,
+        text_encoder: nn.Module | None = None,
+        tokenizer: Any = None,
     ) -> None:
-        if not isinstance(unet, UNet2DModel):
+        config = unet.config
+        if isinstance(unet, UNet2DConditionModel):
+            if config.get("addition_embed_type") is not None:
+                raise WorkbenchError(
+                    f"UNet2DConditionModel with added conditions "
+                    f"({config.get('addition_embed_type')}, e.g. SDXL) is not supported yet"
+                )
+            if config.get("class_embed_type") is not None or config.get("time_cond_proj_dim"):
+                raise WorkbenchError(
+                    "UNet2DConditionModel with class or guidance-embedding conditions "
+                    "is not supported yet"
+                )
+            if text_encoder is None or tokenizer is None:
+                raise WorkbenchError(
+                    "a text-conditional U-Net needs its text_encoder and tokenizer"
+                )
+        elif isinstance(unet, UNet2DModel):
+            if config.get("class_embed_type") is not None or config.get("num_class_embeds"):
+                raise WorkbenchError("class-conditional UNet2DModel is not supported")
+            if text_encoder is not None:
+                raise WorkbenchError("an unconditional UNet2DModel takes no text encoder")
+        else:
             raise WorkbenchError(
-                f"{type(unet).__name__} is not supported yet: only pixel-space UNet2DModel"
+                f"{type(unet).__name__} is not supported yet: UNet2DModel (pixel space) or "
+                f"UNet2DConditionModel (Stable Diffusion layout)"
             )
-        if unet.config.get("class_embed_type") is not None or unet.config.get("num_class_embeds"):
-            raise WorkbenchError("class-conditional UNet2DModel is not supported")
+        if vae is not None and vae.config.latent_channels != config.in_channels:
+            raise WorkbenchError(
+                f"the VAE has {vae.config.latent_channels} latent channels, the U-Net "
+                f"takes {config.in_channels}"
+            )
         self.unet = unet.eval().requires_grad_(False)
+        #: The VAE of a latent model (None in pixel space): x_t is its latent.
+        self.vae = vae.eval().requires_grad_(False) if vae is not None else None
+        self.text_encoder = (
+            text_encoder.eval().requires_grad_(False) if text_encoder is not None else None
+        )
+        self.tokenizer = tokenizer
+        self._conditioning: Conditioning | None = None
+        self._unprompted: Conditioning | None = None
+        self._doubled = False  # inside a guided forward: the batch is [uncond; cond]
         self.scheduler = scheduler
         self.preset = preset or Preset()
         self.name = name
         self.source = source or name
-        self.prediction_type: str = scheduler.config.get("prediction_type", "epsilon")
-        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise WorkbenchError(f"unsupported prediction_type {self.prediction_type!r}")
-        alphas = scheduler.alphas_cumprod.detach().to(torch.float64).cpu()
-        if self.prediction_type == "epsilon" and float(alphas.min()) <= 0.0:
-            raise WorkbenchError(
-                "a zero-terminal-SNR schedule needs prediction_type='v_prediction' or 'sample'"
-            )
-        self.alphas_cumprod: torch.Tensor = alphas  # float64, CPU, [num_train_timesteps]
+        #: The DDIM maths of the model's own scheduler config (:class:`Schedule`).
+        self.schedule = Schedule.from_scheduler(scheduler)
         self._fingerprint: str | None = None
         self._signature: tuple = ()
         #: Evaluate the U-Net (:meth:`raw`, so sampling, inversion and edits) in
@@ -110,7 +176,17 @@ class DiffusionModel:
     @property
     def num_train_timesteps(self) -> int:
         """Length T of the training schedule."""
-        return int(self.alphas_cumprod.shape[0])
+        return self.schedule.num_train_timesteps
+
+    @property
+    def prediction_type(self) -> str:
+        """What the network outputs: ``epsilon``, ``v_prediction`` or ``sample``."""
+        return self.schedule.prediction_type
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """alpha-bar ``[T]`` (float64, CPU)."""
+        return self.schedule.alphas_cumprod
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -131,20 +207,38 @@ class DiffusionModel:
         factor = 2 ** (len(self.config.down_block_types) - 1)
         return (int(self.config.block_out_channels[-1]), height // factor, width // factor)
 
+    @property
+    def latent(self) -> bool:
+        """Whether x_t is a VAE latent (a :meth:`decode` away from an image)."""
+        return self.vae is not None
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the U-Net is text-conditioned (takes prompts)."""
+        return self.text_encoder is not None
+
+    def components(self) -> dict[str, nn.Module]:
+        """The networks of the model by their diffusers folder names (``unet`` first)."""
+        parts = {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
+        return {k: v for k, v in parts.items() if v is not None}
+
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> DiffusionModel:
-        """Move (and cast) the weights; returns the model."""
-        if device is not None:
-            self.unet.to(device)
-        if dtype is not None and dtype != self.dtype:
-            self.unet.to(dtype=dtype)
+        """Move (and cast) the weights of every component; returns the model."""
+        for module in self.components().values():
+            if device is not None:
+                module.to(device)
+            if dtype is not None:
+                module.to(dtype=dtype)
+        self._unprompted = None
         return self
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.unet.parameters())
+        kind = "latent text-to-image, " if self.conditional else ""
         return (
-            f"DiffusionModel({self.name!r}, {n / 1e6:.2f}M params, x {self.sample_shape}, "
+            f"DiffusionModel({self.name!r}, {kind}{n / 1e6:.2f}M params, x {self.sample_shape}, "
             f"h {self.h_shape}, {self.prediction_type}, {self.device}, {self.dtype})"
         )
 
@@ -182,16 +276,20 @@ class DiffusionModel:
             digest.update(json.dumps(config, sort_keys=True, default=str).encode())
             digest.update(self.prediction_type.encode())
             digest.update(self.alphas_cumprod.numpy().tobytes())
-            state = self.unet.state_dict()
-            for key in sorted(state):
-                digest.update(key.encode())
-                tensor = state[key].detach().to("cpu", torch.float32).contiguous()
-                digest.update(tensor.numpy().tobytes())
+            for part, module in self.components().items():
+                if part != "unet":  # a pixel model's fingerprint is the U-Net's alone
+                    digest.update(part.encode())
+                    digest.update(type(module).__name__.encode())
+                state = module.state_dict()
+                for key in sorted(state):
+                    digest.update(key.encode())
+                    tensor = state[key].detach().to("cpu", torch.float32).contiguous()
+                    digest.update(tensor.numpy().tobytes())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
     def _weights_signature(self) -> tuple:
-        tensors = [*self.unet.parameters(), *self.unet.buffers()]
+        tensors = [t for m in self.components().values() for t in (*m.parameters(), *m.buffers())]
         return tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
 
     def refresh_fingerprint(self) -> str:
@@ -202,20 +300,11 @@ class DiffusionModel:
     # ------------------------------------------------------------------ schedule
     def check_timestep(self, t: int, allow_clean: bool = False) -> int:
         """Return ``t`` as int, or raise a one-line error if it is out of range."""
-        if isinstance(t, torch.Tensor):
-            t = int(t.item())
-        if not isinstance(t, int) or isinstance(t, bool):
-            raise WorkbenchError(f"timestep must be an integer, got {t!r}")
-        low = -1 if allow_clean else 0
-        if not low <= t < self.num_train_timesteps:
-            raise WorkbenchError(
-                f"timestep {t} out of range [{low}, {self.num_train_timesteps - 1}]"
-            )
-        return t
+        return self.schedule.check_timestep(t, allow_clean)
 
     def alpha_bar(self, t: int) -> float:
-        """alpha-bar at integer timestep ``t``; 1.0 for the clean end ``t = -1``."""
-        return 1.0 if t < 0 else float(self.alphas_cumprod[t])
+        """alpha-bar at integer timestep ``t``; the schedule's final value at ``t = -1``."""
+        return self.schedule.alpha_bar(t)
 
     def expected_norm(self, t: int) -> float:
         """E||x_t|| for x_0 = 0 (the noise part only): sqrt(d * (1 - alpha-bar_t))."""
@@ -267,6 +356,103 @@ class DiffusionModel:
             out[i] = torch.randn(self.sample_shape, generator=gen)
         return out.to(self.device, self.dtype)
 
+    # ------------------------------------------------------------------ conditioning
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """Text-encoder states ``[1, L, D]`` of ``prompt``, as diffusers' Stable Diffusion
+        pipeline computes them (padded to the tokenizer's maximum length, truncated beyond
+        it with a warning)."""
+        if not self.conditional:
+            raise WorkbenchError(f"model {self.name!r} is unconditional: it takes no prompt")
+        if not isinstance(prompt, str):
+            raise WorkbenchError(f"a prompt must be a string, got {type(prompt).__name__}")
+        tok = self.tokenizer
+        length = int(tok.model_max_length)
+        ids = tok(prompt, padding="max_length", max_length=length, truncation=True)
+        full = tok(prompt, padding="longest").input_ids
+        if len(full) > length:
+            warnings.warn(
+                f"the prompt is {len(full)} tokens long; the text encoder sees the first {length}",
+                stacklevel=3,
+            )
+        input_ids = torch.tensor([ids.input_ids], device=self.device)
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            mask = torch.tensor([ids.attention_mask], device=self.device)
+        with torch.no_grad():
+            states = self.text_encoder(input_ids, attention_mask=mask)[0]
+        return states.to(self.dtype)
+
+    @property
+    def conditioning(self) -> Conditioning | None:
+        """The conditioning forwards use now: the innermost :meth:`conditioned` block's,
+        else the empty prompt without guidance; None for an unconditional model."""
+        if not self.conditional:
+            return None
+        if self._conditioning is not None:
+            return self._conditioning
+        if self._unprompted is None:
+            self._unprompted = Conditioning("", "", 1.0, self.encode_prompt(""), None)
+        return self._unprompted
+
+    @contextlib.contextmanager
+    def conditioned(
+        self,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        guidance_scale: float | None = None,
+    ) -> Iterator[Conditioning | None]:
+        """Within the block every forward (sampling, inversion, h, Jacobians) is conditioned
+        on ``prompt``, guided by ``guidance_scale`` (default 7.5 with a prompt, else 1:
+        unguided) against ``negative_prompt`` (default: the empty prompt).
+
+        On an unconditional model the block changes nothing when all three are None and
+        refuses a prompt (one line). Blocks nest; the previous conditioning is restored on
+        exit, also after an exception.
+        """
+        given = (prompt, negative_prompt, guidance_scale)
+        if not self.conditional:
+            if any(v is not None for v in given):
+                raise WorkbenchError(
+                    f"model {self.name!r} is unconditional: it takes no prompt, "
+                    "negative_prompt or guidance_scale"
+                )
+            yield None
+            return
+        if guidance_scale is not None:
+            if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, int | float):
+                raise WorkbenchError(f"guidance_scale must be a number, got {guidance_scale!r}")
+            if not math.isfinite(guidance_scale) or not 0 <= guidance_scale <= 100:
+                raise WorkbenchError(f"guidance_scale must be in [0, 100], got {guidance_scale}")
+        text = "" if prompt is None else prompt
+        scale = float(
+            guidance_scale if guidance_scale is not None else (DEFAULT_GUIDANCE if text else 1.0)
+        )
+        negative = "" if negative_prompt is None else negative_prompt
+        if negative_prompt is not None and scale <= 1:
+            raise WorkbenchError(
+                f"a negative_prompt needs guidance_scale > 1 (got {scale:g}): without guidance "
+                "it is not used"
+            )
+        cond = self.encode_prompt(text)
+        # diffusers guides when the scale exceeds 1; at 1 the result is the prompt's alone
+        uncond = self.encode_prompt(negative) if scale > 1 else None
+        previous = self._conditioning
+        self._conditioning = Conditioning(text, negative, scale, cond, uncond)
+        try:
+            yield self._conditioning
+        finally:
+            self._conditioning = previous
+
+    def _context(self, batch: int, doubled: bool) -> dict[str, torch.Tensor]:
+        """Keyword arguments that condition a U-Net call on a batch of ``batch``."""
+        c = self.conditioning
+        if c is None:
+            return {}
+        states = c.cond.expand(batch, -1, -1)
+        if doubled:
+            states = torch.cat([c.uncond.expand(batch, -1, -1), states])
+        return {"encoder_hidden_states": states}
+
     # ------------------------------------------------------------------ forward passes
     def h(self, x_t: torch.Tensor, t: TimestepLike) -> torch.Tensor:
         """Mid-block output h for ``x_t`` at ``t``; runs only the encoder half of the U-Net.
@@ -279,6 +465,8 @@ class DiffusionModel:
         """
         self.check_x(x_t)
         unet = self.unet
+        if self.conditional:
+            return self._h_of_forward(x_t.to(self.dtype), self._timesteps(t, x_t.shape[0]))
         sample = x_t.to(self.dtype)
         if unet.config.center_input_sample:
             sample = 2 * sample - 1.0
@@ -293,6 +481,22 @@ class DiffusionModel:
             else:
                 sample, _ = block(hidden_states=sample, temb=emb)
         return unet.mid_block(sample, emb)
+
+    def _h_of_forward(self, x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """h of the conditional branch: the U-Net forward, stopped by a hook once the mid
+        block has run (what comes after it is never computed)."""
+
+        def stop(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            raise _Stop(output)
+
+        handle = self.unet.mid_block.register_forward_hook(stop)
+        try:
+            self.unet(x_t, timesteps, **self._context(x_t.shape[0], doubled=False))
+        except _Stop as stopped:
+            return stopped.value
+        finally:
+            handle.remove()
+        raise RuntimeError("the U-Net forward never reached its mid block")
 
     def raw(
         self, x_t: torch.Tensor, t: TimestepLike, delta_h: torch.Tensor | None = None
@@ -333,8 +537,24 @@ class DiffusionModel:
     def _raw(
         self, x_t: torch.Tensor, timesteps: torch.Tensor, delta_h: torch.Tensor | None
     ) -> torch.Tensor:
+        x = x_t.to(self.dtype)
+        c = self.conditioning
+        if c is not None and c.guided:  # one call on [x; x]: unconditional, then prompted
+            self._doubled = True
+            try:
+                with self.h_edit(delta_h):
+                    out = self.unet(
+                        torch.cat([x, x]),
+                        torch.cat([timesteps, timesteps]),
+                        **self._context(x.shape[0], doubled=True),
+                    ).sample
+            finally:
+                self._doubled = False
+            out = out[:, : x.shape[1]]
+            uncond, cond = out.chunk(2)
+            return uncond + c.guidance_scale * (cond - uncond)
         with self.h_edit(delta_h):
-            out = self.unet(x_t.to(self.dtype), timesteps).sample
+            out = self.unet(x, timesteps, **self._context(x.shape[0], doubled=False)).sample
         if out.shape[1] == 2 * x_t.shape[1]:  # learned variance: keep the mean part
             out = out[:, : x_t.shape[1]]
         return out
@@ -342,32 +562,7 @@ class DiffusionModel:
     def predict(self, x_t: torch.Tensor, t: int, delta_h: torch.Tensor | None = None) -> Prediction:
         """eps and x0 predicted from ``x_t`` at integer ``t`` (optionally with an h edit)."""
         t = self.check_timestep(t)
-        return self.convert(self.raw(x_t, t, delta_h), x_t, self.alpha_bar(t))
-
-    def convert(self, raw: torch.Tensor, x: torch.Tensor, a: float) -> Prediction:
-        """eps and x0 from the raw U-Net output ``raw`` for ``x`` at alpha-bar ``a``."""
-        sa, s1a = math.sqrt(a), math.sqrt(1.0 - a)
-        x = x.to(raw.dtype)
-        if self.prediction_type == "epsilon":
-            return Prediction(eps=raw, x0=(x - s1a * raw) / sa)
-        if self.prediction_type == "v_prediction":
-            return Prediction(eps=sa * raw + s1a * x, x0=sa * x - s1a * raw)
-        return Prediction(eps=(x - sa * raw) / s1a, x0=raw)
-
-    def ddim_coefficients(self, a_noisy: float, a_clean: float) -> tuple[float, float]:
-        """(A, B) of the deterministic DDIM step from alpha-bar ``a_noisy`` to ``a_clean``:
-        ``x_clean = A x_noisy + B r`` with ``r`` the raw output at ``x_noisy``.
-
-        Linear in ``x_noisy`` for every parameterisation, so DDIM inversion with the raw
-        output held fixed is the exact solve ``x_noisy = (x_clean - B r) / A``.
-        """
-        sa, s1a = math.sqrt(a_noisy), math.sqrt(1.0 - a_noisy)
-        sc, s1c = math.sqrt(a_clean), math.sqrt(1.0 - a_clean)
-        if self.prediction_type == "epsilon":
-            return sc / sa, s1c - sc * s1a / sa
-        if self.prediction_type == "v_prediction":
-            return sc * sa + s1c * s1a, s1c * sa - sc * s1a
-        return s1c / s1a, sc - s1c * sa / s1a
+        return self.schedule.convert(self.raw(x_t, t, delta_h), x_t, self.alpha_bar(t))
 
     def eps(self, x_t: torch.Tensor, t: int, delta_h: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted noise at ``t``, with an optional additive edit ``delta_h`` of h."""
@@ -383,6 +578,8 @@ class DiffusionModel:
         delta = delta_h.to(self.device, self.dtype)
 
         def add_delta(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            if self._doubled and delta.ndim == output.ndim and 1 < delta.shape[0]:
+                return output + torch.cat([delta, delta])  # both halves of a guided batch
             return output + delta
 
         handle = self.unet.mid_block.register_forward_hook(add_delta)
@@ -398,6 +595,8 @@ class DiffusionModel:
         seen: list[torch.Tensor] = []
 
         def keep(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if self._doubled:  # a guided batch: keep the prompted half
+                output = output[output.shape[0] // 2 :]
             h = output.detach().to("cpu", torch.float32)
             if self._h_parts is not None:  # one micro-batch of a call: joined by ``raw``
                 self._h_parts.append((seen, h))
@@ -440,6 +639,59 @@ class DiffusionModel:
         return count
 
     # ------------------------------------------------------------------ images
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape ``(C, H, W)`` of one image: :attr:`sample_shape` in pixel space, the VAE
+        decoder's output for a latent model."""
+        if self.vae is None:
+            return self.sample_shape
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        _, h, w = self.sample_shape
+        return (int(self.vae.config.out_channels), h * factor, w * factor)
+
+    def _vae_scale(self) -> tuple[float, float]:
+        config = self.vae.config
+        return float(config.scaling_factor), float(config.get("shift_factor") or 0.0)
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+        """Images ``[B, *image_shape]`` (about [-1, 1], float32) of clean ``x``
+        ``[B, *sample_shape]``: the VAE decoder of ``x / scaling_factor + shift_factor``,
+        ``batch_size`` latents at a time (VAE slicing); ``x`` itself in pixel space."""
+        self.check_x(x, "x")
+        if self.vae is None:
+            return x
+        scale, shift = self._vae_scale()
+        vae_dtype = next(self.vae.parameters()).dtype
+        outs = []
+        for i in range(0, x.shape[0], batch_size):
+            z = x[i : i + batch_size].to(self.device, vae_dtype) / scale + shift
+            outs.append(self.vae.decode(z).sample.float())
+        return torch.cat(outs)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+        """Clean x ``[B, *sample_shape]`` of images ``[B, *image_shape]`` in [-1, 1]: the
+        VAE encoder's mean, ``(mean - shift_factor) * scaling_factor``; the images
+        themselves in pixel space."""
+        if not isinstance(images, torch.Tensor):
+            raise WorkbenchError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            expected = ", ".join(map(str, self.image_shape))
+            raise WorkbenchError(
+                f"images have shape {list(images.shape)}, expected [B, {expected}]"
+            )
+        if self.vae is None:
+            return images
+        scale, shift = self._vae_scale()
+        vae_dtype = next(self.vae.parameters()).dtype
+        outs = []
+        for i in range(0, images.shape[0], batch_size):
+            batch = images[i : i + batch_size].to(self.device, vae_dtype)
+            mean = self.vae.encode(batch).latent_dist.mode()
+            outs.append((mean - shift) * scale)
+        return torch.cat(outs).to(self.dtype)
+
     @staticmethod
     def to_uint8(x: torch.Tensor) -> torch.Tensor:
         """``[..., C, H, W]`` in [-1, 1] -> ``[..., H, W, C]`` uint8 (CPU)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.options import Option, Spec, validated
+from workbench.options import CONDITIONING, Option, Spec, conditioned, validated
 from workbench.store import write_json, write_text
 
 PROBES: dict[str, Callable[..., ProbeResult]] = {}
@@ -27,7 +27,8 @@ def register_probe(name: str, summary: str, options: Sequence[Option] = ()) -> C
     ``options``; the function returned (``fn.spec``: the description) checks them."""
 
     def wrap(fn: Callable) -> Callable:
-        checked = validated(Spec("probe", name, summary, tuple(options)), fn)
+        spec = Spec("probe", name, summary, (*options, *CONDITIONING))
+        checked = validated(spec, conditioned(fn))
         PROBES[name] = checked
         return checked
 
@@ -50,6 +51,8 @@ class ProbeResult:
     """Base of probe results (dataclasses): JSON export, plotly figure, save to a folder."""
 
     name: str = "probe"
+    #: Prompt, negative prompt and guidance of a text-to-image model's run (None otherwise).
+    conditioning: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data (tensors as nested lists)."""
@@ -57,6 +60,8 @@ class ProbeResult:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             out[f.name] = value.tolist() if isinstance(value, torch.Tensor) else value
+        if self.conditioning is not None:
+            out["conditioning"] = self.conditioning
         return out
 
     def figure(self) -> go.Figure:  # pragma: no cover - each probe overrides

@@ -1,0 +1,178 @@
+"""Latent text-to-image U-Nets (the Stable Diffusion layout) on a tiny folder built from
+configs in ``tests/tiny_sd.py`` and loaded as a Hub id would be."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import tiny_sd
+import torch
+
+import workbench as wb
+from workbench.engines.pullback import local_basis
+from workbench.stats import principal_angles
+
+PROMPTS = [
+    {"prompt": "a red square", "guidance_scale": 7.5},
+    {"prompt": "a red square", "guidance_scale": 1.0},
+    {"prompt": "", "guidance_scale": 1.0},
+    {"prompt": "a blue circle", "negative_prompt": "red", "guidance_scale": 5.0},
+]
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sd") / "tiny-sd"
+    pipe = tiny_sd.build(folder)
+    return folder, pipe
+
+
+@pytest.fixture(scope="module")
+def sd(sd_folder):
+    return wb.load(sd_folder[0], device="cpu")
+
+
+def test_a_stable_diffusion_folder_loads_with_its_parts(sd, sd_folder):
+    assert sd.latent and sd.conditional
+    assert sd.sample_shape == (4, 8, 8) and sd.image_shape == (3, 16, 16)
+    assert sd.h_shape == (64, 4, 4)
+    assert set(sd.components()) == {"unet", "vae", "text_encoder"}
+    assert sd.schedule.timestep_spacing == "leading" and sd.schedule.steps_offset == 1
+    assert sd.schedule.final_alpha_cumprod < 1  # set_alpha_to_one=False, as SD's config
+    again = wb.load(sd_folder[0], device="cpu")
+    assert again.fingerprint == sd.fingerprint
+    assert "latent text-to-image" in repr(sd)
+
+
+@pytest.mark.parametrize("options", PROMPTS, ids=["cfg", "prompt", "empty", "negative"])
+def test_sampling_equals_the_diffusers_pipeline(sd, sd_folder, options):
+    """Same latents, prompt, steps and guidance: diffusers' StableDiffusionPipeline with
+    DDIMScheduler and ``wb.sample`` agree on the images in [0, 1] within 1e-3."""
+    pipe = sd_folder[1]
+    x_T = sd.noise([0, 1])
+    batch = {k: [v] * 2 if isinstance(v, str) else v for k, v in options.items()}
+    ref = pipe(latents=x_T, num_inference_steps=10, output_type="pt", **batch).images
+    ref_latents = pipe(latents=x_T, num_inference_steps=10, output_type="latent", **batch).images
+    latents = wb.sample(sd, x_T=x_T, num_steps=10, decode=False, **options)
+    images = wb.sample(sd, x_T=x_T, num_steps=10, **options)
+    assert images.shape == (2, 3, 16, 16)
+    assert float((latents - ref_latents).abs().max()) < 1e-4
+    assert float(((images / 2 + 0.5).clamp(0, 1) - ref).abs().max()) < 1e-3
+
+
+def test_the_prompt_and_the_guidance_change_the_sample(sd):
+    """The agreement above could not come from ignoring the conditioning."""
+    x_T = sd.noise([0])
+    runs = [wb.sample(sd, x_T=x_T, num_steps=10, decode=False, **o) for o in PROMPTS]
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            assert float((runs[i] - runs[j]).abs().max()) > 1e-2, (PROMPTS[i], PROMPTS[j])
+
+
+def test_guidance_combines_the_two_halves(sd):
+    x, t = sd.noise([0, 1]), 501
+    with sd.conditioned(prompt="a red square", guidance_scale=1.0):
+        cond = sd.raw(x, t)
+    with sd.conditioned(prompt="a red square", negative_prompt="blue", guidance_scale=2.0):
+        uncond_twin = sd.conditioning.uncond
+        guided = sd.raw(x, t)
+    with sd.conditioned(prompt="blue", guidance_scale=1.0):
+        assert torch.equal(sd.conditioning.cond, uncond_twin)
+        uncond = sd.raw(x, t)
+    assert torch.allclose(guided, uncond + 2.0 * (cond - uncond), atol=1e-5)
+
+
+def test_h_is_the_prompted_mid_block_and_hooks_see_the_prompted_half(sd):
+    x, t = sd.noise([0, 1, 2]), 701
+    with sd.conditioned(prompt="a red square"):  # guided (7.5)
+        h = sd.h(x, t)
+        with sd.record_h() as seen:
+            sd.raw(x, t)
+    assert h.shape == (3, *sd.h_shape) and len(seen) == 1 and seen[0].shape == h.shape
+    assert torch.allclose(seen[0], h, atol=1e-5)
+    with sd.conditioned(prompt="a blue circle"):
+        assert float((sd.h(x, t) - h).abs().max()) > 1e-3
+    # a per-sample h edit reaches both halves of the guided batch
+    delta = torch.randn(3, *sd.h_shape)
+    with sd.conditioned(prompt="a red square"):
+        edited = sd.raw(x, t, delta_h=delta)
+        one = sd.raw(x[1:2], t, delta_h=delta[1:2])
+    assert torch.allclose(edited[1:2], one, atol=1e-5)
+    assert sd.hook_count() == 0
+
+
+def test_no_hook_is_left_after_an_exception(sd):
+    with pytest.raises(wb.WorkbenchError), sd.conditioned(prompt="a red square"):
+        sd.h(torch.zeros(1, 3, 8, 8), 10)
+    assert sd.hook_count() == 0 and sd._conditioning is None
+
+
+def test_the_pullback_basis_matches_the_jacobian_under_the_prompt(sd_folder):
+    """Jacobian of latent x_t -> h under the prompt's conditioning (h of the prompted
+    branch: guidance does not enter h): singular values within 1%, subspace within 1°."""
+    model = wb.load(sd_folder[0], device="cpu", dtype=torch.float64)
+    x, t, k = model.noise([0]), 601, 3
+    spectra = []
+    for prompt in ["a red square", "a blue circle"]:
+        with model.conditioned(prompt=prompt, guidance_scale=7.5):
+            with model.jacobian_safe():
+                jac = torch.func.jacrev(lambda z: model.h(z[None], t)[0].reshape(-1))(x[0])
+            basis = local_basis(model, x, t, k=k, oversample=6, tol_deg=0.05, dtype=torch.float64)
+        _, s, vh = torch.linalg.svd(jac.reshape(jac.shape[0], -1), full_matrices=False)
+        assert torch.allclose(basis.s[0], s[:k], rtol=1e-2)
+        angle = principal_angles(vh[:k].T, basis.V[0].reshape(k, -1).T).max()
+        assert float(angle) * 180 / math.pi < 1.0
+        spectra.append(s[:k])
+    assert float((spectra[0] - spectra[1]).abs().max()) > 1e-3  # the prompt matters
+    assert model.hook_count() == 0
+
+
+def test_vae_round_trip_and_shapes(sd):
+    latents = wb.sample(sd, seeds=[0, 1], num_steps=4, decode=False)
+    images = sd.decode(latents)
+    assert images.shape == (2, *sd.image_shape)
+    again = sd.encode(images)
+    assert again.shape == latents.shape and torch.isfinite(again).all()
+    with pytest.raises(wb.WorkbenchError, match=r"images have shape \[2, 4, 8, 8\]"):
+        sd.encode(latents)
+
+
+def test_save_and_load_round_trip(sd, tmp_path):
+    wb.save(sd, tmp_path / "copy")
+    copy = wb.load(tmp_path / "copy", device="cpu")
+    assert copy.fingerprint == sd.fingerprint
+    x_T = sd.noise([3])
+    one = wb.sample(sd, x_T=x_T, num_steps=4, prompt="a red square")
+    two = wb.sample(copy, x_T=x_T, num_steps=4, prompt="a red square")
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"prompt": 3}, "prompt must be a string"),
+        ({"guidance_scale": -1.0}, r"guidance_scale must be in \[0, 100\]"),
+        ({"guidance_scale": float("nan")}, "guidance_scale"),
+        (
+            {"prompt": "a", "negative_prompt": "b", "guidance_scale": 1.0},
+            "needs guidance_scale > 1",
+        ),
+    ],
+)
+def test_bad_conditioning_is_refused_in_one_line(sd, options, match):
+    with pytest.raises(wb.WorkbenchError, match=match) as err:
+        wb.sample(sd, seeds=[0], num_steps=2, **options)
+    assert "\n" not in str(err.value)
+
+
+def test_an_unconditional_model_refuses_a_prompt(tiny):
+    with pytest.raises(wb.WorkbenchError, match="unconditional: it takes no prompt"):
+        wb.sample(tiny, seeds=[0], num_steps=2, prompt="a red square")
+    with tiny.conditioned():  # nothing asked: nothing changes
+        assert tiny.conditioning is None
+
+
+def test_a_long_prompt_is_truncated_with_a_warning(sd):
+    with pytest.warns(UserWarning, match="the text encoder sees the first 16"):
+        sd.encode_prompt(" ".join(["red"] * 40))
