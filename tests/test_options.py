@@ -102,7 +102,7 @@ def test_the_cli_is_derived_from_the_description(toys, tmp_path, capsys):
     code = main(["discover", "toy", *M, "--channel", "5", "--sign", "minus", "--out", str(out)])
     assert code == 0
     d = wb.DirectionSet.load(out)
-    assert d.params == {"channel": 5, "sign": "minus", "scale": 1.0}
+    assert d.params == {"channel": 5, "sign": "minus", "scale": 1.0, "h_point": "mid"}
     capsys.readouterr()
     code = main(
         ["discover", "toy", *M, "--channel", "99", "--out", str(tmp_path / "e.safetensors")]
@@ -179,7 +179,7 @@ def test_every_registered_function_matches_its_description():
     described += [(p, p.spec) for p in PROBES.values()]
     described += [(m, m.spec) for m in MODES.values()] + [(edit, EDIT)]
     for fn, spec in described:
-        params = inspect.signature(inspect.unwrap(fn)).parameters
+        params = inspect.signature(fn).parameters  # context keywords included
         for option in spec.options:
             default = params[option.name].default
             if default is not inspect.Parameter.empty:

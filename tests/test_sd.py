@@ -3,6 +3,7 @@ configs in ``tests/tiny_sd.py`` and loaded as a Hub id would be."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -176,3 +177,77 @@ def test_an_unconditional_model_refuses_a_prompt(tiny):
 def test_a_long_prompt_is_truncated_with_a_warning(sd):
     with pytest.warns(UserWarning, match="the text encoder sees the first 16"):
         sd.encode_prompt(" ".join(["red"] * 40))
+
+
+def test_every_sampling_command_runs_on_the_folder(sd_folder, tmp_path, capsys):
+    """sample, discover, edit and probe on the Stable Diffusion folder, prompted."""
+    import numpy as np
+
+    from workbench.cli import main
+
+    model = ("--model", str(sd_folder[0]), "--device", "cpu")
+    prompt = ("--prompt", "a red square", "--guidance-scale", "3")
+    steps = ("--num-steps", "4")
+    assert (
+        main(
+            ["sample", *model, *prompt, *steps, "--seeds", "0-2", "--out", str(tmp_path / "s.npz")]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "s.npz")["images"].shape == (3, 16, 16, 3)
+    d = str(tmp_path / "d.safetensors")
+    assert main(["discover", "pullback", *model, *prompt, *steps, "--k", "2", "--out", d]) == 0
+    found = wb.DirectionSet.load(d)
+    assert found.params["conditioning"]["prompt"] == "a red square"
+    out = str(tmp_path / "e.npz")
+    assert (
+        main(["edit", *model, *prompt, *steps, "--directions", d, "--seeds", "0", "--out", out])
+        == 0
+    )
+    assert np.load(out)["images"].shape == (3, 1, 16, 16, 3)
+    probe = ["probe", "spectrum", *model, *prompt, *steps, "--n", "1", "--k", "2"]
+    assert main([*probe, "--h-point", "up.1", "--out", str(tmp_path / "p")]) == 0
+    saved = json.loads((tmp_path / "p" / "spectrum.json").read_text())
+    assert saved["h_point"] == "up.1" and saved["conditioning"]["guidance_scale"] == 3.0
+    capsys.readouterr()
+    bad = ["sample", *model, "--guidance-scale", "-1", "--out", str(tmp_path / "b.npz")]
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert "guidance_scale must be in [0, 100]" in err and "\n" not in err
+    assert not (tmp_path / "b.npz").exists()
+
+
+def test_a_prompt_to_an_unconditional_model_is_one_cli_line(tmp_path, capsys):
+    from workbench.cli import main
+
+    out = tmp_path / "x.npz"
+    args = ["sample", "--model", "tiny-test", "--device", "cpu", "--prompt", "a", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unconditional: it takes no prompt" in err and "\n" not in err and not out.exists()
+
+
+def test_a_boundary_from_labelled_folders_of_your_images(sd, tmp_path):
+    """Labels from two folders of the user's images: VAE-encoded, inverted, fitted."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for cls, level in (("bright", 200), ("dark", 50)):
+        (tmp_path / cls).mkdir()
+        for i in range(12):
+            noise = torch.randint(-30, 31, (16, 16, 3), generator=gen)
+            pixels = (level + noise).clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+    ds = wb.discover(
+        "boundary",
+        sd,
+        labels=str(tmp_path),
+        positive="bright",
+        timestep=301,
+        space="h",
+        num_steps=4,
+        prompt="a photo",
+    )
+    assert ds.space == "h" and ds.shape == sd.h_shape
+    assert ds.params["attribute"] == "bright" and float(ds.scores[0]) >= 0.9  # held out
+    assert ds.params["conditioning"]["prompt"] == "a photo"

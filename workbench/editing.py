@@ -30,7 +30,7 @@ from workbench.options import (
     SEEDS,
     Option,
     Spec,
-    conditioned,
+    in_context,
     validated,
 )
 from workbench.sampling import Step, StepHook, ddim, make_timesteps
@@ -192,7 +192,7 @@ EDIT = Spec(
 
 
 def _edit_checked(fn: Callable) -> Callable:
-    return validated(EDIT, conditioned(fn), first=2)
+    return validated(EDIT, in_context(fn, EDIT.options), first=2)
 
 
 @_edit_checked
@@ -232,67 +232,70 @@ def edit(
     Returns:
         :class:`EditResult` with images ``[S, N, C, H, W]``.
     """
-    directions.check_model(model)
-    if mode not in MODES:
-        raise WorkbenchError(f"unknown edit mode {mode!r}; known: {', '.join(sorted(MODES))}")
-    strengths = [float(s) for s in strengths]
-    if not strengths:
-        raise WorkbenchError("give at least one strength")
-    if (seeds is None) == (x is None):
-        raise WorkbenchError("give exactly one of seeds or x")
-    x = model.noise(seeds) if x is None else x.to(model.device, model.dtype)
-    model.check_x(x, "x")
-    check_finite("x", x)
-    plan = MODES[mode](model, directions, index, **options)
-    top = model.num_train_timesteps - 1 if t_start is None else model.check_timestep(t_start)
-    for t in plan.include:
-        if t > top:
-            raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")
-    grid = make_timesteps(model, num_steps, t_start=top, include=plan.include)
-    split = next((i for i, t in enumerate(grid) if t <= plan.first_edit), len(grid) - 1)
-    boosting = quality_boost(grid, boost)
-    n, s_count = x.shape[0], len(strengths)
-    per_chunk = max(1, batch_size // s_count)
-    outs = []
-    for start in range(0, n, per_chunk):
-        chunk = x[start : start + per_chunk]
-        if split > 0:  # shared, unedited trunk
-            chunk = ddim(model, chunk, grid[: split + 1], progress=progress)
-        m = chunk.shape[0]
-        batch = chunk.repeat(s_count, 1, 1, 1)  # strength-major: [S*m, ...]
-        per_sample = torch.tensor(strengths).repeat_interleave(m)
-        hook = plan.make_hook(per_sample)
-        gens = None
-        if (eta or boost) and seeds is not None:  # a seed's step noise: same at every strength
-            chunk_seeds = list(seeds)[start : start + m]
-            gens = [
-                torch.Generator().manual_seed(int(s) + 1_000_003)
-                for _ in strengths
-                for s in chunk_seeds
-            ]
-        out = ddim(
-            model,
-            batch,
-            grid[split:],
-            eta=eta,
-            generator=gens,
-            edit=[hook, boosting],
-            progress=progress,
+    # h-space directions are read and applied at the activation point they were found at
+    point = directions.params.get("h_point") if directions.space == "h" else None
+    with model.h_at(point):
+        directions.check_model(model)
+        if mode not in MODES:
+            raise WorkbenchError(f"unknown edit mode {mode!r}; known: {', '.join(sorted(MODES))}")
+        strengths = [float(s) for s in strengths]
+        if not strengths:
+            raise WorkbenchError("give at least one strength")
+        if (seeds is None) == (x is None):
+            raise WorkbenchError("give exactly one of seeds or x")
+        x = model.noise(seeds) if x is None else x.to(model.device, model.dtype)
+        model.check_x(x, "x")
+        check_finite("x", x)
+        plan = MODES[mode](model, directions, index, **options)
+        top = model.num_train_timesteps - 1 if t_start is None else model.check_timestep(t_start)
+        for t in plan.include:
+            if t > top:
+                raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")
+        grid = make_timesteps(model, num_steps, t_start=top, include=plan.include)
+        split = next((i for i, t in enumerate(grid) if t <= plan.first_edit), len(grid) - 1)
+        boosting = quality_boost(grid, boost)
+        n, s_count = x.shape[0], len(strengths)
+        per_chunk = max(1, batch_size // s_count)
+        outs = []
+        for start in range(0, n, per_chunk):
+            chunk = x[start : start + per_chunk]
+            if split > 0:  # shared, unedited trunk
+                chunk = ddim(model, chunk, grid[: split + 1], progress=progress)
+            m = chunk.shape[0]
+            batch = chunk.repeat(s_count, 1, 1, 1)  # strength-major: [S*m, ...]
+            per_sample = torch.tensor(strengths).repeat_interleave(m)
+            hook = plan.make_hook(per_sample)
+            gens = None
+            if (eta or boost) and seeds is not None:  # a seed's step noise: same at every strength
+                chunk_seeds = list(seeds)[start : start + m]
+                gens = [
+                    torch.Generator().manual_seed(int(s) + 1_000_003)
+                    for _ in strengths
+                    for s in chunk_seeds
+                ]
+            out = ddim(
+                model,
+                batch,
+                grid[split:],
+                eta=eta,
+                generator=gens,
+                edit=[hook, boosting],
+                progress=progress,
+            )
+            out = model.decode(out)  # images of a latent model (in pixel space: unchanged)
+            outs.append(out.reshape(s_count, m, *out.shape[1:]))
+        images = torch.cat(outs, dim=1)
+        check_finite("edited images", images)
+        return EditResult(
+            images=images.cpu(),
+            strengths=strengths,
+            seeds=None if seeds is None else [int(s) for s in seeds],
+            index=index,
+            mode=mode,
+            directions=directions,
+            timesteps=grid,
+            options=dict(options) | {"eta": eta, "boost": boost},
         )
-        out = model.decode(out)  # images of a latent model (in pixel space: unchanged)
-        outs.append(out.reshape(s_count, m, *out.shape[1:]))
-    images = torch.cat(outs, dim=1)
-    check_finite("edited images", images)
-    return EditResult(
-        images=images.cpu(),
-        strengths=strengths,
-        seeds=None if seeds is None else [int(s) for s in seeds],
-        index=index,
-        mode=mode,
-        directions=directions,
-        timesteps=grid,
-        options=dict(options) | {"eta": eta, "boost": boost},
-    )
 
 
 @register_mode(

@@ -394,32 +394,52 @@ GUIDANCE_SCALE = Option(
 )
 CONDITIONING = (PROMPT, NEGATIVE_PROMPT, GUIDANCE_SCALE)
 
+#: The activation point of h, for every engine and every probe that reads h.
+H_POINT = Option(
+    "h_point",
+    str,
+    None,
+    "block output used as h: mid (default), down.i or up.i (model.h_points())",
+)
+#: The options :func:`in_context` handles for a function that does not take them itself.
+CONTEXT = (*CONDITIONING, H_POINT)
 
-def conditioned(fn: Callable) -> Callable:
-    """``fn(model, ...)`` that also takes :data:`CONDITIONING` keywords (``prompt``,
-    ``negative_prompt``, ``guidance_scale``) and runs within ``model.conditioned(...)``
-    with them; a result with a ``params`` dict (a direction set) or a ``conditioning``
-    attribute (a probe result) records the conditioning it was computed under."""
-    names = [o.name for o in CONDITIONING]
+
+def in_context(fn: Callable, options: Sequence[Option] = CONTEXT) -> Callable:
+    """``fn(model, ...)`` that also takes the :data:`CONTEXT` keywords among ``options``
+    (``prompt``, ``negative_prompt``, ``guidance_scale``; ``h_point``) and runs within
+    ``model.conditioned(...)`` and ``model.h_at(h_point)``. A result with a ``params`` dict
+    (a direction set) or with ``conditioning``/``h_point`` attributes (a probe result)
+    records the conditioning it was computed under and the point of h."""
+    own = set(inspect.signature(fn).parameters)
+    handled = {o.name for o in CONTEXT}
+    names = [o.name for o in options if o.name in handled and o.name not in own]
+    if not names:
+        return fn
     signature = inspect.signature(fn)
     params = list(signature.parameters.values())
-    if any(p.name in names for p in params):
-        return fn  # it handles them itself
     extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in names]
     tail = [p for p in params if p.kind is p.VAR_KEYWORD]
     head = [p for p in params if p.kind is not p.VAR_KEYWORD]
+    conditioning_names = [o.name for o in CONDITIONING if o.name in names]
 
     @functools.wraps(fn)
     def run(model: Any, *args: Any, **kwargs: Any) -> Any:
-        given = [kwargs.pop(n, None) for n in names]
-        with model.conditioned(*given) as conditioning:
+        given = {n: kwargs.pop(n, None) for n in names}
+        prompt = {n: given[n] for n in conditioning_names}
+        with model.conditioned(**prompt) as conditioning, model.h_at(given.get("h_point")) as at:
             result = fn(model, *args, **kwargs)
+        record: dict[str, Any] = {}
         if conditioning is not None:
-            described = conditioning.describe()
-            if isinstance(getattr(result, "params", None), dict):
-                result.params = {**result.params, "conditioning": described}
-            elif hasattr(result, "conditioning"):
-                result.conditioning = described
+            record["conditioning"] = conditioning.describe()
+        if "h_point" in names:
+            record["h_point"] = at
+        if isinstance(getattr(result, "params", None), dict):
+            result.params = {**result.params, **record}
+        else:
+            for key, value in record.items():
+                if hasattr(result, key):
+                    setattr(result, key, value)
         return result
 
     run.__signature__ = signature.replace(parameters=[*head, *extra, *tail])  # type: ignore[attr-defined]

@@ -303,11 +303,13 @@ def invert(
     return_trajectory: bool = False,
     progress: bool | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
-    """DDIM-invert clean images ``x0`` ``[B, C, H, W]`` in [-1, 1] up to ``t_stop`` (default T-1).
+    """DDIM-invert clean images ``x0`` ``[B, *model.image_shape]`` in [-1, 1] up to
+    ``t_stop`` (default T-1); a latent model inverts their VAE latents (``model.encode``).
 
     The ``num_steps`` steps are spread over ``[0, t_stop]`` (the grid of
     ``make_timesteps(model, num_steps, t_start=t_stop)`` walked upwards), so sampling from
     the result on that same grid retraces the same timesteps.
     """
     grid = make_timesteps(model, num_steps, t_start=t_stop)
+    x0 = model.encode(x0) if model.latent else x0
     return ddim(model, x0, grid[::-1], return_trajectory=return_trajectory, progress=progress)

@@ -18,6 +18,10 @@ def reference_images(model: DiffusionModel, n: int, seed: int = 0) -> torch.Tens
     """Real images for ``model``: its scene (the preset's ``scene``, Shapes by default) at
     the model's resolution (RGB, square models)."""
     channels, height, width = model.sample_shape
+    if model.latent:
+        raise WorkbenchError(
+            "no built-in reference images for a latent model: pass your own images"
+        )
     if channels != 3 or height != width:
         raise WorkbenchError("no built-in reference images for this model: pass images")
     return get_scene(model.preset.scene).generate(n, size=height, seed=seed)[0]

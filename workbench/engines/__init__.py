@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
 from workbench.options import (
-    CONDITIONING,
+    CONTEXT,
     SEED,
     TIMESTEP,
     K,
     Option,
     Spec,
-    conditioned,
+    in_context,
     validated,
 )
 
@@ -59,8 +59,8 @@ def register_engine(
     def wrap(fn: Callable) -> Callable:
         own = {o.name for o in options}
         common = (o for o in COMMON if o.name not in own)
-        spec = Spec("engine", name, summary, (*common, *options, *CONDITIONING))
-        checked = validated(spec, conditioned(fn))
+        spec = Spec("engine", name, summary, (*common, *options, *CONTEXT))
+        checked = validated(spec, in_context(fn, spec.options))
         ENGINES[name] = Engine(name, checked, spec)
         return checked
 

@@ -2,10 +2,11 @@
 
 Lineage: closed-form factorisation (SeFa): the eigen/singular vectors of the weights that
 read or write a latent code are directions the network is most sensitive to. Here the
-code is h, the mid-block output, and the weights are those of the mid-block
-self-attention (any other self-attention module of the U-Net whose width equals h's
-channels can be named instead). Candidate matrices, each turned into real, ranked unit
-directions in the channel space of h:
+code is h, the output of the block at the model's activation point (``h_point``, the mid
+block by default), and the weights are those of that block's self-attention (the mid
+block's, or the last one inside a down or up block; any other self-attention module of the
+U-Net whose width equals h's channels can be named instead). Candidate matrices, each
+turned into real, ranked unit directions in the channel space of h:
 
 - ``q``, ``k``, ``v``: W ``[inner, C]`` (reads h): right singular vectors, ranked by
   singular value;
@@ -41,8 +42,30 @@ MATRICES = ("q", "k", "v", "o", "qk", "ov")
 
 
 def default_module(model: DiffusionModel) -> str:
-    """Name of the mid-block self-attention of ``model``'s U-Net."""
-    return mid_block_self_attention(model.attention_modules())
+    """Name of the self-attention of the block at ``model.h_point``: the mid block's (see
+    :func:`mid_block_self_attention`), or the last self-attention inside a down or up
+    block (the one nearest that block's output, h)."""
+    modules = model.attention_modules()
+    if model.h_point == "mid":
+        return mid_block_self_attention(modules)
+    kind, _, index = model.h_point.partition(".")
+    prefix = f"{kind}_blocks.{index}."
+    own = [n for n, m in modules.items() if n.startswith(prefix) and not m.is_cross_attention]
+    if not own:
+        with_attention = [
+            p
+            for p in model.h_points()
+            if p == "mid"
+            or any(
+                n.startswith(p.replace(".", "_blocks.", 1) + ".") and not m.is_cross_attention
+                for n, m in modules.items()
+            )
+        ]
+        raise WorkbenchError(
+            f"block {model.h_point} has no self-attention; points with one: "
+            f"{', '.join(with_attention) or 'none'}"
+        )
+    return own[-1]
 
 
 def mid_block_self_attention(names: Iterable[str]) -> str:

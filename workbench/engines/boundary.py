@@ -175,7 +175,7 @@ def fit_boundary(
     if isinstance(images, (str, Path)):
         if labels is not None:
             raise WorkbenchError("labels come from the folder or CSV: leave labels=None")
-        loaded = load_labelled(images, model.sample_shape[-1], positive)
+        loaded = load_labelled(images, model.image_shape[-1], positive)
         images, labels = loaded.images, loaded.labels
         attribute = loaded.positive if attribute is None else attribute
     elif labels is None:
@@ -185,7 +185,7 @@ def fit_boundary(
     if t is None:
         raise WorkbenchError("no mixing step for this model: run find_mixing_step(model) or pass t")
     t = model.check_timestep(t)
-    model.check_x(images, "images")
+    model.check_images(images)
     check_finite("images", images)
     labels = _check_labels(labels(images) if callable(labels) else labels, images.shape[0])
     gen = torch.Generator().manual_seed(seed)

@@ -328,8 +328,11 @@ def _sample_bases(
     cache = cache or Cache()
     seeds = list(seeds)
     grid = make_timesteps(model, params["num_steps"], include=[t])
+    # what else changes the basis (left out when absent, so older entries stay valid)
     conditioning = model.conditioning
-    prompted = {} if conditioning is None else {"conditioning": conditioning.describe()}
+    context = {} if conditioning is None else {"conditioning": conditioning.describe()}
+    if model.h_point != "mid":
+        context["h_point"] = model.h_point
     key = cache_key(
         engine="pullback",
         model=model.fingerprint,
@@ -339,7 +342,7 @@ def _sample_bases(
         dtype=str(model.dtype),
         device=model.device.type,
         **params,
-        **prompted,  # a text-to-image model's prompt and guidance
+        **context,  # a text-to-image model's prompt and guidance; the point of h
     )
     hit = cache.get(key)
     if hit is not None:

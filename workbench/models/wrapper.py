@@ -141,6 +141,8 @@ class DiffusionModel:
         self._conditioning: Conditioning | None = None
         self._unprompted: Conditioning | None = None
         self._doubled = False  # inside a guided forward: the batch is [uncond; cond]
+        self._h_point = "mid"
+        self._h_shapes: dict[str, tuple[int, ...]] = {}
         self.scheduler = scheduler
         self.preset = preset or Preset()
         self.name = name
@@ -202,10 +204,60 @@ class DiffusionModel:
 
     @property
     def h_shape(self) -> tuple[int, int, int]:
-        """Shape ``(C, H, W)`` of the mid-block output h for one sample."""
-        _, height, width = self.sample_shape
-        factor = 2 ** (len(self.config.down_block_types) - 1)
-        return (int(self.config.block_out_channels[-1]), height // factor, width // factor)
+        """Shape ``(C, H, W)`` of h for one sample, at the current :attr:`h_point`."""
+        point = self._h_point
+        if point == "mid":
+            _, height, width = self.sample_shape
+            factor = 2 ** (len(self.config.down_block_types) - 1)
+            return (int(self.config.block_out_channels[-1]), height // factor, width // factor)
+        if point not in self._h_shapes:  # one small forward, stopped at the point
+            x = torch.zeros(1, *self.sample_shape, device=self.device, dtype=self.dtype)
+            with torch.no_grad():
+                self._h_shapes[point] = tuple(self.h(x, 0).shape[1:])
+        return self._h_shapes[point]
+
+    # ------------------------------------------------------------------ activation points
+    def h_points(self) -> list[str]:
+        """Names of the block outputs that can serve as h, in forward order: ``down.i``
+        (the i-th down block's output), ``mid`` (the mid block's: the default), ``up.i``."""
+        unet = self.unet
+        names = [f"down.{i}" for i in range(len(unet.down_blocks))]
+        names += ["mid"] if unet.mid_block is not None else []
+        return names + [f"up.{i}" for i in range(len(unet.up_blocks))]
+
+    @property
+    def h_point(self) -> str:
+        """The activation point h is read and edited at (``"mid"`` unless set)."""
+        return self._h_point
+
+    @h_point.setter
+    def h_point(self, point: str) -> None:
+        self._h_point = self._check_point(point)
+
+    def _check_point(self, point: str) -> str:
+        if not isinstance(point, str) or point not in self.h_points():
+            raise WorkbenchError(
+                f"unknown activation point {point!r}; this model has {', '.join(self.h_points())}"
+            )
+        return point
+
+    @contextlib.contextmanager
+    def h_at(self, point: str | None) -> Iterator[str]:
+        """Within the block h is the output of block ``point`` (see :meth:`h_points`; None:
+        unchanged); the previous point is restored on exit, also after an exception."""
+        previous = self._h_point
+        self._h_point = previous if point is None else self._check_point(point)
+        try:
+            yield self._h_point
+        finally:
+            self._h_point = previous
+
+    def _h_module(self) -> nn.Module:
+        """The block whose output is h now."""
+        kind, _, index = self._h_point.partition(".")
+        if kind == "mid":
+            return self.unet.mid_block
+        return (self.unet.down_blocks if kind == "down" else self.unet.up_blocks)[int(index)]
 
     @property
     def latent(self) -> bool:
@@ -455,7 +507,9 @@ class DiffusionModel:
 
     # ------------------------------------------------------------------ forward passes
     def h(self, x_t: torch.Tensor, t: TimestepLike) -> torch.Tensor:
-        """Mid-block output h for ``x_t`` at ``t``; runs only the encoder half of the U-Net.
+        """h for ``x_t`` at ``t``: the output of the block at :attr:`h_point` (the mid block
+        by default); the forward stops there, so for ``mid`` only the encoder half runs.
+        A text-conditional model gives h of the prompt's branch (guidance does not enter).
 
         Args:
             x_t: ``[B, C, H, W]``.
@@ -465,7 +519,7 @@ class DiffusionModel:
         """
         self.check_x(x_t)
         unet = self.unet
-        if self.conditional:
+        if self.conditional or self._h_point != "mid":
             return self._h_of_forward(x_t.to(self.dtype), self._timesteps(t, x_t.shape[0]))
         sample = x_t.to(self.dtype)
         if unet.config.center_input_sample:
@@ -483,20 +537,20 @@ class DiffusionModel:
         return unet.mid_block(sample, emb)
 
     def _h_of_forward(self, x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """h of the conditional branch: the U-Net forward, stopped by a hook once the mid
-        block has run (what comes after it is never computed)."""
+        """h at the current point: the U-Net forward (the prompt's branch of a conditional
+        model), stopped by a hook once that block has run (nothing after it is computed)."""
 
-        def stop(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            raise _Stop(output)
+        def stop(module: nn.Module, args: tuple, output: Any) -> None:
+            raise _Stop(_first(output))
 
-        handle = self.unet.mid_block.register_forward_hook(stop)
+        handle = self._h_module().register_forward_hook(stop)
         try:
             self.unet(x_t, timesteps, **self._context(x_t.shape[0], doubled=False))
         except _Stop as stopped:
             return stopped.value
         finally:
             handle.remove()
-        raise RuntimeError("the U-Net forward never reached its mid block")
+        raise RuntimeError(f"the U-Net forward never reached block {self._h_point}")
 
     def raw(
         self, x_t: torch.Tensor, t: TimestepLike, delta_h: torch.Tensor | None = None
@@ -571,18 +625,19 @@ class DiffusionModel:
     # ------------------------------------------------------------------ hooks and modes
     @contextlib.contextmanager
     def h_edit(self, delta_h: torch.Tensor | None) -> Iterator[None]:
-        """Within the block, the mid-block output is replaced by ``h + delta_h``."""
+        """Within the block, h (the output at :attr:`h_point`) is replaced by ``h + delta_h``."""
         if delta_h is None:
             yield
             return
         delta = delta_h.to(self.device, self.dtype)
 
-        def add_delta(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            if self._doubled and delta.ndim == output.ndim and 1 < delta.shape[0]:
-                return output + torch.cat([delta, delta])  # both halves of a guided batch
-            return output + delta
+        def add_delta(module: nn.Module, args: tuple, output: Any) -> Any:
+            h = _first(output)
+            if self._doubled and delta.ndim == h.ndim and 1 < delta.shape[0]:
+                return _with_first(output, h + torch.cat([delta, delta]))  # both halves
+            return _with_first(output, h + delta)
 
-        handle = self.unet.mid_block.register_forward_hook(add_delta)
+        handle = self._h_module().register_forward_hook(add_delta)
         try:
             yield
         finally:
@@ -590,11 +645,12 @@ class DiffusionModel:
 
     @contextlib.contextmanager
     def record_h(self) -> Iterator[list[torch.Tensor]]:
-        """Within the block, every mid-block output is appended (detached, CPU) to the list
-        yielded; the hook is removed on exit, also after an exception."""
+        """Within the block, every h (output at :attr:`h_point`) is appended (detached, CPU)
+        to the list yielded; the hook is removed on exit, also after an exception."""
         seen: list[torch.Tensor] = []
 
-        def keep(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        def keep(module: nn.Module, args: tuple, output: Any) -> None:
+            output = _first(output)
             if self._doubled:  # a guided batch: keep the prompted half
                 output = output[output.shape[0] // 2 :]
             h = output.detach().to("cpu", torch.float32)
@@ -603,7 +659,7 @@ class DiffusionModel:
             else:
                 seen.append(h)
 
-        handle = self.unet.mid_block.register_forward_hook(keep)
+        handle = self._h_module().register_forward_hook(keep)
         try:
             yield seen
         finally:
@@ -649,6 +705,16 @@ class DiffusionModel:
         _, h, w = self.sample_shape
         return (int(self.vae.config.out_channels), h * factor, w * factor)
 
+    def check_images(self, images: torch.Tensor, name: str = "images") -> None:
+        """A one-line error unless ``images`` is a ``[B, *image_shape]`` tensor."""
+        if not isinstance(images, torch.Tensor):
+            raise WorkbenchError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            expected = ", ".join(map(str, self.image_shape))
+            raise WorkbenchError(
+                f"{name} have shape {list(images.shape)}, expected [B, {expected}]"
+            )
+
     def _vae_scale(self) -> tuple[float, float]:
         config = self.vae.config
         return float(config.scaling_factor), float(config.get("shift_factor") or 0.0)
@@ -674,13 +740,7 @@ class DiffusionModel:
         """Clean x ``[B, *sample_shape]`` of images ``[B, *image_shape]`` in [-1, 1]: the
         VAE encoder's mean, ``(mean - shift_factor) * scaling_factor``; the images
         themselves in pixel space."""
-        if not isinstance(images, torch.Tensor):
-            raise WorkbenchError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
-            expected = ", ".join(map(str, self.image_shape))
-            raise WorkbenchError(
-                f"images have shape {list(images.shape)}, expected [B, {expected}]"
-            )
+        self.check_images(images)
         if self.vae is None:
             return images
         scale, shift = self._vae_scale()
@@ -702,6 +762,22 @@ class DiffusionModel:
     def from_uint8(images: torch.Tensor) -> torch.Tensor:
         """``[..., H, W, C]`` uint8 -> ``[..., C, H, W]`` float in [-1, 1]."""
         return images.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def _first(output: Any) -> torch.Tensor:
+    """The hidden state of a block's output (down blocks also return their skips)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_first(output: Any, h: torch.Tensor) -> Any:
+    """``output`` with its hidden state replaced by ``h``; a down block's last skip is that
+    same hidden state, so it is replaced too (the up path sees the edited block output)."""
+    if not isinstance(output, tuple):
+        return h
+    rest = list(output[1:])
+    if rest and isinstance(rest[0], tuple) and rest[0] and rest[0][-1] is output[0]:
+        rest[0] = (*rest[0][:-1], h)
+    return (h, *rest)
 
 
 def _memory_bytes() -> int:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.options import CONDITIONING, Option, Spec, conditioned, validated
+from workbench.options import CONDITIONING, Option, Spec, in_context, validated
 from workbench.store import write_json, write_text
 
 PROBES: dict[str, Callable[..., ProbeResult]] = {}
@@ -28,7 +28,7 @@ def register_probe(name: str, summary: str, options: Sequence[Option] = ()) -> C
 
     def wrap(fn: Callable) -> Callable:
         spec = Spec("probe", name, summary, (*options, *CONDITIONING))
-        checked = validated(spec, conditioned(fn))
+        checked = validated(spec, in_context(fn, spec.options))
         PROBES[name] = checked
         return checked
 
@@ -53,6 +53,8 @@ class ProbeResult:
     name: str = "probe"
     #: Prompt, negative prompt and guidance of a text-to-image model's run (None otherwise).
     conditioning: dict[str, Any] | None = None
+    #: The activation point h was read at, for probes that read h (None otherwise).
+    h_point: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data (tensors as nested lists)."""
@@ -62,6 +64,8 @@ class ProbeResult:
             out[f.name] = value.tolist() if isinstance(value, torch.Tensor) else value
         if self.conditioning is not None:
             out["conditioning"] = self.conditioning
+        if self.h_point is not None:
+            out["h_point"] = self.h_point
         return out
 
     def figure(self) -> go.Figure:  # pragma: no cover - each probe overrides

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
+from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
 from workbench.probes.spectrum import bases_over_timesteps
@@ -171,6 +171,7 @@ class Consistency(ProbeResult):
         Option("tol_deg", float, 0.5, "basis tolerance (degrees)", low=0, high=90),
         Option("max_iter", int, 30, "most basis iterations", low=1, high=10000),
         PROGRESS,
+        H_POINT,
     ),
 )
 def consistency(

@@ -31,7 +31,7 @@ import torch
 
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
+from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
 
@@ -147,6 +147,7 @@ class Curvedness(ProbeResult):
         SEED,
         Option("batch_size", int, 128, "points per U-Net call", low=1, high=65536),
         PROGRESS,
+        H_POINT,
     ),
 )
 def curvedness(

@@ -23,7 +23,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
+from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import grid_with
 from workbench.sampling import ddim, make_timesteps
@@ -141,6 +141,7 @@ class Embedding(ProbeResult):
         Option("neighbours_count", int, 10, "neighbours compared", low=1, high=10000),
         Option("umap_neighbors", int, 15, "UMAP's n_neighbors", low=2, high=10000),
         PROGRESS,
+        H_POINT,
     ),
 )
 def umap_embedding(

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from workbench.engines.pullback import LocalBasis, local_basis
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
+from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import check_timesteps, sampled_states
 from workbench.settings import show_progress
@@ -188,6 +188,7 @@ def bases_over_timesteps(
         Option("tol_deg", float, 0.5, "basis tolerance (degrees)", low=0, high=90),
         Option("max_iter", int, 30, "most basis iterations", low=1, high=10000),
         PROGRESS,
+        H_POINT,
     ),
 )
 def spectrum(
