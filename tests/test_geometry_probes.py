@@ -204,3 +204,12 @@ def test_transport_alignment_equals_transporting_each_direction():
                 for i in range(k):
                     loop[i] += (basis.V[b] @ transport(basis.U[a, i], basis, b)).abs()
     torch.testing.assert_close(transport_alignment(basis.U), loop / (n * (n - 1)))
+
+
+def test_states_at_the_first_grid_point_are_x_T(tiny):
+    """A probe asked only for the chain's first timestep gets x_T (no step to take)."""
+
+    states = sampled_states(tiny, [0, 1], [999], num_steps=4)
+    assert torch.equal(states[999], tiny.noise([0, 1]))
+    result = wb.probe("spectrum", tiny, n=1, k=2, timesteps=[999], num_steps=4, probes=4)
+    assert result.timesteps == [999]

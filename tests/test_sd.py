@@ -251,3 +251,88 @@ def test_a_boundary_from_labelled_folders_of_your_images(sd, tmp_path):
     assert ds.space == "h" and ds.shape == sd.h_shape
     assert ds.params["attribute"] == "bright" and float(ds.scores[0]) >= 0.9  # held out
     assert ds.params["conditioning"]["prompt"] == "a photo"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder of 16 small RGB images (the user's own, for a latent model)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    gen = torch.Generator().manual_seed(1)
+    for i in range(16):
+        pixels = torch.randint(0, 256, (16, 16, 3), generator=gen, dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_every_engine_and_probe_runs_on_the_folder(sd, photos):
+    """Each registered engine and probe end to end on the latent model, prompted; the
+    probes that read real images take a folder of them (VAE-encoded, then inverted)."""
+    prompt = {"prompt": "a red square", "guidance_scale": 2.0}
+    engines = {
+        "random": {"space": "h"},
+        "attention": {},
+        "pca": {"n": 4, "num_steps": 4, "progress": False},
+        "pullback": {"num_steps": 4, "max_iter": 3},
+    }
+    for name, options in engines.items():
+        ds = wb.discover(name, sd, k=2, **prompt, **options)
+        assert ds.params["conditioning"]["guidance_scale"] == 2.0, name
+        result = wb.edit(sd, ds, 0, [-1.0, 1.0], seeds=[0], num_steps=4, progress=False, **prompt)
+        assert result.images.shape == (2, 1, 3, 16, 16), name
+    probes = {
+        "norm": {"n": 8, "images": str(photos)},
+        "mixing-step": {"n": 8, "images": str(photos), "projections": 4},
+        "curvedness": {"n": 2, "points": 3, "timesteps": [801, 401]},
+        "spectrum": {"n": 1, "k": 2, "timesteps": [801], "probes": 4},
+        "consistency": {"n": 2, "k": 2, "timesteps": [801, 401]},
+        "umap": {"n": 8, "timesteps": [801, 401], "umap_neighbors": 4, "neighbours_count": 3},
+    }
+    assert set(probes) == set(wb.PROBES)
+    for name, options in probes.items():
+        result = wb.probe(name, sd, num_steps=4, progress=False, **prompt, **options)
+        assert result.to_dict()["conditioning"]["prompt"] == "a red square", name
+    norm = wb.probe("norm", sd, n=8, images=str(photos), num_steps=4, progress=False)
+    assert len(norm.expected) == len(norm.timesteps)
+    assert sd.hook_count() == 0 and sd.h_point == "mid" and sd._conditioning is None
+
+
+def test_ground_truth_tools_say_the_model_has_none(sd):
+    from workbench.eval import sample_quality
+
+    with pytest.raises(wb.WorkbenchError, match="no built-in scene with ground truth") as err:
+        sample_quality(sd, n=2, num_steps=2)
+    assert "\n" not in str(err.value)
+    with pytest.raises(wb.WorkbenchError, match="no built-in scene with ground truth"):
+        wb.discover("boundary", sd, num_steps=2, timestep=301)  # no labels= given
+    with pytest.raises(wb.WorkbenchError, match="no built-in scene with ground truth"):
+        wb.probe("norm", sd, n=8, num_steps=2)  # no images= given
+
+
+def test_the_library_and_the_explorer_work_on_the_folder(sd, tmp_path):
+    from workbench.viz.explorer import Explorer
+
+    explorer = Explorer(
+        sd,
+        engine="random",
+        k=2,
+        seeds=[0, 1],
+        num_steps=3,
+        options={"space": "h"},
+        library=tmp_path / "lib",
+        prompt="a red square",
+        guidance_scale=2.0,
+    )
+    assert explorer.directions.params["conditioning"]["prompt"] == "a red square"
+    explorer.set_strengths([2.0, 0.0])
+    assert explorer.result.conditioning["guidance_scale"] == 2.0
+    assert explorer.image.shape[-1] == 3 and explorer.image.shape[1] >= 2 * 16 * 4  # 16 px x4
+    explorer.save_direction("red-h")  # saved with its prompt, applied again under it
+    named = wb.DirectionLibrary(tmp_path / "lib").load("red-h", sd)
+    again = named.apply(sd, seeds=[0, 1])
+    assert torch.equal(again.images[0], explorer.result.images[0])
+    assert again.conditioning["prompt"] == "a red square"
+    explorer.prompt_w.value = "a blue circle"  # a new prompt: new samples and directions
+    assert explorer.directions.params["conditioning"]["prompt"] == "a blue circle"
+    assert sd.hook_count() == 0

@@ -371,7 +371,11 @@ TIMESTEPS = Option(
 )
 PROGRESS = Option("progress", bool, None, "progress bars (default: the package setting)", cli=False)
 IMAGES = Option(
-    "images", object, None, "real images [m, C, H, W] in [-1, 1] (default: the scene's)", cli=False
+    "images",
+    object,
+    None,
+    "real images: a folder of image files, or (API) a tensor [m, C, H, W] in [-1, 1] "
+    "(default: the model's scene)",
 )
 SEEDS = Option("seeds", "ints", None, "seeds of x_T, e.g. 0-7 or 1,4,9", low=0, high=MAX_SEED)
 #: The h-space engines' timestep: no control in the explorer (they edit over a window).

@@ -5,26 +5,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from workbench.data.scenes import get_scene
+from workbench.data.labelled import load_images
+from workbench.data.scenes import Scene, get_scene
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.sampling import ddim, make_timesteps
 
 
-def reference_images(model: DiffusionModel, n: int, seed: int = 0) -> torch.Tensor:
-    """Real images for ``model``: its scene (the preset's ``scene``, Shapes by default) at
-    the model's resolution (RGB, square models)."""
+def model_scene(model: DiffusionModel) -> Scene:
+    """The procedural scene with ground truth that ``model`` draws (the preset's ``scene``,
+    Shapes by default); a one-line error for a model that cannot be one of ours (a latent
+    or text-conditioned model, a non-RGB or non-square one)."""
     channels, height, width = model.sample_shape
-    if model.latent:
+    if model.latent or model.conditional:
         raise WorkbenchError(
-            "no built-in reference images for a latent model: pass your own images"
+            f"model {model.name!r} has no built-in scene with ground truth (a latent "
+            "text-to-image model): pass your own images"
         )
     if channels != 3 or height != width:
-        raise WorkbenchError("no built-in reference images for this model: pass images")
-    return get_scene(model.preset.scene).generate(n, size=height, seed=seed)[0]
+        raise WorkbenchError(
+            f"model {model.name!r} has no built-in scene with ground truth: pass images"
+        )
+    return get_scene(model.preset.scene)
+
+
+def reference_images(model: DiffusionModel, n: int, seed: int = 0) -> torch.Tensor:
+    """Real images for ``model``: its scene (:func:`model_scene`) at its resolution."""
+    return model_scene(model).generate(n, size=model.sample_shape[1], seed=seed)[0]
 
 
 @dataclass
@@ -43,8 +54,9 @@ class PairedTrajectories:
         return self.sampled.norm(dim=2) / scale, self.inverted.norm(dim=2) / scale
 
     def expected(self, model: DiffusionModel) -> list[float]:
-        """sqrt(a_t m2 + 1 - a_t) per timestep, m2 = E||x_0||^2 / d of the real images."""
-        m2 = float((self.real.flatten(1).double() ** 2).sum(1).mean()) / model.d
+        """sqrt(a_t m2 + 1 - a_t) per timestep, m2 = E||x_0||^2 / d of the real x_0 (the
+        images, or a latent model's latents of them: the first row of ``inverted``)."""
+        m2 = float((self.inverted[0] ** 2).sum(1).mean()) / model.d
         return [math.sqrt(model.alpha_bar(t) * m2 + 1 - model.alpha_bar(t)) for t in self.timesteps]
 
 
@@ -52,23 +64,28 @@ def paired_trajectories(
     model: DiffusionModel,
     n: int,
     num_steps: int | None,
-    images: torch.Tensor | None,
+    images: torch.Tensor | str | Path | None,
     seed: int,
     progress: bool | None,
     image_seed: int | None = None,
 ) -> PairedTrajectories:
-    """Sample ``n`` trajectories (seeds ``seed..``) and invert the real ``images`` (default:
-    ``n`` Shapes images from ``image_seed``, default ``seed``) on the same grid."""
+    """Sample ``n`` trajectories (seeds ``seed..``) and invert the real ``images`` (a tensor
+    ``[m, *model.image_shape]`` in [-1, 1] or a folder of image files; default: ``n`` images
+    of the model's scene from ``image_seed``, default ``seed``) on the same grid; a latent
+    model inverts the images' VAE latents."""
     grid = make_timesteps(model, num_steps)
     if images is None:
         images = reference_images(model, n, seed if image_seed is None else image_seed)
+    elif isinstance(images, str | Path):
+        images = load_images(images, model.image_shape[-1])
     real = images
-    model.check_x(real, "images")
+    model.check_images(real)
     check_finite("images", real)
     _, sampled = ddim(
         model, model.noise(range(seed, seed + n)), grid, return_trajectory=True, progress=progress
     )
-    _, inverted = ddim(model, real, grid[::-1], return_trajectory=True, progress=progress)
+    latents = model.encode(real)  # a latent model's x_0; the images themselves in pixel space
+    _, inverted = ddim(model, latents, grid[::-1], return_trajectory=True, progress=progress)
     return PairedTrajectories(
         timesteps=grid[::-1],
         sampled=sampled.x.flip(0).flatten(2).double(),

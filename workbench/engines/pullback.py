@@ -161,7 +161,9 @@ def local_basis(
         chunk: at most this many of the ``k + p`` columns per vmapped pass (memory bound).
         warm_start: ``[B, k', C, H, W]`` or ``[k', C, H, W]`` x-space vectors to start from
             (e.g. the basis at a neighbouring timestep or sample).
-        dtype: computation dtype of the products (float32 or float64).
+        dtype: dtype of the Jacobian products, the model's own: float32, float64, or
+            float16/bfloat16 for a half-precision model (then the products run in half
+            precision and the linear algebra in float32; the basis comes back in float32).
         callback: called after every iteration with (iteration, top-k Ritz vectors
             ``[B, d, k]``), e.g. to trace accuracy against time.
         method: ``"subspace"`` (block subspace iteration, the module docstring) or
@@ -182,19 +184,22 @@ def local_basis(
         raise WorkbenchError(f"need 1 <= k and k + oversample <= {d}, got k={k}, p={oversample}")
     if model.dtype != dtype:
         raise WorkbenchError(f"model is {model.dtype}; load it with dtype={dtype} for this basis")
+    # QR and SVD have no half-precision kernels: half models do their algebra in float32
+    algebra = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     x = x_t.detach().to(model.device, dtype).clone()
     shape = model.sample_shape
     gen = torch.Generator().manual_seed(seed)
     start = None
     if warm_start is not None:
-        warm = warm_start.to(x.device, dtype)
+        warm = warm_start.to(x.device, algebra)
         if warm.ndim == 4:  # one start shared by every sample
             warm = warm.unsqueeze(0).expand(b, -1, -1, -1, -1)
         if warm.ndim != 5 or warm.shape[0] != b or tuple(warm.shape[2:]) != shape:
             raise WorkbenchError(
                 f"warm_start has shape {list(warm_start.shape)}, expected [B, k', *{list(shape)}]"
             )
-        start = torch.randn(b, d, width, generator=gen, dtype=torch.float64).to(x.device, dtype)
+        start = torch.randn(b, d, width, generator=gen, dtype=torch.float64)
+        start = start.to(x.device, algebra)
         cols = min(warm.shape[1], width)
         start[:, :, :cols] = warm[:, :cols].reshape(b, cols, d).transpose(1, 2)
 
@@ -202,16 +207,16 @@ def local_basis(
         return model.h(z, t)
 
     def jv(cols: torch.Tensor) -> torch.Tensor:  # [B, d, w] -> [B, H_dim, w]
-        tangents = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *shape)
+        tangents = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *shape).to(dtype)
         out = torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1], chunk_size=chunk)(
             tangents
         )
-        return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0)
+        return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0).to(algebra)
 
     def jtu(cols: torch.Tensor, vjp_fn: Callable) -> torch.Tensor:  # [B, H_dim, w] -> [B, d, w]
-        cot = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *model.h_shape)
+        cot = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *model.h_shape).to(dtype)
         out = torch.func.vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(cot)
-        return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0)
+        return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0).to(algebra)
 
     angles: list[float] = []
     previous = None

@@ -47,6 +47,7 @@ from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import MAX_SEED, PROGRESS, Option, Spec, validated
 from workbench.stats import spearman
+from workbench.trajectories import model_scene
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -269,7 +270,7 @@ def score_directions(
     ref_index = strengths.index(0.0)
     s = torch.tensor(strengths)
     size = model.sample_shape[1]
-    scene = get_scene(model.preset.scene)
+    scene = model_scene(model)
     seeds = list(seeds)
     per_seed = not isinstance(directions, DirectionSet)
     if per_seed and len(directions) != len(seeds):

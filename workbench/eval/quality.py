@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from workbench.data.scenes import get_scene
 from workbench.models.wrapper import DiffusionModel
 from workbench.sampling import sample
 from workbench.stats import ks_statistic
+from workbench.trajectories import model_scene
 
 
 @dataclass
@@ -60,7 +60,7 @@ def sample_quality(
 ) -> SampleQuality:
     """Sample ``n`` images (seeds ``seed..seed+n-1``) and compare them with the generator
     of the model's scene (``preset.scene``)."""
-    scene = get_scene(model.preset.scene)
+    scene = model_scene(model)
     images = sample(model, seeds=range(seed, seed + n), num_steps=num_steps, progress=progress)
     read = scene.read(images)
     ok = read.valid

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from workbench.data.scenes import get_scene
 from workbench.models.wrapper import DiffusionModel
 from workbench.sampling import ddim, make_timesteps
+from workbench.trajectories import model_scene
 
 
 @dataclass
@@ -58,7 +58,7 @@ def h_sensitivity(
             the random directions.
     """
     if images is None:
-        scene = get_scene(model.preset.scene)
+        scene = model_scene(model)
         images = scene.generate(n, size=model.sample_shape[1], seed=seed)[0]
     images = images.to(model.device, model.dtype)
     high, low = model.preset.h_window

@@ -38,9 +38,12 @@ def sampled_states(
 ) -> dict[int, torch.Tensor]:
     """x_t ``[n, C, H, W]`` of the samples from ``seeds`` at each of ``timesteps``: one DDIM
     run from x_T down to the lowest of them, on the ``num_steps`` grid with the timesteps
-    added to it (so each is visited exactly, however coarse the grid)."""
+    added to it (so each is visited exactly, however coarse the grid). x_T sits at the
+    grid's first point, or at a timestep above it (a "leading" grid starts below T - 1)."""
     grid = grid_with(model, num_steps, timesteps)
     lowest = grid.index(min(timesteps))
+    if lowest == 0:  # the only timestep asked for is where the chain starts: x_T itself
+        return {grid[0]: model.noise(list(seeds))}
     _, trajectory = ddim(
         model,
         model.noise(list(seeds)),

@@ -101,7 +101,8 @@ def find_mixing_step(
 
     Args:
         n: sampled trajectories (seeds ``seed..seed+n-1``) and real images to invert.
-        images: real images ``[m, C, H, W]`` in [-1, 1] (default: ``n`` Shapes images).
+        images: real images ``[m, *model.image_shape]`` in [-1, 1], or a folder of image
+            files (default: ``n`` images of the model's scene).
         tolerance: on both statistics (default: the 5% KS critical value for n and m).
     Returns:
         :class:`MixingStep` with ``mixing_step`` (``None`` if they never agree) and figure.

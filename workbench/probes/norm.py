@@ -118,7 +118,8 @@ def norm_concentration(
     """Norms of ``n`` sampled and ``n`` inverted trajectories on the same DDIM grid.
 
     Args:
-        images: real images ``[m, C, H, W]`` in [-1, 1] to invert (default: Shapes).
+        images: real images ``[m, *model.image_shape]`` in [-1, 1], or a folder of image
+            files, to invert (default: the model's scene).
         tolerance: KS statistic under which the two populations count as alike.
     """
     pair = paired_trajectories(model, n, num_steps, images, seed, progress)

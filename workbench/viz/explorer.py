@@ -93,6 +93,9 @@ class Explorer:
         num_steps: int | None = None,
         batch: int | None = None,
         upscale: int = 4,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        guidance_scale: float | None = None,
     ) -> None:
         import ipywidgets as w
 
@@ -112,6 +115,8 @@ class Explorer:
         self.image: np.ndarray | None = None
         self._originals: dict[tuple[int, ...], torch.Tensor] = {}
         self._holding = False
+        self.negative_prompt = negative_prompt
+        self.guidance_scale = guidance_scale
 
         names = bundled_names()
         if self.model.name not in names:
@@ -133,6 +138,9 @@ class Explorer:
             description="samples",
             continuous_update=False,
         )
+        #: a text-to-image model's prompt (shown for such models only)
+        self.prompt_w = w.Text(value=prompt or "", description="prompt", continuous_update=False)
+        self.prompt_w.layout.display = "" if self.model.conditional else "none"
         self.image_w = w.Image(format="png")
         self.name_w = w.Text(placeholder="name", description="save as")
         self.save_b = w.Button(description="save")
@@ -142,6 +150,7 @@ class Explorer:
         self.widget = w.VBox(
             [
                 w.HBox([self.model_w, self.engine_w, self.k_w]),
+                self.prompt_w,
                 w.HBox(list(self._controls.values())),
                 self.discover_b,
                 self.sliders_box,
@@ -155,6 +164,7 @@ class Explorer:
         self.widget.add_class("workbench-explorer")
         self.model_w.observe(self._guard(self._on_model), names="value")
         self.engine_w.observe(self._guard(lambda _: self._show_controls()), names="value")
+        self.prompt_w.observe(self._guard(lambda _: self._on_prompt()), names="value")
         self.discover_b.on_click(self._guard(lambda _: self.discover()))
         self.reset_b.on_click(self._guard(lambda _: self.reset()))
         self.seed_b.on_click(self._guard(lambda _: self.new_seeds()))
@@ -215,8 +225,26 @@ class Explorer:
         if change["new"] != self.model.name:
             self._status(f"loading {change['new']} ...")
             self.model = load(change["new"])
+            self.prompt_w.layout.display = "" if self.model.conditional else "none"
             self._originals.clear()
             self.discover()
+
+    def _on_prompt(self) -> None:
+        """A new prompt: new samples, and directions found under it."""
+        self._originals.clear()
+        self.discover()
+
+    def conditioning(self) -> dict[str, Any]:
+        """The prompt options every sample, edit and discovery of the explorer gets (none
+        for an unconditional model)."""
+        if not self.model.conditional:
+            return {}
+        given = {
+            "prompt": self.prompt_w.value,
+            "negative_prompt": self.negative_prompt,
+            "guidance_scale": self.guidance_scale,
+        }
+        return {k: v for k, v in given.items() if v is not None}
 
     # ------------------------------------------------------------------ actions
     def engine_options(self) -> dict[str, Any]:
@@ -235,7 +263,8 @@ class Explorer:
         k_option = get_engine(engine).spec["k"]
         k = min(int(self.k_w.value), int(k_option.high or self.k_w.value))
         self._status(f"discovering with {engine} ...")
-        directions = get_engine(engine).discover(self.model, k=k, **self.engine_options())
+        options = self.conditioning() | self.engine_options()
+        directions = get_engine(engine).discover(self.model, k=k, **options)
         self._set_directions(directions)
         self._status(f"{len(directions)} {engine} directions ({directions.space}-space)")
         return directions
@@ -310,7 +339,11 @@ class Explorer:
         seeds = tuple(self.shown_seeds())
         if seeds not in self._originals:
             self._originals[seeds] = sample(
-                self.model, seeds=seeds, num_steps=self.num_steps, progress=False
+                self.model,
+                seeds=seeds,
+                num_steps=self.num_steps,
+                progress=False,
+                **self.conditioning(),
             )
         originals = self._originals[seeds]
         chosen = self.current()
@@ -320,7 +353,13 @@ class Explorer:
         else:
             unit, strength = chosen
             self.result = edit(
-                self.model, unit, 0, [strength], seeds=seeds, num_steps=self.num_steps
+                self.model,
+                unit,
+                0,
+                [strength],
+                seeds=seeds,
+                num_steps=self.num_steps,
+                **self.conditioning(),
             )
             edited = self.result.images[0]
         both = torch.stack([originals.cpu(), edited])
@@ -349,6 +388,7 @@ class Explorer:
             directions=unit,
             strength=strength,
             num_steps=self.num_steps,
+            options=self.conditioning(),  # applied again under the same prompt
             note=note,
         )
         self.library.save(named, overwrite=overwrite)

@@ -1,0 +1,225 @@
+"""Stable Diffusion 1.5's architecture with random weights: time and memory of sampling and
+of the pullback basis, in float32 and half precision, and what half precision costs in
+angle.
+
+    python analysis/bench_sd.py --device cuda --out docs/measurements/bench_sd15_h100.json
+    python analysis/bench_sd.py --size tiny        # the same script on a tiny config (CPU)
+
+The networks are the real configs of SD-1.5 (``UNet2DConditionModel`` 860M parameters on
+4 x 64 x 64 latents, ``AutoencoderKL`` 512 px, CLIP ViT-L/14 text encoder), built with
+random weights (seed 0): enough for time and memory, nothing downloaded. The tokenizer is
+written from a small vocabulary (``tests/tiny_sd.py``); prompts are tokenised as the real
+one pads them (77 tokens).
+
+Measured, each in the same process after one untimed warm-up of its kind:
+- ``sample``: one image, 50 DDIM steps, classifier-free guidance 7.5 (two U-Net halves
+  per step), VAE decode included: seconds and peak GPU memory (float32, float16, bfloat16).
+- ``pullback k=K``: ``local_basis`` at t = 601 of the seed-0 sample's x_t (prompted branch),
+  K = 8 and 50 directions, oversampling 4, tolerance 0.5 degrees, at most 20 iterations:
+  seconds, iterations, peak memory; for the half-precision runs, the largest principal
+  angle to the float32 basis of the same x_t and the largest relative singular-value error.
+``--chunk`` bounds the columns per vmapped pass (memory); without it every column of a
+block goes in one pass, and a run that does not fit is retried with chunk 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import workbench as wb
+from workbench.engines.pullback import local_basis
+from workbench.sampling import ddim, make_timesteps
+from workbench.stats import principal_angles
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import tiny_sd  # noqa: E402  (the vocabulary writer and the tiny configs)
+
+SD15_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=(
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+SD15_VAE = dict(
+    sample_size=512,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=2,
+    norm_num_groups=32,
+)
+CLIP_L = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def build(size: str, device: str, dtype: torch.dtype) -> wb.DiffusionModel:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet_cfg, vae_cfg = (SD15_UNET, SD15_VAE) if size == "sd15" else (tiny_sd.UNET, tiny_sd.VAE)
+    text_cfg = dict(CLIP_L)
+    if size != "sd15":
+        text_cfg.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+        text_cfg.update(num_attention_heads=4, max_position_embeddings=tiny_sd.MAX_LENGTH)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**vae_cfg)
+        text = CLIPTextModel(CLIPTextConfig(**text_cfg, bos_token_id=0, eos_token_id=1))
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = tiny_sd.tokenizer(Path(tmp))
+    tokenizer.model_max_length = text_cfg["max_position_embeddings"]
+    scheduler = DDIMScheduler(
+        **{k: v for k, v in tiny_sd.SCHEDULER.items() if k != "skip_prk_steps"},
+        clip_sample=False,
+    )
+    model = wb.DiffusionModel(
+        unet, scheduler, name=f"random:{size}", vae=vae, text_encoder=text, tokenizer=tokenizer
+    )
+    return model.to(device, dtype)
+
+
+def peak_reset(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def timed(fn, device: str) -> tuple[float, object]:
+    peak_reset(device)
+    began = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - began, out
+
+
+def basis_at(model, x_t, t, k, chunk, dtype, device):
+    def run(c):
+        return local_basis(
+            model, x_t, t, k=k, oversample=4, tol_deg=0.5, max_iter=20, chunk=c, dtype=dtype
+        )
+
+    try:
+        return timed(lambda: run(chunk), device), chunk
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return timed(lambda: run(8), device), 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["sd15", "tiny"], default="sd15")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtypes", default="float32,float16,bfloat16")
+    parser.add_argument("--ks", default="8,50")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--t", type=int, default=601)
+    parser.add_argument("--chunk", type=int, default=None)
+    parser.add_argument("--prompt", default="a photo of a red square")
+    parser.add_argument("--out", default=None, help="JSON file for the results")
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32
+    torch.backends.cudnn.allow_tf32 = False
+    device = args.device
+    ks = [int(k) for k in args.ks.split(",")]
+    rows: dict[str, dict] = {}
+    references: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    x_t = None
+    for name in args.dtypes.split(","):
+        dtype = DTYPES[name]
+        model = build(args.size, device, dtype)
+        row: dict[str, object] = {
+            "parameters_M": sum(p.numel() for p in model.unet.parameters()) / 1e6
+        }
+        with model.conditioned(prompt=args.prompt, guidance_scale=7.5):
+            wb.sample(model, seeds=[0], num_steps=2, progress=False)  # warm-up
+            seconds, _ = timed(
+                lambda m=model: wb.sample(m, seeds=[0], num_steps=args.steps, progress=False),
+                device,
+            )
+            row["sample_s"], row["sample_peak_GiB"] = seconds, peak_gib(device)
+            if x_t is None:  # the same x_t for every dtype: float32's seed-0 trajectory
+                grid = make_timesteps(model, args.steps, include=[args.t])
+                x_t = ddim(model, model.noise([0]), grid[: grid.index(args.t) + 1], progress=False)
+                x_t = x_t.float().cpu()
+            for k in ks:
+                (seconds, basis), chunk = basis_at(model, x_t, args.t, k, args.chunk, dtype, device)
+                entry = {
+                    "seconds": seconds,
+                    "iterations": basis.iterations,
+                    "converged": basis.converged,
+                    "peak_GiB": peak_gib(device),
+                    "chunk": chunk,
+                }
+                V = basis.V[0].reshape(k, -1).T.float().cpu()
+                s = basis.s[0].float().cpu()
+                if dtype == torch.float32:
+                    references[k] = (V, s)
+                elif k in references:
+                    ref_v, ref_s = references[k]
+                    entry["angle_deg_to_float32"] = (
+                        float(principal_angles(ref_v, V).max()) * 180 / math.pi
+                    )
+                    entry["s_rel_error"] = float(((s - ref_s) / ref_s).abs().max())
+                row[f"pullback_k{k}"] = entry
+        rows[name] = row
+        print(name, json.dumps(row, indent=1))
+        del model
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "size": args.size,
+        "steps": args.steps,
+        "t": args.t,
+        "results": rows,
+    }
+    if args.out:
+        from workbench.store import write_json
+
+        write_json(args.out, result)
+        print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
