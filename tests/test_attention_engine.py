@@ -1,4 +1,5 @@
 import pytest
+import tiny_sd
 import torch
 
 import workbench as wb
@@ -119,18 +120,7 @@ def test_transformer_block_layout_of_a_conditional_unet():
     from workbench.errors import WorkbenchError
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        layers_per_block=1,
-        cross_attention_dim=16,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    unet = UNet2DConditionModel(**tiny_sd.UNET)  # Stable Diffusion's layout, tiny
     modules = {n: m for n, m in unet.named_modules() if isinstance(m, Attention)}
     name = mid_block_self_attention(modules)
     assert name == "mid_block.attentions.0.transformer_blocks.0.attn1"

@@ -255,3 +255,9 @@ def test_a_half_precision_model_gives_a_float32_basis_close_to_the_full_one(dtyp
     angle = principal_angles(ref.V[0].reshape(2, -1).T, basis.V[0].reshape(2, -1).T).max()
     assert float(angle) * 180 / math.pi < bound_deg
     assert torch.allclose(basis.s, ref.s, rtol=2e-2)
+
+
+def test_principal_angles_refuses_rows_for_columns():
+    q, _ = torch.linalg.qr(torch.randn(10, 3))
+    with pytest.raises(wb.WorkbenchError, match="orthonormal columns .* transpose"):
+        principal_angles(q.T, q.T)  # rows [3, 10]: k = 10 > d = 3

@@ -1,5 +1,5 @@
-"""Statistics shared by the engines, probes and eval (a low layer: it imports nothing from
-the package). Where scipy has the statistic, scipy computes it."""
+"""Statistics shared by the engines, probes and eval (a low layer: it imports only the
+package's errors). Where scipy has the statistic, scipy computes it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import math
 
 import torch
 from scipy import stats
+
+from workbench.errors import WorkbenchError
 
 #: Two-sample KS critical coefficient at the 5% level, as tabulated (sqrt(-ln(0.025) / 2)
 #: = 1.35810...; the tabulated 1.358 keeps the published mixing steps).
@@ -56,6 +58,11 @@ def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     value of the part of ``b`` outside span(a)) together, so small angles keep their accuracy
     (``arccos`` alone loses angles below about 1e-8 rad).
     """
+    if a.shape[-2] != b.shape[-2] or a.shape[-1] > a.shape[-2] or b.shape[-1] > b.shape[-2]:
+        raise WorkbenchError(
+            f"principal_angles takes orthonormal columns [..., d, k] with k <= d, got "
+            f"{list(a.shape)} and {list(b.shape)} (rows? transpose them)"
+        )
     a, b = a.double(), b.double()
     n = min(a.shape[-1], b.shape[-1])
     overlap = a.transpose(-1, -2) @ b  # [..., k, m]

@@ -19,7 +19,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -728,11 +728,18 @@ class DiffusionModel:
         if self.vae is None:
             return x
         scale, shift = self._vae_scale()
+        return self._vae_batches(x, batch_size, lambda z: self.vae.decode(z / scale + shift))
+
+    def _vae_batches(
+        self, x: torch.Tensor, batch_size: int, fn: Callable[[torch.Tensor], Any]
+    ) -> torch.Tensor:
+        """``fn`` on ``batch_size`` inputs at a time in the VAE's dtype (VAE slicing); the
+        outputs (``.sample`` of diffusers' output objects) joined, float32."""
         vae_dtype = next(self.vae.parameters()).dtype
         outs = []
         for i in range(0, x.shape[0], batch_size):
-            z = x[i : i + batch_size].to(self.device, vae_dtype) / scale + shift
-            outs.append(self.vae.decode(z).sample.float())
+            out = fn(x[i : i + batch_size].to(self.device, vae_dtype))
+            outs.append(getattr(out, "sample", out).float())
         return torch.cat(outs)
 
     @torch.no_grad()
@@ -744,13 +751,11 @@ class DiffusionModel:
         if self.vae is None:
             return images
         scale, shift = self._vae_scale()
-        vae_dtype = next(self.vae.parameters()).dtype
-        outs = []
-        for i in range(0, images.shape[0], batch_size):
-            batch = images[i : i + batch_size].to(self.device, vae_dtype)
-            mean = self.vae.encode(batch).latent_dist.mode()
-            outs.append((mean - shift) * scale)
-        return torch.cat(outs).to(self.dtype)
+
+        def latents(batch: torch.Tensor) -> torch.Tensor:
+            return (self.vae.encode(batch).latent_dist.mode() - shift) * scale
+
+        return self._vae_batches(images, batch_size, latents).to(self.dtype)
 
     @staticmethod
     def to_uint8(x: torch.Tensor) -> torch.Tensor:
