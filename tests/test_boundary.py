@@ -207,3 +207,43 @@ def test_via_x_holds_other_h_distances(tiny):
         MODES["distance"](tiny, fit.h, 0, hold=[other.h])
     with pytest.raises(wb.WorkbenchError, match="hold= takes one-direction h-space"):
         MODES["distance"](tiny, fit.h, 0, via_x=True, hold=[other.x])
+
+
+def test_a_boundary_set_edits_as_its_working_edit_by_default(tiny):
+    """Defaults that work: without ``mode`` a boundary set is edited as it records
+    (distance; h through x_t with eta 1); given options win; other sets stay additive."""
+    fit = _boundary(tiny, 500)
+    assert fit.h.params["edit"] == {"mode": "distance", "via_x": True, "eta": 1.0}
+    assert fit.x.params["edit"] == {"mode": "distance"}
+    common = dict(seeds=[0, 1], num_steps=6, progress=False)
+    default = wb.edit(tiny, fit.h, 0, [-0.5, 0.5], **common)
+    spelled = wb.edit(tiny, fit.h, 0, [-0.5, 0.5], mode="distance", via_x=True, eta=1.0, **common)
+    assert default.mode == "distance" and torch.equal(default.images, spelled.images)
+    additive = wb.edit(tiny, fit.h, 0, [-0.5, 0.5], mode="additive", **common)
+    assert additive.mode == "additive" and not torch.equal(additive.images, default.images)
+    randoms = wb.discover("random", tiny, k=1, space="h")
+    assert wb.edit(tiny, randoms, 0, [1.0], **common).mode == "additive"
+
+
+def test_distance_refuses_a_set_that_is_not_a_boundary(tiny):
+    pca_like = wb.discover("random", tiny, k=1, space="x")
+    with pytest.raises(wb.WorkbenchError, match="distance edits need a boundary .* got a random"):
+        wb.edit(tiny, pca_like, 0, [1.0], seeds=[0], num_steps=4, mode="distance")
+
+
+def test_the_unedited_reference_is_the_same_run_without_the_edit(tiny):
+    """``unedited=True``: the sample on the same grid with the same step noise, unedited;
+    an additive edit at strength 0 is exactly that, a distance edit at 0 is not."""
+    fit = _boundary(tiny, 500)
+    common = dict(seeds=[0, 1], num_steps=6, progress=False, eta=1.0)
+    tiny.micro_batch = 1  # one sample per U-Net call: equal inputs give equal bits
+    try:
+        additive = wb.edit(tiny, fit.h, 0, [0.0, 2.0], mode="additive", unedited=True, **common)
+        distance = wb.edit(tiny, fit.h, 0, [0.0, 0.3], unedited=True, **common)
+        alone = wb.edit(tiny, fit.h, 0, [0.0, 0.3], **common)
+    finally:
+        tiny.micro_batch = None
+    assert torch.equal(additive.unedited, additive.images[0])
+    assert torch.equal(distance.unedited, additive.unedited)  # same grid, noise: no edit
+    assert float((distance.images[0] - distance.unedited).abs().max()) > 1e-3
+    assert torch.equal(alone.images, distance.images) and alone.unedited is None

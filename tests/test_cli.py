@@ -141,7 +141,17 @@ def test_console_script_entry_point(tmp_path):
 
 def test_train_command_on_the_tiny_architecture(capsys, tmp_path):
     out = tmp_path / "run"
-    argv = ["train", "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
+    argv = [
+        "train",
+        "--architecture",
+        "tiny",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
     code, stdout, err = run(capsys, *argv, "--eval-samples", "4", "--out", str(out))
     assert code == 0, err
     assert (out / "model" / "training.json").is_file()

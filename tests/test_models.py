@@ -186,3 +186,19 @@ def test_from_pretrained_on_a_local_folder(tiny, tmp_path, layout):
 def test_folder_without_model_is_refused(tmp_path):
     with pytest.raises(wb.WorkbenchError, match="no diffusers model"):
         wb.load(str(tmp_path))
+
+
+def test_a_preset_round_trips_beside_any_model(tmp_path, monkeypatch):
+    """``save_pretrained``/``from_pretrained`` style: the preset file lives in the model's
+    folder; a broken file is one line; an unreachable Hub repo has none."""
+    preset = wb.Preset(x_step=3.5, h_window=(900, 500), mixing_step=123, scene="lit-shapes")
+    path = preset.save_pretrained(tmp_path / "model")
+    assert path.name == "workbench_preset.json"
+    assert wb.Preset.from_pretrained(tmp_path / "model") == preset
+    assert wb.Preset.from_pretrained(tmp_path) is None  # a folder without one
+    path.write_text("{not json")
+    with pytest.raises(wb.WorkbenchError, match="not a JSON preset") as err:
+        wb.Preset.from_pretrained(tmp_path / "model")
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert wb.Preset.from_pretrained("nobody/no-such-model") is None

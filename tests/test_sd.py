@@ -140,9 +140,14 @@ def test_vae_round_trip_and_shapes(sd):
 
 
 def test_save_and_load_round_trip(sd, tmp_path):
-    wb.save(sd, tmp_path / "copy")
+    sd.preset = sd.preset.replace(x_step=7.0, mixing_step=301)
+    try:
+        wb.save(sd, tmp_path / "copy")
+    finally:
+        sd.preset = wb.Preset()
     copy = wb.load(tmp_path / "copy", device="cpu")
     assert copy.fingerprint == sd.fingerprint
+    assert copy.preset.x_step == 7.0 and copy.preset.mixing_step == 301
     x_T = sd.noise([3])
     one = wb.sample(sd, x_T=x_T, num_steps=4, prompt="a red square")
     two = wb.sample(copy, x_T=x_T, num_steps=4, prompt="a red square")

@@ -365,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     out_args(p, "FILE.npz")
     EDIT.add_arguments(p, skip=_EDIT_OWN)
     p.add_argument(
-        "--mode", choices=sorted(MODES), default=None, help="edit mode (default additive)"
+        "--mode",
+        choices=sorted(MODES),
+        default=None,
+        help="edit mode (default: the one the direction file records, else additive)",
     )
     seen: set[str] = set()
     for mode in MODES.values():  # each mode's own options, once per name
@@ -407,9 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     num(p, "checkpoint_every", int, 500, "steps between checkpoints", 1, 10**8)
     p.add_argument(
-        "--preset",
+        "--architecture",
+        "--preset",  # the older spelling (a preset is a model's editing defaults)
+        dest="preset",
         default="shapes32",
-        help="architecture: shapes32, shapes64 (Lit Shapes), tiny or tiny-lit (tests)",
+        help="shapes32, shapes64 (Lit Shapes), tiny or tiny-lit (tests)",
     )
     p.add_argument(
         "--cut-skips",

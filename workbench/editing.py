@@ -69,6 +69,23 @@ def _per_sample(strengths: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return strengths.to(like.device, like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
+def _except(hook: StepHook, keep: torch.Tensor, h_shape: tuple[int, ...]) -> StepHook:
+    """``hook`` with its edit undone on the rows where ``keep`` is True: those samples run
+    on the same grid, with the same step noise, unedited (whatever the mode does)."""
+
+    def run(step: Step) -> None:
+        x, delta = step.x.clone(), step.delta_h
+        hook(step)
+        rows = keep.to(step.x.device).reshape(-1, *([1] * (step.x.ndim - 1)))
+        step.x = torch.where(rows, x, step.x)
+        if step.delta_h is not None and step.delta_h is not delta:
+            d = step.delta_h.expand(step.x.shape[0], *h_shape).clone()
+            d[keep.to(d.device)] = 0
+            step.delta_h = d
+
+    return run
+
+
 @register_mode(
     "additive",
     "x_t += s * x_step * v at the direction's timestep; h += s * h_step * v over its window",
@@ -149,6 +166,8 @@ class EditResult:
     timesteps: list[int] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     conditioning: dict[str, Any] | None = None
+    #: ``[N, C, H, W]``: the samples left unedited on the same grid and noise (when asked)
+    unedited: torch.Tensor | None = None
 
     def uint8(self) -> torch.Tensor:
         """``[S, N, H, W, C]`` uint8."""
@@ -180,10 +199,30 @@ EDIT = Spec(
         SEEDS,
         Option("x", object, None, "latents [N, C, H, W] at t_start instead of seeds", cli=False),
         Option("t_start", int, None, "timestep of x (default: T-1)", low=0, cli=False),
-        Option("mode", str, "additive", "edit mode", required=True),
+        Option(
+            "mode",
+            str,
+            None,
+            "edit mode (default: the one the direction set records, e.g. a boundary's "
+            "distance, else additive)",
+        ),
         NUM_STEPS,
-        Option("eta", float, 0.0, "DDIM eta from the edit on (0: deterministic)", low=0, high=1),
+        Option(
+            "eta",
+            float,
+            None,
+            "DDIM eta from the edit on (default: the set's recorded, else 0: deterministic)",
+            low=0,
+            high=1,
+        ),
         Option("boost", float, 0.0, "last fraction of the steps run with eta 1", low=0, high=1),
+        Option(
+            "unedited",
+            bool,
+            False,
+            "also return the samples left unedited on the same grid and noise",
+            cli=False,
+        ),
         PROGRESS,
         Option("batch_size", int, 256, "samples per U-Net call", low=1, high=65536),
         *CONDITIONING,
@@ -204,12 +243,13 @@ def edit(
     seeds: Sequence[int] | None = None,
     x: torch.Tensor | None = None,
     t_start: int | None = None,
-    mode: str = "additive",
+    mode: str | None = None,
     num_steps: int | None = None,
-    eta: float = 0.0,
+    eta: float | None = None,
     boost: float = 0.0,
     progress: bool | None = None,
     batch_size: int = 256,
+    unedited: bool = False,
     **options: Any,
 ) -> EditResult:
     """Edit along direction ``index`` at each strength, for seeds or given latents.
@@ -219,13 +259,22 @@ def edit(
         strengths: in units of the preset's step for the directions' space.
         seeds: x_T from these seeds; or ``x``: latents ``[N, C, H, W]`` at ``t_start``
             (default T-1; e.g. DDIM-inverted images at the mixing step).
-        mode: a registered mode (``"additive"`` or an engine's own).
+        mode: a registered mode (``"additive"`` or an engine's own). Default: the working
+            edit the set records in ``params["edit"]`` (mode and options, e.g. a boundary's
+            ``distance``; options given here win), else ``additive``. What a strength
+            means is the mode's: a displacement in preset steps (``additive``), a target
+            signed distance in preset steps (``distance``: 0 lands on the boundary), the
+            sign and scale of the probe step (``guidance``).
         num_steps: DDIM steps over ``[0, t_start]`` (default: the preset's).
-        eta: DDIM eta from the edit's first step on (0: deterministic). With seeds, the
+        eta: DDIM eta from the edit's first step on (default: the set's recorded, else 0:
+            deterministic). With seeds, the
             step noise of a seed is drawn from its own generator and is the same at every
             strength; with given latents it comes from the global generator.
         boost: "quality boosting": the last ``boost`` fraction of the steps (0 to 1) run
             with eta = 1 (the published pullback default is 0.2).
+        unedited: also run each sample unedited on the same grid with the same step noise
+            (``EditResult.unedited``): the reference every mode is compared with (a
+            ``distance`` edit at strength 0 moves onto the boundary; it is not unedited).
         prompt, negative_prompt, guidance_scale: a text-to-image model's conditioning
             (see :meth:`DiffusionModel.conditioned`).
         options: passed to the mode.
@@ -236,6 +285,13 @@ def edit(
     point = directions.params.get("h_point") if directions.space == "h" else None
     with model.h_at(point):
         directions.check_model(model)
+        if mode is None:  # the edit the set records as its working one (a boundary's)
+            recorded = dict(directions.params.get("edit") or {})
+            mode = recorded.pop("mode", "additive")
+            recorded_eta = recorded.pop("eta", 0.0)
+            eta = recorded_eta if eta is None else eta
+            options = recorded | options
+        eta = 0.0 if eta is None else eta
         if mode not in MODES:
             raise WorkbenchError(f"unknown edit mode {mode!r}; known: {', '.join(sorted(MODES))}")
         strengths = [float(s) for s in strengths]
@@ -255,22 +311,26 @@ def edit(
         split = next((i for i, t in enumerate(grid) if t <= plan.first_edit), len(grid) - 1)
         boosting = quality_boost(grid, boost)
         n, s_count = x.shape[0], len(strengths)
-        per_chunk = max(1, batch_size // s_count)
+        levels = strengths + ([0.0] if unedited else [])  # the unedited row last
+        per_chunk = max(1, batch_size // len(levels))
         outs = []
         for start in range(0, n, per_chunk):
             chunk = x[start : start + per_chunk]
             if split > 0:  # shared, unedited trunk
                 chunk = ddim(model, chunk, grid[: split + 1], progress=progress)
             m = chunk.shape[0]
-            batch = chunk.repeat(s_count, 1, 1, 1)  # strength-major: [S*m, ...]
-            per_sample = torch.tensor(strengths).repeat_interleave(m)
+            batch = chunk.repeat(len(levels), 1, 1, 1)  # strength-major: [S*m, ...]
+            per_sample = torch.tensor(levels).repeat_interleave(m)
             hook = plan.make_hook(per_sample)
+            if unedited:
+                keep = torch.arange(len(levels) * m) >= s_count * m
+                hook = _except(hook, keep, model.h_shape)
             gens = None
             if (eta or boost) and seeds is not None:  # a seed's step noise: same at every strength
                 chunk_seeds = list(seeds)[start : start + m]
                 gens = [
                     torch.Generator().manual_seed(int(s) + 1_000_003)
-                    for _ in strengths
+                    for _ in levels
                     for s in chunk_seeds
                 ]
             out = ddim(
@@ -283,11 +343,12 @@ def edit(
                 progress=progress,
             )
             out = model.decode(out)  # images of a latent model (in pixel space: unchanged)
-            outs.append(out.reshape(s_count, m, *out.shape[1:]))
+            outs.append(out.reshape(len(levels), m, *out.shape[1:]))
         images = torch.cat(outs, dim=1)
         check_finite("edited images", images)
         return EditResult(
-            images=images.cpu(),
+            images=images[:s_count].cpu(),
+            unedited=images[s_count].cpu() if unedited else None,
             strengths=strengths,
             seeds=None if seeds is None else [int(s) for s in seeds],
             index=index,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,6 +39,14 @@ from workbench.sampling import Step, StepHook, invert
 from workbench.trajectories import reference_images
 
 # ---------------------------------------------------------------------- mixing step
+#: The edit a boundary set records as its default (``wb.edit`` without ``mode``): move to a
+#: signed distance at the boundary's step; an h boundary reached through x_t and denoised
+#: with eta 1, as published (the h edit alone barely reaches the decoder: docs/boundary.md).
+WORKING_EDIT: dict[str, dict[str, Any]] = {
+    "x": {"mode": "distance"},
+    "h": {"mode": "distance", "via_x": True, "eta": 1.0},
+}
+
 # ---------------------------------------------------------------------- labels
 #: Shapes attributes labelled by the read-out: name -> (factor, predicate on the factor,
 #: size). Thresholds are the medians of the generator's distributions.
@@ -243,6 +252,8 @@ def fit_boundary(
                 "n_train": int((~test).sum()),
                 "n_test": int(test.sum()),
                 "conditioned_on": [ds.name(0) for ds in condition if ds.space == name],
+                # the working edit (docs/boundary.md), what wb.edit uses unless told otherwise
+                "edit": WORKING_EDIT[name],
             },
             labels=[f"{attribute}@{name}{t}"],
         )
@@ -345,6 +356,12 @@ def distance(
     decoder barely reads h (``docs/boundary.md``). ``hold`` (with ``via_x``): h boundaries
     of other attributes at the same step whose distances the move keeps unchanged
     (:func:`pull_to_distance`)."""
+    for given in (directions, h) if h is not None else (directions,):
+        if "offsets" not in given.params:  # a direction, not a hyperplane
+            raise WorkbenchError(
+                f"distance edits need a boundary (a set from the boundary engine, with its "
+                f"offsets); got a {given.engine} set: use mode additive"
+            )
     if not isinstance(directions.timestep, int):
         raise WorkbenchError("distance edits need a boundary at one timestep")
     if via_x and (directions.space != "h" or h is not None):

@@ -1,8 +1,10 @@
 """Score a `DirectionSet` against the Shapes ground truth.
 
-For each direction: edit ``seeds`` at ``strengths`` (0 is always included as the
-reference), read every factor out of every image, and compare each edited image with the
-unedited one of the same seed. Per direction and factor:
+For each direction: edit ``seeds`` at ``strengths`` (0 is always included), read every
+factor out of every image, and compare each edited image with the unedited one of the same
+seed: the sample run on the same grid with the same step noise but no edit
+(``edit(..., unedited=True)``), in every mode (a ``distance`` edit at strength 0 moves onto
+the boundary, so it is not the reference). Per direction and factor:
 
 - **effect**: least-squares slope (through the origin) of the factor's change against the
   strength, normalised by the factor's spread in the data (the scene's ``spreads``), absolute
@@ -267,7 +269,6 @@ def score_directions(
     strengths = sorted(set(float(v) for v in strengths) | {0.0})
     if len(strengths) < 2:
         raise WorkbenchError("give at least one non-zero strength")
-    ref_index = strengths.index(0.0)
     s = torch.tensor(strengths)
     size = model.sample_shape[1]
     scene = model_scene(model)
@@ -280,32 +281,48 @@ def score_directions(
     sets = list(directions) if per_seed else [directions]
     rows, by_level = [], []
     for index in indices:
+        # every strength and, last, the unedited sample on the same grid and noise: the
+        # reference in every mode (a distance edit at strength 0 is not unedited)
         if per_seed:  # each seed edited along its own set's direction `index`
-            images = torch.cat(
-                [
-                    edit(
-                        model, ds, index, strengths, seeds=[seed], progress=False, **edit_options
-                    ).images
-                    for ds, seed in zip(sets, seeds, strict=True)
-                ],
-                dim=1,
-            )
+            runs = [
+                edit(
+                    model,
+                    ds,
+                    index,
+                    strengths,
+                    seeds=[seed],
+                    progress=False,
+                    unedited=True,
+                    **edit_options,
+                )
+                for ds, seed in zip(sets, seeds, strict=True)
+            ]
         else:
-            images = edit(
-                model, directions, index, strengths, seeds=seeds, progress=progress, **edit_options
-            ).images
-        n_s, n = images.shape[:2]
-        read = scene.read(images.reshape(n_s * n, *images.shape[2:]))
+            runs = [
+                edit(
+                    model,
+                    directions,
+                    index,
+                    strengths,
+                    seeds=seeds,
+                    progress=progress,
+                    unedited=True,
+                    **edit_options,
+                )
+            ]
+        images = torch.cat([torch.cat([r.images, r.unedited[None]]) for r in runs], dim=1)
+        n_s, n = images.shape[0] - 1, images.shape[1]
+        read = scene.read(images.reshape((n_s + 1) * n, *images.shape[2:]))
         kind = type(read.factors)
-        factors = kind(**{k: v.reshape(n_s, n) for k, v in read.factors.as_dict().items()})
-        valid_img = read.valid.reshape(n_s, n)
-        reference = factors[ref_index : ref_index + 1]
+        factors = kind(**{k: v.reshape(n_s + 1, n) for k, v in read.factors.as_dict().items()})
+        valid_img = read.valid.reshape(n_s + 1, n)
+        reference = factors[n_s:]
         changes = factor_changes(
-            factors,
+            factors[:n_s],
             kind(**{k: v.expand(n_s, n) for k, v in reference.as_dict().items()}),
             scene.circular,
         )
-        pair_valid = valid_img & valid_img[ref_index][None]
+        pair_valid = valid_img[:n_s] & valid_img[n_s][None]
         rows.append(summarise(changes, pair_valid, s, size, scene))
         by_level.append(level_effects(changes, pair_valid, s, size, scene))
     return DirectionScores(

@@ -23,7 +23,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2D
 
 from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
-from workbench.models.presets import PRESET_FILE, Preset
+from workbench.models.presets import Preset
 from workbench.models.wrapper import DiffusionModel
 from workbench.settings import show_progress
 
@@ -242,7 +242,7 @@ def load(
         except Exception as exc:  # network, missing repo, ...: keep it to one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WorkbenchError(f"could not load {name!r} from the Hub: {first}") from exc
-        source, found_preset = name, None
+        source, found_preset = name, Preset.from_pretrained(name, **hub_kwargs)
     else:
         raise WorkbenchError(
             f"unknown model {name!r}: not a bundled name ({', '.join(bundled_names())}), "
@@ -263,5 +263,5 @@ def save(model: DiffusionModel, folder: str | Path) -> Path:
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(tmp / "tokenizer")
         model.scheduler.save_pretrained(tmp / "scheduler")
-        (tmp / PRESET_FILE).write_text(json.dumps(model.preset.to_dict(), indent=2))
+        model.preset.save_pretrained(tmp)
     return Path(folder)

@@ -77,7 +77,35 @@ class Preset:
         path = Path(folder) / PRESET_FILE
         if not path.is_file():
             return None
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise WorkbenchError(f"{path}: not a JSON preset ({exc})") from None
+        if not isinstance(data, dict):
+            raise WorkbenchError(f"{path}: a preset is a JSON object")
+        return cls.from_dict(data)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``workbench_preset.json`` into ``folder`` (created if need be), atomically,
+        beside a model's own config files."""
+        from workbench.store import write_json
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return write_json(Path(folder) / PRESET_FILE, self.to_dict())
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, **hub_kwargs: Any) -> Preset | None:
+        """The preset of a model folder or Hub repo (its ``workbench_preset.json``), or None
+        if it has none; a Hub repo that cannot be reached (offline) counts as none."""
+        if Path(source).is_dir():
+            return cls.from_folder(source)
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(str(source), PRESET_FILE, **hub_kwargs)
+        except Exception:  # noqa: BLE001 - no file, no network, no such repo: no preset
+            return None
+        return cls.from_folder(Path(path).parent)
 
     def replace(self, **changes: Any) -> Preset:
         """A copy with ``changes`` applied."""
