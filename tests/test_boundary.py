@@ -213,8 +213,10 @@ def test_a_boundary_set_edits_as_its_working_edit_by_default(tiny):
     """Defaults that work: without ``mode`` a boundary set is edited as it records
     (distance; h through x_t with eta 1); given options win; other sets stay additive."""
     fit = _boundary(tiny, 500)
-    assert fit.h.params["edit"] == {"mode": "distance", "via_x": True, "eta": 1.0}
-    assert fit.x.params["edit"] == {"mode": "distance"}
+    h_edit = {k: v for k, v in fit.h.params["edit"].items() if k != "strengths"}
+    assert h_edit == {"mode": "distance", "via_x": True, "eta": 1.0}
+    assert fit.x.params["edit"]["mode"] == "distance"
+    assert max(fit.h.params["edit"]["strengths"]) == 0.3  # the measured working distances
     common = dict(seeds=[0, 1], num_steps=6, progress=False)
     default = wb.edit(tiny, fit.h, 0, [-0.5, 0.5], **common)
     spelled = wb.edit(tiny, fit.h, 0, [-0.5, 0.5], mode="distance", via_x=True, eta=1.0, **common)
@@ -247,3 +249,20 @@ def test_the_unedited_reference_is_the_same_run_without_the_edit(tiny):
     assert torch.equal(distance.unedited, additive.unedited)  # same grid, noise: no edit
     assert float((distance.images[0] - distance.unedited).abs().max()) > 1e-3
     assert torch.equal(alone.images, distance.images) and alone.unedited is None
+
+
+def test_the_cli_edits_a_boundary_file_as_it_records(tiny, tmp_path, capsys):
+    """``workbench edit`` on a boundary file, no --mode and no --strengths: the set's
+    working edit at its working strengths."""
+    import numpy as np
+
+    from workbench.cli import main
+
+    fit = _boundary(tiny, 500)
+    fit.h.save(tmp_path / "b.safetensors")
+    out = tmp_path / "e.npz"
+    args = ["edit", "--model", "tiny-test", "--device", "cpu", "--seeds", "0", "--num-steps", "6"]
+    assert main([*args, "--directions", str(tmp_path / "b.safetensors"), "--out", str(out)]) == 0
+    saved = np.load(out)
+    assert str(saved["mode"]) == "distance"
+    assert np.allclose(saved["strengths"], fit.h.params["edit"]["strengths"])

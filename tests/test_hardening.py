@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 
 import workbench as wb
 from workbench.cli import main
-from workbench.engines.pullback import local_basis, local_directions
-from workbench.eval import score_directions
+from workbench.engines.boundary import fit_boundary
+from workbench.engines.pullback import global_directions, local_basis, local_directions
+from workbench.eval import sample_quality, score_directions
+from workbench.eval.sensitivity import h_sensitivity
 from workbench.store import Cache
 
 M = ("--model", "tiny-test", "--device", "cpu")
@@ -475,9 +477,44 @@ def test_hostile_labelled_inputs_are_one_line(tmp_path, tiny):
         (lambda m, d: local_directions(m, seeds=[]), "seeds must be a non-empty"),
         (lambda m, d: local_directions(m, seeds=[0], max_iter=0), "max_iter must be in"),
         (lambda m, d: local_basis(m, m.noise([0]), 500, tol_deg=math.nan), "tol_deg must be"),
+        (lambda m, d: fit_boundary(m, m.noise([0, 1]), space="z"), "space must be one of"),
+        (lambda m, d: fit_boundary(m, m.noise([0, 1]), test_fraction=1.0), "test_fraction"),
+        (lambda m, d: fit_boundary(m, m.noise([0, 1]), c=-1.0), "c must be in"),
+        (lambda m, d: fit_boundary(m, None), "images"),
+        (lambda m, d: fit_boundary(m, m.noise([0, 1]), t=1.5), "t must be an integer"),
+        (lambda m, d: global_directions(_basis(m), k=0), "k must be at least 1"),
+        (lambda m, d: sample_quality(m, n=-3), "n must be in"),
+        (lambda m, d: sample_quality(m, num_steps=math.inf), "num_steps must be"),
+        (lambda m, d: h_sensitivity(m, n_timesteps=0), "n_timesteps must be in"),
+        (lambda m, d: h_sensitivity(m, colour=1), "has no option 'colour'"),
     ],
 )
 def test_api_scoring_and_basis_edges(tiny, call, message):
     directions = wb.discover("random", tiny, k=2)
-    with pytest.raises(wb.WorkbenchError, match=message):
+    with pytest.raises(wb.WorkbenchError, match=message) as err:
         call(tiny, directions)
+    assert "\n" not in str(err.value)
+
+
+def _basis(model):
+    return local_basis(model, model.noise([0]), 500, k=2, max_iter=2)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"k": 0}, "k must be in"),
+        ({"seeds": [-1]}, "seeds must be in"),
+        ({"upscale": 1.5}, "upscale must be an integer"),
+        ({"engine": "nope"}, "unknown engine"),
+        ({"prompt": "a red square"}, "unconditional: it takes no prompt"),
+    ],
+)
+def test_bad_explorer_arguments_are_one_line(tiny, options, message):
+    from workbench.viz.explorer import Explorer
+
+    with pytest.raises(wb.WorkbenchError, match=message) as err:
+        Explorer(tiny, **options)
+    assert "\n" not in str(err.value)
+    with pytest.raises(wb.WorkbenchError, match="a library root is a folder path"):
+        wb.DirectionLibrary(3)

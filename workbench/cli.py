@@ -147,10 +147,13 @@ def cmd_edit(args: argparse.Namespace) -> None:
     from workbench.editing import EDIT, MODES, edit
 
     out = _out_file(args.out, ".npz", args.overwrite)
-    strengths = parse_floats(args.strengths)
+    strengths = None if args.strengths is None else parse_floats(args.strengths)
     seeds = parse_seeds(args.seeds)
     model = _load(args.model, args.device)
     directions = DirectionSet.load(args.directions, model=model)
+    if strengths is None:  # the set's working strengths (a boundary's distances), else -3,0,3
+        recorded = (directions.params.get("edit") or {}).get("strengths")
+        strengths = [float(s) for s in recorded] if recorded else [-3.0, 0.0, 3.0]
     options = EDIT.from_args(args, skip=_EDIT_OWN) | _mode_options(args, MODES)
     if args.mode is not None:
         options["mode"] = args.mode
@@ -360,7 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("edit", "edit seeds along one direction at several strengths", cmd_edit)
     model_args(p)
     p.add_argument("--directions", required=True, help="FILE.safetensors from discover")
-    p.add_argument("--strengths", default="-3,0,3", help="comma-separated, in preset steps")
+    p.add_argument(
+        "--strengths",
+        default=None,
+        help="comma-separated, in preset steps (default: the set's working strengths, else -3,0,3)",
+    )
     p.add_argument("--seeds", default="0-7")
     out_args(p, "FILE.npz")
     EDIT.add_arguments(p, skip=_EDIT_OWN)

@@ -287,6 +287,7 @@ def edit(
         directions.check_model(model)
         if mode is None:  # the edit the set records as its working one (a boundary's)
             recorded = dict(directions.params.get("edit") or {})
+            recorded.pop("strengths", None)  # the CLI's default strengths, not an option
             mode = recorded.pop("mode", "additive")
             recorded_eta = recorded.pop("eta", 0.0)
             eta = recorded_eta if eta is None else eta

@@ -140,6 +140,8 @@ class DirectionLibrary:
     """Named directions in a folder: :meth:`save`, :meth:`names`, :meth:`load`, :meth:`remove`."""
 
     def __init__(self, root: str | Path | None = None) -> None:
+        if root is not None and not isinstance(root, str | os.PathLike):
+            raise WorkbenchError(f"a library root is a folder path, got {type(root).__name__}")
         default = os.environ.get(
             "WORKBENCH_LIBRARY", Path.home() / ".local" / "share" / "workbench" / "directions"
         )

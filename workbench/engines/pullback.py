@@ -36,6 +36,7 @@ each sample's own J v.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -300,6 +301,15 @@ def transport(u_a: torch.Tensor, basis_b: LocalBasis, index: int = 0) -> torch.T
     return (out / norm).reshape(basis_b.V.shape[2:])
 
 
+@functools.partial(
+    validated,
+    Spec(
+        "function",
+        "global_directions",
+        "directions shared by several samples' local bases",
+        (Option("k", int, None, "directions (default: the bases' k)", low=1),),
+    ),
+)
 def global_directions(basis: LocalBasis, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Directions shared by the local bases of several samples.
 

@@ -7,11 +7,13 @@ class frequencies; background range.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import torch
 
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import PROGRESS, SEED, Option, Spec, validated
 from workbench.sampling import sample
 from workbench.stats import ks_statistic
 from workbench.trajectories import model_scene
@@ -51,6 +53,21 @@ def circular_hue_ks(a: torch.Tensor, b: torch.Tensor) -> float:
     return best
 
 
+#: The options of :func:`sample_quality` (checked before anything runs).
+SAMPLE_QUALITY = Spec(
+    "function",
+    "sample_quality",
+    "samples against the ground truth of the model's scene",
+    (
+        Option("n", int, 512, "samples", low=1, high=1_000_000),
+        Option("num_steps", int, 50, "DDIM steps", low=1, high=10000),
+        SEED,
+        PROGRESS,
+    ),
+)
+
+
+@functools.partial(validated, SAMPLE_QUALITY)
 def sample_quality(
     model: DiffusionModel,
     n: int = 512,

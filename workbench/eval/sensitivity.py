@@ -15,6 +15,8 @@ sampled trajectories.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import statistics
 from dataclasses import asdict, dataclass
@@ -22,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import IMAGES, SEED, Option, Spec, validated
 from workbench.sampling import ddim, make_timesteps
 from workbench.trajectories import model_scene
 
@@ -39,6 +42,23 @@ class HSensitivity:
         return asdict(self)
 
 
+#: The options of :func:`h_sensitivity` (checked before anything runs).
+H_SENSITIVITY = Spec(
+    "function",
+    "h_sensitivity",
+    "relative change of x0 when h is shifted by |h| along a direction",
+    (
+        Option("direction", object, None, "h-space direction (default: random)", cli=False),
+        Option("n", int, 16, "images", low=1, high=100_000),
+        Option("n_timesteps", int, 5, "timesteps over the h window", low=1, high=1000),
+        dataclasses.replace(SEED, default=123),
+        IMAGES,
+        Option("noise_seed", int, None, "seed of the noise (default: seed + 1)", low=0),
+    ),
+)
+
+
+@functools.partial(validated, H_SENSITIVITY)
 def h_sensitivity(
     model: DiffusionModel,
     direction: torch.Tensor | None = None,

@@ -24,6 +24,7 @@ browser; :meth:`save_html` writes a static, self-contained snapshot.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from workbench.engines import ENGINES, get_engine
 from workbench.errors import WorkbenchError
 from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, bundled_names, load
-from workbench.options import Option
+from workbench.options import CONDITIONING, MAX_SEED, NUM_STEPS, Option, Spec, validated
 from workbench.sampling import sample
 from workbench.viz.images import image_grid, png_bytes
 
@@ -82,6 +83,26 @@ class Explorer:
         upscale: pixel size of the shown images.
     """
 
+    @functools.partial(
+        validated,
+        Spec(
+            "function",
+            "Explorer",
+            "the ipywidgets explorer",
+            (
+                Option("engine", str, "pullback", "engine"),
+                Option("k", int, 4, "directions", low=1, high=64),
+                Option("seeds", "ints", range(4), "seeds shown", low=0, high=MAX_SEED),
+                Option("options", object, None, "engine options", cli=False),
+                Option("library", object, None, "a DirectionLibrary or its folder", cli=False),
+                NUM_STEPS,
+                Option("batch", int, None, "samples shown at once", low=1),
+                Option("upscale", int, 4, "pixel size of the shown images", low=1, high=32),
+                *CONDITIONING,
+            ),
+        ),
+        first=2,
+    )
     def __init__(
         self,
         model: DiffusionModel | str = "shapes32",
@@ -115,6 +136,8 @@ class Explorer:
         self.image: np.ndarray | None = None
         self._originals: dict[tuple[int, ...], torch.Tensor] = {}
         self._holding = False
+        with self.model.conditioned(prompt, negative_prompt, guidance_scale):
+            pass  # refuses a prompt to an unconditional model, a bad scale (one line)
         self.negative_prompt = negative_prompt
         self.guidance_scale = guidance_scale
 
