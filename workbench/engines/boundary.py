@@ -45,7 +45,8 @@ from workbench.trajectories import reference_images
 #: with eta 1, as published (the h edit alone barely reaches the decoder: docs/boundary.md).
 #: ``strengths``: the signed distances (in preset steps) the measurements use, the default
 #: of ``workbench edit`` for the set (shapes32, ``large``: ±0.3 h_step moves scale by 3.3
-#: spreads at purity 0.69, 91% valid; ±1 h_step leaves no valid image).
+#: spreads at purity 0.69, 91% valid; ±1 h_step leaves no valid image:
+#: analysis/boundary_defaults.py, docs/measurements/boundary_defaults_shapes32.txt).
 WORKING_EDIT: dict[str, dict[str, Any]] = {
     "x": {"mode": "distance", "strengths": [-4.0, -2.0, 0.0, 2.0, 4.0]},
     "h": {

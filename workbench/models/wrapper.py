@@ -508,7 +508,8 @@ class DiffusionModel:
     # ------------------------------------------------------------------ forward passes
     def h(self, x_t: torch.Tensor, t: TimestepLike) -> torch.Tensor:
         """h for ``x_t`` at ``t``: the output of the block at :attr:`h_point` (the mid block
-        by default); the forward stops there, so for ``mid`` only the encoder half runs.
+        by default); the U-Net's own forward, stopped there (for ``mid`` only the encoder
+        half runs).
         A text-conditional model gives h of the prompt's branch (guidance does not enter).
 
         Args:
@@ -518,23 +519,7 @@ class DiffusionModel:
             ``[B, *h_shape]``.
         """
         self.check_x(x_t)
-        unet = self.unet
-        if self.conditional or self._h_point != "mid":
-            return self._h_of_forward(x_t.to(self.dtype), self._timesteps(t, x_t.shape[0]))
-        sample = x_t.to(self.dtype)
-        if unet.config.center_input_sample:
-            sample = 2 * sample - 1.0
-        emb = unet.time_embedding(unet.time_proj(self._timesteps(t, x_t.shape[0])).to(self.dtype))
-        skip_sample = sample
-        sample = unet.conv_in(sample)
-        for block in unet.down_blocks:
-            if hasattr(block, "skip_conv"):
-                sample, _, skip_sample = block(
-                    hidden_states=sample, temb=emb, skip_sample=skip_sample
-                )
-            else:
-                sample, _ = block(hidden_states=sample, temb=emb)
-        return unet.mid_block(sample, emb)
+        return self._h_of_forward(x_t.to(self.dtype), self._timesteps(t, x_t.shape[0]))
 
     def _h_of_forward(self, x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """h at the current point: the U-Net forward (the prompt's branch of a conditional

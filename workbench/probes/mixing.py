@@ -15,6 +15,7 @@ one. The published code has no search.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -91,7 +92,7 @@ def find_mixing_step(
     model: DiffusionModel,
     n: int = 128,
     num_steps: int | None = None,
-    images: torch.Tensor | None = None,
+    images: torch.Tensor | str | Path | None = None,
     seed: int = 0,
     projections: int = 32,
     tolerance: float | None = None,

@@ -14,6 +14,7 @@ timestep below it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -110,7 +111,7 @@ def norm_concentration(
     model: DiffusionModel,
     n: int = 32,
     num_steps: int | None = None,
-    images: torch.Tensor | None = None,
+    images: torch.Tensor | str | Path | None = None,
     seed: int = 0,
     tolerance: float = 0.2,
     progress: bool | None = None,
