@@ -76,10 +76,10 @@ def test_guidance_combines_the_two_halves(sd):
     with sd.conditioned(prompt="a red square", guidance_scale=1.0):
         cond = sd.raw(x, t)
     with sd.conditioned(prompt="a red square", negative_prompt="blue", guidance_scale=2.0):
-        uncond_twin = sd.conditioning.uncond
+        uncond_twin = sd.conditioning.uncond["encoder_hidden_states"]
         guided = sd.raw(x, t)
     with sd.conditioned(prompt="blue", guidance_scale=1.0):
-        assert torch.equal(sd.conditioning.cond, uncond_twin)
+        assert torch.equal(sd.conditioning.cond["encoder_hidden_states"], uncond_twin)
         uncond = sd.raw(x, t)
     assert torch.allclose(guided, uncond + 2.0 * (cond - uncond), atol=1e-5)
 

@@ -275,8 +275,8 @@ def edit(
         unedited: also run each sample unedited on the same grid with the same step noise
             (``EditResult.unedited``): the reference every mode is compared with (a
             ``distance`` edit at strength 0 moves onto the boundary; it is not unedited).
-        prompt, negative_prompt, guidance_scale: a text-to-image model's conditioning
-            (see :meth:`DiffusionModel.conditioned`).
+        prompt, negative_prompt, guidance_scale, class_label: a text-to-image or
+            class-conditional model's conditioning (see :meth:`DiffusionModel.conditioned`).
         options: passed to the mode.
     Returns:
         :class:`EditResult` with images ``[S, N, C, H, W]``.
@@ -304,7 +304,7 @@ def edit(
         model.check_x(x, "x")
         check_finite("x", x)
         plan = MODES[mode](model, directions, index, **options)
-        top = model.num_train_timesteps - 1 if t_start is None else model.check_timestep(t_start)
+        top = model.schedule.top if t_start is None else model.check_timestep(t_start)
         for t in plan.include:
             if t > top:
                 raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")

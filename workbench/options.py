@@ -392,11 +392,16 @@ GUIDANCE_SCALE = Option(
     "guidance_scale",
     float,
     None,
-    "classifier-free guidance scale (default: 7.5 with a prompt, else 1: unguided)",
+    "classifier-free guidance scale (default with a prompt or class label: the model "
+    "family's pipeline's, 7.5 SD, 7 SD3, 4 DiT; else 1: unguided)",
     low=0,
     high=100,
 )
-CONDITIONING = (PROMPT, NEGATIVE_PROMPT, GUIDANCE_SCALE)
+#: The class of a class-conditional model (DiT), guided against the null class.
+CLASS_LABEL = Option(
+    "class_label", int, None, "class label (class-conditional models, e.g. DiT)", low=0
+)
+CONDITIONING = (PROMPT, NEGATIVE_PROMPT, GUIDANCE_SCALE, CLASS_LABEL)
 
 #: The activation point of h, for every engine and every probe that reads h.
 H_POINT = Option(

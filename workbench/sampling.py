@@ -110,8 +110,6 @@ def _step_noise(x: torch.Tensor, generator: torch.Generator | Sequence[torch.Gen
 def _sampling_step(
     model: DiffusionModel,
     step: Step,
-    a_t: float,
-    a_next: float,
     generator: torch.Generator | Sequence[torch.Generator] | None,
     clip_x0: bool | None,
 ) -> tuple[torch.Tensor, Prediction]:
@@ -124,8 +122,8 @@ def _sampling_step(
         x0 = pred.x0.clamp(-schedule.clip_sample_range, schedule.clip_sample_range)
     else:
         x0 = pred.x0
-    sigma = model.schedule.sigma(a_t, a_next, step.eta)
-    x_next = model.schedule.ddim_step(x0, direction, a_next, sigma)
+    sigma = schedule.step_sigma(step.t, step.t_next, step.eta)
+    x_next = schedule.step_to(x0, direction, step.t_next, sigma)
     if sigma > 0:
         x_next = x_next + sigma * _step_noise(step.x, generator)
     return x_next, Prediction(eps=pred.eps, x0=x0)
@@ -159,7 +157,8 @@ def ddim(
         x at ``timesteps[-1]``, and the :class:`Trajectory` if asked for.
     """
     model.check_x(x, "x")
-    ts = [model.check_timestep(int(t), allow_clean=True) for t in timesteps]
+    continuous = model.schedule.continuous
+    ts = [model.check_timestep(t if continuous else int(t), allow_clean=True) for t in timesteps]
     if len(ts) < 2:
         raise WorkbenchError("timesteps must hold at least two values")
     diffs = [b - a for a, b in zip(ts, ts[1:], strict=False)]
@@ -169,6 +168,7 @@ def ddim(
         )
     if diffs[0] > 0 and eta != 0:
         raise WorkbenchError("DDIM inversion is deterministic: eta must be 0")
+    model.schedule.step_sigma(ts[0], ts[1], eta)  # a flow schedule refuses eta > 0 here
     edits, callbacks = _as_hooks(edit), _as_hooks(callback)
     x = x.to(model.device, model.dtype)
     trajectory = [x.detach().cpu()] if return_trajectory else None
@@ -179,16 +179,15 @@ def ddim(
         for hook in edits:
             hook(step)
         x = step.x
-        a_t, a_next = model.alpha_bar(step.t), model.alpha_bar(step.t_next)
         if step.inverting:
             # Hold the U-Net output r at x_t fixed (taken at t_next) and solve the
             # deterministic step t_next -> t, x_t = A x_next + B r, for x_next exactly.
             raw = model.raw(x, step.t_next, step.delta_h)
-            coef_a, coef_b = model.schedule.ddim_coefficients(a_next, a_t)
+            coef_a, coef_b = model.schedule.step_coefficients(step.t_next, step.t)
             x_next = (x - coef_b * raw) / coef_a
-            step.prediction = model.schedule.convert(raw, x_next, a_next)
+            step.prediction = model.schedule.convert_at(raw, x_next, step.t_next)
         else:
-            x_next, step.prediction = _sampling_step(model, step, a_t, a_next, generator, clip_x0)
+            x_next, step.prediction = _sampling_step(model, step, generator, clip_x0)
         step.x_next = x_next
         for hook in callbacks:
             hook(step)
@@ -239,6 +238,7 @@ def sample(
     prompt: str | None = None,
     negative_prompt: str | None = None,
     guidance_scale: float | None = None,
+    class_label: int | None = None,
     decode: bool = True,
 ) -> torch.Tensor:
     """Sample images ``[B, C, H, W]`` in [-1, 1] from seeds (or from given x_T).
@@ -246,7 +246,8 @@ def sample(
     With ``eta > 0`` the step noise of sample i is drawn from a generator seeded with
     ``seeds[i] + 1_000_003``, so a sample does not depend on the batch it is in. A latent
     text-to-image model samples latents under ``prompt`` (guided by ``guidance_scale``
-    against ``negative_prompt``, see :meth:`DiffusionModel.conditioned`) and returns them
+    against ``negative_prompt``, see :meth:`DiffusionModel.conditioned`; a DiT under
+    ``class_label``, guided against the null class) and returns them
     VAE-decoded, ``[B, *model.image_shape]`` (``decode=False``: the latents).
     """
     if (seeds is None) == (x_T is None):
@@ -254,7 +255,7 @@ def sample(
     x_T = model.noise(seeds) if x_T is None else x_T
     model.check_x(x_T, "x_T")
     timesteps = make_timesteps(model, num_steps)
-    with model.conditioned(prompt, negative_prompt, guidance_scale):
+    with model.conditioned(prompt, negative_prompt, guidance_scale, class_label):
         x0 = _sample_batches(
             model, seeds, x_T, timesteps, eta, edit, callback, progress, batch_size
         )

@@ -55,9 +55,10 @@ class PairedTrajectories:
 
     def expected(self, model: DiffusionModel) -> list[float]:
         """sqrt(a_t m2 + 1 - a_t) per timestep, m2 = E||x_0||^2 / d of the real x_0 (the
-        images, or a latent model's latents of them: the first row of ``inverted``)."""
+        images, or a latent model's latents of them: the first row of ``inverted``); under a
+        flow schedule sqrt((1 - s)^2 m2 + s^2) (x_t = (1 - s) x_0 + s eps)."""
         m2 = float((self.inverted[0] ** 2).sum(1).mean()) / model.d
-        return [math.sqrt(model.alpha_bar(t) * m2 + 1 - model.alpha_bar(t)) for t in self.timesteps]
+        return [math.sqrt(model.schedule.expected_square(t, m2)) for t in self.timesteps]
 
 
 def paired_trajectories(

@@ -43,29 +43,30 @@ MATRICES = ("q", "k", "v", "o", "qk", "ov")
 
 def default_module(model: DiffusionModel) -> str:
     """Name of the self-attention of the block at ``model.h_point``: the mid block's (see
-    :func:`mid_block_self_attention`), or the last self-attention inside a down or up
-    block (the one nearest that block's output, h)."""
+    :func:`mid_block_self_attention`), the last self-attention inside a down or up block
+    (the one nearest that block's output, h), or a transformer block's own attention
+    (DiT's ``attn1``; SD3's joint ``attn``, whose ``to_q/k/v/out`` are the image stream's
+    weights)."""
     modules = model.attention_modules()
     if model.h_point == "mid":
         return mid_block_self_attention(modules)
-    kind, _, index = model.h_point.partition(".")
-    prefix = f"{kind}_blocks.{index}."
-    own = [n for n, m in modules.items() if n.startswith(prefix) and not m.is_cross_attention]
+    own = _self_attention_in(modules, model.h_point)
     if not own:
         with_attention = [
-            p
-            for p in model.h_points()
-            if p == "mid"
-            or any(
-                n.startswith(p.replace(".", "_blocks.", 1) + ".") and not m.is_cross_attention
-                for n, m in modules.items()
-            )
+            p for p in model.h_points() if p == "mid" or _self_attention_in(modules, p)
         ]
         raise WorkbenchError(
             f"block {model.h_point} has no self-attention; points with one: "
             f"{', '.join(with_attention) or 'none'}"
         )
-    return own[-1]
+    return own[-1] if not model.transformer else own[0]
+
+
+def _self_attention_in(modules: dict[str, Attention], point: str) -> list[str]:
+    """The self-attention modules inside the block of activation point ``point``."""
+    kind, _, index = point.partition(".")
+    prefix = f"transformer_blocks.{index}." if kind == "block" else f"{kind}_blocks.{index}."
+    return [n for n, m in modules.items() if n.startswith(prefix) and not m.is_cross_attention]
 
 
 def mid_block_self_attention(names: Iterable[str]) -> str:

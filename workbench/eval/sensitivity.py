@@ -87,9 +87,8 @@ def h_sensitivity(
     means = []
     with torch.no_grad():
         for t in timesteps:
-            a = model.alpha_bar(t)
             noise = torch.randn(images.shape, generator=gen).to(images)
-            x_t = a**0.5 * images + (1 - a) ** 0.5 * noise
+            x_t = model.schedule.add_noise(images, noise, t)
             h = model.h(x_t, t)
             if direction is None:
                 v = torch.randn(h.shape, generator=gen).to(h)

@@ -4,7 +4,9 @@ The fused scaled-dot-product kernels (flash / memory-efficient) have no forward-
 rule, and on CPU the stock processor returns a non-contiguous tensor on which the next
 GroupNorm's ``view`` fails under ``torch.func.jvp``. This processor computes the attention
 with plain matrix products and returns a contiguous tensor; numerically it equals the
-stock :class:`diffusers.models.attention_processor.AttnProcessor2_0`.
+stock :class:`diffusers.models.attention_processor.AttnProcessor2_0`, and on an MMDiT's
+joint attention (SD3: image and text tokens attend together) the stock
+``JointAttnProcessor2_0``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class JacobianSafeAttnProcessor:
         **kwargs: object,
     ) -> torch.Tensor:
         """Explicit softmax attention (forward-AD safe), same result as diffusers' processor."""
+        if getattr(attn, "add_q_proj", None) is not None:
+            return _joint(attn, hidden_states, encoder_hidden_states)
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -67,3 +71,44 @@ class JacobianSafeAttnProcessor:
             out = out + residual
         out = out / attn.rescale_output_factor
         return out.contiguous()
+
+
+def _joint(
+    attn: Attention, hidden_states: torch.Tensor, context: torch.Tensor | None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """MMDiT joint attention: image tokens (``to_q/k/v``) and text tokens (``add_*_proj``)
+    in one softmax; returns the image part (and the text part, projected unless the block
+    is ``context_pre_only``), as diffusers' ``JointAttnProcessor2_0``."""
+    batch, n_image = hidden_states.shape[0], hidden_states.shape[1]
+    head_dim = attn.to_k.out_features // attn.heads
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+    query = heads(attn.to_q(hidden_states))
+    key = heads(attn.to_k(hidden_states))
+    value = heads(attn.to_v(hidden_states))
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    if context is not None:
+        c_query = heads(attn.add_q_proj(context))
+        c_key = heads(attn.add_k_proj(context))
+        c_value = heads(attn.add_v_proj(context))
+        if attn.norm_added_q is not None:
+            c_query = attn.norm_added_q(c_query)
+        if attn.norm_added_k is not None:
+            c_key = attn.norm_added_k(c_key)
+        query = torch.cat([query, c_query], dim=2)
+        key = torch.cat([key, c_key], dim=2)
+        value = torch.cat([value, c_value], dim=2)
+    weights = (torch.matmul(query, key.transpose(-1, -2)) * (head_dim**-0.5)).softmax(dim=-1)
+    out = torch.matmul(weights, value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+    image = attn.to_out[1](attn.to_out[0](out[:, :n_image])).contiguous()
+    if context is None:
+        return image
+    text = out[:, n_image:]
+    if not attn.context_pre_only:
+        text = attn.to_add_out(text)
+    return image, text.contiguous()

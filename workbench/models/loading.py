@@ -7,7 +7,12 @@ a pipeline layout (``unet/`` and ``scheduler/`` subfolders) or a bare U-Net fold
 ``config.json`` and ``scheduler_config.json`` side by side. A latent text-to-image model
 (Stable Diffusion 1.x/2.x: ``UNet2DConditionModel``) needs the pipeline layout, with
 ``vae/``, ``text_encoder/`` (CLIP) and ``tokenizer/`` beside ``unet/`` and ``scheduler/``.
-Whatever scheduler the folder names, sampling uses its config as DDIM.
+A diffusion transformer loads from a pipeline layout with ``transformer/``: DiT
+(``DiTTransformer2DModel``, ``vae/``, ``scheduler/``) or Stable Diffusion 3
+(``SD3Transformer2DModel``, ``vae/``, a ``FlowMatchEulerDiscreteScheduler`` and, optionally,
+``text_encoder/`` + ``text_encoder_2/`` (CLIP with projection), ``text_encoder_3/`` (T5)
+with their tokenizers). A flow-matching scheduler is sampled with its deterministic Euler
+step; any other scheduler's config is used as DDIM.
 """
 
 from __future__ import annotations
@@ -18,8 +23,15 @@ import re
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
 
 from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
@@ -85,34 +97,91 @@ def _build_tiny() -> tuple[UNet2DModel, DDIMScheduler]:
     return unet, DDIMScheduler(**ZERO_SNR_V_SCHEDULER)
 
 
-def _read_scheduler(source: str | Path, subfolder: str | None, **kwargs: Any) -> DDIMScheduler:
+#: Network classes by the ``_class_name`` of their config, and the folder they live in.
+NETWORKS = {
+    "UNet2DModel": "unet",
+    "UNet2DConditionModel": "unet",
+    "DiTTransformer2DModel": "transformer",
+    "SD3Transformer2DModel": "transformer",
+}
+
+
+def _read_scheduler(
+    source: str | Path, subfolder: str | None, **kwargs: Any
+) -> DDIMScheduler | FlowMatchEulerDiscreteScheduler:
+    """The folder's scheduler: flow matching as saved, anything else read as DDIM."""
     config = DDIMScheduler.load_config(source, subfolder=subfolder, **kwargs)
+    if str(config.get("_class_name", "")).startswith("FlowMatch"):
+        if config["_class_name"] != "FlowMatchEulerDiscreteScheduler":
+            raise WorkbenchError(f"{source}: {config['_class_name']} is not supported yet")
+        return FlowMatchEulerDiscreteScheduler.from_config(config)
     return DDIMScheduler.from_config(config)
 
 
-def _text_parts(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any) -> dict[str, Any]:
-    """The CLIP text encoder and tokenizer of a Stable Diffusion layout."""
+def _text_parts(
+    source: str | Path,
+    torch_dtype: torch.dtype,
+    suffix: str = "",
+    allowed: tuple[str, ...] = ("CLIPTextModel", "CLIPTextModelWithProjection"),
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """A text encoder and its tokenizer (folders ``text_encoder{suffix}/`` and
+    ``tokenizer{suffix}/``): CLIP for Stable Diffusion; CLIP with projection or T5 for SD3."""
     import transformers
 
     config = transformers.PretrainedConfig.get_config_dict(
-        source, subfolder="text_encoder", **kwargs
+        source, subfolder=f"text_encoder{suffix}", **kwargs
     )[0]
     arch = (config.get("architectures") or ["CLIPTextModel"])[0]
-    if arch not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
-        raise WorkbenchError(f"{source}: text encoder {arch} is not supported yet (CLIP only)")
+    if arch not in allowed:
+        raise WorkbenchError(
+            f"{source}: text encoder {arch} is not supported yet ({', '.join(allowed)})"
+        )
     bars = transformers.utils.logging
     was_on = bars.is_progress_bar_enabled()
     if not show_progress(None):  # the package setting covers transformers' loading bar too
         bars.disable_progress_bar()
     try:
         encoder_class = getattr(transformers, arch)
-        text_encoder = encoder_class.from_pretrained(source, subfolder="text_encoder", **kwargs)
+        text_encoder = encoder_class.from_pretrained(
+            source, subfolder=f"text_encoder{suffix}", **kwargs
+        )
     finally:
         if was_on:
             bars.enable_progress_bar()
     text_encoder = text_encoder.to(torch_dtype)
-    tokenizer = transformers.CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
-    return {"text_encoder": text_encoder, "tokenizer": tokenizer}
+    clip = arch.startswith("CLIP")
+    tokenizer_class = transformers.CLIPTokenizer if clip else transformers.AutoTokenizer
+    tokenizer = tokenizer_class.from_pretrained(source, subfolder=f"tokenizer{suffix}", **kwargs)
+    return {f"text_encoder{suffix}": text_encoder, f"tokenizer{suffix}": tokenizer}
+
+
+def _sd3_text_parts(
+    source: str | Path, torch_dtype: torch.dtype, present: set[str], **kwargs: Any
+) -> dict[str, Any]:
+    """SD3's text encoders, each where the folder has it: the two CLIPs together or not at
+    all, T5 optional."""
+    parts: dict[str, Any] = {}
+    if {"text_encoder", "text_encoder_2"} <= present:
+        clip = ("CLIPTextModelWithProjection",)
+        for suffix in ("", "_2"):
+            parts |= _text_parts(source, torch_dtype, suffix, clip, **kwargs)
+        if "text_encoder_3" in present:
+            parts |= _text_parts(source, torch_dtype, "_3", ("T5EncoderModel",), **kwargs)
+    return parts
+
+
+def _present(source: str | Path, **kwargs: Any) -> set[str]:
+    """The component folders a pipeline holds: the subfolders of a local folder, the
+    non-null entries of a Hub repo's ``model_index.json``."""
+    local = Path(source)
+    if local.is_dir():
+        return {p.name for p in local.iterdir() if p.is_dir()}
+    try:
+        index = diffusers.DiffusionPipeline.load_config(source, **kwargs)
+    except Exception:  # noqa: BLE001 - no index: a bare model
+        return set()
+    return {k for k, v in index.items() if isinstance(v, list | tuple) and v and v[0]}
 
 
 def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any) -> dict[str, Any]:
@@ -120,41 +189,49 @@ def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any
     a latent text-to-image model) from a folder or Hub id, pipeline or bare layout."""
     local = Path(source)
     if local.is_dir():
-        subfolder = "unet" if (local / "unet" / "config.json").is_file() else None
+        subfolder = next(
+            (s for s in ("unet", "transformer") if (local / s / "config.json").is_file()), None
+        )
         if subfolder is None and not (local / "config.json").is_file():
             raise WorkbenchError(
-                f"{source}: no diffusers model here (no unet/config.json or config.json)"
+                f"{source}: no diffusers model here (no unet/config.json, "
+                "transformer/config.json or config.json)"
             )
         sched_sub = "scheduler" if (local / "scheduler").is_dir() else None
         config = json.loads((local / (subfolder or "") / "config.json").read_text())
     else:
-        subfolder, sched_sub, config = "unet", "scheduler", None
-        try:
-            UNet2DModel.load_config(source, subfolder="unet", **kwargs)
-        except Exception:
-            subfolder, sched_sub = None, None
-        config = UNet2DModel.load_config(source, subfolder=subfolder, **kwargs)
+        subfolder, sched_sub, config = None, None, None
+        for candidate in ("unet", "transformer"):
+            try:
+                config = UNet2DModel.load_config(source, subfolder=candidate, **kwargs)
+            except Exception:  # noqa: BLE001 - not this layout
+                continue
+            subfolder, sched_sub = candidate, "scheduler"
+            break
+        if config is None:
+            config = UNet2DModel.load_config(source, **kwargs)
     cls_name = config.get("_class_name", "UNet2DModel")
-    if cls_name not in ("UNet2DModel", "UNet2DConditionModel"):
+    if cls_name not in NETWORKS:
+        raise WorkbenchError(f"{source}: {cls_name} is not supported yet ({', '.join(NETWORKS)})")
+    if cls_name != "UNet2DModel" and subfolder != NETWORKS[cls_name]:
         raise WorkbenchError(
-            f"{source}: {cls_name} is not supported yet (UNet2DModel, UNet2DConditionModel)"
-        )
-    if cls_name == "UNet2DConditionModel" and subfolder is None:
-        raise WorkbenchError(
-            f"{source}: a UNet2DConditionModel loads from a pipeline folder "
-            "(unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
+            f"{source}: a {cls_name} loads from a pipeline folder "
+            f"({NETWORKS[cls_name]}/, vae/, scheduler/, ...)"
         )
     # Without accelerate, diffusers warns on every load unless told not to try.
     fast = importlib.util.find_spec("accelerate") is not None
     options = {"torch_dtype": torch_dtype, "low_cpu_mem_usage": fast, **kwargs}
-    cls = UNet2DModel if cls_name == "UNet2DModel" else UNet2DConditionModel
+    cls = getattr(diffusers, cls_name)
     parts: dict[str, Any] = {
-        "unet": cls.from_pretrained(source, subfolder=subfolder, **options),
+        "network": cls.from_pretrained(source, subfolder=subfolder, **options),
         "scheduler": _read_scheduler(source, sched_sub, **kwargs),
     }
-    if cls is UNet2DConditionModel:
+    if cls_name != "UNet2DModel":
         parts["vae"] = AutoencoderKL.from_pretrained(source, subfolder="vae", **options)
+    if cls is UNet2DConditionModel:
         parts.update(_text_parts(source, torch_dtype, **kwargs))
+    elif cls_name == "SD3Transformer2DModel":
+        parts.update(_sd3_text_parts(source, torch_dtype, _present(source, **kwargs), **kwargs))
     return parts
 
 
@@ -221,7 +298,7 @@ def load(
         unet, scheduler = _build_tiny()
         if dtype != torch.float32:  # plain Module.to: nothing in a random model needs fp32
             torch.nn.Module.to(unet, dtype=dtype)
-        parts = {"unet": unet, "scheduler": scheduler}
+        parts = {"network": unet, "scheduler": scheduler}
         source, found_preset = name, PRESETS[name]
     elif name in PRESETS:
         folder = BUNDLED_DIR / name
@@ -249,19 +326,22 @@ def load(
             "a local folder, or a Hub id owner/name"
         )
     model = DiffusionModel(preset=preset or found_preset, name=name, source=source, **parts)
+    for module in model.components().values():  # some classes load float64 as float32
+        if any(p.is_floating_point() and p.dtype != dtype for p in module.parameters()):
+            torch.nn.Module.to(module, dtype=dtype)
     return model.to(device)
 
 
 def save(model: DiffusionModel, folder: str | Path) -> Path:
-    """Save ``model`` as a diffusers folder (``unet/``, ``scheduler/``; ``vae/``,
-    ``text_encoder/``, ``tokenizer/`` for a latent text-to-image model) plus its preset."""
+    """Save ``model`` as a diffusers folder (``unet/`` or ``transformer/``, ``scheduler/``;
+    ``vae/`` for a latent model; text encoders and tokenizers) plus its preset."""
     from workbench.store import atomic_dir
 
     with atomic_dir(folder) as tmp:
         for part, module in model.components().items():
             module.save_pretrained(tmp / part)
-        if model.tokenizer is not None:
-            model.tokenizer.save_pretrained(tmp / "tokenizer")
+        for part, tokenizer in model.tokenizers().items():
+            tokenizer.save_pretrained(tmp / part)
         model.scheduler.save_pretrained(tmp / "scheduler")
         model.preset.save_pretrained(tmp)
     return Path(folder)

@@ -1,13 +1,20 @@
-"""`DiffusionModel`: one wrapper over a diffusers U-Net and its noise schedule.
+"""`DiffusionModel`: one wrapper over a diffusers denoising network and its noise schedule.
+
+Networks (``family``): ``unet`` (pixel-space ``UNet2DModel``), ``sd`` (latent
+text-to-image ``UNet2DConditionModel``, Stable Diffusion 1.x/2.x), ``dit``
+(class-conditional ``DiTTransformer2DModel``) and ``sd3`` (``SD3Transformer2DModel``, the
+MMDiT of Stable Diffusion 3, with a rectified-flow schedule).
 
 Activation names (stable, used across the package and its docs):
 
-- ``x_t``: the noisy input of the U-Net at timestep ``t``, shape ``[B, C, H, W]``.
-- ``h``: the output of the U-Net mid block ("h-space"), shape ``[B, *model.h_shape]``.
+- ``x_t``: the noisy input of the network at timestep ``t``, shape ``[B, C, H, W]``.
+- ``h``: the output of one block ("h-space"), shape ``[B, *model.h_shape]``: the U-Net mid
+  block by default; a transformer block's image tokens laid out on the patch grid
+  ``[C, H/p, W/p]`` (``block.N``).
 - ``eps``: the predicted noise at ``t``; ``x0``: the predicted clean image at ``t``.
 
-Timesteps are integers in ``[0, num_train_timesteps - 1]``; ``-1`` stands for the clean
-end of the chain (alpha-bar = 1) wherever a sampler needs it.
+Timesteps are integers in ``[0, num_train_timesteps - 1]`` (a flow model's are real numbers
+in ``[0, T]``); ``-1`` stands for the clean end of the chain wherever a sampler needs it.
 """
 
 from __future__ import annotations
@@ -24,37 +31,55 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+from diffusers import (
+    AutoencoderKL,
+    DiTTransformer2DModel,
+    SD3Transformer2DModel,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from workbench.errors import WorkbenchError
 from workbench.models.attention import JacobianSafeAttnProcessor
 from workbench.models.presets import Preset
-from workbench.models.schedule import Prediction, Schedule
+from workbench.models.schedule import FlowSchedule, Prediction, Schedule
 
-__all__ = ["Conditioning", "DiffusionModel", "Prediction", "Schedule"]
+__all__ = ["Conditioning", "DiffusionModel", "FlowSchedule", "Prediction", "Schedule"]
 
-TimestepLike = int | torch.Tensor
+TimestepLike = int | float | torch.Tensor
 
+#: The network classes and their family names.
+FAMILIES = {
+    UNet2DModel: "unet",
+    UNet2DConditionModel: "sd",
+    DiTTransformer2DModel: "dit",
+    SD3Transformer2DModel: "sd3",
+}
 
-#: Guidance scale when a prompt is given without one (diffusers' pipelines use 7.5 too).
-DEFAULT_GUIDANCE = 7.5
+#: Guidance scale when a prompt or class label is given without one: the default of each
+#: family's diffusers pipeline (StableDiffusionPipeline 7.5, DiTPipeline 4.0,
+#: StableDiffusion3Pipeline 7.0).
+DEFAULT_GUIDANCE = {"sd": 7.5, "dit": 4.0, "sd3": 7.0}
 
 
 @dataclass(frozen=True, eq=False)
 class Conditioning:
-    """What a text-conditional U-Net is conditioned on during a call.
+    """What a conditional network is conditioned on during a call.
 
-    ``cond`` ``[1, L, D]``: the prompt's text-encoder states; ``uncond`` ``[1, L, D]``: the
-    negative prompt's, used (classifier-free guidance) when ``guidance_scale > 1``.
+    ``cond``: the network's keyword inputs for the prompt (text-encoder states
+    ``encoder_hidden_states`` ``[1, L, D]``, SD3's ``pooled_projections`` ``[1, P]``) or the
+    class (``class_labels`` ``[1]``); ``uncond``: the same for the negative prompt or the
+    null class, used (classifier-free guidance) when ``guidance_scale > 1``.
     """
 
-    prompt: str
-    negative_prompt: str
+    prompt: str | None
+    negative_prompt: str | None
     guidance_scale: float
-    cond: torch.Tensor
-    uncond: torch.Tensor | None
+    cond: dict[str, torch.Tensor]
+    uncond: dict[str, torch.Tensor] | None
+    class_label: int | None = None
 
     @property
     def guided(self) -> bool:
@@ -62,7 +87,10 @@ class Conditioning:
         return self.uncond is not None
 
     def describe(self) -> dict[str, Any]:
-        """Prompt, negative prompt and guidance as plain data (recorded in results)."""
+        """Prompt (or class label), negative prompt and guidance as plain data (recorded in
+        results)."""
+        if self.prompt is None:  # a class-conditional model
+            return {"class_label": self.class_label, "guidance_scale": self.guidance_scale}
         return {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
@@ -79,19 +107,21 @@ class _Stop(Exception):  # noqa: N818 - control flow, not an error
 
 
 class DiffusionModel:
-    """A diffusion model: a U-Net plus its noise :class:`Schedule`, and for a latent
-    text-to-image model its VAE, text encoder and tokenizer.
+    """A diffusion model: a denoising network plus its noise schedule, and for a latent model
+    its VAE, for a text-to-image model its text encoders and tokenizers.
 
-    Pixel-space ``UNet2DModel`` (unconditional) and latent ``UNet2DConditionModel``
-    (the Stable Diffusion 1.x/2.x layout: text-conditioned, x_t is the VAE latent). Build
-    one with :func:`workbench.load`. The networks are kept in eval mode with their
-    parameters frozen; every hook this class installs is removed again, also when the
-    forward raises.
+    Families (:attr:`family`): pixel-space ``UNet2DModel`` (unconditional); latent
+    ``UNet2DConditionModel`` (the Stable Diffusion 1.x/2.x layout: text-conditioned, x_t is
+    the VAE latent); latent ``DiTTransformer2DModel`` (class-conditional, learned sigma);
+    latent ``SD3Transformer2DModel`` (MMDiT, rectified flow; its text encoders are
+    optional: without them it runs on zero prompt embeddings or given ones). Build one with
+    :func:`workbench.load`. The networks are kept in eval mode with their parameters
+    frozen; every hook this class installs is removed again, also when the forward raises.
     """
 
     def __init__(
         self,
-        unet: UNet2DModel | UNet2DConditionModel,
+        network: nn.Module,
         scheduler: Any,
         preset: Preset | None = None,
         name: str = "model",
@@ -99,59 +129,46 @@ class DiffusionModel:
         vae: AutoencoderKL | None = None,
         text_encoder: nn.Module | None = None,
         tokenizer: Any = None,
+        text_encoder_2: nn.Module | None = None,
+        tokenizer_2: Any = None,
+        text_encoder_3: nn.Module | None = None,
+        tokenizer_3: Any = None,
     ) -> None:
-        config = unet.config
-        if isinstance(unet, UNet2DConditionModel):
-            if config.get("addition_embed_type") is not None:
-                raise WorkbenchError(
-                    f"UNet2DConditionModel with added conditions "
-                    f"({config.get('addition_embed_type')}, e.g. SDXL) is not supported yet"
-                )
-            if config.get("class_embed_type") is not None or config.get("time_cond_proj_dim"):
-                raise WorkbenchError(
-                    "UNet2DConditionModel with class or guidance-embedding conditions "
-                    "is not supported yet"
-                )
-            if text_encoder is None or tokenizer is None:
-                raise WorkbenchError(
-                    "a text-conditional U-Net needs its text_encoder and tokenizer"
-                )
-        elif isinstance(unet, UNet2DModel):
-            if config.get("class_embed_type") is not None or config.get("num_class_embeds"):
-                raise WorkbenchError("class-conditional UNet2DModel is not supported")
-            if text_encoder is not None:
-                raise WorkbenchError("an unconditional UNet2DModel takes no text encoder")
-        else:
+        family = FAMILIES.get(type(network))
+        if family is None:
             raise WorkbenchError(
-                f"{type(unet).__name__} is not supported yet: UNet2DModel (pixel space) or "
-                f"UNet2DConditionModel (Stable Diffusion layout)"
+                f"{type(network).__name__} is not supported yet: UNet2DModel (pixel space), "
+                "UNet2DConditionModel (Stable Diffusion), DiTTransformer2DModel (DiT) or "
+                "SD3Transformer2DModel (Stable Diffusion 3)"
             )
-        if vae is not None and vae.config.latent_channels != config.in_channels:
-            raise WorkbenchError(
-                f"the VAE has {vae.config.latent_channels} latent channels, the U-Net "
-                f"takes {config.in_channels}"
-            )
-        self.unet = unet.eval().requires_grad_(False)
+        _check_family(family, network.config, vae, text_encoder, tokenizer, text_encoder_2)
+        #: ``unet``, ``sd``, ``dit`` or ``sd3`` (see the module docstring).
+        self.family = family
+        #: The denoising network (a U-Net or a transformer).
+        self.network = network.eval().requires_grad_(False)
         #: The VAE of a latent model (None in pixel space): x_t is its latent.
         self.vae = vae.eval().requires_grad_(False) if vae is not None else None
-        self.text_encoder = (
-            text_encoder.eval().requires_grad_(False) if text_encoder is not None else None
+        encoders = (text_encoder, text_encoder_2, text_encoder_3)
+        self.text_encoder, self.text_encoder_2, self.text_encoder_3 = (
+            e.eval().requires_grad_(False) if e is not None else None for e in encoders
         )
-        self.tokenizer = tokenizer
+        self.tokenizer, self.tokenizer_2, self.tokenizer_3 = tokenizer, tokenizer_2, tokenizer_3
         self._conditioning: Conditioning | None = None
         self._unprompted: Conditioning | None = None
+        self._encoder_pipeline: Any = None
         self._doubled = False  # inside a guided forward: the batch is [uncond; cond]
-        self._h_point = "mid"
         self._h_shapes: dict[str, tuple[int, ...]] = {}
         self.scheduler = scheduler
         self.preset = preset or Preset()
         self.name = name
         self.source = source or name
-        #: The DDIM maths of the model's own scheduler config (:class:`Schedule`).
-        self.schedule = Schedule.from_scheduler(scheduler)
+        #: The sampler maths of the model's own scheduler config: :class:`Schedule`
+        #: (DDIM over a discrete variance-preserving schedule) or :class:`FlowSchedule`.
+        self.schedule = _schedule_of(scheduler, network.config)
+        self._h_point = self.default_point
         self._fingerprint: str | None = None
         self._signature: tuple = ()
-        #: Evaluate the U-Net (:meth:`raw`, so sampling, inversion and edits) in
+        #: Evaluate the network (:meth:`raw`, so sampling, inversion and edits) in
         #: micro-batches of exactly this many samples, the last one padded: a sample's
         #: result is then the same bit for bit whatever batch it is run in (the kernels
         #: see one shape). ``None`` (default): one call per batch, results depend on the
@@ -159,21 +176,31 @@ class DiffusionModel:
         self._micro_batch: int | None = None
         self._h_parts: list | None = None
 
+    @property
+    def unet(self) -> nn.Module:
+        """The denoising network (:attr:`network`; the name of the U-Net-only days)."""
+        return self.network
+
+    @property
+    def transformer(self) -> bool:
+        """Whether the network is a transformer (h points are ``block.N``)."""
+        return self.family in ("dit", "sd3")
+
     # ------------------------------------------------------------------ basic facts
     @property
     def config(self) -> Any:
-        """The U-Net's diffusers config."""
-        return self.unet.config
+        """The network's diffusers config."""
+        return self.network.config
 
     @property
     def device(self) -> torch.device:
         """Device of the weights."""
-        return next(self.unet.parameters()).device
+        return next(self.network.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
         """Floating dtype of the weights."""
-        return next(self.unet.parameters()).dtype
+        return next(self.network.parameters()).dtype
 
     @property
     def num_train_timesteps(self) -> int:
@@ -182,12 +209,17 @@ class DiffusionModel:
 
     @property
     def prediction_type(self) -> str:
-        """What the network outputs: ``epsilon``, ``v_prediction`` or ``sample``."""
+        """What the network outputs: ``epsilon``, ``v_prediction``, ``sample`` or ``flow``
+        (the velocity ``eps - x_0`` of a rectified-flow model)."""
         return self.schedule.prediction_type
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
-        """alpha-bar ``[T]`` (float64, CPU)."""
+        """alpha-bar ``[T]`` (float64, CPU); a flow model's is that of the
+        variance-preserving schedule with the same signal-to-noise ratio."""
+        if isinstance(self.schedule, FlowSchedule):
+            T = self.num_train_timesteps
+            return torch.tensor([self.schedule.alpha_bar(t) for t in range(T)], dtype=torch.float64)
         return self.schedule.alphas_cumprod
 
     @property
@@ -206,7 +238,7 @@ class DiffusionModel:
     def h_shape(self) -> tuple[int, int, int]:
         """Shape ``(C, H, W)`` of h for one sample, at the current :attr:`h_point`."""
         point = self._h_point
-        if point == "mid":
+        if point == "mid" and not self.transformer:
             _, height, width = self.sample_shape
             factor = 2 ** (len(self.config.down_block_types) - 1)
             return (int(self.config.block_out_channels[-1]), height // factor, width // factor)
@@ -218,16 +250,30 @@ class DiffusionModel:
 
     # ------------------------------------------------------------------ activation points
     def h_points(self) -> list[str]:
-        """Names of the block outputs that can serve as h, in forward order: ``down.i``
-        (the i-th down block's output), ``mid`` (the mid block's: the default), ``up.i``."""
-        unet = self.unet
-        names = [f"down.{i}" for i in range(len(unet.down_blocks))]
-        names += ["mid"] if unet.mid_block is not None else []
-        return names + [f"up.{i}" for i in range(len(unet.up_blocks))]
+        """Names of the block outputs that can serve as h, in forward order: for a U-Net
+        ``down.i`` (the i-th down block's output), ``mid`` (the mid block's: the default),
+        ``up.i``; for a transformer ``block.i`` (the i-th transformer block's image tokens,
+        on the patch grid)."""
+        net = self.network
+        if self.transformer:
+            return [f"block.{i}" for i in range(len(net.transformer_blocks))]
+        names = [f"down.{i}" for i in range(len(net.down_blocks))]
+        names += ["mid"] if net.mid_block is not None else []
+        return names + [f"up.{i}" for i in range(len(net.up_blocks))]
+
+    @property
+    def default_point(self) -> str:
+        """The point h is read at unless told: a U-Net's mid block (its bottleneck); a
+        transformer's middle block ``block.{N // 2}``: the first blocks are close to the
+        patch embedding and the last to the output prediction, while the middle of the
+        residual stream is where diffusion transformers' features are most semantic."""
+        if self.transformer:
+            return f"block.{len(self.network.transformer_blocks) // 2}"
+        return "mid"
 
     @property
     def h_point(self) -> str:
-        """The activation point h is read and edited at (``"mid"`` unless set)."""
+        """The activation point h is read and edited at (:attr:`default_point` unless set)."""
         return self._h_point
 
     @h_point.setter
@@ -255,9 +301,30 @@ class DiffusionModel:
     def _h_module(self) -> nn.Module:
         """The block whose output is h now."""
         kind, _, index = self._h_point.partition(".")
+        net = self.network
+        if kind == "block":
+            return net.transformer_blocks[int(index)]
         if kind == "mid":
-            return self.unet.mid_block
-        return (self.unet.down_blocks if kind == "down" else self.unet.up_blocks)[int(index)]
+            return net.mid_block
+        return (net.down_blocks if kind == "down" else net.up_blocks)[int(index)]
+
+    def _read(self, output: Any) -> torch.Tensor:
+        """h ``[B, *h_shape]`` from the output of the block at :attr:`h_point`: a U-Net
+        block's hidden state, or a transformer block's image tokens ``[B, L, C]`` (SD3's
+        joint block returns ``(context, image)``) laid out on the patch grid."""
+        if not self.transformer:
+            return _first(output)
+        tokens = output[1] if isinstance(output, tuple) else output
+        _, height, width = self.sample_shape
+        p = int(self.config.patch_size)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height // p, width // p)
+
+    def _write(self, output: Any, h: torch.Tensor) -> Any:
+        """``output`` of the block at :attr:`h_point` with its h replaced by ``h``."""
+        if not self.transformer:
+            return _with_first(output, h)
+        tokens = h.flatten(2).transpose(1, 2).contiguous()
+        return (output[0], tokens) if isinstance(output, tuple) else tokens
 
     @property
     def latent(self) -> bool:
@@ -266,12 +333,35 @@ class DiffusionModel:
 
     @property
     def conditional(self) -> bool:
-        """Whether the U-Net is text-conditioned (takes prompts)."""
+        """Whether the model takes prompts (a text-to-image model with its text encoders)."""
         return self.text_encoder is not None
 
+    @property
+    def class_conditional(self) -> bool:
+        """Whether the model takes class labels (DiT)."""
+        return self.family == "dit"
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of a class-conditional model (its null class is this index)."""
+        return int(self.config.num_embeds_ada_norm) if self.class_conditional else 0
+
     def components(self) -> dict[str, nn.Module]:
-        """The networks of the model by their diffusers folder names (``unet`` first)."""
-        parts = {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
+        """The networks of the model by their diffusers folder names (``unet`` or
+        ``transformer`` first)."""
+        parts = {
+            "transformer" if self.transformer else "unet": self.network,
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
+            "text_encoder_3": self.text_encoder_3,
+        }
+        return {k: v for k, v in parts.items() if v is not None}
+
+    def tokenizers(self) -> dict[str, Any]:
+        """The tokenizers by their folder names (none for a model without text)."""
+        parts = {"tokenizer": self.tokenizer, "tokenizer_2": self.tokenizer_2}
+        parts["tokenizer_3"] = self.tokenizer_3
         return {k: v for k, v in parts.items() if v is not None}
 
     def to(
@@ -287,8 +377,9 @@ class DiffusionModel:
         return self
 
     def __repr__(self) -> str:
-        n = sum(p.numel() for p in self.unet.parameters())
-        kind = "latent text-to-image, " if self.conditional else ""
+        n = sum(p.numel() for p in self.network.parameters())
+        kind = {"sd": "latent text-to-image, ", "dit": "latent class-conditional, "}
+        kind = kind.get(self.family, "latent text-to-image, " if self.family == "sd3" else "")
         return (
             f"DiffusionModel({self.name!r}, {kind}{n / 1e6:.2f}M params, x {self.sample_shape}, "
             f"h {self.h_shape}, {self.prediction_type}, {self.device}, {self.dtype})"
@@ -327,7 +418,10 @@ class DiffusionModel:
             config = {k: v for k, v in dict(self.config).items() if not k.startswith("_")}
             digest.update(json.dumps(config, sort_keys=True, default=str).encode())
             digest.update(self.prediction_type.encode())
-            digest.update(self.alphas_cumprod.numpy().tobytes())
+            if isinstance(self.schedule, FlowSchedule):
+                digest.update(json.dumps(self.schedule.describe(), sort_keys=True).encode())
+            else:
+                digest.update(self.alphas_cumprod.numpy().tobytes())
             for part, module in self.components().items():
                 if part != "unet":  # a pixel model's fingerprint is the U-Net's alone
                     digest.update(part.encode())
@@ -359,7 +453,10 @@ class DiffusionModel:
         return self.schedule.alpha_bar(t)
 
     def expected_norm(self, t: int) -> float:
-        """E||x_t|| for x_0 = 0 (the noise part only): sqrt(d * (1 - alpha-bar_t))."""
+        """E||x_t|| for x_0 = 0 (the noise part only): sqrt(d * (1 - alpha-bar_t)); a flow
+        model's s sqrt(d)."""
+        if isinstance(self.schedule, FlowSchedule):
+            return self.schedule.coefficients(t)[1] * math.sqrt(self.d)
         return math.sqrt(self.d * (1.0 - self.alpha_bar(t)))
 
     # ------------------------------------------------------------------ inputs
@@ -375,10 +472,13 @@ class DiffusionModel:
         if isinstance(t, torch.Tensor) and t.ndim == 1:
             if t.shape[0] != batch:
                 raise WorkbenchError(f"got {t.shape[0]} timesteps for a batch of {batch}")
+            continuous = self.schedule.continuous
             for value in t.tolist():
-                self.check_timestep(int(value))
-            return t.to(self.device, torch.long)
+                self.check_timestep(value if continuous else int(value))
+            return t.to(self.device, torch.float32 if continuous else torch.long)
         t = self.check_timestep(t)
+        if self.schedule.continuous:  # the network's own (real) timestep value
+            return torch.full((batch,), float(t), dtype=torch.float32, device=self.device)
         return torch.full((batch,), t, dtype=torch.long, device=self.device)
 
     def noise(self, seeds: Sequence[int]) -> torch.Tensor:
@@ -409,14 +509,26 @@ class DiffusionModel:
         return out.to(self.device, self.dtype)
 
     # ------------------------------------------------------------------ conditioning
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """Text-encoder states ``[1, L, D]`` of ``prompt``, as diffusers' Stable Diffusion
-        pipeline computes them (padded to the tokenizer's maximum length, truncated beyond
-        it with a warning)."""
+    def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
+        """The network's text inputs for ``prompt``, as the family's diffusers pipeline
+        computes them: ``encoder_hidden_states`` ``[1, L, D]`` (padded to the tokenizer's
+        maximum length, truncated beyond it with a warning), and for SD3 also
+        ``pooled_projections`` ``[1, P]``."""
         if not self.conditional:
-            raise WorkbenchError(f"model {self.name!r} is unconditional: it takes no prompt")
+            what = (
+                "class-conditional: it takes class_label"
+                if self.class_conditional
+                else (
+                    "loaded without its text encoders: it takes no prompt"
+                    if self.family == "sd3"
+                    else "unconditional: it takes no prompt"
+                )
+            )
+            raise WorkbenchError(f"model {self.name!r} is {what}")
         if not isinstance(prompt, str):
             raise WorkbenchError(f"a prompt must be a string, got {type(prompt).__name__}")
+        if self.family == "sd3":
+            return self._encode_sd3(prompt)
         tok = self.tokenizer
         length = int(tok.model_max_length)
         ids = tok(prompt, padding="max_length", max_length=length, truncation=True)
@@ -432,18 +544,67 @@ class DiffusionModel:
             mask = torch.tensor([ids.attention_mask], device=self.device)
         with torch.no_grad():
             states = self.text_encoder(input_ids, attention_mask=mask)[0]
-        return states.to(self.dtype)
+        return {"encoder_hidden_states": states.to(self.dtype)}
+
+    def _encode_sd3(self, prompt: str) -> dict[str, torch.Tensor]:
+        """SD3's prompt embeddings: diffusers' own ``StableDiffusion3Pipeline.encode_prompt``
+        on this model's text encoders (two CLIPs, T5 when there is one, zeros otherwise)."""
+        if self._encoder_pipeline is None:
+            from diffusers import StableDiffusion3Pipeline
+
+            self._encoder_pipeline = StableDiffusion3Pipeline(
+                transformer=self.network,  # read for its config only
+                scheduler=None,
+                vae=None,
+                text_encoder=self.text_encoder,
+                tokenizer=self.tokenizer,
+                text_encoder_2=self.text_encoder_2,
+                tokenizer_2=self.tokenizer_2,
+                text_encoder_3=self.text_encoder_3,
+                tokenizer_3=self.tokenizer_3,
+            )
+        pipe = self._encoder_pipeline
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            states, _, pooled, _ = pipe.encode_prompt(
+                prompt, None, None, device=self.device, do_classifier_free_guidance=False
+            )
+        return {
+            "encoder_hidden_states": states.to(self.dtype),
+            "pooled_projections": pooled.to(self.dtype),
+        }
+
+    def zero_prompt(self) -> dict[str, torch.Tensor]:
+        """SD3's text inputs of zero prompt embeddings (a model without text encoders):
+        ``[1, 77 + 256, joint_attention_dim]`` states (CLIP's and T5's lengths in the
+        pipeline) and ``[1, pooled_projection_dim]`` pooled ones."""
+        config = self.config
+        states = torch.zeros(1, 77 + 256, config.joint_attention_dim)
+        pooled = torch.zeros(1, config.pooled_projection_dim)
+        return {
+            "encoder_hidden_states": states.to(self.device, self.dtype),
+            "pooled_projections": pooled.to(self.device, self.dtype),
+        }
+
+    def _class_input(self, label: int) -> dict[str, torch.Tensor]:
+        return {"class_labels": torch.tensor([label], device=self.device)}
 
     @property
     def conditioning(self) -> Conditioning | None:
         """The conditioning forwards use now: the innermost :meth:`conditioned` block's,
-        else the empty prompt without guidance; None for an unconditional model."""
-        if not self.conditional:
+        else the empty prompt (SD; SD3 without text encoders: zero embeddings) or the null
+        class (DiT), without guidance; None for an unconditional model."""
+        if self.family == "unet":
             return None
         if self._conditioning is not None:
             return self._conditioning
         if self._unprompted is None:
-            self._unprompted = Conditioning("", "", 1.0, self.encode_prompt(""), None)
+            if self.class_conditional:
+                cond = self._class_input(self.num_classes)
+                self._unprompted = Conditioning(None, None, 1.0, cond, None, None)
+            else:
+                cond = self.encode_prompt("") if self.conditional else self.zero_prompt()
+                self._unprompted = Conditioning("", "", 1.0, cond, None)
         return self._unprompted
 
     @contextlib.contextmanager
@@ -452,58 +613,151 @@ class DiffusionModel:
         prompt: str | None = None,
         negative_prompt: str | None = None,
         guidance_scale: float | None = None,
+        class_label: int | None = None,
+        prompt_embeds: dict[str, torch.Tensor] | None = None,
+        negative_prompt_embeds: dict[str, torch.Tensor] | None = None,
     ) -> Iterator[Conditioning | None]:
         """Within the block every forward (sampling, inversion, h, Jacobians) is conditioned
-        on ``prompt``, guided by ``guidance_scale`` (default 7.5 with a prompt, else 1:
-        unguided) against ``negative_prompt`` (default: the empty prompt).
+        on ``prompt`` (text-to-image) or ``class_label`` (DiT), guided by
+        ``guidance_scale`` (default with a prompt or label: the family pipeline's, 7.5 SD,
+        7.0 SD3, 4.0 DiT; else 1: unguided) against ``negative_prompt`` (default: the empty
+        prompt) or the null class.
 
-        On an unconditional model the block changes nothing when all three are None and
-        refuses a prompt (one line). Blocks nest; the previous conditioning is restored on
-        exit, also after an exception.
+        ``prompt_embeds``/``negative_prompt_embeds``: the network's text inputs given
+        directly (``{"encoder_hidden_states": [1, L, D], "pooled_projections": [1, P]}``
+        for SD3), e.g. on a model loaded without text encoders.
+
+        On an unconditional model the block changes nothing when nothing is given and
+        refuses a prompt or label (one line). Blocks nest; a block given nothing keeps the
+        enclosing block's conditioning; the previous one is restored on exit, also after
+        an exception.
         """
-        given = (prompt, negative_prompt, guidance_scale)
-        if not self.conditional:
-            if any(v is not None for v in given):
+        given = (prompt, negative_prompt, guidance_scale, class_label)
+        embeds = (prompt_embeds, negative_prompt_embeds)
+        if self.family == "unet":
+            if any(v is not None for v in (*given, *embeds)):
                 raise WorkbenchError(
                     f"model {self.name!r} is unconditional: it takes no prompt, "
-                    "negative_prompt or guidance_scale"
+                    "negative_prompt, guidance_scale or class_label"
                 )
             yield None
+            return
+        if all(v is None for v in (*given, *embeds)) and self._conditioning is not None:
+            yield self._conditioning
             return
         if guidance_scale is not None:
             if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, int | float):
                 raise WorkbenchError(f"guidance_scale must be a number, got {guidance_scale!r}")
             if not math.isfinite(guidance_scale) or not 0 <= guidance_scale <= 100:
                 raise WorkbenchError(f"guidance_scale must be in [0, 100], got {guidance_scale}")
+        if self.class_conditional:
+            made = self._class_conditioning(prompt, negative_prompt, guidance_scale, class_label)
+        else:
+            if class_label is not None:
+                raise WorkbenchError(
+                    f"model {self.name!r} is text-conditional: it takes a prompt, not class_label"
+                )
+            made = self._text_conditioning(
+                prompt, negative_prompt, guidance_scale, prompt_embeds, negative_prompt_embeds
+            )
+        previous = self._conditioning
+        self._conditioning = made
+        try:
+            yield made
+        finally:
+            self._conditioning = previous
+
+    def _class_conditioning(
+        self,
+        prompt: str | None,
+        negative_prompt: str | None,
+        guidance_scale: float | None,
+        class_label: int | None,
+    ) -> Conditioning:
+        if prompt is not None or negative_prompt is not None:
+            raise WorkbenchError(
+                f"model {self.name!r} is class-conditional: give class_label, not a prompt"
+            )
+        if class_label is not None and (
+            isinstance(class_label, bool)
+            or not isinstance(class_label, numbers.Integral)
+            or not 0 <= class_label < self.num_classes
+        ):
+            raise WorkbenchError(
+                f"class_label must be an integer in [0, {self.num_classes - 1}], "
+                f"got {class_label!r}"
+            )
+        default = DEFAULT_GUIDANCE["dit"] if class_label is not None else 1.0
+        scale = float(default if guidance_scale is None else guidance_scale)
+        if class_label is None and scale > 1:
+            raise WorkbenchError("guidance_scale > 1 needs a class_label to guide towards")
+        label = self.num_classes if class_label is None else int(class_label)
+        uncond = self._class_input(self.num_classes) if scale > 1 else None
+        return Conditioning(None, None, scale, self._class_input(label), uncond, label)
+
+    def _text_conditioning(
+        self,
+        prompt: str | None,
+        negative_prompt: str | None,
+        guidance_scale: float | None,
+        prompt_embeds: dict[str, torch.Tensor] | None,
+        negative_prompt_embeds: dict[str, torch.Tensor] | None,
+    ) -> Conditioning:
+        if prompt_embeds is not None and prompt is not None:
+            raise WorkbenchError("give a prompt or prompt_embeds, not both")
         text = "" if prompt is None else prompt
-        scale = float(
-            guidance_scale if guidance_scale is not None else (DEFAULT_GUIDANCE if text else 1.0)
-        )
+        given = prompt is not None or prompt_embeds is not None
+        default = DEFAULT_GUIDANCE[self.family] if (text or prompt_embeds is not None) else 1.0
+        scale = float(default if guidance_scale is None else guidance_scale)
         negative = "" if negative_prompt is None else negative_prompt
-        if negative_prompt is not None and scale <= 1:
+        if (negative_prompt is not None or negative_prompt_embeds is not None) and scale <= 1:
             raise WorkbenchError(
                 f"a negative_prompt needs guidance_scale > 1 (got {scale:g}): without guidance "
                 "it is not used"
             )
-        cond = self.encode_prompt(text)
-        # diffusers guides when the scale exceeds 1; at 1 the result is the prompt's alone
-        uncond = self.encode_prompt(negative) if scale > 1 else None
-        previous = self._conditioning
-        self._conditioning = Conditioning(text, negative, scale, cond, uncond)
-        try:
-            yield self._conditioning
-        finally:
-            self._conditioning = previous
+        if self.conditional:
+            cond = self._embeds(prompt_embeds) if prompt_embeds is not None else None
+            cond = cond or self.encode_prompt(text)
+        elif prompt is not None or negative_prompt is not None:
+            self.encode_prompt(text)  # the one-line refusal
+        else:
+            cond = self._embeds(prompt_embeds) if given else self.zero_prompt()
+        uncond = None
+        if scale > 1:  # diffusers guides above 1; at 1 the result is the prompt's alone
+            if negative_prompt_embeds is not None:
+                uncond = self._embeds(negative_prompt_embeds)
+            else:
+                uncond = self.encode_prompt(negative) if self.conditional else self.zero_prompt()
+        shown = text if prompt_embeds is None else "<prompt_embeds>"
+        return Conditioning(shown, negative, scale, cond, uncond)
+
+    def _embeds(self, embeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Given text inputs, checked against the network's keyword inputs."""
+        needed = {"encoder_hidden_states"}
+        if self.family == "sd3":
+            needed.add("pooled_projections")
+        if not isinstance(embeds, dict) or set(embeds) != needed:
+            raise WorkbenchError(f"prompt embeddings must be a dict with keys {sorted(needed)}")
+        out = {}
+        for key, value in embeds.items():
+            if not isinstance(value, torch.Tensor) or value.shape[0] != 1:
+                raise WorkbenchError(f"prompt embeddings {key!r} must be a tensor of batch 1")
+            out[key] = value.to(self.device, self.dtype)
+        return out
 
     def _context(self, batch: int, doubled: bool) -> dict[str, torch.Tensor]:
-        """Keyword arguments that condition a U-Net call on a batch of ``batch``."""
+        """Keyword arguments that condition a network call on a batch of ``batch``."""
         c = self.conditioning
         if c is None:
             return {}
-        states = c.cond.expand(batch, -1, -1)
-        if doubled:
-            states = torch.cat([c.uncond.expand(batch, -1, -1), states])
-        return {"encoder_hidden_states": states}
+        out = {}
+        for key, value in c.cond.items():
+            value = value.expand(batch, *value.shape[1:])
+            if doubled:
+                uncond = c.uncond[key]
+                value = torch.cat([uncond.expand(batch, *uncond.shape[1:]), value])
+            out[key] = value
+        return out
 
     # ------------------------------------------------------------------ forward passes
     def h(self, x_t: torch.Tensor, t: TimestepLike) -> torch.Tensor:
@@ -526,16 +780,22 @@ class DiffusionModel:
         model), stopped by a hook once that block has run (nothing after it is computed)."""
 
         def stop(module: nn.Module, args: tuple, output: Any) -> None:
-            raise _Stop(_first(output))
+            raise _Stop(self._read(output))
 
         handle = self._h_module().register_forward_hook(stop)
         try:
-            self.unet(x_t, timesteps, **self._context(x_t.shape[0], doubled=False))
+            self._call(x_t, timesteps, doubled=False)
         except _Stop as stopped:
             return stopped.value
         finally:
             handle.remove()
-        raise RuntimeError(f"the U-Net forward never reached block {self._h_point}")
+        raise RuntimeError(f"the network's forward never reached block {self._h_point}")
+
+    def _call(self, x: torch.Tensor, timesteps: torch.Tensor, doubled: bool) -> torch.Tensor:
+        """The network's output for ``x`` (already doubled when ``doubled``)."""
+        batch = x.shape[0] // 2 if doubled else x.shape[0]
+        out = self.network(x, timestep=timesteps, **self._context(batch, doubled))
+        return out.sample
 
     def raw(
         self, x_t: torch.Tensor, t: TimestepLike, delta_h: torch.Tensor | None = None
@@ -582,18 +842,15 @@ class DiffusionModel:
             self._doubled = True
             try:
                 with self.h_edit(delta_h):
-                    out = self.unet(
-                        torch.cat([x, x]),
-                        torch.cat([timesteps, timesteps]),
-                        **self._context(x.shape[0], doubled=True),
-                    ).sample
+                    doubled = torch.cat([x, x]), torch.cat([timesteps, timesteps])
+                    out = self._call(*doubled, doubled=True)
             finally:
                 self._doubled = False
             out = out[:, : x.shape[1]]
             uncond, cond = out.chunk(2)
             return uncond + c.guidance_scale * (cond - uncond)
         with self.h_edit(delta_h):
-            out = self.unet(x, timesteps, **self._context(x.shape[0], doubled=False)).sample
+            out = self._call(x, timesteps, doubled=False)
         if out.shape[1] == 2 * x_t.shape[1]:  # learned variance: keep the mean part
             out = out[:, : x_t.shape[1]]
         return out
@@ -601,7 +858,7 @@ class DiffusionModel:
     def predict(self, x_t: torch.Tensor, t: int, delta_h: torch.Tensor | None = None) -> Prediction:
         """eps and x0 predicted from ``x_t`` at integer ``t`` (optionally with an h edit)."""
         t = self.check_timestep(t)
-        return self.schedule.convert(self.raw(x_t, t, delta_h), x_t, self.alpha_bar(t))
+        return self.schedule.convert_at(self.raw(x_t, t, delta_h), x_t, t)
 
     def eps(self, x_t: torch.Tensor, t: int, delta_h: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted noise at ``t``, with an optional additive edit ``delta_h`` of h."""
@@ -617,10 +874,10 @@ class DiffusionModel:
         delta = delta_h.to(self.device, self.dtype)
 
         def add_delta(module: nn.Module, args: tuple, output: Any) -> Any:
-            h = _first(output)
+            h = self._read(output)
             if self._doubled and delta.ndim == h.ndim and 1 < delta.shape[0]:
-                return _with_first(output, h + torch.cat([delta, delta]))  # both halves
-            return _with_first(output, h + delta)
+                return self._write(output, h + torch.cat([delta, delta]))  # both halves
+            return self._write(output, h + delta)
 
         handle = self._h_module().register_forward_hook(add_delta)
         try:
@@ -635,7 +892,7 @@ class DiffusionModel:
         seen: list[torch.Tensor] = []
 
         def keep(module: nn.Module, args: tuple, output: Any) -> None:
-            output = _first(output)
+            output = self._read(output)
             if self._doubled:  # a guided batch: keep the prompted half
                 output = output[output.shape[0] // 2 :]
             h = output.detach().to("cpu", torch.float32)
@@ -651,8 +908,8 @@ class DiffusionModel:
             handle.remove()
 
     def attention_modules(self) -> dict[str, Attention]:
-        """Every attention module of the U-Net, by its qualified name."""
-        return {n: m for n, m in self.unet.named_modules() if isinstance(m, Attention)}
+        """Every attention module of the network, by its qualified name."""
+        return {n: m for n, m in self.network.named_modules() if isinstance(m, Attention)}
 
     @contextlib.contextmanager
     def jacobian_safe(self) -> Iterator[None]:
@@ -673,9 +930,9 @@ class DiffusionModel:
                 module.set_processor(saved[name])
 
     def hook_count(self) -> int:
-        """Number of forward (pre-)hooks on any U-Net module; 0 when nothing is left over."""
+        """Number of forward (pre-)hooks on any network module; 0 when nothing is left over."""
         count = 0
-        for module in self.unet.modules():
+        for module in self.network.modules():
             count += len(module._forward_hooks) + len(module._forward_pre_hooks)
         return count
 
@@ -768,6 +1025,62 @@ def _with_first(output: Any, h: torch.Tensor) -> Any:
     if rest and isinstance(rest[0], tuple) and rest[0] and rest[0][-1] is output[0]:
         rest[0] = (*rest[0][:-1], h)
     return (h, *rest)
+
+
+def _check_family(
+    family: str,
+    config: Any,
+    vae: AutoencoderKL | None,
+    text_encoder: nn.Module | None,
+    tokenizer: Any,
+    text_encoder_2: nn.Module | None,
+) -> None:
+    """One-line errors for networks and parts the workbench cannot run together."""
+    if family == "sd":
+        if config.get("addition_embed_type") is not None:
+            raise WorkbenchError(
+                f"UNet2DConditionModel with added conditions "
+                f"({config.get('addition_embed_type')}, e.g. SDXL) is not supported yet"
+            )
+        if config.get("class_embed_type") is not None or config.get("time_cond_proj_dim"):
+            raise WorkbenchError(
+                "UNet2DConditionModel with class or guidance-embedding conditions "
+                "is not supported yet"
+            )
+        if text_encoder is None or tokenizer is None:
+            raise WorkbenchError("a text-conditional U-Net needs its text_encoder and tokenizer")
+    elif family == "unet":
+        if config.get("class_embed_type") is not None or config.get("num_class_embeds"):
+            raise WorkbenchError("class-conditional UNet2DModel is not supported")
+        if text_encoder is not None:
+            raise WorkbenchError("an unconditional UNet2DModel takes no text encoder")
+    elif family == "dit":
+        if text_encoder is not None:
+            raise WorkbenchError("a DiT is class-conditional: it takes no text encoder")
+        if not config.get("num_embeds_ada_norm"):
+            raise WorkbenchError("a DiTTransformer2DModel without classes is not supported yet")
+    elif (text_encoder is None) != (text_encoder_2 is None) or (
+        text_encoder is not None and tokenizer is None
+    ):
+        raise WorkbenchError("an SD3 model needs both CLIP text encoders and tokenizers, or none")
+    if family != "unet" and vae is None:
+        raise WorkbenchError(f"a {family.upper()} model is latent: it needs its vae")
+    if vae is not None and vae.config.latent_channels != config.in_channels:
+        raise WorkbenchError(
+            f"the VAE has {vae.config.latent_channels} latent channels, the network "
+            f"takes {config.in_channels}"
+        )
+
+
+def _schedule_of(scheduler: Any, config: Any) -> Schedule | FlowSchedule:
+    """The schedule of a diffusers scheduler: a flow-matching one for
+    ``FlowMatchEulerDiscreteScheduler``, else DDIM over its alpha-bar table."""
+    if "FlowMatch" in type(scheduler).__name__:
+        size = config.sample_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        p = int(config.get("patch_size") or 1)
+        return FlowSchedule.from_scheduler(scheduler, image_seq_len=(h // p) * (w // p))
+    return Schedule.from_scheduler(scheduler)
 
 
 def _memory_bytes() -> int:

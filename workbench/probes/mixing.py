@@ -9,7 +9,9 @@ and covariance that leave the norm alone. The mixing step is the largest grid ti
 which, and at every grid timestep below which, both statistics stay under the tolerance
 (default: the KS critical value at the 5% level for the two sample sizes,
 1.358 sqrt((n + m) / (n m))): up to there an inverted latent cannot be told from a sampled
-one. The published code has no search.
+one. The published code has no search. Under a flow schedule the same comparison runs on
+the Euler grid (x_t = (1 - s) x_0 + s eps); the expected norm curve is then
+sqrt((1 - s)^2 m2 + s^2) with m2 = E||x_0||^2 / d.
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 For x_T ~ N(0, I_d) the norm concentrates at sqrt(d) (sqrt(d) - 1 <= E||x|| <= sqrt(d),
 fluctuations O(1)). Along the chain, E||x_t||^2 = a_t E||x_0||^2 + (1 - a_t) d with
-a_t = alpha-bar. Sampled trajectories start on that shell; trajectories of real images
-DDIM-inverted need not reach it. Per timestep this probe records ||x_t|| / sqrt(d) of both
+a_t = alpha-bar; under a flow schedule (x_t = (1 - s) x_0 + s eps, s = t / T: SD3, FLUX)
+E||x_t||^2 = (1 - s)^2 E||x_0||^2 + s^2 d, so the expected curve dips below the two ends in
+the middle of the chain instead of rising monotonically. Sampled trajectories start on the
+shell; trajectories of real images inverted (DDIM, or the flow's Euler step) need not reach
+it. Per timestep this probe records ||x_t|| / sqrt(d) of both
 populations, their two-sample Kolmogorov-Smirnov statistic, and the expected value.
 
 Mixing step (provisional criterion, refined by the boundary engine): the largest grid

@@ -117,6 +117,7 @@ class Explorer:
         prompt: str | None = None,
         negative_prompt: str | None = None,
         guidance_scale: float | None = None,
+        class_label: int | None = None,
     ) -> None:
         import ipywidgets as w
 
@@ -136,10 +137,11 @@ class Explorer:
         self.image: np.ndarray | None = None
         self._originals: dict[tuple[int, ...], torch.Tensor] = {}
         self._holding = False
-        with self.model.conditioned(prompt, negative_prompt, guidance_scale):
+        with self.model.conditioned(prompt, negative_prompt, guidance_scale, class_label):
             pass  # refuses a prompt to an unconditional model, a bad scale (one line)
         self.negative_prompt = negative_prompt
         self.guidance_scale = guidance_scale
+        self.class_label = class_label
 
         names = bundled_names()
         if self.model.name not in names:
@@ -260,6 +262,9 @@ class Explorer:
     def conditioning(self) -> dict[str, Any]:
         """The prompt options every sample, edit and discovery of the explorer gets (none
         for an unconditional model)."""
+        if self.model.class_conditional:
+            given = {"class_label": self.class_label, "guidance_scale": self.guidance_scale}
+            return {k: v for k, v in given.items() if v is not None}
         if not self.model.conditional:
             return {}
         given = {
