@@ -341,3 +341,68 @@ def test_the_library_and_the_explorer_work_on_the_folder(sd, tmp_path):
     explorer.prompt_w.value = "a blue circle"  # a new prompt: new samples and directions
     assert explorer.directions.params["conditioning"]["prompt"] == "a blue circle"
     assert sd.hook_count() == 0
+
+
+# ---------------------------------------------------------------------- SDXL
+@pytest.fixture(scope="module")
+def xl_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sdxl") / "tiny-sdxl"
+    return folder, tiny_sd.build_xl(folder)
+
+
+@pytest.fixture(scope="module")
+def xl(xl_folder):
+    return wb.load(xl_folder[0], device="cpu")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"prompt": "a red square", "guidance_scale": 5.0},
+        {"prompt": "a red square", "guidance_scale": 1.0},
+        {"prompt": "a blue circle", "negative_prompt": "red", "guidance_scale": 4.0},
+    ],
+    ids=["cfg-zero-negative", "prompt", "negative"],
+)
+def test_sdxl_sampling_equals_the_diffusers_pipeline(xl, xl_folder, options):
+    """StableDiffusionXLPipeline (DDIM) and ``wb.sample``: two text encoders, the pooled
+    and size conditions, zero negative embeddings without a negative prompt (the
+    pipeline's ``force_zeros_for_empty_prompt``); latents within 1e-4, images within 1e-3."""
+    pipe = xl_folder[1]
+    assert xl.family == "sdxl" and set(xl.components()) == {
+        "unet",
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+    }
+    x_T = xl.noise([0, 1])
+    batch = {k: [v] * 2 if isinstance(v, str) else v for k, v in options.items()}
+    ref = pipe(latents=x_T, num_inference_steps=6, output_type="latent", **batch).images
+    assert (
+        float((wb.sample(xl, x_T=x_T, num_steps=6, decode=False, **options) - ref).abs().max())
+        < 1e-4
+    )
+    ref = pipe(latents=x_T, num_inference_steps=6, output_type="pt", **batch).images
+    images = wb.sample(xl, x_T=x_T, num_steps=6, **options)
+    assert float(((images / 2 + 0.5).clamp(0, 1) - ref).abs().max()) < 1e-3
+
+
+def test_sdxl_pullback_basis_and_engines(xl_folder, xl, tmp_path):
+    model = wb.load(xl_folder[0], device="cpu", dtype=torch.float64)
+    x, t, k = model.noise([0]), 601, 3
+    with model.conditioned(prompt="a red square"), model.h_at("up.0"):
+        with model.jacobian_safe():
+            jac = torch.func.jacrev(lambda z: model.h(z[None], t)[0].reshape(-1))(x[0])
+        basis = local_basis(model, x, t, k=k, oversample=6, tol_deg=0.05, dtype=torch.float64)
+    _, s, vh = torch.linalg.svd(jac.reshape(jac.shape[0], -1), full_matrices=False)
+    assert torch.allclose(basis.s[0], s[:k], rtol=1e-2)
+    assert float(principal_angles(vh[:k].T, basis.V[0].reshape(k, -1).T).max()) * 180 / math.pi < 1
+    prompt = {"prompt": "a red square", "guidance_scale": 3.0}
+    engines = {"attention": {"h_point": "up.0"}, "pullback": {"max_iter": 2, "num_steps": 3}}
+    for name, options in engines.items():
+        ds = wb.discover(name, xl, k=2, **prompt, **options)
+        result = wb.edit(xl, ds, 0, [-1.0, 1.0], seeds=[0], num_steps=3, **prompt)
+        assert result.images.shape == (2, 1, 3, 16, 16) and torch.isfinite(result.images).all()
+    probe = wb.probe("curvedness", xl, n=2, points=3, timesteps=[801], num_steps=3, **prompt)
+    assert probe.to_dict()["conditioning"]["prompt"] == "a red square"
+    assert xl.hook_count() == 0 and xl._conditioning is None

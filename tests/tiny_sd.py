@@ -133,3 +133,75 @@ def build(
     pipe.scheduler = DDIMScheduler.from_config(config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+#: SDXL's U-Net layout, small: added text (pooled, 32) and size (6 x 8) embeddings; the
+#: cross-attention reads both CLIPs' states side by side (32 + 32).
+UNET_XL = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=64,
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    transformer_layers_per_block=(1, 2),
+    projection_class_embeddings_input_dim=6 * 8 + 32,
+    norm_num_groups=8,
+)
+
+
+def _clip_config(**extra: int) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=1000,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        **extra,
+    )
+
+
+def build_xl(folder: str | Path, seed: int = 0):
+    """Write a tiny SDXL folder to ``folder``; returns its pipeline (DDIM)."""
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**UNET_XL)
+        with torch.no_grad():
+            unet.conv_out.weight.mul_(0.1)
+            for name, module in unet.named_modules():
+                if name.endswith("attn2.to_out.0"):
+                    module.weight.mul_(30)
+        vae = AutoencoderKL(**VAE)
+        with torch.no_grad():
+            vae.decoder.conv_out.weight.mul_(0.3)
+        text_encoder = CLIPTextModel(_clip_config()).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(_clip_config(projection_dim=32)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        one, two = tokenizer(Path(tmp) / "1"), tokenizer(Path(tmp) / "2")
+    pipe = StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=one,
+        tokenizer_2=two,
+        unet=unet.eval(),
+        scheduler=DDIMScheduler(**{k: v for k, v in SCHEDULER.items() if k != "skip_prk_steps"}),
+        add_watermarker=False,
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

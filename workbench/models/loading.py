@@ -230,6 +230,9 @@ def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any
         parts["vae"] = AutoencoderKL.from_pretrained(source, subfolder="vae", **options)
     if cls is UNet2DConditionModel:
         parts.update(_text_parts(source, torch_dtype, **kwargs))
+        if config.get("addition_embed_type") == "text_time":  # SDXL: a second CLIP
+            clip = ("CLIPTextModelWithProjection",)
+            parts.update(_text_parts(source, torch_dtype, "_2", clip, **kwargs))
     elif cls_name == "SD3Transformer2DModel":
         parts.update(_sd3_text_parts(source, torch_dtype, _present(source, **kwargs), **kwargs))
     return parts

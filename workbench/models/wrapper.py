@@ -1,7 +1,8 @@
 """`DiffusionModel`: one wrapper over a diffusers denoising network and its noise schedule.
 
 Networks (``family``): ``unet`` (pixel-space ``UNet2DModel``), ``sd`` (latent
-text-to-image ``UNet2DConditionModel``, Stable Diffusion 1.x/2.x), ``dit``
+text-to-image ``UNet2DConditionModel``, Stable Diffusion 1.x/2.x), ``sdxl`` (the same
+class with SDXL's added text and size conditions and two text encoders), ``dit``
 (class-conditional ``DiTTransformer2DModel``) and ``sd3`` (``SD3Transformer2DModel``, the
 MMDiT of Stable Diffusion 3, with a rectified-flow schedule).
 
@@ -61,7 +62,7 @@ FAMILIES = {
 #: Guidance scale when a prompt or class label is given without one: the default of each
 #: family's diffusers pipeline (StableDiffusionPipeline 7.5, DiTPipeline 4.0,
 #: StableDiffusion3Pipeline 7.0).
-DEFAULT_GUIDANCE = {"sd": 7.5, "dit": 4.0, "sd3": 7.0}
+DEFAULT_GUIDANCE = {"sd": 7.5, "sdxl": 5.0, "dit": 4.0, "sd3": 7.0}
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +136,8 @@ class DiffusionModel:
         tokenizer_3: Any = None,
     ) -> None:
         family = FAMILIES.get(type(network))
+        if family == "sd" and network.config.get("addition_embed_type") == "text_time":
+            family = "sdxl"
         if family is None:
             raise WorkbenchError(
                 f"{type(network).__name__} is not supported yet: UNet2DModel (pixel space), "
@@ -142,7 +145,7 @@ class DiffusionModel:
                 "SD3Transformer2DModel (Stable Diffusion 3)"
             )
         _check_family(family, network.config, vae, text_encoder, tokenizer, text_encoder_2)
-        #: ``unet``, ``sd``, ``dit`` or ``sd3`` (see the module docstring).
+        #: ``unet``, ``sd``, ``sdxl``, ``dit`` or ``sd3`` (see the module docstring).
         self.family = family
         #: The denoising network (a U-Net or a transformer).
         self.network = network.eval().requires_grad_(False)
@@ -378,8 +381,8 @@ class DiffusionModel:
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.network.parameters())
-        kind = {"sd": "latent text-to-image, ", "dit": "latent class-conditional, "}
-        kind = kind.get(self.family, "latent text-to-image, " if self.family == "sd3" else "")
+        kind = "latent class-conditional, " if self.family == "dit" else "latent text-to-image, "
+        kind = "" if self.family == "unet" else kind
         return (
             f"DiffusionModel({self.name!r}, {kind}{n / 1e6:.2f}M params, x {self.sample_shape}, "
             f"h {self.h_shape}, {self.prediction_type}, {self.device}, {self.dtype})"
@@ -527,8 +530,8 @@ class DiffusionModel:
             raise WorkbenchError(f"model {self.name!r} is {what}")
         if not isinstance(prompt, str):
             raise WorkbenchError(f"a prompt must be a string, got {type(prompt).__name__}")
-        if self.family == "sd3":
-            return self._encode_sd3(prompt)
+        if self.family in ("sd3", "sdxl"):
+            return self._encode_with_pipeline(prompt)
         tok = self.tokenizer
         length = int(tok.model_max_length)
         ids = tok(prompt, padding="max_length", max_length=length, truncation=True)
@@ -546,33 +549,63 @@ class DiffusionModel:
             states = self.text_encoder(input_ids, attention_mask=mask)[0]
         return {"encoder_hidden_states": states.to(self.dtype)}
 
-    def _encode_sd3(self, prompt: str) -> dict[str, torch.Tensor]:
-        """SD3's prompt embeddings: diffusers' own ``StableDiffusion3Pipeline.encode_prompt``
-        on this model's text encoders (two CLIPs, T5 when there is one, zeros otherwise)."""
+    def _encode_with_pipeline(self, prompt: str) -> dict[str, torch.Tensor]:
+        """SD3's and SDXL's prompt inputs by diffusers' own ``encode_prompt`` on this
+        model's text encoders (SD3: two CLIPs, T5 when there is one, zeros otherwise; SDXL:
+        two CLIPs' penultimate states side by side, the second's pooled projection), plus
+        SDXL's size conditions ``time_ids`` (original = target = the image size, no crop,
+        as the pipeline's defaults)."""
+        encoders = {
+            "text_encoder": self.text_encoder,
+            "tokenizer": self.tokenizer,
+            "text_encoder_2": self.text_encoder_2,
+            "tokenizer_2": self.tokenizer_2,
+        }
         if self._encoder_pipeline is None:
-            from diffusers import StableDiffusion3Pipeline
+            import diffusers
 
-            self._encoder_pipeline = StableDiffusion3Pipeline(
-                transformer=self.network,  # read for its config only
-                scheduler=None,
-                vae=None,
-                text_encoder=self.text_encoder,
-                tokenizer=self.tokenizer,
-                text_encoder_2=self.text_encoder_2,
-                tokenizer_2=self.tokenizer_2,
-                text_encoder_3=self.text_encoder_3,
-                tokenizer_3=self.tokenizer_3,
-            )
+            if self.family == "sd3":
+                self._encoder_pipeline = diffusers.StableDiffusion3Pipeline(
+                    transformer=self.network,  # read for its config only
+                    scheduler=None,
+                    vae=None,
+                    text_encoder_3=self.text_encoder_3,
+                    tokenizer_3=self.tokenizer_3,
+                    **encoders,
+                )
+            else:
+                self._encoder_pipeline = diffusers.StableDiffusionXLPipeline(
+                    unet=self.network,  # read for its config only
+                    scheduler=None,
+                    vae=None,
+                    add_watermarker=False,
+                    **encoders,
+                )
         pipe = self._encoder_pipeline
+        args = (None, None) if self.family == "sd3" else (None,)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             states, _, pooled, _ = pipe.encode_prompt(
-                prompt, None, None, device=self.device, do_classifier_free_guidance=False
+                prompt, *args, device=self.device, do_classifier_free_guidance=False
             )
+        if self.family == "sd3":
+            return {
+                "encoder_hidden_states": states.to(self.dtype),
+                "pooled_projections": pooled.to(self.dtype),
+            }
         return {
             "encoder_hidden_states": states.to(self.dtype),
-            "pooled_projections": pooled.to(self.dtype),
+            "text_embeds": pooled.to(self.dtype),
+            "time_ids": self._time_ids(),
         }
+
+    def _time_ids(self) -> torch.Tensor:
+        """SDXL's size conditions ``[1, 6]``: original size, crop corner (0, 0), target
+        size, the image size for both."""
+        _, height, width = self.image_shape
+        return torch.tensor([[height, width, 0, 0, height, width]], device=self.device).to(
+            self.dtype
+        )
 
     def zero_prompt(self) -> dict[str, torch.Tensor]:
         """SD3's text inputs of zero prompt embeddings (a model without text encoders):
@@ -726,6 +759,9 @@ class DiffusionModel:
         if scale > 1:  # diffusers guides above 1; at 1 the result is the prompt's alone
             if negative_prompt_embeds is not None:
                 uncond = self._embeds(negative_prompt_embeds)
+            elif self.family == "sdxl" and negative_prompt is None:
+                # SDXL's pipeline (force_zeros_for_empty_prompt): zero negative embeddings
+                uncond = {k: v if k == "time_ids" else torch.zeros_like(v) for k, v in cond.items()}
             else:
                 uncond = self.encode_prompt(negative) if self.conditional else self.zero_prompt()
         shown = text if prompt_embeds is None else "<prompt_embeds>"
@@ -736,6 +772,12 @@ class DiffusionModel:
         needed = {"encoder_hidden_states"}
         if self.family == "sd3":
             needed.add("pooled_projections")
+        if self.family == "sdxl":
+            needed.add("text_embeds")
+            embeds = (
+                {"time_ids": self._time_ids(), **embeds} if isinstance(embeds, dict) else embeds
+            )
+            needed.add("time_ids")
         if not isinstance(embeds, dict) or set(embeds) != needed:
             raise WorkbenchError(f"prompt embeddings must be a dict with keys {sorted(needed)}")
         out = {}
@@ -794,8 +836,11 @@ class DiffusionModel:
     def _call(self, x: torch.Tensor, timesteps: torch.Tensor, doubled: bool) -> torch.Tensor:
         """The network's output for ``x`` (already doubled when ``doubled``)."""
         batch = x.shape[0] // 2 if doubled else x.shape[0]
-        out = self.network(x, timestep=timesteps, **self._context(batch, doubled))
-        return out.sample
+        context = self._context(batch, doubled)
+        if self.family == "sdxl":  # the added conditions go in as one dict
+            added = {k: context.pop(k) for k in ("text_embeds", "time_ids")}
+            context["added_cond_kwargs"] = added
+        return self.network(x, timestep=timesteps, **context).sample
 
     def raw(
         self, x_t: torch.Tensor, t: TimestepLike, delta_h: torch.Tensor | None = None
@@ -1036,11 +1081,16 @@ def _check_family(
     text_encoder_2: nn.Module | None,
 ) -> None:
     """One-line errors for networks and parts the workbench cannot run together."""
-    if family == "sd":
-        if config.get("addition_embed_type") is not None:
+    if family in ("sd", "sdxl"):
+        added = config.get("addition_embed_type")
+        if added not in (None, "text_time"):
             raise WorkbenchError(
-                f"UNet2DConditionModel with added conditions "
-                f"({config.get('addition_embed_type')}, e.g. SDXL) is not supported yet"
+                f"UNet2DConditionModel with added conditions {added!r} is not supported yet"
+            )
+        if family == "sdxl" and (text_encoder is None or text_encoder_2 is None):
+            raise WorkbenchError(
+                "an SDXL U-Net needs both text encoders (the refiner, with only the second, "
+                "is not supported yet)"
             )
         if config.get("class_embed_type") is not None or config.get("time_cond_proj_dim"):
             raise WorkbenchError(
