@@ -1,20 +1,27 @@
-"""Stable Diffusion 1.5's architecture with random weights: time and memory of sampling and
-of the pullback basis, in float32 and half precision, and what half precision costs in
-angle.
+"""Real model architectures with random weights: time and memory of sampling and of the
+pullback basis, in float32 and half precision, and what half precision costs in angle.
 
-    python analysis/bench_sd.py --device cuda --out docs/measurements/bench_sd15_h100.json
-    python analysis/bench_sd.py --size tiny        # the same script on a tiny config (CPU)
+    python analysis/bench_models.py --model sd15 --device cuda \
+        --out docs/measurements/bench_sd15_h100.json
+    python analysis/bench_models.py --model dit --device cuda --dtypes float32,bfloat16 \
+        --out docs/measurements/bench_dit_xl_h100.json
+    python analysis/bench_models.py --model sd15 --size tiny   # tiny configs, on the CPU
 
-The networks are the real configs of SD-1.5 (``UNet2DConditionModel`` 860M parameters on
-4 x 64 x 64 latents, ``AutoencoderKL`` 512 px, CLIP ViT-L/14 text encoder), built with
-random weights (seed 0): enough for time and memory, nothing downloaded. The tokenizer is
-written from a small vocabulary (``tests/tiny_sd.py``); prompts are tokenised as the real
-one pads them (77 tokens).
+The networks are the real configs, built with random weights (seed 0): enough for time
+and memory, nothing downloaded.
+- ``sd15``: Stable Diffusion 1.5 (``UNet2DConditionModel`` 860M parameters on 4 x 64 x 64
+  latents, ``AutoencoderKL`` 512 px, CLIP ViT-L/14 text encoder). The tokenizer is written
+  from a small vocabulary (``tests/tiny_sd.py``); prompts are tokenised as the real one
+  pads them (77 tokens). Guidance 7.5 on a prompt.
+- ``dit``: DiT-XL/2-256 (``DiTTransformer2DModel`` 675M parameters, 28 blocks, patch 2 on
+  4 x 32 x 32 latents, learned sigma; the SD VAE at 256 px). Guidance 4 on class 207 (the
+  DiT pipeline's default scale); h at the middle block ``block.14``.
+``--size tiny`` runs the same code on the tests' tiny configs.
 
 Measured, each in the same process after one untimed warm-up of its kind:
-- ``sample``: one image, 50 DDIM steps, classifier-free guidance 7.5 (two U-Net halves
+- ``sample``: one image, 50 DDIM steps, classifier-free guidance (two network halves
   per step), VAE decode included: seconds and peak GPU memory (float32, float16, bfloat16).
-- ``pullback k=K``: ``local_basis`` at t = 601 of the seed-0 sample's x_t (prompted branch),
+- ``pullback k=K``: ``local_basis`` at t = 601 of the seed-0 sample's x_t (conditional branch),
   K = 8 and 50 directions, oversampling 4, tolerance 0.5 degrees, at most 20 iterations:
   seconds, iterations, peak memory; for the half-precision runs, the largest principal
   angle to the float32 basis of the same x_t and the largest relative singular-value error.
@@ -40,6 +47,7 @@ from workbench.sampling import ddim, make_timesteps
 from workbench.stats import principal_angles
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import tiny_dit  # noqa: E402  (the tiny configs)
 import tiny_sd  # noqa: E402  (the vocabulary writer and the tiny configs)
 
 SD15_UNET = dict(
@@ -79,16 +87,50 @@ CLIP_L = dict(
     max_position_embeddings=77,
     hidden_act="quick_gelu",
 )
+DIT_XL_2 = dict(
+    num_attention_heads=16,
+    attention_head_dim=72,
+    in_channels=4,
+    out_channels=8,
+    num_layers=28,
+    sample_size=32,
+    patch_size=2,
+    num_embeds_ada_norm=1000,
+)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def build(size: str, device: str, dtype: torch.dtype) -> wb.DiffusionModel:
+def build_dit(size: str, device: str, dtype: torch.dtype) -> wb.DiffusionModel:
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
+
+    config, vae_cfg = (
+        (DIT_XL_2, SD15_VAE | {"sample_size": 256})
+        if size != "tiny"
+        else (tiny_dit.DIT, tiny_sd.VAE)
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = DiTTransformer2DModel(**config)
+        vae = AutoencoderKL(**vae_cfg)
+    scheduler = DDIMScheduler(**tiny_dit.DIT_SCHEDULER)
+    model = wb.DiffusionModel(transformer, scheduler, name=f"random:dit-{size}", vae=vae)
+    return model.to(device, dtype)
+
+
+def build(model_name: str, size: str, device: str, dtype: torch.dtype) -> wb.DiffusionModel:
+    """The named architecture (``size="tiny"``: the tests' tiny configs) on ``device``."""
+    if model_name == "dit":
+        return build_dit(size, device, dtype)
+    return build_sd(size, device, dtype)
+
+
+def build_sd(size: str, device: str, dtype: torch.dtype) -> wb.DiffusionModel:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    unet_cfg, vae_cfg = (SD15_UNET, SD15_VAE) if size == "sd15" else (tiny_sd.UNET, tiny_sd.VAE)
+    unet_cfg, vae_cfg = (SD15_UNET, SD15_VAE) if size != "tiny" else (tiny_sd.UNET, tiny_sd.VAE)
     text_cfg = dict(CLIP_L)
-    if size != "sd15":
+    if size == "tiny":
         text_cfg.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
         text_cfg.update(num_attention_heads=4, max_position_embeddings=tiny_sd.MAX_LENGTH)
     with torch.random.fork_rng(devices=[]):
@@ -146,14 +188,16 @@ def basis_at(model, x_t, t, k, chunk, dtype, device):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["sd15", "tiny"], default="sd15")
+    parser.add_argument("--model", choices=["sd15", "dit"], default="sd15")
+    parser.add_argument("--size", choices=["real", "tiny"], default="real")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtypes", default="float32,float16,bfloat16")
     parser.add_argument("--ks", default="8,50")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--t", type=int, default=601)
     parser.add_argument("--chunk", type=int, default=None)
-    parser.add_argument("--prompt", default="a photo of a red square")
+    parser.add_argument("--prompt", default="a photo of a red square", help="sd15")
+    parser.add_argument("--class-label", type=int, default=207, help="dit")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32
@@ -165,11 +209,17 @@ def main() -> None:
     x_t = None
     for name in args.dtypes.split(","):
         dtype = DTYPES[name]
-        model = build(args.size, device, dtype)
+        model = build(args.model, args.size, device, dtype)
         row: dict[str, object] = {
-            "parameters_M": sum(p.numel() for p in model.unet.parameters()) / 1e6
+            "parameters_M": sum(p.numel() for p in model.network.parameters()) / 1e6,
+            "h_point": model.h_point,
+            "h_shape": list(model.h_shape),
         }
-        with model.conditioned(prompt=args.prompt, guidance_scale=7.5):
+        if args.model == "dit":
+            condition = {"class_label": args.class_label, "guidance_scale": 4.0}
+        else:
+            condition = {"prompt": args.prompt, "guidance_scale": 7.5}
+        with model.conditioned(**condition):
             wb.sample(model, seeds=[0], num_steps=2, progress=False)  # warm-up
             seconds, _ = timed(
                 lambda m=model: wb.sample(m, seeds=[0], num_steps=args.steps, progress=False),
@@ -209,6 +259,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "torch": torch.__version__,
+        "model": args.model,
         "size": args.size,
         "steps": args.steps,
         "t": args.t,
