@@ -4,15 +4,13 @@ configs in ``tests/tiny_sd.py`` and loaded as a Hub id would be."""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import tiny_sd
 import torch
+from jacobian_check import assert_basis_matches_jacobian
 
 import workbench as wb
-from workbench.engines.pullback import local_basis
-from workbench.stats import principal_angles
 
 PROMPTS = [
     {"prompt": "a red square", "guidance_scale": 7.5},
@@ -117,14 +115,7 @@ def test_the_pullback_basis_matches_the_jacobian_under_the_prompt(sd_folder):
     spectra = []
     for prompt in ["a red square", "a blue circle"]:
         with model.conditioned(prompt=prompt, guidance_scale=7.5):
-            with model.jacobian_safe():
-                jac = torch.func.jacrev(lambda z: model.h(z[None], t)[0].reshape(-1))(x[0])
-            basis = local_basis(model, x, t, k=k, oversample=6, tol_deg=0.05, dtype=torch.float64)
-        _, s, vh = torch.linalg.svd(jac.reshape(jac.shape[0], -1), full_matrices=False)
-        assert torch.allclose(basis.s[0], s[:k], rtol=1e-2)
-        angle = principal_angles(vh[:k].T, basis.V[0].reshape(k, -1).T).max()
-        assert float(angle) * 180 / math.pi < 1.0
-        spectra.append(s[:k])
+            spectra.append(assert_basis_matches_jacobian(model, x, t, k))
     assert float((spectra[0] - spectra[1]).abs().max()) > 1e-3  # the prompt matters
     assert model.hook_count() == 0
 
@@ -389,14 +380,8 @@ def test_sdxl_sampling_equals_the_diffusers_pipeline(xl, xl_folder, options):
 
 def test_sdxl_pullback_basis_and_engines(xl_folder, xl, tmp_path):
     model = wb.load(xl_folder[0], device="cpu", dtype=torch.float64)
-    x, t, k = model.noise([0]), 601, 3
     with model.conditioned(prompt="a red square"), model.h_at("up.0"):
-        with model.jacobian_safe():
-            jac = torch.func.jacrev(lambda z: model.h(z[None], t)[0].reshape(-1))(x[0])
-        basis = local_basis(model, x, t, k=k, oversample=6, tol_deg=0.05, dtype=torch.float64)
-    _, s, vh = torch.linalg.svd(jac.reshape(jac.shape[0], -1), full_matrices=False)
-    assert torch.allclose(basis.s[0], s[:k], rtol=1e-2)
-    assert float(principal_angles(vh[:k].T, basis.V[0].reshape(k, -1).T).max()) * 180 / math.pi < 1
+        assert_basis_matches_jacobian(model, model.noise([0]), 601)
     prompt = {"prompt": "a red square", "guidance_scale": 3.0}
     engines = {"attention": {"h_point": "up.0"}, "pullback": {"max_iter": 2, "num_steps": 3}}
     for name, options in engines.items():

@@ -5,20 +5,18 @@ configs in ``tests/tiny_dit.py`` and loaded as a Hub id would be."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 import tiny_dit
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from jacobian_check import assert_basis_matches_jacobian
 
 import workbench as wb
 from workbench.engines.attention import default_module
-from workbench.engines.pullback import local_basis
 from workbench.models.schedule import FlowSchedule
 from workbench.sampling import ddim, make_timesteps
-from workbench.stats import principal_angles
 
 
 @pytest.fixture(scope="module")
@@ -264,16 +262,8 @@ def test_the_pullback_basis_matches_the_jacobian(which, request):
     folder = request.getfixturevalue(f"{which}_folder")[0]
     model = wb.load(folder, device="cpu", dtype=torch.float64)
     cond = {"class_label": 3} if which == "dit" else {"prompt": "a red square"}
-    x, t, k = model.noise([0]), 601, 3
     with model.conditioned(**cond):
-        with model.jacobian_safe():
-            jac = torch.func.jacrev(lambda z: model.h(z[None], t)[0].reshape(-1))(x[0])
-        basis = local_basis(model, x, t, k=k, oversample=6, tol_deg=0.05, dtype=torch.float64)
-    _, s, vh = torch.linalg.svd(jac.reshape(jac.shape[0], -1), full_matrices=False)
-    assert torch.allclose(basis.s[0], s[:k], rtol=1e-2)
-    angle = principal_angles(vh[:k].T, basis.V[0].reshape(k, -1).T).max()
-    assert float(angle) * 180 / math.pi < 1.0
-    assert model.hook_count() == 0
+        assert_basis_matches_jacobian(model, model.noise([0]), 601)
 
 
 def test_the_attention_engine_reads_the_blocks_own_attention(dit, sd3):

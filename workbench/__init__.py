@@ -12,6 +12,7 @@ from workbench.directions import DirectionSet
 from workbench.editing import EditResult, edit, register_mode
 from workbench.engines import ENGINES, get_engine
 from workbench.errors import FingerprintMismatch, WorkbenchError
+from workbench.eval.calibration import calibrate
 from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, Preset, load, save
 from workbench.probes import PROBES, probe
@@ -35,6 +36,7 @@ __all__ = [
     "NamedDirection",
     "Preset",
     "WorkbenchError",
+    "calibrate",
     "ddim",
     "discover",
     "edit",

@@ -141,6 +141,27 @@ def cmd_discover(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {what}, shape {list(directions.shape)}")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """``workbench calibrate``: the model's preset measured, ``workbench_preset.json`` and
+    the evidence (``workbench_calibration.json``/``.html``) written to the model folder or
+    ``--out``."""
+    from workbench.eval.calibration import CALIBRATE, calibrate
+    from workbench.models.presets import Preset
+
+    if args.out is None and not Path(args.model).is_dir():
+        raise WorkbenchError(f"--model {args.model!r} is not a local folder: give --out DIR")
+    target = Path(args.out if args.out is not None else args.model)
+    if target.exists() and not target.is_dir():
+        raise WorkbenchError(f"--out {str(target)!r} is not a folder")
+    model = _load(args.model, args.device)
+    result = calibrate(model, **CALIBRATE.from_args(args))
+    preset = Preset.from_dict(result.preset).save_pretrained(target)
+    result.save(target)
+    print(f"wrote {preset}: {result.summary()}")
+    for note in result.notes:
+        print(f"  {note}")
+
+
 def cmd_edit(args: argparse.Namespace) -> None:
     """``workbench edit``: edit seeds along saved directions, grid to PNG."""
     from workbench.directions import DirectionSet
@@ -148,7 +169,9 @@ def cmd_edit(args: argparse.Namespace) -> None:
 
     out = _out_file(args.out, ".npz", args.overwrite)
     strengths = None if args.strengths is None else parse_floats(args.strengths)
-    seeds = parse_seeds(args.seeds)
+    if args.image is not None and args.seeds is not None:
+        raise WorkbenchError("give --seeds or --image, not both")
+    seeds = None if args.image is not None else parse_seeds(args.seeds or "0-7")
     model = _load(args.model, args.device)
     directions = DirectionSet.load(args.directions, model=model)
     if strengths is None:  # the set's working strengths (a boundary's distances), else -3,0,3
@@ -157,10 +180,17 @@ def cmd_edit(args: argparse.Namespace) -> None:
     options = EDIT.from_args(args, skip=_EDIT_OWN) | _mode_options(args, MODES)
     if args.mode is not None:
         options["mode"] = args.mode
-    result = edit(model, directions, strengths=strengths, seeds=seeds, **options)
+    result = edit(model, directions, strengths=strengths, seeds=seeds, images=args.image, **options)
     result.save_npz(out)
     shape = ", ".join(map(str, model.image_shape[1:]))
-    print(f"wrote {out}: images uint8 [{len(strengths)}, {len(seeds)}, {shape}, 3]")
+    n = len(result.images[0])
+    print(f"wrote {out}: images uint8 [{len(strengths)}, {n}, {shape}, 3]")
+    if result.sources is not None:
+        written = result.save_beside_sources()
+        print(
+            f"wrote {len(written)} edited images to {written[0].parent} (the images inverted "
+            f"and sampled back unedited: MSE {result.reconstruction_mse:.4f} in [-1, 1])"
+        )
 
 
 #: The text conditioning of a text-to-image model, on every command that samples.
@@ -368,7 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated, in preset steps (default: the set's working strengths, else -3,0,3)",
     )
-    p.add_argument("--seeds", default="0-7")
+    p.add_argument("--seeds", default=None, help="seeds of x_T (default 0-7)")
+    p.add_argument(
+        "--image",
+        default=None,
+        help="your image file or folder of them, edited instead of seeds (PNGs written to "
+        "an edited/ folder beside them)",
+    )
     out_args(p, "FILE.npz")
     EDIT.add_arguments(p, skip=_EDIT_OWN)
     p.add_argument(
@@ -381,6 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     for mode in MODES.values():  # each mode's own options, once per name
         mode.spec.add_arguments(p, skip=(*seen, *EDIT._index))
         seen |= {o.name for o in mode.spec.options}
+
+    from workbench.eval.calibration import CALIBRATE
+
+    p = command("calibrate", "measure a model's preset; write workbench_preset.json", cmd_calibrate)
+    model_args(p, default=None)
+    p.add_argument(
+        "--out", default=None, help="folder for the preset and its evidence (default: the model's)"
+    )
+    CALIBRATE.add_arguments(p)
 
     p = command("library", "list, apply or remove named directions", cmd_library)
     p.add_argument("action", choices=["list", "apply", "remove"])

@@ -13,6 +13,8 @@ edited step is shared by all strengths and computed once.
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +22,13 @@ from typing import Any
 
 import torch
 
+from workbench.data.labelled import read_images
 from workbench.directions import DirectionSet
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import (
     CONDITIONING,
+    INVERSION,
     NUM_STEPS,
     PROGRESS,
     SEEDS,
@@ -33,8 +37,8 @@ from workbench.options import (
     in_context,
     validated,
 )
-from workbench.sampling import Step, StepHook, ddim, make_timesteps
-from workbench.store import save_npz
+from workbench.sampling import Step, StepHook, ddim, make_timesteps, refinements
+from workbench.store import atomic_path, save_npz
 
 
 @dataclass
@@ -168,10 +172,34 @@ class EditResult:
     conditioning: dict[str, Any] | None = None
     #: ``[N, C, H, W]``: the samples left unedited on the same grid and noise (when asked)
     unedited: torch.Tensor | None = None
+    #: The image files edited (``images=`` a file or folder), one per sample.
+    sources: list[Path] | None = None
+    #: Mean squared error (images in [-1, 1]) of the given images inverted and sampled back
+    #: unedited on the edit's grid (``images=``; None otherwise).
+    reconstruction_mse: float | None = None
 
     def uint8(self) -> torch.Tensor:
         """``[S, N, H, W, C]`` uint8."""
         return DiffusionModel.to_uint8(self.images)
+
+    def save_beside_sources(self) -> list[Path]:
+        """Write each edited image as PNG into an ``edited/`` folder beside its source file
+        (``images=`` a file or folder): ``STEM_DIRECTION_STRENGTH.png``, atomically."""
+        from PIL import Image
+
+        if self.sources is None:
+            raise WorkbenchError("these edits were not made from image files")
+        label = re.sub(r"[^\w.+-]+", "-", self.directions.name(self.index)).strip("-")
+        pixels = self.uint8().numpy()
+        written = []
+        for j, strength in enumerate(self.strengths):
+            for i, source in enumerate(self.sources):
+                path = source.parent / "edited" / f"{source.stem}_{label}_{strength:+g}.png"
+                path.parent.mkdir(exist_ok=True)
+                with atomic_path(path) as tmp:
+                    Image.fromarray(pixels[j, i]).save(tmp, format="PNG")
+                written.append(path)
+        return written
 
     def save_npz(self, path: str | Path) -> Path:
         """``images`` uint8 ``[S, N, H, W, 3]``, ``strengths``, ``seeds`` (-1 if given latents)."""
@@ -198,6 +226,15 @@ EDIT = Spec(
         Option("strengths", "floats", None, "in preset steps, e.g. -3,0,3", required=True),
         SEEDS,
         Option("x", object, None, "latents [N, C, H, W] at t_start instead of seeds", cli=False),
+        Option(
+            "images",
+            object,
+            None,
+            "your images instead of seeds: an image file, a folder of them, or a tensor "
+            "[N, *image_shape] in [-1, 1]; inverted to t_start on the edit's grid, then edited",
+            cli=False,
+        ),
+        INVERSION,
         Option("t_start", int, None, "timestep of x (default: T-1)", low=0, cli=False),
         Option(
             "mode",
@@ -250,6 +287,8 @@ def edit(
     progress: bool | None = None,
     batch_size: int = 256,
     unedited: bool = False,
+    images: torch.Tensor | str | Path | None = None,
+    inversion: str = "ddim",
     **options: Any,
 ) -> EditResult:
     """Edit along direction ``index`` at each strength, for seeds or given latents.
@@ -258,7 +297,11 @@ def edit(
         directions: checked against ``model`` (fingerprint, shape, timestep range).
         strengths: in units of the preset's step for the directions' space.
         seeds: x_T from these seeds; or ``x``: latents ``[N, C, H, W]`` at ``t_start``
-            (default T-1; e.g. DDIM-inverted images at the mixing step).
+            (default T-1; e.g. DDIM-inverted images at the mixing step); or ``images``:
+            your images (a file, a folder of image files, or ``[N, *image_shape]`` in
+            [-1, 1]), centre-cropped and resized to the model (said once per call),
+            VAE-encoded for a latent model and inverted to ``t_start`` on the edit's own
+            grid, so that strength 0 retraces them (``EditResult.reconstruction_mse``).
         mode: a registered mode (``"additive"`` or an engine's own). Default: the working
             edit the set records in ``params["edit"]`` (mode and options, e.g. a boundary's
             ``distance``; options given here win), else ``additive``. What a strength
@@ -298,17 +341,25 @@ def edit(
         strengths = [float(s) for s in strengths]
         if not strengths:
             raise WorkbenchError("give at least one strength")
-        if (seeds is None) == (x is None):
-            raise WorkbenchError("give exactly one of seeds or x")
-        x = model.noise(seeds) if x is None else x.to(model.device, model.dtype)
-        model.check_x(x, "x")
-        check_finite("x", x)
+        if sum(v is not None for v in (seeds, x, images)) != 1:
+            raise WorkbenchError("give exactly one of seeds, x or images")
+        own = own_images(model, images) if images is not None else None
+        if own is None:
+            x = model.noise(seeds) if x is None else x.to(model.device, model.dtype)
+            model.check_x(x, "x")
+            check_finite("x", x)
         plan = MODES[mode](model, directions, index, **options)
         top = model.schedule.top if t_start is None else model.check_timestep(t_start)
         for t in plan.include:
             if t > top:
                 raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")
         grid = make_timesteps(model, num_steps, t_start=top, include=plan.include)
+        if own is not None:  # invert on the edit's own grid: strength 0 retraces it
+            clean = model.encode(own.images.to(model.device))
+            refine = refinements(inversion)
+            x = ddim(model, clean, grid[::-1], progress=progress, refine=refine)
+            again = model.decode(ddim(model, x, grid, progress=progress))
+            error = float(((again - own.images.to(again)) ** 2).mean())
         split = next((i for i, t in enumerate(grid) if t <= plan.first_edit), len(grid) - 1)
         boosting = quality_boost(grid, boost)
         n, s_count = x.shape[0], len(strengths)
@@ -357,7 +408,43 @@ def edit(
             directions=directions,
             timesteps=grid,
             options=dict(options) | {"eta": eta, "boost": boost},
+            sources=own.paths if own is not None else None,
+            reconstruction_mse=error if own is not None else None,
         )
+
+
+@dataclass
+class OwnImages:
+    """The user's images for an edit: ``images`` ``[N, *image_shape]`` in [-1, 1] and the
+    files they came from (None for a tensor)."""
+
+    images: torch.Tensor
+    paths: list[Path] | None
+
+
+def own_images(model: DiffusionModel, images: torch.Tensor | str | Path) -> OwnImages:
+    """``images`` for ``model``: a tensor (checked), an image file or a folder of them (read,
+    centre-cropped to a square and resized to the model's image size, said in one
+    warning when any needed it)."""
+    if isinstance(images, torch.Tensor):
+        model.check_images(images)
+        check_finite("images", images)
+        return OwnImages(images.float(), None)
+    channels, height, width = model.image_shape
+    if channels != 3 or height != width:
+        raise WorkbenchError(
+            f"model {model.name!r} makes {channels}-channel {height}x{width} images: give "
+            "images as a tensor"
+        )
+    read = read_images(images, height)
+    if read.resized:
+        warnings.warn(
+            f"{read.resized} of {len(read.paths)} images centre-cropped and resized to "
+            f"{height}x{width} px for {model.name}",
+            UserWarning,
+            stacklevel=5,  # own_images, edit, the context and option wrappers, the caller
+        )
+    return OwnImages(read.images, read.paths)
 
 
 @register_mode(

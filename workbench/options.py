@@ -378,6 +378,15 @@ IMAGES = Option(
     "(default: the model's scene)",
 )
 SEEDS = Option("seeds", "ints", None, "seeds of x_T, e.g. 0-7 or 1,4,9", low=0, high=MAX_SEED)
+#: How real images are inverted (``sampling.invert``'s methods).
+INVERSION = Option(
+    "inversion",
+    str,
+    "ddim",
+    "how real images are inverted: ddim (one network call per step) or fixed-point (each "
+    "step refined until it samples back exactly; latents reach the noise shell)",
+    choices=("ddim", "fixed-point"),
+)
 #: The h-space engines' timestep: no control in the explorer (they edit over a window).
 SINGLE_STEP = Option(
     "timestep", int, None, "a single-step edit at this timestep instead of the h window", low=0

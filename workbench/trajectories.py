@@ -12,15 +12,22 @@ import torch
 from workbench.data.labelled import load_images
 from workbench.data.scenes import Scene, get_scene
 from workbench.errors import WorkbenchError, check_finite
+from workbench.models.presets import NO_SCENE
 from workbench.models.wrapper import DiffusionModel
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import ddim, make_timesteps, refinements
 
 
 def model_scene(model: DiffusionModel) -> Scene:
     """The procedural scene with ground truth that ``model`` draws (the preset's ``scene``,
     Shapes by default); a one-line error for a model that cannot be one of ours (a latent
-    or text-conditioned model, a non-RGB or non-square one)."""
+    or text-conditioned model, a non-RGB or non-square one, one whose preset says it has
+    none, as a model loaded without a preset)."""
     channels, height, width = model.sample_shape
+    if model.preset.scene == NO_SCENE:
+        raise WorkbenchError(
+            f"model {model.name!r} has no built-in scene with ground truth (its preset names "
+            "none): pass your own images, or labels= folders for a boundary"
+        )
     if model.latent or model.conditional:
         raise WorkbenchError(
             f"model {model.name!r} has no built-in scene with ground truth (a latent "
@@ -69,11 +76,14 @@ def paired_trajectories(
     seed: int,
     progress: bool | None,
     image_seed: int | None = None,
+    inversion: str = "ddim",
 ) -> PairedTrajectories:
     """Sample ``n`` trajectories (seeds ``seed..``) and invert the real ``images`` (a tensor
     ``[m, *model.image_shape]`` in [-1, 1] or a folder of image files; default: ``n`` images
-    of the model's scene from ``image_seed``, default ``seed``) on the same grid; a latent
-    model inverts the images' VAE latents."""
+    of the model's scene from ``image_seed``, default ``seed``) on the same grid, by
+    ``inversion`` (``ddim`` or ``fixed-point``, see :func:`workbench.sampling.invert`); a
+    latent model inverts the images' VAE latents."""
+    refine = refinements(inversion)
     grid = make_timesteps(model, num_steps)
     if images is None:
         images = reference_images(model, n, seed if image_seed is None else image_seed)
@@ -86,7 +96,9 @@ def paired_trajectories(
         model, model.noise(range(seed, seed + n)), grid, return_trajectory=True, progress=progress
     )
     latents = model.encode(real)  # a latent model's x_0; the images themselves in pixel space
-    _, inverted = ddim(model, latents, grid[::-1], return_trajectory=True, progress=progress)
+    _, inverted = ddim(
+        model, latents, grid[::-1], return_trajectory=True, progress=progress, refine=refine
+    )
     return PairedTrajectories(
         timesteps=grid[::-1],
         sampled=sampled.x.flip(0).flatten(2).double(),

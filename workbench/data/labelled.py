@@ -52,6 +52,42 @@ class LabelledImages:
         return len(self.paths)
 
 
+@dataclass
+class ReadImages:
+    """Image files read for a model: ``images`` ``[N, 3, S, S]`` in [-1, 1], their
+    ``paths``, and how many had to be centre-cropped or resized (``resized``)."""
+
+    images: torch.Tensor
+    paths: list[Path]
+    resized: int
+
+
+def read_images(source: str | Path, size: int) -> ReadImages:
+    """One image file, or every image file directly in a folder (sorted by name), as
+    :func:`load_image` reads them; counts those not already ``size`` x ``size``."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(
+            p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not paths:
+            raise WorkbenchError(f"{source}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    elif source.is_file():
+        if source.suffix.lower() not in IMAGE_SUFFIXES:
+            raise WorkbenchError(f"{source}: not an image file ({', '.join(IMAGE_SUFFIXES)})")
+        paths = [source]
+    else:
+        raise WorkbenchError(f"{source}: no such image file or folder")
+    resized = 0
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                resized += img.size != (size, size)
+        except (UnidentifiedImageError, OSError):
+            pass  # load_image says what is wrong with it
+    return ReadImages(torch.stack([load_image(p, size) for p in paths]), paths, resized)
+
+
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """One image file as ``[3, size, size]`` in [-1, 1] (centre crop, bicubic resize)."""
     path = Path(path)

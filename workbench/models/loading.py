@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from diffusers import (
 
 from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
-from workbench.models.presets import Preset
+from workbench.models.presets import NO_SCENE, Preset
 from workbench.models.wrapper import DiffusionModel
 from workbench.settings import show_progress
 
@@ -109,13 +110,28 @@ NETWORKS = {
 def _read_scheduler(
     source: str | Path, subfolder: str | None, **kwargs: Any
 ) -> DDIMScheduler | FlowMatchEulerDiscreteScheduler:
-    """The folder's scheduler: flow matching as saved, anything else read as DDIM."""
+    """The folder's scheduler: flow matching as saved, anything else read as DDIM (said
+    once, see :func:`load`)."""
     config = DDIMScheduler.load_config(source, subfolder=subfolder, **kwargs)
+    _SCHEDULER_CLASS[str(source)] = config.get("_class_name") or "DDIMScheduler"
     if str(config.get("_class_name", "")).startswith("FlowMatch"):
         if config["_class_name"] != "FlowMatchEulerDiscreteScheduler":
             raise WorkbenchError(f"{source}: {config['_class_name']} is not supported yet")
         return FlowMatchEulerDiscreteScheduler.from_config(config)
     return DDIMScheduler.from_config(config)
+
+
+#: The scheduler class each folder or Hub id names (read as DDIM unless flow matching).
+_SCHEDULER_CLASS: dict[str, str] = {}
+#: Notices already given in this process (each is given once).
+_NOTICED: set[str] = set()
+
+
+def _notice(text: str) -> None:
+    """A one-line ``UserWarning``, once per process."""
+    if text not in _NOTICED:
+        _NOTICED.add(text)
+        warnings.warn(text, UserWarning, stacklevel=3)
 
 
 def _text_parts(
@@ -328,7 +344,23 @@ def load(
             f"unknown model {name!r}: not a bundled name ({', '.join(bundled_names())}), "
             "a local folder, or a Hub id owner/name"
         )
-    model = DiffusionModel(preset=preset or found_preset, name=name, source=source, **parts)
+    used = type(parts["scheduler"]).__name__
+    original = _SCHEDULER_CLASS.get(str(source), used)
+    # a model with no preset has no ground truth: Shapes read-outs are refused on it
+    chosen = preset or found_preset or Preset(scene=NO_SCENE)
+    model = DiffusionModel(preset=chosen, name=name, source=source, **parts)
+    if preset is None and found_preset is None:
+        _notice(
+            f"{name}: no workbench_preset.json, so edit strengths use generic steps that "
+            "mean different things on different models; measure them once with "
+            f"`workbench calibrate --model {name}` (or wb.calibrate)"
+        )
+    if original != used:
+        _notice(
+            f"{name}: sampling with DDIM ({model.preset.num_inference_steps} steps by default) "
+            f"from the model's {original} config"
+            + (", clipping x0 as it says" if model.schedule.clip_sample else "")
+        )
     for module in model.components().values():  # some classes load float64 as float32
         if any(p.is_floating_point() and p.dtype != dtype for p in module.parameters()):
             torch.nn.Module.to(module, dtype=dtype)

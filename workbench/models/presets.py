@@ -21,6 +21,10 @@ from workbench.errors import WorkbenchError
 PRESET_FILE = "workbench_preset.json"
 
 
+#: The ``scene`` of a model with no procedural ground truth (an outside model).
+NO_SCENE = "none"
+
+
 @dataclass(frozen=True)
 class Preset:
     """Editing defaults of one model.
@@ -39,8 +43,9 @@ class Preset:
         mixing_step: the mixing step found for this model by the boundary engine's search,
             or ``None`` if not measured yet.
         scene: the procedural scene with ground truth the model was trained on
-            (``workbench.data.scenes``), or ``None``: ``shapes`` for the read-out, or no
-            ground truth for an outside model.
+            (``workbench.data.scenes``); ``None``: ``shapes`` (presets of older versions);
+            :data:`NO_SCENE` (``"none"``): no ground truth, as for a model loaded without
+            a preset.
     """
 
     num_inference_steps: int = 50

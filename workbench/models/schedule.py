@@ -53,6 +53,23 @@ class Prediction:
     x0: torch.Tensor
 
 
+def _including(grid: list, include: Sequence[float], top: float) -> list:
+    """``grid`` (descending) with each timestep of ``include`` in place of its nearest grid
+    point (ties: the earlier), then the clean end ``-1``; one-line errors for a timestep
+    above ``top`` or two that collide."""
+    n = len(grid)
+    for t in include:
+        if t > top:
+            raise WorkbenchError(f"timestep {t} lies above the grid's start {top:g}")
+        if t not in grid:
+            nearest = min(range(n), key=lambda i: (abs(grid[i] - t), i))
+            grid[nearest] = t
+    grid = sorted(set(grid), reverse=True)
+    if len(grid) != n:
+        raise WorkbenchError(f"timesteps to include {list(include)} collide on a {n}-step grid")
+    return grid + [-1]
+
+
 @dataclass(frozen=True, eq=False)
 class Schedule:
     """A discrete variance-preserving noise schedule and its DDIM maths.
@@ -167,17 +184,7 @@ class Schedule:
             grid = [int(t) for t in np.linspace(0, T - 1, n).round()[::-1]]
         else:
             grid = [round((n - i) * (top + 1) / n) - 1 for i in range(n)]
-        for t in include:
-            t = self.check_timestep(t)
-            if t > top:
-                raise WorkbenchError(f"timestep {t} lies above the grid's start {top}")
-            if t not in grid:
-                nearest = min(range(n), key=lambda i: (abs(grid[i] - t), i))
-                grid[nearest] = t
-        grid = sorted(set(grid), reverse=True)
-        if len(grid) != n:
-            raise WorkbenchError(f"timesteps to include {list(include)} collide on a {n}-step grid")
-        return grid + [-1]
+        return _including(grid, [self.check_timestep(t) for t in include], top)
 
     # ------------------------------------------------------------------ by timestep
     #: Whether timesteps are real numbers (flow matching) rather than integers.
@@ -391,17 +398,7 @@ class FlowSchedule:
             top = self.check_timestep(t_start)
             u0 = self._unshifted(top / T)
             grid = [top] + [self._shifted(u0 * (n - i) / n) * T for i in range(1, n)]
-        for t in include:
-            t = self.check_timestep(t)
-            if t > top:
-                raise WorkbenchError(f"timestep {t} lies above the grid's start {top:g}")
-            if t not in grid:
-                nearest = min(range(n), key=lambda i: (abs(grid[i] - t), i))
-                grid[nearest] = t
-        grid = sorted(set(grid), reverse=True)
-        if len(grid) != n:
-            raise WorkbenchError(f"timesteps to include {list(include)} collide on a {n}-step grid")
-        return grid + [-1]
+        return _including(grid, [self.check_timestep(t) for t in include], top)
 
     # ------------------------------------------------------------------ by timestep
     def coefficients(self, t: float) -> tuple[float, float]:

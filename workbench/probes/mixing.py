@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import IMAGES, NUM_STEPS, PROGRESS, SEED, Option
+from workbench.options import IMAGES, INVERSION, NUM_STEPS, PROGRESS, SEED, Option
 from workbench.probes import register_probe
 from workbench.probes.norm import NormConcentration
 from workbench.stats import ks_critical, ks_statistic, last_agreeing
@@ -87,6 +87,7 @@ class MixingStep(NormConcentration):
             low=0,
             high=1,
         ),
+        INVERSION,
         PROGRESS,
     ),
 )
@@ -99,6 +100,7 @@ def find_mixing_step(
     projections: int = 32,
     tolerance: float | None = None,
     progress: bool | None = None,
+    inversion: str = "ddim",
 ) -> MixingStep:
     """Search the mixing step of ``model`` (see the module docstring).
 
@@ -110,7 +112,9 @@ def find_mixing_step(
     Returns:
         :class:`MixingStep` with ``mixing_step`` (``None`` if they never agree) and figure.
     """
-    pair = paired_trajectories(model, n, num_steps, images, seed, progress, image_seed=seed + 1)
+    pair = paired_trajectories(
+        model, n, num_steps, images, seed, progress, image_seed=seed + 1, inversion=inversion
+    )
     m = pair.real.shape[0]
     tol = ks_critical(n, m) if tolerance is None else tolerance
     gen = torch.Generator().manual_seed(seed)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import IMAGES, NUM_STEPS, PROGRESS, SEED, Option
+from workbench.options import IMAGES, INVERSION, NUM_STEPS, PROGRESS, SEED, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.stats import ks_statistic, last_agreeing
 from workbench.trajectories import paired_trajectories
@@ -107,6 +107,7 @@ class NormConcentration(ProbeResult):
         Option(
             "tolerance", float, 0.2, "KS statistic under which they count as alike", low=0, high=1
         ),
+        INVERSION,
         PROGRESS,
     ),
 )
@@ -117,6 +118,7 @@ def norm_concentration(
     images: torch.Tensor | str | Path | None = None,
     seed: int = 0,
     tolerance: float = 0.2,
+    inversion: str = "ddim",
     progress: bool | None = None,
 ) -> NormConcentration:
     """Norms of ``n`` sampled and ``n`` inverted trajectories on the same DDIM grid.
@@ -126,7 +128,7 @@ def norm_concentration(
             files, to invert (default: the model's scene).
         tolerance: KS statistic under which the two populations count as alike.
     """
-    pair = paired_trajectories(model, n, num_steps, images, seed, progress)
+    pair = paired_trajectories(model, n, num_steps, images, seed, progress, inversion=inversion)
     s_norm, i_norm = pair.norm_ratios()
     ks = [ks_statistic(a, b) for a, b in zip(s_norm, i_norm, strict=True)]
     return NormConcentration(

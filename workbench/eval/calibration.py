@@ -1,0 +1,239 @@
+"""Calibrate a model's preset: the strength steps and the mixing step, with evidence.
+
+Strengths are given in per-model steps so that they mean the same on every model: an x
+edit of strength 1 moves x_t by ``x_step = 0.1 E||x_t||`` at the x edit timestep, an h edit
+by ``h_step = 0.25 E||h||`` averaged over the h window (both measured along ``n`` sampled
+trajectories, under the current conditioning for a conditional model). The mixing step
+(the boundary engine's fitting timestep) comes from the mixing-step search
+(:func:`workbench.probes.mixing.find_mixing_step`) on real images: the model's scene, or
+a folder of the user's images; without either it stays unset and the result says why.
+
+The timesteps themselves (x edit timestep, h window, pullback timesteps) are kept at the
+preset's fractions of the chain (default 800, 999..600, 880 and 580 of T = 1000); on a
+model with another T they are scaled to it. They are stated in the result, not measured.
+
+``workbench calibrate --model M`` writes the calibrated preset as ``workbench_preset.json``
+into the model folder (or ``--out DIR``), where :func:`workbench.load` finds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.models.presets import Preset
+from workbench.models.wrapper import DiffusionModel
+from workbench.options import (
+    CONDITIONING,
+    IMAGES,
+    INVERSION,
+    NUM_STEPS,
+    PROGRESS,
+    SEED,
+    Option,
+    Spec,
+    in_context,
+    validated,
+)
+from workbench.probes import ProbeResult
+from workbench.probes.mixing import MixingStep, find_mixing_step
+from workbench.sampling import ddim, make_timesteps
+from workbench.trajectories import model_scene
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+
+@dataclass
+class Calibration(ProbeResult):
+    """A calibrated preset and the measurements behind it.
+
+    ``timesteps``: the sampling grid (descending, without the clean end); ``x_norms`` and
+    ``h_norms``: mean ||x_t|| and ||h|| over the samples at each grid timestep.
+    """
+
+    preset: dict[str, Any]
+    previous: dict[str, Any]
+    timesteps: list[float]
+    x_norms: list[float]
+    h_norms: list[float]
+    n: int
+    mixing: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    name: str = "workbench_calibration"
+
+    def summary(self) -> str:
+        """One line: the steps and the mixing step."""
+        p = self.preset
+        mixing = p.get("mixing_step")
+        at = f"mixing step t = {mixing}" if mixing is not None else "no mixing step"
+        return f"x_step {p['x_step']:g}, h_step {p['h_step']:g}, {at} (n = {self.n})"
+
+    def figure(self) -> go.Figure:
+        """E||x_t|| and E||h|| along the chain with the x timestep and the h window marked,
+        and the mixing-step statistics when they were measured."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        rows = 3 if self.mixing else 2
+        titles = ["E||x_t|| along the chain", "E||h|| along the chain"]
+        if self.mixing:
+            titles.append("mixing step: KS of sampled vs inverted latents")
+        fig = make_subplots(rows=rows, cols=1, subplot_titles=titles, vertical_spacing=0.1)
+        p = self.preset
+        fig.add_trace(go.Scatter(x=self.timesteps, y=self.x_norms, name="E||x_t||"), 1, 1)
+        fig.add_vline(x=p["x_timestep"], line_dash="dash", row=1, col=1)
+        fig.add_trace(go.Scatter(x=self.timesteps, y=self.h_norms, name="E||h||"), 2, 1)
+        hi, lo = p["h_window"]
+        fig.add_vrect(x0=lo, x1=hi, fillcolor="teal", opacity=0.12, line_width=0, row=2, col=1)
+        if self.mixing:
+            m = self.mixing
+            fig.add_trace(go.Scatter(x=m["timesteps"], y=m["ks"], name="KS of norms"), 3, 1)
+            fig.add_trace(go.Scatter(x=m["timesteps"], y=m["sliced_ks"], name="sliced KS"), 3, 1)
+            fig.add_hline(y=m["tolerance"], line_dash="dot", row=3, col=1)
+            if p.get("mixing_step") is not None:
+                fig.add_vline(x=p["mixing_step"], line_dash="dash", row=3, col=1)
+        for row in range(1, rows + 1):
+            fig.update_xaxes(title_text="timestep t", autorange="reversed", row=row, col=1)
+        fig.update_yaxes(title_text="||x_t||", row=1, col=1)
+        fig.update_yaxes(title_text="||h||", row=2, col=1)
+        fig.update_layout(
+            title=f"Calibration: {self.summary()}", height=300 * rows, template="plotly_white"
+        )
+        return fig
+
+
+def scaled_timesteps(model: DiffusionModel, preset: Preset) -> Preset:
+    """The preset's timesteps at the same fractions of ``model``'s chain (T = 1000 is the
+    reference; a flow model's top is T itself)."""
+    T = model.num_train_timesteps
+    if T == 1000:
+        return preset
+
+    def at(t: int) -> int:
+        return max(0, min(model.schedule.top, round(t * T / 1000)))
+
+    return preset.replace(
+        x_timestep=at(preset.x_timestep),
+        h_window=tuple(at(t) for t in preset.h_window),
+        pullback_timesteps=tuple(at(t) for t in preset.pullback_timesteps),
+        mixing_step=None if preset.mixing_step is None else at(preset.mixing_step),
+    )
+
+
+CALIBRATE = Spec(
+    "function",
+    "calibrate",
+    "measure a model's preset: strength steps and the mixing step, with evidence",
+    (
+        Option("n", int, 32, "sampled trajectories for the norms", low=2, high=4096),
+        NUM_STEPS,
+        IMAGES,
+        Option(
+            "mixing_n",
+            int,
+            64,
+            "sampled and inverted trajectories for the mixing step (0: skip it)",
+            low=0,
+            high=4096,
+        ),
+        SEED,
+        INVERSION,
+        PROGRESS,
+        *CONDITIONING,
+    ),
+)
+
+
+def _norms(
+    model: DiffusionModel, n: int, grid: list, seed: int, progress: bool | None
+) -> tuple[list[float], list[float]]:
+    """Mean ||x_t|| and ||h|| at every grid timestep of ``n`` sampled trajectories."""
+    seeds = range(seed, seed + n)
+    with model.record_h() as seen:  # h of every step, from the sampling forwards themselves
+        _, traj = ddim(model, model.noise(seeds), grid, return_trajectory=True, progress=progress)
+    x_norms = [float(x.flatten(1).norm(dim=1).mean()) for x in traj.x[:-1]]
+    h_norms = [float(h.flatten(1).norm(dim=1).mean()) for h in seen]
+    return x_norms, h_norms
+
+
+def calibrate(
+    model: DiffusionModel,
+    n: int = 32,
+    num_steps: int | None = None,
+    images: torch.Tensor | str | Path | None = None,
+    mixing_n: int = 64,
+    seed: int = 0,
+    inversion: str = "ddim",
+    progress: bool | None = None,
+) -> Calibration:
+    """Measure ``model``'s preset (see the module docstring); ``model.preset`` is unchanged
+    (``model.preset = Preset.from_dict(result.preset)`` applies the result)."""
+    previous = model.preset
+    base = scaled_timesteps(model, previous)
+    steps = NUM_STEPS.check(num_steps) or base.num_inference_steps
+    grid = make_timesteps(model, steps, include=[base.x_timestep])
+    x_norms, h_norms = _norms(model, n, grid, seed, progress)
+    ts = grid[:-1]
+    hi, lo = base.h_window
+    in_window = [h for t, h in zip(ts, h_norms, strict=True) if lo <= t <= hi]
+    if not in_window:
+        raise WorkbenchError(f"no grid timestep of {steps} steps lies in the h window {hi}..{lo}")
+    x_step = 0.1 * x_norms[ts.index(base.x_timestep)]
+    h_step = 0.25 * sum(in_window) / len(in_window)
+    notes = [
+        f"timesteps kept at the preset's fractions of the chain: x edit at {base.x_timestep}, "
+        f"h window {hi}..{lo}, pullback at {', '.join(map(str, base.pullback_timesteps))}"
+    ]
+    mixing: MixingStep | None = None
+    if mixing_n == 0:
+        notes.append("mixing step not searched (mixing_n = 0)")
+    elif images is None and not _has_scene(model):
+        notes.append("mixing step not searched: this model has no scene; give images=FOLDER")
+    else:
+        mixing = find_mixing_step(
+            model,
+            n=mixing_n,
+            num_steps=steps,
+            images=images,
+            seed=seed,
+            progress=progress,
+            inversion=inversion,
+        )
+        if mixing.mixing_step is None:
+            notes.append(
+                "no mixing step: inverted and sampled latents never agree on this grid "
+                "(more images, more steps, or a better inversion)"
+            )
+    mixing_step = mixing.mixing_step if mixing is not None else previous.mixing_step
+    preset = base.replace(
+        num_inference_steps=steps,
+        x_step=round(x_step, 2),
+        h_step=round(h_step, 2),
+        mixing_step=mixing_step,
+    )
+    return Calibration(
+        preset=preset.to_dict(),
+        previous=previous.to_dict(),
+        timesteps=[float(t) for t in ts],
+        x_norms=x_norms,
+        h_norms=h_norms,
+        n=n,
+        mixing=mixing.to_dict() if mixing is not None else None,
+        notes=notes,
+    )
+
+
+def _has_scene(model: DiffusionModel) -> bool:
+    try:
+        model_scene(model)
+    except WorkbenchError:
+        return False
+    return True
+
+
+calibrate = validated(CALIBRATE, in_context(calibrate, CALIBRATE.options))
