@@ -739,7 +739,6 @@ class DiffusionModel:
         if prompt_embeds is not None and prompt is not None:
             raise WorkbenchError("give a prompt or prompt_embeds, not both")
         text = "" if prompt is None else prompt
-        given = prompt is not None or prompt_embeds is not None
         default = DEFAULT_GUIDANCE[self.family] if (text or prompt_embeds is not None) else 1.0
         scale = float(default if guidance_scale is None else guidance_scale)
         negative = "" if negative_prompt is None else negative_prompt
@@ -748,13 +747,12 @@ class DiffusionModel:
                 f"a negative_prompt needs guidance_scale > 1 (got {scale:g}): without guidance "
                 "it is not used"
             )
-        if self.conditional:
-            cond = self._embeds(prompt_embeds) if prompt_embeds is not None else None
-            cond = cond or self.encode_prompt(text)
-        elif prompt is not None or negative_prompt is not None:
-            self.encode_prompt(text)  # the one-line refusal
+        if prompt_embeds is not None:
+            cond = self._embeds(prompt_embeds)
+        elif self.conditional or prompt is not None or negative_prompt is not None:
+            cond = self.encode_prompt(text)  # without text encoders: the one-line refusal
         else:
-            cond = self._embeds(prompt_embeds) if given else self.zero_prompt()
+            cond = self.zero_prompt()
         uncond = None
         if scale > 1:  # diffusers guides above 1; at 1 the result is the prompt's alone
             if negative_prompt_embeds is not None:
