@@ -101,19 +101,7 @@ def build(
         vae = AutoencoderKL(**VAE)
         with torch.no_grad():  # images inside [-1, 1], not clipped, so comparisons see them
             vae.decoder.conv_out.weight.mul_(0.3)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=1000,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=MAX_LENGTH,
-                bos_token_id=0,
-                eos_token_id=1,
-                pad_token_id=1,
-            )
-        ).eval()
+        text_encoder = CLIPTextModel(_clip_config()).eval()
     with tempfile.TemporaryDirectory() as tmp:
         vocabulary = tokenizer(Path(tmp))
     pipe = StableDiffusionPipeline(

@@ -171,15 +171,9 @@ def _from_csv(path: Path) -> tuple[list[Path], list[str]]:
 def load_images(folder: str | Path, size: int) -> torch.Tensor:
     """Every image file directly in ``folder`` (sorted by name) as ``[N, 3, size, size]`` in
     [-1, 1], read as :func:`load_image` reads one (unlabelled: reference images)."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    if not Path(folder).is_dir():
         raise WorkbenchError(f"{folder}: not a folder of images")
-    paths = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not paths:
-        raise WorkbenchError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    return torch.stack([load_image(p, size) for p in paths])
+    return read_images(folder, size).images
 
 
 def load_labelled(source: str | Path, size: int, positive: str | None = None) -> LabelledImages:
