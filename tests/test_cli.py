@@ -66,7 +66,11 @@ def test_sample_discover_edit_probe_demo(capsys, tmp_path):
     expected = {"report.html", "samples.png", "probes", "random-x.safetensors"}
     expected |= {"random-h.safetensors", "attention-qk.safetensors", "pca-channel.safetensors"}
     expected |= {"pullback.safetensors", "boundary-large.safetensors", "boundary-large-0.png"}
+    expected |= {"local-centre.safetensors", "local-centre-0.png"}
     assert expected <= names
+    report = (tmp_path / "demo" / "report.html").read_text()
+    # every engine's edits judged without ground truth: a table and a caption per grid
+    assert report.count("class='workbench-judge'") == 8 and "consistency" in report
 
     out = ok("bench", *M, "--n", "2", "--steps", "2", "--repeats", "1")
     assert "sample 2 x 2 steps" in out

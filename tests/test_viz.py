@@ -78,6 +78,23 @@ def test_explorer_sliders_edit_the_shown_samples(explorer, shapes32):
     assert explorer.seeds == [3, 4, 5] and explorer.shown_seeds() == [3]
 
 
+def test_explorer_judges_its_directions_on_the_shown_samples(explorer, shapes32, tmp_path):
+    from workbench.eval.judge import judge_directions
+
+    explorer.batch_w.value = 2
+    scores = explorer.judge()
+    assert scores.n_seeds == 2 and "workbench-judge" in explorer.judge_w.value
+    assert explorer.sliders[0].description_tooltip == scores.caption(0)
+    alone = judge_directions(
+        shapes32, explorer.directions, strengths=[-2, 2], seeds=[0, 1], num_steps=20
+    )
+    assert torch.allclose(scores.effect, alone.effect)
+    assert bool((scores.effect > 0.01).all())  # the pullback directions change the images
+    assert "workbench-judge" in explorer.save_html(tmp_path / "snap.html").read_text()
+    explorer.discover()  # new directions: the old scores are gone
+    assert explorer.scores is None and explorer.judge_w.value == ""
+
+
 def test_explorer_saves_and_reloads_named_directions_bit_for_bit(explorer, shapes32, tmp_path):
     explorer.set_strengths([2.0, -1.5])
     shown = explorer.result.images.clone()

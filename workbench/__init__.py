@@ -13,6 +13,7 @@ from workbench.editing import EditResult, edit, register_mode
 from workbench.engines import ENGINES, get_engine
 from workbench.errors import FingerprintMismatch, WorkbenchError
 from workbench.eval.calibration import calibrate
+from workbench.eval.judge import judge_directions as judge
 from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, Preset, load, save
 from workbench.probes import PROBES, probe
@@ -41,6 +42,7 @@ __all__ = [
     "discover",
     "edit",
     "invert",
+    "judge",
     "load",
     "make_timesteps",
     "probe",

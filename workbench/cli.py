@@ -1,4 +1,5 @@
-"""The ``workbench`` command: sample, discover, edit, probe, demo, train, bench.
+"""The ``workbench`` command: sample, discover, edit, judge, calibrate, probe, demo, train,
+bench.
 
 Every command refuses bad input with a one-line ``workbench: error: ...`` on stderr and
 exit status 2, and writes its outputs atomically (nothing partial is left behind).
@@ -11,9 +12,21 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.errors import WorkbenchError
-from workbench.options import CONDITIONING, MAX_COUNT, MAX_SEED, Option, Spec, argparse_type
+from workbench.options import (
+    CONDITIONING,
+    MAX_COUNT,
+    MAX_SEED,
+    NUM_STEPS,
+    Option,
+    Spec,
+    argparse_type,
+)
+
+if TYPE_CHECKING:
+    from workbench.directions import DirectionSet
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,9 +187,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     seeds = None if args.image is not None else parse_seeds(args.seeds or "0-7")
     model = _load(args.model, args.device)
     directions = DirectionSet.load(args.directions, model=model)
-    if strengths is None:  # the set's working strengths (a boundary's distances), else -3,0,3
-        recorded = (directions.params.get("edit") or {}).get("strengths")
-        strengths = [float(s) for s in recorded] if recorded else [-3.0, 0.0, 3.0]
+    strengths = strengths or _recorded_strengths(directions, [-3.0, 0.0, 3.0])
     options = EDIT.from_args(args, skip=_EDIT_OWN) | _mode_options(args, MODES)
     if args.mode is not None:
         options["mode"] = args.mode
@@ -192,6 +203,46 @@ def cmd_edit(args: argparse.Namespace) -> None:
             f"and sampled back unedited: MSE {result.reconstruction_mse:.4f} in [-1, 1])"
         )
 
+
+def cmd_judge(args: argparse.Namespace) -> None:
+    """``workbench judge``: edit along saved directions and score the edits without ground
+    truth (effect, locality, consistency, and a linear probe's change with --labelled)."""
+    import json
+
+    from workbench.directions import DirectionSet
+    from workbench.editing import MODES
+    from workbench.eval.judge import JUDGE, judge_directions
+    from workbench.store import write_text
+
+    out = None if args.out is None else _out_file(args.out, ".json", args.overwrite)
+    strengths = None if args.strengths is None else parse_floats(args.strengths)
+    seeds = parse_seeds(args.seeds)
+    model = _load(args.model, args.device)
+    directions = DirectionSet.load(args.directions, model=model)
+    strengths = strengths or _recorded_strengths(directions, [-2.0, -1.0, 0.0, 1.0, 2.0])
+    options = (
+        JUDGE.from_args(args, skip=_EDIT_OWN)
+        | _JUDGE_EDIT.from_args(args)
+        | _CONDITIONING.from_args(args)
+        | _mode_options(args, MODES)
+    )
+    if args.mode is not None:
+        options["mode"] = args.mode
+    scores = judge_directions(model, directions, strengths=strengths, seeds=seeds, **options)
+    print(scores.table())
+    if out is not None:
+        write_text(out, json.dumps(scores.to_dict(), indent=1) + "\n")
+        print(f"wrote {out}")
+
+
+def _recorded_strengths(directions: DirectionSet, default: list[float]) -> list[float]:
+    """A set's working strengths (a boundary's distances), else ``default``."""
+    recorded = (directions.params.get("edit") or {}).get("strengths")
+    return [float(s) for s in recorded] if recorded else default
+
+
+#: The edit options ``workbench judge`` passes on (besides the mode and the prompt).
+_JUDGE_EDIT = Spec("function", "judge edits", "how the judged edits are made", (NUM_STEPS,))
 
 #: The text conditioning of a text-to-image model, on every command that samples.
 _CONDITIONING = Spec("text", "conditioning", "a text-to-image model's prompt", CONDITIONING)
@@ -365,6 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
             help=o.describe(),
         )
 
+    def mode_args(p: argparse.ArgumentParser, taken: Sequence[str]) -> None:
+        """``--mode`` and each edit mode's own options (once per name; ``taken``: names the
+        command has already)."""
+        p.add_argument(
+            "--mode",
+            choices=sorted(MODES),
+            default=None,
+            help="edit mode (default: the one the direction file records, else additive)",
+        )
+        seen: set[str] = set(taken)
+        for mode in MODES.values():
+            mode.spec.add_arguments(p, skip=tuple(seen))
+            seen |= {o.name for o in mode.spec.options}
+
     def model_args(p: argparse.ArgumentParser, default: str | None = "shapes32") -> None:
         p.add_argument(
             "--model",
@@ -407,16 +472,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out_args(p, "FILE.npz")
     EDIT.add_arguments(p, skip=_EDIT_OWN)
-    p.add_argument(
-        "--mode",
-        choices=sorted(MODES),
-        default=None,
-        help="edit mode (default: the one the direction file records, else additive)",
+    mode_args(p, EDIT._index)
+
+    from workbench.eval.judge import JUDGE
+
+    p = command(
+        "judge",
+        "score directions without ground truth: effect, locality, consistency, probe",
+        cmd_judge,
     )
-    seen: set[str] = set()
-    for mode in MODES.values():  # each mode's own options, once per name
-        mode.spec.add_arguments(p, skip=(*seen, *EDIT._index))
-        seen |= {o.name for o in mode.spec.options}
+    model_args(p)
+    p.add_argument("--directions", required=True, help="FILE.safetensors from discover")
+    p.add_argument(
+        "--strengths",
+        default=None,
+        help="comma-separated, in preset steps (default: the set's working strengths, else "
+        "-2,-1,0,1,2)",
+    )
+    p.add_argument("--seeds", default="0-7", help="seeds of x_T")
+    p.add_argument("--out", default=None, help="FILE.json for the scores (optional)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    JUDGE.add_arguments(p, skip=_EDIT_OWN)
+    _JUDGE_EDIT.add_arguments(p)
+    _CONDITIONING.add_arguments(p)
+    mode_args(p, (*JUDGE._index, *_JUDGE_EDIT._index, *_CONDITIONING._index))
 
     from workbench.eval.calibration import CALIBRATE
 

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 import workbench.settings as settings
 from workbench.editing import edit
 from workbench.engines import ENGINES
+from workbench.eval.judge import ImageScores, judge_edit
 from workbench.models.wrapper import DiffusionModel
 from workbench.probes import PROBES
 from workbench.sampling import sample
@@ -41,6 +42,7 @@ DEMO_DISCOVERIES: dict[str, list[tuple[str, dict, dict]]] = {
             },
         )
     ],
+    "local": [("local-centre", {}, {})],  # LOCO-Edit in the centre of the image
     "pullback": [("pullback", {"max_iter": 20}, {})],
     "pca": [("pca-channel", {"form": "channel", "n": 64}, {})],
     "random": [
@@ -118,6 +120,7 @@ def run_demo(
             )
             if directions.scores is not None:
                 report.figure(score_bars(directions))
+            grids, judged = [], []
             for index in range(len(directions)):
                 result = edit(
                     model,
@@ -127,11 +130,25 @@ def run_demo(
                     seeds=seeds,
                     num_steps=num_steps,
                     mode=mode,
+                    # the reference of the scores: the strength-0 row of an additive edit
+                    unedited=mode != "additive" or 0.0 not in strengths,
                     **edit_options,
                 )
+                judged.append(judge_edit(result))
                 grid = edit_grid(result, upscale=3)
                 save_png(tmp / f"{label}-{index}.png", grid)
-                report.image(grid, directions.name(index))
+                grids.append(grid)
+            names = [directions.name(i) for i in range(len(directions))]
+            scores = ImageScores.from_rows(names, strengths, judged, len(seeds))
+            report.text(
+                "Judged without ground truth on these edits: effect = RMS image change per "
+                "unit strength (intensities 0-1), locality = share of the change in the 10% "
+                "of pixels that change most, consistency = correlation of the change across "
+                "seeds."
+            )
+            report.html(scores.html())
+            for index, grid in enumerate(grids):
+                report.image(grid, f"{names[index]}: {scores.caption(index)}")
 
         for name, probe in tqdm(
             sorted(PROBES.items()), desc="probes", disable=not settings.progress

@@ -76,6 +76,7 @@ def get_engine(name: str) -> Engine:
 
 from workbench.engines import attention as _attention  # noqa: E402,F401  (registers "attention")
 from workbench.engines import boundary as _boundary  # noqa: E402,F401  (registers "boundary")
+from workbench.engines import local as _local  # noqa: E402,F401  (registers "local")
 from workbench.engines import pca as _pca  # noqa: E402,F401  (registers "pca")
 from workbench.engines import pullback as _pullback  # noqa: E402,F401  (registers "pullback")
 from workbench.engines import random as _random  # noqa: E402,F401  (registers "random")

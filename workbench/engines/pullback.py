@@ -31,6 +31,13 @@ bounds what it stores. ``method="subspace"`` keeps only Q (steps 2-4 as written)
 Runs under ``model.jacobian_safe()`` (forward-mode AD through attention). Samples do not
 interact in the U-Net (GroupNorm and attention act per sample), so one batched JVP gives
 each sample's own J v.
+
+The map's output is a choice (``target``): ``"h"`` (the activation at the model's
+:attr:`~workbench.models.DiffusionModel.h_point`: the pullback metric of the published
+method), ``"x0"`` (the posterior mean, the model's prediction of the clean sample from
+x_t: the Jacobian LOCO-Edit decomposes) or ``"eps"`` (the predicted noise). An output
+``mask`` (weights on the ``[C, H, W]`` of x0 or eps, e.g. 0/1 for a region) restricts the
+map to a region: the basis of the masked Jacobian ``diag(m) J``.
 """
 
 from __future__ import annotations
@@ -105,6 +112,15 @@ def _pull_back_range(
     return p_h[:, :, :keep], z @ w
 
 
+#: What the Jacobian maps x_t to (module docstring).
+TARGETS = ("h", "x0", "eps")
+TARGET = Option(
+    "target",
+    str,
+    "h",
+    "the map's output: h at the activation point, x0 (the posterior mean) or eps",
+    choices=TARGETS,
+)
 #: The options of a basis (:func:`local_basis`; the engine and the probes share them).
 OVERSAMPLE = Option("oversample", int, 4, "extra columns of the iteration (p)", low=0, high=1024)
 MAX_ITER = Option("max_iter", int, 30, "most iterations", low=1, high=10000)
@@ -129,6 +145,8 @@ LOCAL_BASIS = Spec(
         Option("callback", object, None, "called with (iteration, V)", cli=False),
         METHOD,
         Option("max_blocks", int, 8, "Krylov blocks before a restart", low=1, high=1000),
+        TARGET,
+        Option("mask", object, None, "weights on the x0/eps output [C|1, H, W]", cli=False),
     ),
 )
 
@@ -154,8 +172,11 @@ def local_basis(
     callback: Callable[[int, torch.Tensor], None] | None = None,
     method: str = "krylov",
     max_blocks: int = 8,
+    target: str = "h",
+    mask: torch.Tensor | None = None,
 ) -> LocalBasis:
-    """Top-``k`` right singular vectors of dh/dx_t at ``x_t`` ``[B, C, H, W]``, timestep ``t``.
+    """Top-``k`` right singular vectors of dh/dx_t at ``x_t`` ``[B, C, H, W]``, timestep ``t``
+    (of dx0/dx_t or deps/dx_t with ``target``, masked on the output by ``mask``).
 
     Args:
         oversample: extra columns ``p`` carried along (accuracy of the top k).
@@ -175,6 +196,10 @@ def local_basis(
         max_blocks: Krylov only: once the space holds this many blocks, it restarts from
             its top ``k + p`` Ritz vectors, so the stored blocks never exceed
             ``max_blocks * (k + p) * (2 d + m)`` numbers per sample (m = the size of h).
+        target: ``"h"``, ``"x0"`` or ``"eps"``: the output of the map (module docstring);
+            ``U`` then has the output's shape.
+        mask: weights ``[C, H, W]``, ``[1, H, W]`` or ``[H, W]`` multiplying an x0 or eps
+            output (a region's 0/1 mask: the masked Jacobian).
     """
     model.check_x(x_t, "x_t")
     check_finite("x_t", x_t)
@@ -204,8 +229,7 @@ def local_basis(
         cols = min(warm.shape[1], width)
         start[:, :, :cols] = warm[:, :cols].reshape(b, cols, d).transpose(1, 2)
 
-    def f(z: torch.Tensor) -> torch.Tensor:
-        return model.h(z, t)
+    f, out_shape = target_map(model, t, target, mask, x.device)
 
     def jv(cols: torch.Tensor) -> torch.Tensor:  # [B, d, w] -> [B, H_dim, w]
         tangents = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *shape).to(dtype)
@@ -215,7 +239,7 @@ def local_basis(
         return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0).to(algebra)
 
     def jtu(cols: torch.Tensor, vjp_fn: Callable) -> torch.Tensor:  # [B, H_dim, w] -> [B, d, w]
-        cot = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *model.h_shape).to(dtype)
+        cot = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *out_shape).to(dtype)
         out = torch.func.vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(cot)
         return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0).to(algebra)
 
@@ -228,7 +252,7 @@ def local_basis(
     with model.jacobian_safe(), torch.enable_grad():
         _, vjp_fn = torch.func.vjp(f, x)
         if start is None:  # J^T Omega: a random start inside the row space of J
-            m = math.prod(model.h_shape)
+            m = math.prod(out_shape)
             omega = torch.randn(b, m, width, generator=gen, dtype=torch.float64)
             start = jtu(omega.to(x.device, dtype), vjp_fn)
         q = _orth(start)
@@ -270,7 +294,7 @@ def local_basis(
     u_h = p_h @ wh.transpose(1, 2)[:, :, :k]  # left singular vectors: P W
     check_finite("local basis", s)
     V = top.transpose(1, 2).reshape(b, k, *shape)
-    U = u_h.transpose(1, 2).reshape(b, k, *model.h_shape)
+    U = u_h.transpose(1, 2).reshape(b, k, *out_shape)
     return LocalBasis(
         V=V.detach(),
         U=U.detach(),
@@ -280,6 +304,62 @@ def local_basis(
         angles=angles,
         converged=converged,
     )
+
+
+def target_map(
+    model: DiffusionModel,
+    t: int,
+    target: str = "h",
+    mask: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], tuple[int, ...]]:
+    """The batched map ``x_t [B, C, H, W] -> output`` at ``t`` that a basis decomposes, and
+    the shape of one output: h (``h_shape``), or x0 / eps (``sample_shape``), times
+    ``mask`` (x0 and eps only; ``[C, H, W]``, ``[1, H, W]`` or ``[H, W]``, finite)."""
+    if target not in TARGETS:
+        raise WorkbenchError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if target == "h":
+        if mask is not None:
+            raise WorkbenchError("a mask weights an x0 or eps output: give target='x0' or 'eps'")
+        return (lambda z: model.h(z, t)), tuple(model.h_shape)
+    shape = tuple(model.sample_shape)
+    weights = None
+    if mask is not None:
+        weights = check_mask(model, mask).to(device or model.device, model.dtype)
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        prediction = model.predict(z, t)
+        out = prediction.x0 if target == "x0" else prediction.eps
+        return out if weights is None else out * weights
+
+    return f, shape
+
+
+def check_mask(model: DiffusionModel, mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` as weights ``[C | 1, H, W]`` on x_t's grid (float64), or a one-line error."""
+    if not isinstance(mask, torch.Tensor):
+        mask = torch.as_tensor(mask)
+    _, height, width = model.sample_shape
+    m = mask.detach().to("cpu", torch.float64)
+    if m.ndim == 2:
+        m = m[None]
+    if (
+        m.ndim != 3
+        or tuple(m.shape[1:]) != (height, width)
+        or m.shape[0]
+        not in (
+            1,
+            model.sample_shape[0],
+        )
+    ):
+        raise WorkbenchError(
+            f"mask has shape {list(mask.shape)}, expected [{height}, {width}] or "
+            f"[1 or {model.sample_shape[0]}, {height}, {width}] (x_t's grid)"
+        )
+    check_finite("mask", m)
+    if not bool((m != 0).any()):
+        raise WorkbenchError("the mask is zero everywhere: it selects nothing")
+    return m
 
 
 def transport(u_a: torch.Tensor, basis_b: LocalBasis, index: int = 0) -> torch.Tensor:
@@ -377,6 +457,7 @@ def _sample_bases(
         seed=seeds[0],
         dtype=model.dtype,
         method=params["method"],
+        target=params.get("target", "h"),
     )
     meta = {"iterations": basis.iterations, "converged": basis.converged}
     cache.put(key, {"V": basis.V, "s": basis.s}, meta)
@@ -384,11 +465,18 @@ def _sample_bases(
 
 
 def _basis_params(
-    k: int, oversample: int, max_iter: int, tol_deg: float, num_steps: int | None, method: str
+    k: int,
+    oversample: int,
+    max_iter: int,
+    tol_deg: float,
+    num_steps: int | None,
+    method: str,
+    target: str = "h",
 ) -> dict[str, Any]:
     """The parameters of a basis: what :func:`_sample_bases` uses and caches by, and what
-    the direction sets record."""
-    return {
+    the direction sets record (the target only when it is not h, so that the cache
+    entries of h bases made before targets existed stay valid)."""
+    params = {
         "k": k,
         "oversample": oversample,
         "max_iter": max_iter,
@@ -396,6 +484,13 @@ def _basis_params(
         "num_steps": num_steps,
         "method": method,
     }
+    return params if target == "h" else params | {"target": target}
+
+
+def _labels(t: int, k: int, target: str) -> list[str]:
+    """Direction names: ``pullback-t880[0]``, or ``pullback-x0-t599[0]`` for another target."""
+    stem = "pullback" if target == "h" else f"pullback-{target}"
+    return [f"{stem}-t{t}[{i}]" for i in range(k)]
 
 
 #: The pullback engine's options (its basis parameters, the sample count).
@@ -404,6 +499,7 @@ OPTIONS = (
     MAX_ITER,
     TOL_DEG,
     METHOD,
+    TARGET,
     dataclasses.replace(
         NUM_STEPS, help="DDIM steps over [0, T] to reach x_t (default: the preset's)"
     ),
@@ -425,14 +521,17 @@ def pullback_directions(
     samples: int = 1,
     cache: Cache | None = None,
     method: str = "krylov",
+    target: str = "h",
 ) -> DirectionSet:
     """The local basis at x_t of the sample from ``seed``, x_t reached by DDIM from x_T;
     with ``samples > 1``, the :func:`global_directions` of seeds ``seed .. seed+samples-1``.
 
-    Cached by model fingerprint, timestep, seeds and parameters (``store.Cache``).
+    ``target="x0"`` (or ``"eps"``) decomposes the Jacobian of the model's prediction of
+    the clean sample (of the noise) instead of h's. Cached by model fingerprint, timestep,
+    seeds and parameters (``store.Cache``).
     """
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
-    params = _basis_params(k, oversample, max_iter, tol_deg, num_steps, method)
+    params = _basis_params(k, oversample, max_iter, tol_deg, num_steps, method, target)
     V, s, meta = _sample_bases(model, t, range(seed, seed + samples), params, cache)
     if samples > 1:
         basis = LocalBasis(V=V, U=torch.empty(0), s=s, t=t, iterations=meta["iterations"])
@@ -448,7 +547,7 @@ def pullback_directions(
         scores=scores,
         score_name="singular value",
         params=params | {"seed": seed, "samples": samples} | meta,
-        labels=[f"pullback-t{t}[{i}]" for i in range(k)],
+        labels=_labels(t, k, target),
     )
 
 
@@ -463,7 +562,7 @@ def _local_checked(fn: Callable) -> Callable:
             ),
             Option("k", int, 8, "basis size", low=1, high=100_000),
             Option("timestep", int, None, "default: the preset's x_timestep", low=0),
-            *OPTIONS[:-2],  # oversample, max_iter, tol_deg, method, num_steps
+            *OPTIONS[:-2],  # oversample, max_iter, tol_deg, method, target, num_steps
             OPTIONS[-1],  # cache
         ),
     )
@@ -482,6 +581,7 @@ def local_directions(
     num_steps: int | None = None,
     cache: Cache | None = None,
     method: str = "krylov",
+    target: str = "h",
 ) -> list[DirectionSet]:
     """Each sample's own local basis, one :class:`DirectionSet` per seed (one batched
     :func:`local_basis` for all of them). Direction ``i`` of seed ``j``'s set is meant for
@@ -491,7 +591,7 @@ def local_directions(
     if not seeds:
         raise WorkbenchError("give at least one seed")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
-    params = _basis_params(k, oversample, max_iter, tol_deg, num_steps, method)
+    params = _basis_params(k, oversample, max_iter, tol_deg, num_steps, method, target)
     V, s, meta = _sample_bases(model, t, seeds, params, cache)
     return [
         DirectionSet(
@@ -503,7 +603,7 @@ def local_directions(
             scores=s[j],
             score_name="singular value",
             params=params | {"seed": seed, "samples": 1} | meta,
-            labels=[f"pullback-t{t}[{i}]" for i in range(k)],
+            labels=_labels(t, k, target),
         )
         for j, seed in enumerate(seeds)
     ]

@@ -31,6 +31,10 @@ the boundary, so it is not the reference). Per direction and factor:
   between directions is read at each level too.
 
 Pairs where the edited or the reference image is invalid are left out of the slopes.
+
+The same images also give the scores that need no ground truth (``image``: effect per unit
+strength in image space, locality, consistency across seeds; :mod:`workbench.eval.judge`),
+so that the two can be compared on the same edits.
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ import torch
 from workbench.data.scenes import Scene, get_scene
 from workbench.data.shapes import Factors
 from workbench.directions import DirectionSet
-from workbench.editing import edit
 from workbench.errors import WorkbenchError
+from workbench.eval.judge import ImageScores, direction_sets, edited_with_reference, image_scores
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import MAX_SEED, PROGRESS, Option, Spec, validated
 from workbench.stats import spearman
@@ -90,6 +94,7 @@ class DirectionScores:
     levels: list[float] | None = None  # the distinct non-zero |strength|, ascending
     effect_by_level: torch.Tensor | None = None  # [k, L, F]
     validity_by_level: torch.Tensor | None = None  # [k, L]
+    image: ImageScores | None = None  # the same edits judged without ground truth
 
     def table(self) -> str:
         """The scores as a text table, one row per direction."""
@@ -124,6 +129,7 @@ class DirectionScores:
             "validity_by_level": (
                 self.validity_by_level.tolist() if self.validity_by_level is not None else None
             ),
+            "image": self.image.to_dict() if self.image is not None else None,
         }
 
     def figure(self) -> go.Figure:
@@ -264,69 +270,66 @@ def score_directions(
     e.g. :func:`workbench.engines.pullback.local_directions`): direction ``i`` of set ``j``
     edits seed ``j``, and the scores pool all seeds.
     """
-    first = directions if isinstance(directions, DirectionSet) else directions[0]
+    seeds = list(seeds)
+    first, _ = direction_sets(directions, seeds)
     indices = list(range(len(first))) if indices is None else list(indices)
     strengths = sorted(set(float(v) for v in strengths) | {0.0})
     if len(strengths) < 2:
         raise WorkbenchError("give at least one non-zero strength")
+    model_scene(model)  # refused before any edit on a model without a scene
+    # every strength and the unedited sample on the same grid and noise: the reference in
+    # every mode (a distance edit at strength 0 is not unedited)
+    edits = [
+        edited_with_reference(model, directions, index, strengths, seeds, progress, **edit_options)
+        for index in indices
+    ]
+    return score_edits(model, edits, strengths, [first.name(i) for i in indices])
+
+
+def read_changes(
+    scene: Scene, edited: torch.Tensor, unedited: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every factor's change ``[S, N]`` from the unedited images ``[N, C, H, W]`` to the
+    edited ones ``[S, N, C, H, W]`` (:func:`factor_changes`), read out by ``scene``, and
+    which pairs are valid (both images read as valid) ``[S, N]``."""
+    images = torch.cat([edited, unedited[None]])
+    n_s, n = images.shape[0] - 1, images.shape[1]
+    read = scene.read(images.reshape((n_s + 1) * n, *images.shape[2:]))
+    kind = type(read.factors)
+    factors = kind(**{k: v.reshape(n_s + 1, n) for k, v in read.factors.as_dict().items()})
+    valid = read.valid.reshape(n_s + 1, n)
+    reference = factors[n_s:]
+    changes = factor_changes(
+        factors[:n_s],
+        kind(**{k: v.expand(n_s, n) for k, v in reference.as_dict().items()}),
+        scene.circular,
+    )
+    return changes, valid[:n_s] & valid[n_s][None]
+
+
+def score_edits(
+    model: DiffusionModel,
+    edits: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    strengths: Sequence[float],
+    names: Sequence[str],
+) -> DirectionScores:
+    """The scores of :func:`score_directions` from edits already made: per direction, the
+    edited images ``[S, N, C, H, W]`` at ``strengths`` (0 included) and the unedited ones
+    ``[N, C, H, W]`` (as :func:`workbench.eval.judge.edited_with_reference` returns them)."""
+    strengths = [float(v) for v in strengths]
     s = torch.tensor(strengths)
     size = model.sample_shape[1]
     scene = model_scene(model)
-    seeds = list(seeds)
-    per_seed = not isinstance(directions, DirectionSet)
-    if per_seed and len(directions) != len(seeds):
-        raise WorkbenchError(
-            f"got {len(directions)} direction sets for {len(seeds)} seeds: give one per seed"
-        )
-    sets = list(directions) if per_seed else [directions]
-    rows, by_level = [], []
-    for index in indices:
-        # every strength and, last, the unedited sample on the same grid and noise: the
-        # reference in every mode (a distance edit at strength 0 is not unedited)
-        if per_seed:  # each seed edited along its own set's direction `index`
-            runs = [
-                edit(
-                    model,
-                    ds,
-                    index,
-                    strengths,
-                    seeds=[seed],
-                    progress=False,
-                    unedited=True,
-                    **edit_options,
-                )
-                for ds, seed in zip(sets, seeds, strict=True)
-            ]
-        else:
-            runs = [
-                edit(
-                    model,
-                    directions,
-                    index,
-                    strengths,
-                    seeds=seeds,
-                    progress=progress,
-                    unedited=True,
-                    **edit_options,
-                )
-            ]
-        images = torch.cat([torch.cat([r.images, r.unedited[None]]) for r in runs], dim=1)
-        n_s, n = images.shape[0] - 1, images.shape[1]
-        read = scene.read(images.reshape((n_s + 1) * n, *images.shape[2:]))
-        kind = type(read.factors)
-        factors = kind(**{k: v.reshape(n_s + 1, n) for k, v in read.factors.as_dict().items()})
-        valid_img = read.valid.reshape(n_s + 1, n)
-        reference = factors[n_s:]
-        changes = factor_changes(
-            factors[:n_s],
-            kind(**{k: v.expand(n_s, n) for k, v in reference.as_dict().items()}),
-            scene.circular,
-        )
-        pair_valid = valid_img[:n_s] & valid_img[n_s][None]
+    rows, by_level, judged = [], [], []
+    for edited, unedited in edits:
+        judged.append(image_scores(edited, unedited, strengths))
+        changes, pair_valid = read_changes(scene, edited, unedited)
         rows.append(summarise(changes, pair_valid, s, size, scene))
         by_level.append(level_effects(changes, pair_valid, s, size, scene))
+    names = list(names)
+    n_seeds = int(edits[0][1].shape[0])
     return DirectionScores(
-        names=[sets[0].name(i) for i in indices],
+        names=names,
         factors=list(scene.factor_names),
         strengths=strengths,
         effect=torch.stack([r[0] for r in rows]),
@@ -335,9 +338,10 @@ def score_directions(
         purity=torch.tensor([r[3] for r in rows]),
         monotonicity=torch.tensor([r[4] for r in rows]),
         validity=torch.tensor([r[5] for r in rows]),
-        n_seeds=len(seeds),
+        n_seeds=n_seeds,
         trend=torch.tensor([r[6] for r in rows]),
         levels=by_level[0][0],
         effect_by_level=torch.stack([b[1] for b in by_level]),
         validity_by_level=torch.stack([b[2] for b in by_level]),
+        image=ImageScores.from_rows(names, strengths, judged, n_seeds),
     )

@@ -1,4 +1,6 @@
-"""Spectral decay of the pullback metric: singular values of J = dh/dx_t over timesteps.
+"""Spectral decay of the pullback metric: singular values of J = dh/dx_t over timesteps
+(or of the Jacobian of the model's prediction of the clean sample, ``target="x0"``, whose
+low rank LOCO-Edit relies on; or of the predicted noise, ``"eps"``).
 
 For ``n`` samples at each timestep, the top-``k`` singular values of J come from the
 pullback engine's :func:`~workbench.engines.pullback.local_basis` (warm-started from the
@@ -13,7 +15,9 @@ timestep:
 - **stable rank** ||J||_F^2 / s_1^2 (a robust effective rank: the number of directions
   of the full spectrum worth s_1's energy);
 - **decay exponent** alpha of a power law s_i ~ c i^(-alpha), least squares on
-  log s_i = log c - alpha log i over i = 1..k.
+  log s_i = log c - alpha log i over i = 1..k;
+- **rank at 90% energy**: the fewest top directions whose s_i^2 sum to 90% of ||J||_F^2
+  (NaN when the top k do not reach it: the rank is above k).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from workbench.engines.pullback import LocalBasis, local_basis
+from workbench.engines.pullback import TARGET, LocalBasis, local_basis, target_map
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
@@ -90,18 +94,29 @@ class Spectrum(ProbeResult):
     stable_rank: torch.Tensor
     exponent: torch.Tensor
     converged: list[bool]
+    rank_90: torch.Tensor | None = None  # [T, n], NaN above k
+    target: str = "h"
     name: str = "spectrum"
+
+    @property
+    def jacobian(self) -> str:
+        """The Jacobian decomposed, in words."""
+        return {"h": "dh/dx_t", "x0": "dx0_hat/dx_t", "eps": "deps/dx_t"}[self.target]
 
     def summary(self) -> str:
         """Median singular values per timestep, as text."""
         k = self.s.shape[-1]
-        lines = [f"spectrum of dh/dx_t (top {k}, {self.s.shape[1]} samples): medians"]
+        lines = [f"spectrum of {self.jacobian} (top {k}, {self.s.shape[1]} samples): medians"]
         for i, t in enumerate(self.timesteps):
+            rank = ""
+            if self.rank_90 is not None:  # a sample above k counts as larger than all
+                r = float(self.rank_90[i].nan_to_num(nan=float("inf")).median())
+                rank = f", rank at 90% energy {r:g}" if r < float("inf") else f", rank at 90% > {k}"
             lines.append(
                 f"  t={t:>4}: s1 {float(self.s[i, :, 0].median()):.2f}, "
                 f"energy in top {k} {float(self.energy_top_k[i].median()):.3f}, "
                 f"stable rank {float(self.stable_rank[i].median()):.1f}, "
-                f"exponent {float(self.exponent[i].median()):.2f}"
+                f"exponent {float(self.exponent[i].median()):.2f}{rank}"
             )
         return "\n".join(lines)
 
@@ -149,7 +164,7 @@ class Spectrum(ProbeResult):
             secondary_y=True,
         )
         fig.update_xaxes(title_text="timestep t", row=1, col=2)
-        fig.update_layout(title="Spectral decay of the pullback metric", template="plotly_white")
+        fig.update_layout(title=f"Spectral decay of {self.jacobian}", template="plotly_white")
         return fig
 
 
@@ -189,6 +204,7 @@ def bases_over_timesteps(
         Option("max_iter", int, 30, "most basis iterations", low=1, high=10000),
         PROGRESS,
         H_POINT,
+        TARGET,
     ),
 )
 def spectrum(
@@ -202,19 +218,21 @@ def spectrum(
     tol_deg: float = 0.5,
     max_iter: int = 30,
     progress: bool | None = None,
+    target: str = "h",
 ) -> Spectrum:
     """Spectra of J for ``n`` samples (seeds ``seed..``) at each timestep."""
     timesteps = check_timesteps(model, timesteps)
     states = sampled_states(model, range(seed, seed + n), timesteps, num_steps, progress)
     bases = bases_over_timesteps(
-        model, states, timesteps, k, seed, progress, tol_deg=tol_deg, max_iter=max_iter
-    )
+        model, states, timesteps, k, seed, progress, tol_deg=tol_deg, max_iter=max_iter,
+        target=target,
+    )  # fmt: skip
     s, frob, se = [], [], []
     for t in timesteps:
         basis = bases[t]
         with model.jacobian_safe():
             rest, rest_se = residual_frobenius_sq(
-                lambda z, t=t: model.h(z, t), states[t], basis.V, probes, seed
+                target_map(model, t, target)[0], states[t], basis.V, probes, seed
             )
         top = basis.s.double().cpu()
         s.append(top.float())
@@ -230,4 +248,15 @@ def spectrum(
         stable_rank=frob_t / s_t[..., 0].pow(2),
         exponent=decay_exponent(s_t).float(),
         converged=[bases[t].converged for t in timesteps],
+        rank_90=rank_at_energy(s_t, frob_t, 0.9),
+        target=target,
     )
+
+
+def rank_at_energy(s: torch.Tensor, frobenius_sq: torch.Tensor, share: float) -> torch.Tensor:
+    """The fewest top singular values ``s`` ``[..., k]`` whose squares reach ``share`` of
+    ``frobenius_sq`` ``[...]``; NaN where the top k fall short."""
+    cumulative = s.double().pow(2).cumsum(-1) / frobenius_sq.double()[..., None]
+    reached = cumulative >= share
+    rank = reached.float().argmax(-1).float() + 1
+    return torch.where(reached.any(-1), rank, torch.full_like(rank, float("nan")))

@@ -7,8 +7,11 @@
 Controls: the model, the engine and its options (those its description marks as
 controls, ``Option.control``: timestep, matrix variant, attribute, space, ...; derived
 from the engine's registration, so a new engine brings its own), "discover"; one slider
-per direction, labelled with its rank score; "reset",
-"new seeds", the number of samples shown side by side; "save" (the current slider
+per direction, labelled with its rank score; "judge" (each direction edited on the
+shown samples and scored without ground truth: effect per unit strength, locality,
+consistency across seeds, :mod:`workbench.eval.judge`; shown as a table under the sliders
+and in each slider's tooltip); "reset", "new seeds", the number of samples shown side by
+side; "save" (the current slider
 setting as a named direction in a :class:`~workbench.library.DirectionLibrary`) and
 "load" (a saved direction, as one slider at its saved strength). The image shows the
 samples (top row) and their edits (bottom row).
@@ -36,6 +39,7 @@ from workbench.directions import DirectionSet
 from workbench.editing import EditResult, edit
 from workbench.engines import ENGINES, get_engine
 from workbench.errors import WorkbenchError
+from workbench.eval.judge import ImageScores, judge_directions
 from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, bundled_names, load
 from workbench.options import CONDITIONING, MAX_SEED, NUM_STEPS, Option, Spec, validated
@@ -44,6 +48,8 @@ from workbench.viz.images import image_grid, png_bytes
 
 #: Slider range (in the preset's steps) per space.
 MAX_STRENGTH = {"x": 4.0, "h": 16.0}
+#: Strengths at which "judge" edits each direction (in the preset's steps).
+JUDGE_STRENGTHS = (-2.0, 0.0, 2.0)
 
 
 def control_options() -> dict[str, Option]:
@@ -133,6 +139,8 @@ class Explorer:
         self.upscale = upscale
         self.extra = dict(options or {})
         self.directions: DirectionSet | None = None
+        #: the directions' scores without ground truth (after :meth:`judge`)
+        self.scores: ImageScores | None = None
         self.result: EditResult | None = None
         self.image: np.ndarray | None = None
         self._originals: dict[tuple[int, ...], torch.Tensor] = {}
@@ -154,6 +162,8 @@ class Explorer:
         self.discover_b = w.Button(description="discover", button_style="primary")
         self.sliders: list[Any] = []
         self.sliders_box = w.VBox()
+        self.judge_b = w.Button(description="judge", tooltip="score each direction's edit")
+        self.judge_w = w.HTML()
         self.reset_b = w.Button(description="reset")
         self.seed_b = w.Button(description="new seeds")
         self.batch_w = w.IntSlider(
@@ -179,7 +189,8 @@ class Explorer:
                 w.HBox(list(self._controls.values())),
                 self.discover_b,
                 self.sliders_box,
-                w.HBox([self.reset_b, self.seed_b, self.batch_w]),
+                self.judge_w,
+                w.HBox([self.reset_b, self.seed_b, self.batch_w, self.judge_b]),
                 self.image_w,
                 w.HBox([self.name_w, self.save_b]),
                 w.HBox([self.library_w, self.load_b]),
@@ -192,6 +203,7 @@ class Explorer:
         self.prompt_w.observe(self._guard(lambda _: self._on_prompt()), names="value")
         self.discover_b.on_click(self._guard(lambda _: self.discover()))
         self.reset_b.on_click(self._guard(lambda _: self.reset()))
+        self.judge_b.on_click(self._guard(lambda _: self.judge()))
         self.seed_b.on_click(self._guard(lambda _: self.new_seeds()))
         self.batch_w.observe(self._guard(lambda _: self.render()), names="value")
         self.save_b.on_click(self._guard(lambda _: self.save_direction(self.name_w.value)))
@@ -302,6 +314,8 @@ class Explorer:
 
         directions.check_model(self.model)
         self.directions = directions
+        self.scores = None
+        self.judge_w.value = ""
         limit = MAX_STRENGTH[directions.space]
         values = list(values) + [0.0] * (len(directions) - len(values))
         self.sliders = []
@@ -323,6 +337,27 @@ class Explorer:
             self.sliders.append(slider)
         self.sliders_box.children = tuple(self.sliders)
         self.render()
+
+    def judge(self) -> ImageScores:
+        """Edit the shown samples along each direction (:data:`JUDGE_STRENGTHS`) and score
+        the edits without ground truth; the table goes under the sliders."""
+        if self.directions is None:
+            raise WorkbenchError("nothing to judge yet: discover directions first")
+        self._status(f"judging {len(self.directions)} directions ...")
+        self.scores = judge_directions(
+            self.model,
+            self.directions,
+            strengths=JUDGE_STRENGTHS,
+            seeds=self.shown_seeds(),
+            num_steps=self.num_steps,
+            progress=False,
+            **self.conditioning(),
+        )
+        self.judge_w.value = self.scores.html()
+        for i, slider in enumerate(self.sliders):
+            slider.description_tooltip = self.scores.caption(i)
+        self._status(f"judged on seeds {self.shown_seeds()}")
+        return self.scores
 
     def strengths(self) -> list[float]:
         """The strengths on the sliders."""
@@ -465,6 +500,8 @@ class Explorer:
             )
         )
         report.figure(score_bars(self.directions))
+        if self.scores is not None:
+            report.html(self.scores.html())
         report.image(self.image, "top: samples; bottom: edited")
         return report.save(path)
 

@@ -41,6 +41,10 @@ class Report:
             f'<div class="figure">{fig.to_html(include_plotlyjs=False, full_html=False)}</div>'
         )
 
+    def html(self, fragment: str) -> None:
+        """Add an HTML fragment made by the package (e.g. a score table); not escaped."""
+        self.parts.append(f'<div class="fragment">{fragment}</div>')
+
     def image(self, array: np.ndarray, caption: str = "") -> None:
         """Add an image (embedded PNG) with a caption."""
         data = base64.b64encode(png_bytes(array)).decode()
