@@ -18,7 +18,11 @@ Reported: Spearman rank correlations over all directions between
 - each probe's change (absolute) and the ground-truth effect (absolute) on its factor;
 - locality and consistency against the ground-truth effect and purity (descriptive: they
   say how an edit changes an image, not how much);
-plus every direction's scores.
+plus every direction's scores, and per set the field's standard scores beside the
+workbench's (``workbench.eval.disentanglement``): DCI disentanglement, completeness and
+informativeness and the MIG-style gap of the set's effect matrix, edit success (each
+direction's dominant factor moves by >= 0.25 spreads, every other by <= 0.1), and the
+SSIM of edited against unedited images.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import workbench.settings as settings
 from workbench.data.scenes import get_scene
 from workbench.demo import DEMO_DISCOVERIES, STRENGTHS
 from workbench.engines import ENGINES
-from workbench.eval.directions import score_edits
+from workbench.eval.directions import read_changes, score_edits
+from workbench.eval.disentanglement import disentanglement, edit_success, masked_ssim
 from workbench.eval.judge import LinearProbe, image_scores
 from workbench.eval.judge import edited_with_reference as edited
 from workbench.stats import spearman
@@ -73,7 +78,8 @@ def main() -> None:
     model = wb.load("shapes32", device="cpu")
     probes, pixels_only = fit_probes(args.probe_images, seed=11)
     seeds = list(range(args.seeds))
-    rows = []
+    rows, sets = [], {}
+    scene = get_scene(None)
     began = time.perf_counter()
     for engine, items in DEMO_DISCOVERIES.items():
         if engine not in ENGINES:
@@ -103,6 +109,15 @@ def main() -> None:
                     name: image_scores(images, reference, strengths, probe=p)[3]
                     for name, p in probes.items()
                 }
+                moved = [i for i, s in enumerate(strengths) if s != 0]
+                ssim, _ = masked_ssim(
+                    images[moved].flatten(0, 1), reference.repeat(len(moved), 1, 1, 1)
+                )
+                changes, valid = read_changes(scene, images, reference)
+                success = edit_success(changes, valid, strengths, truth.dominant[0], scene, 32)
+                sets.setdefault(label, []).append(
+                    (truth.effect[0], float(truth.purity[0]), success, ssim)
+                )
                 signed = dict(zip(truth.factors, truth.signed_effect[0].tolist(), strict=True))
                 rows.append(
                     {
@@ -114,6 +129,8 @@ def main() -> None:
                         "truth_purity": float(truth.purity[0]),
                         "truth_signed_effect": signed,
                         "validity": float(truth.validity[0]),
+                        "edit_success": success,
+                        "ssim": ssim,
                         "image_effect": effect,
                         "locality": locality,
                         "consistency": consistency,
@@ -172,6 +189,26 @@ def main() -> None:
         print(f"Spearman {key:<60}{value:+.2f}")
     for name, p in probes.items():
         print(f"{p.describe()}; on pixels alone {pixels_only[name]:.2f}")
+    per_set = {}
+    print(f"\n{'set':<16}{'purity':>8}{'D':>6}{'C':>6}{'I':>6}{'gap':>6}{'success':>9}{'SSIM':>7}")
+    for label, entries in sets.items():
+        scores = disentanglement(torch.stack([e[0] for e in entries]))
+        per_set[label] = {
+            "directions": len(entries),
+            "best_purity": max(e[1] for e in entries),
+            "disentanglement": scores.disentanglement,
+            "completeness": scores.completeness,
+            "informativeness": scores.informativeness,
+            "gap": scores.gap,
+            "edit_success": sum(e[2] for e in entries) / len(entries),
+            "ssim": sum(e[3] for e in entries) / len(entries),
+        }
+        row = per_set[label]
+        print(
+            f"{label:<16}{row['best_purity']:>8.2f}{row['disentanglement']:>6.2f}"
+            f"{row['completeness']:>6.2f}{row['informativeness']:>6.2f}{row['gap']:>6.2f}"
+            f"{row['edit_success']:>9.2f}{row['ssim']:>7.3f}"
+        )
     result = {
         "command": "python " + " ".join(sys.argv),
         "model": "shapes32",
@@ -183,6 +220,7 @@ def main() -> None:
         "seconds": seconds,
         "directions_with_visible_change": visible,
         "spearman": agreement,
+        "sets": per_set,
         "directions": rows,
     }
     if args.out:

@@ -11,15 +11,17 @@ engine's edit timestep (t = 599 of 1000) and on a ``--steps`` grid,
 - ``pullback``: the sample's own pullback directions (dh/dx_t) at the same timestep;
 - ``random``: random x directions at the same timestep (the same for every sample).
 
-Every direction edits its own sample at strengths -2 and 2 (x_step units, so every method
-moves x_t by the same norm) and, for the transfer, the next sample (seed + 1, its own box).
+Every direction edits its own sample at strengths -s and s (``--strength``, default 2, in
+x_step units, so every method moves x_t by the same norm) and, for the transfer, the next
+sample (seed + 1, its own box).
 Per method: SSIM between edited and unedited inside and outside the box, the mean absolute
 change outside over inside, the factor changes (read-out), **local edit success** (the
 object factor that moves most, of shape class, hue, scale, x and y, moves by at least 0.25
 of its spread (the class: changes), every other factor, the background included, by at
 most 0.1 of its spread (the class: unchanged), and the SSIM outside the box stays >= 0.9;
 both images valid) and the same on the next sample (**transfer success**).
-Then the spectrum probe of dx0_hat/dx_t and of dh/dx_t (rank at 90% energy against t).
+Then the spectrum probe of dx0_hat/dx_t and of dh/dx_t (rank at 90% energy against t;
+``--spectrum-n 0`` skips it).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from workbench.eval.judge import edited_with_reference
 from workbench.store import write_text
 
 OBJECT = ("shape", "hue", "scale", "x", "y")
-STRENGTHS = [-2.0, 0.0, 2.0]
 
 
 def object_box(factors, i: int, size: int) -> tuple[int, int, int, int]:
@@ -57,9 +58,11 @@ def object_box(factors, i: int, size: int) -> tuple[int, int, int, int]:
     )
 
 
-def measure(model, ds, index, seed, box, steps, scene, size) -> dict:
-    """Edit ``seed`` along direction ``index`` of ``ds`` and score the edit against ``box``."""
-    edited, unedited = edited_with_reference(model, ds, index, STRENGTHS, [seed], num_steps=steps)
+def measure(model, ds, index, seed, box, steps, scene, size, strength) -> dict:
+    """Edit ``seed`` along direction ``index`` of ``ds`` at -``strength``, 0, ``strength``
+    and score the edit against ``box``."""
+    strengths = [-strength, 0.0, strength]
+    edited, unedited = edited_with_reference(model, ds, index, strengths, [seed], num_steps=steps)
     moved = edited[[0, 2]]
     inside = torch.zeros(size, size, dtype=torch.bool)
     inside[box[0] : box[2], box[1] : box[3]] = True
@@ -92,6 +95,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--k", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--strength", type=float, default=2.0)
     parser.add_argument("--spectrum-n", type=int, default=2)
     parser.add_argument("--spectrum-k", type=int, default=48)
     parser.add_argument("--out", default=None)
@@ -122,10 +126,9 @@ def main() -> None:
             ("random", random),
         ):
             for index in range(args.k):
-                own = measure(model, ds, index, seed, boxes[j], args.steps, scene, size)
-                moved = measure(
-                    model, ds, index, seeds[j + 1], boxes[j + 1], args.steps, scene, size
-                )
+                where = (args.steps, scene, size, args.strength)
+                own = measure(model, ds, index, seed, boxes[j], *where)
+                moved = measure(model, ds, index, seeds[j + 1], boxes[j + 1], *where)
                 methods.setdefault(name, []).append({"seed": seed, "own": own, "transfer": moved})
         print(f"seed {seed}: {time.perf_counter() - began:.0f} s", flush=True)
 
@@ -167,7 +170,7 @@ def main() -> None:
     print(f"local: first-order leak |J_out w| / |J_in w|: mean {sum(leaks) / len(leaks):.3f}")
 
     spectra = {}
-    for target in ("x0", "h"):
+    for target in ("x0", "h") if args.spectrum_n else ():
         result = wb.probe(
             "spectrum",
             model,
@@ -193,7 +196,7 @@ def main() -> None:
         "seeds": args.seeds,
         "k": args.k,
         "num_steps": args.steps,
-        "strengths": STRENGTHS,
+        "strengths": [-args.strength, 0.0, args.strength],
         "thresholds": {"move": MOVE, "keep": KEEP, "ssim_outside": 0.9},
         "seconds": seconds,
         "summary": summary,

@@ -49,3 +49,25 @@ def test_the_probes_and_edits_take_the_inversion(tiny):
     assert exact.reconstruction_mse < plain.reconstruction_mse
     with pytest.raises(wb.WorkbenchError, match="inversion"):
         wb.probe("norm", tiny, n=8, num_steps=6, inversion="nope")
+
+
+def test_the_boundary_engine_takes_the_inversion(tiny):
+    """The boundary is fitted on latents inverted as asked (fixed-point: each step solved
+    exactly), and records the method; the latents it fits on are the sampler's own."""
+    from workbench.engines.boundary import fit_boundary
+    from workbench.sampling import invert
+
+    images = wb.sample(tiny, seeds=range(12), num_steps=6)
+    labels = torch.arange(12) % 2 == 0
+    fits = {
+        m: fit_boundary(tiny, images, labels, t=500, space="x", num_steps=6, inversion=m)
+        for m in ("ddim", "fixed-point")
+    }
+    assert fits["fixed-point"].x.params["inversion"] == "fixed-point"
+    assert "inversion" not in fits["ddim"].x.params
+    latents = invert(tiny, images, num_steps=6, t_stop=500, method="fixed-point", progress=False)
+    given = fit_boundary(tiny, images, labels, t=500, space="x", num_steps=6, latents=latents)
+    assert torch.allclose(given.x.vectors, fits["fixed-point"].x.vectors, atol=1e-5)
+    ds = wb.discover("boundary", tiny, attribute="large", images=16, timestep=500, num_steps=6,
+                     inversion="fixed-point")  # fmt: skip
+    assert ds.params["inversion"] == "fixed-point"

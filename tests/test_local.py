@@ -146,3 +146,30 @@ def test_pullback_engine_and_spectrum_probe_take_the_target(tiny):
     s = torch.tensor([[4.0, 2.0, 1.0], [4.0, 2.0, 1.0]])
     ranks = rank_at_energy(s, torch.tensor([21.0, 25.0]), 0.9)
     assert ranks[0] == 2 and math.isnan(float(ranks[1]))  # 20/21 >= 0.9; 21/25 < 0.9
+
+
+def test_cli_discovers_local_directions_for_a_box(tmp_path, capsys):
+    from workbench.cli import main
+    from workbench.directions import DirectionSet
+
+    out = tmp_path / "local.safetensors"
+    argv = ["discover", "local", "--model", "tiny-test", "--box", "2,3,9,12", "--k", "2"]
+    assert main([*argv, "--num-steps", "4", "--max-iter", "3", "--out", str(out)]) == 0
+    ds = DirectionSet.load(out)
+    assert ds.engine == "local" and ds.params["region"]["box"] == [2, 3, 9, 12]
+    assert main([*argv[:-2], "--box", "2,3,9", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "box must be 4 integers" in capsys.readouterr().err
+
+
+def test_an_image_box_is_pooled_onto_a_latent_grid():
+    """A latent model's x_t grid is 8x coarser than its images: a box in image pixels covers
+    every latent cell it touches."""
+    from types import SimpleNamespace
+
+    latent = SimpleNamespace(image_shape=(3, 64, 64), sample_shape=(4, 8, 8))
+    region = region_mask(latent, box=(10, 20, 30, 41))  # rows 10-29, columns 20-40
+    assert region.shape == (1, 8, 8)
+    cells = region[0].nonzero()
+    assert cells[:, 0].unique().tolist() == [1, 2, 3]  # rows 8-31 touched
+    assert cells[:, 1].unique().tolist() == [2, 3, 4, 5]  # columns 16-47 touched
+    assert float(region_mask(latent).sum()) == 16  # the centre half: 4 x 4 cells

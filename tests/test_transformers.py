@@ -371,6 +371,7 @@ def test_every_engine_and_probe_runs(which, request, tmp_path):
         "attention": {},
         "pca": {"n": 4, "num_steps": 4, "progress": False},
         "pullback": {"num_steps": 4, "max_iter": 3},
+        "local": {"num_steps": 4, "max_iter": 3, "outside": 2},  # centre box, pooled to x_t
     }
     assert set(engines) | {"boundary"} == set(wb.ENGINES)
     for name, options in engines.items():

@@ -134,7 +134,9 @@ def test_explorer_saves_and_reloads_named_directions_bit_for_bit(explorer, shape
 
 def test_explorer_controls_follow_the_engine(explorer, tmp_path):
     shown = {n: w.layout.display != "none" for n, w in explorer._controls.items()}
-    assert shown == {"timestep": True, "matrix": False, "attribute": False, "space": False}
+    assert shown == {
+        "timestep": True, "matrix": False, "attribute": False, "space": False, "box": False,
+    }  # fmt: skip
     explorer.engine_w.value = "attention"
     assert explorer.control("matrix").layout.display != "none"
     assert explorer.control("timestep").layout.display == "none"
@@ -153,6 +155,15 @@ def test_explorer_controls_follow_the_engine(explorer, tmp_path):
     explorer.discover_b.click()
     assert "timestep" in explorer.status_w.value and "out of range" in explorer.status_w.value
     assert explorer.directions.engine == "attention"  # a failed discovery changes nothing
+
+    explorer.engine_w.value = "local"  # the local engine brings its region as a control
+    assert explorer.control("box").layout.display != "none"
+    explorer.control("box").value = "4,6,20,22"
+    explorer.control("timestep").value = ""
+    explorer.k_w.value = 2
+    explorer.discover_b.click()
+    assert explorer.directions.engine == "local"
+    assert explorer.directions.params["region"]["box"] == [4, 6, 20, 22]
 
     path = explorer.save_html(tmp_path / "snapshot.html")
     text = path.read_text()

@@ -35,7 +35,7 @@ from workbench.editing import EditPlan, register_mode
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import NUM_STEPS, PROGRESS, SEED, Option, Spec, validated
+from workbench.options import INVERSION, NUM_STEPS, PROGRESS, SEED, Option, Spec, validated
 from workbench.sampling import Step, StepHook, invert
 from workbench.trajectories import reference_images
 
@@ -176,6 +176,7 @@ FIT_BOUNDARY = Spec(
         SEED,
         PROGRESS,
         Option("positive", str, None, "with a folder or CSV: the class that is True"),
+        INVERSION,
     ),
 )
 
@@ -196,6 +197,7 @@ def fit_boundary(
     seed: int = 0,
     progress: bool | None = None,
     positive: str | None = None,
+    inversion: str = "ddim",
 ) -> BoundaryFit:
     """Fit linear boundaries of a binary attribute at timestep ``t`` (default: the preset's
     mixing step).
@@ -214,6 +216,8 @@ def fit_boundary(
             (each a :class:`DirectionSet` in the space fitted).
         attribute: the name in the direction labels and params (default: the positive
             class for images from disk, else ``"attribute"``).
+        inversion: ``"ddim"`` or ``"fixed-point"`` (each inversion step solved exactly:
+            :func:`workbench.sampling.invert`), recorded with the directions.
     """
     if isinstance(images, (str, Path)):
         if labels is not None:
@@ -242,7 +246,9 @@ def fit_boundary(
 
     began = time.perf_counter()
     if latents is None:
-        latents = invert(model, images, num_steps=num_steps, t_stop=t, progress=progress)
+        latents = invert(
+            model, images, num_steps=num_steps, t_stop=t, progress=progress, method=inversion
+        )
     model.check_x(latents, "latents")
     x_t = latents.to(model.device, model.dtype)
     seconds = {"inversion": time.perf_counter() - began}
@@ -286,6 +292,7 @@ def fit_boundary(
                 "n_train": int((~test).sum()),
                 "n_test": int(test.sum()),
                 "conditioned_on": [ds.name(0) for ds in condition if ds.space == name],
+                **({} if inversion == "ddim" else {"inversion": inversion}),
                 # the working edit (docs/boundary.md), what wb.edit uses unless told otherwise
                 "edit": WORKING_EDIT[name],
             },
@@ -474,6 +481,7 @@ OPTIONS = (
         "your labelled images instead: a folder of two class folders or a path,label CSV",
     ),
     Option("positive", str, None, "with labels: the class that is True"),
+    INVERSION,
 )
 
 
@@ -493,12 +501,16 @@ def boundary_directions(
     num_steps: int | None = None,
     labels: str | Path | None = None,
     positive: str | None = None,
+    inversion: str = "ddim",
 ) -> DirectionSet:
     """The boundary normal of a Shapes ``attribute`` (labelled by the read-out) at
     ``timestep`` (default: the preset's mixing step), from ``images`` generated images;
     or, with ``labels`` (a class-folder layout or a CSV, :mod:`workbench.data.labelled`),
     of the user's attribute whose class ``positive`` is True, from those images."""
-    options = {"t": timestep, "space": space, "num_steps": num_steps, "seed": seed}
+    options = {
+        "t": timestep, "space": space, "num_steps": num_steps, "seed": seed,
+        "inversion": inversion,
+    }  # fmt: skip
     if labels is not None:  # named after the positive class
         fit = fit_boundary(model, labels, positive=positive, **options)
     else:

@@ -1,6 +1,21 @@
-"""Quantitative evaluation against the Shapes ground truth."""
+"""Quantitative evaluation: against the Shapes ground truth, and without it."""
 
-from workbench.eval.directions import DirectionScores, score_directions, spearman
+from workbench.eval.directions import DirectionScores, score_directions, score_edits, spearman
+from workbench.eval.disentanglement import Disentanglement, disentanglement, masked_ssim
+from workbench.eval.judge import ImageScores, LinearProbe, judge_directions
 from workbench.eval.quality import SampleQuality, sample_quality
 
-__all__ = ["DirectionScores", "SampleQuality", "sample_quality", "score_directions", "spearman"]
+__all__ = [
+    "DirectionScores",
+    "Disentanglement",
+    "ImageScores",
+    "LinearProbe",
+    "SampleQuality",
+    "disentanglement",
+    "judge_directions",
+    "masked_ssim",
+    "sample_quality",
+    "score_directions",
+    "score_edits",
+    "spearman",
+]

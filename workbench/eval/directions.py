@@ -39,6 +39,7 @@ so that the two can be compared on the same edits.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,9 +50,17 @@ from workbench.data.scenes import Scene, get_scene
 from workbench.data.shapes import Factors
 from workbench.directions import DirectionSet
 from workbench.errors import WorkbenchError
-from workbench.eval.judge import ImageScores, direction_sets, edited_with_reference, image_scores
+from workbench.eval.judge import (
+    INDICES,
+    SEEDS,
+    STRENGTHS,
+    ImageScores,
+    direction_sets,
+    edited_with_reference,
+    image_scores,
+)
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import MAX_SEED, PROGRESS, Option, Spec, validated
+from workbench.options import PROGRESS, Spec, validated
 from workbench.stats import spearman
 from workbench.trajectories import model_scene
 
@@ -242,9 +251,9 @@ SCORE = Spec(
     "score_directions",
     "edit, read out and score directions against the scene's factors",
     (
-        Option("indices", "ints", None, "which directions (default: all)", low=0),
-        Option("strengths", "floats", (-2.0, -1.0, 0.0, 1.0, 2.0), "in preset steps"),
-        Option("seeds", "ints", tuple(range(32)), "seeds of x_T", low=0, high=MAX_SEED),
+        INDICES,
+        STRENGTHS,
+        dataclasses.replace(SEEDS, default=tuple(range(32))),
         PROGRESS,
     ),
 )

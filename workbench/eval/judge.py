@@ -442,15 +442,19 @@ def direction_sets(
     return directions[0], True
 
 
+#: The options that say what is edited, shared with ``score_directions``.
+INDICES = Option("indices", "ints", None, "which directions (default: all)", low=0)
+STRENGTHS = Option("strengths", "floats", (-2.0, -1.0, 0.0, 1.0, 2.0), "in preset steps")
+SEEDS = Option("seeds", "ints", tuple(range(8)), "seeds of x_T", low=0, high=MAX_SEED)
 #: The options of :func:`judge_directions` (the edit's own go on to ``wb.edit``).
 JUDGE = Spec(
     "function",
     "judge_directions",
     "edit and score directions without ground truth (effect, locality, consistency, probe)",
     (
-        Option("indices", "ints", None, "which directions (default: all)", low=0),
-        Option("strengths", "floats", (-2.0, -1.0, 0.0, 1.0, 2.0), "in preset steps"),
-        Option("seeds", "ints", tuple(range(8)), "seeds of x_T", low=0, high=MAX_SEED),
+        INDICES,
+        STRENGTHS,
+        SEEDS,
         Option(
             "labelled",
             "path",
