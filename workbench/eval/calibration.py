@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.eval.sensitivity import trajectory_norms
 from workbench.models.presets import Preset
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import (
@@ -41,7 +42,7 @@ from workbench.options import (
 )
 from workbench.probes import ProbeResult
 from workbench.probes.mixing import MixingStep, find_mixing_step
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps
 from workbench.trajectories import model_scene
 
 if TYPE_CHECKING:
@@ -149,18 +150,6 @@ CALIBRATE = Spec(
 )
 
 
-def _norms(
-    model: DiffusionModel, n: int, grid: list, seed: int, progress: bool | None
-) -> tuple[list[float], list[float]]:
-    """Mean ||x_t|| and ||h|| at every grid timestep of ``n`` sampled trajectories."""
-    seeds = range(seed, seed + n)
-    with model.record_h() as seen:  # h of every step, from the sampling forwards themselves
-        _, traj = ddim(model, model.noise(seeds), grid, return_trajectory=True, progress=progress)
-    x_norms = [float(x.flatten(1).norm(dim=1).mean()) for x in traj.x[:-1]]
-    h_norms = [float(h.flatten(1).norm(dim=1).mean()) for h in seen]
-    return x_norms, h_norms
-
-
 def calibrate(
     model: DiffusionModel,
     n: int = 32,
@@ -177,7 +166,7 @@ def calibrate(
     base = scaled_timesteps(model, previous)
     steps = NUM_STEPS.check(num_steps) or base.num_inference_steps
     grid = make_timesteps(model, steps, include=[base.x_timestep])
-    x_norms, h_norms = _norms(model, n, grid, seed, progress)
+    x_norms, h_norms = trajectory_norms(model, n, grid, seed, progress)
     ts = grid[:-1]
     hi, lo = base.h_window
     in_window = [h for t, h in zip(ts, h_norms, strict=True) if lo <= t <= hi]

@@ -106,20 +106,32 @@ def h_sensitivity(
     return HSensitivity(timesteps=timesteps, per_timestep=means, mean=sum(means) / len(means))
 
 
+def trajectory_norms(
+    model: DiffusionModel,
+    n: int,
+    grid: list[int],
+    seed: int = 0,
+    progress: bool | None = False,
+) -> tuple[list[float], list[float]]:
+    """Mean ||x_t|| and ||h|| at every timestep of ``grid`` but its clean end, over ``n``
+    trajectories sampled from seeds ``seed..`` (h from the sampling forwards themselves)."""
+    seeds = range(seed, seed + n)
+    with model.record_h() as seen:
+        _, traj = ddim(model, model.noise(seeds), grid, return_trajectory=True, progress=progress)
+    x_norms = [float(x.flatten(1).norm(dim=1).mean()) for x in traj.x[:-1]]
+    h_norms = [float(h.flatten(1).norm(dim=1).mean()) for h in seen]
+    return x_norms, h_norms
+
+
 def calibrate(model: DiffusionModel, n: int = 32, num_steps: int = 50) -> dict:
     """Norms of x_t and h along ``n`` sampled trajectories at the preset's edit timesteps,
     and the strength steps they imply."""
     p = model.preset
     hi, lo = p.h_window
     grid = make_timesteps(model, num_steps, include=[p.x_timestep])
-    with model.record_h() as seen:  # h of every step, from the sampling forwards themselves
-        _, traj = ddim(model, model.noise(range(n)), grid, return_trajectory=True, progress=False)
-    x_norm = float(traj.at(p.x_timestep).flatten(1).norm(dim=1).mean())
-    h_norms = [
-        float(h.flatten(1).norm(dim=1).mean())
-        for t, h in zip(grid[:-1], seen, strict=True)
-        if lo <= t <= hi
-    ]
+    x_norms, all_h = trajectory_norms(model, n, grid)
+    x_norm = x_norms[grid.index(p.x_timestep)]
+    h_norms = [h for t, h in zip(grid[:-1], all_h, strict=True) if lo <= t <= hi]
     h_mean = statistics.mean(h_norms)
     return {
         "x_timestep": p.x_timestep,
