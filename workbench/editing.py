@@ -354,16 +354,22 @@ def edit(
             if t > top:
                 raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")
         grid = make_timesteps(model, num_steps, t_start=top, include=plan.include)
+        # the images sampled back unedited give the reconstruction error: deterministically
+        # they are the unedited row of the edit itself (its trunk shared), else a pass of
+        # their own
+        in_batch = own is not None and not eta and not boost
         if own is not None:  # invert on the edit's own grid: strength 0 retraces it
             clean = model.encode(own.images.to(model.device))
             refine = refinements(inversion)
             x = ddim(model, clean, grid[::-1], progress=progress, refine=refine)
-            again = model.decode(ddim(model, x, grid, progress=progress))
-            error = float(((again - own.images.to(again)) ** 2).mean())
+            if not in_batch:
+                again = model.decode(ddim(model, x, grid, progress=progress))
+                error = float(((again - own.images.to(again)) ** 2).mean())
+        reference = unedited or in_batch
         split = next((i for i, t in enumerate(grid) if t <= plan.first_edit), len(grid) - 1)
         boosting = quality_boost(grid, boost)
         n, s_count = x.shape[0], len(strengths)
-        levels = strengths + ([0.0] if unedited else [])  # the unedited row last
+        levels = strengths + ([0.0] if reference else [])  # the unedited row last
         per_chunk = max(1, batch_size // len(levels))
         outs = []
         for start in range(0, n, per_chunk):
@@ -374,7 +380,7 @@ def edit(
             batch = chunk.repeat(len(levels), 1, 1, 1)  # strength-major: [S*m, ...]
             per_sample = torch.tensor(levels).repeat_interleave(m)
             hook = plan.make_hook(per_sample)
-            if unedited:
+            if reference:
                 keep = torch.arange(len(levels) * m) >= s_count * m
                 hook = _except(hook, keep, model.h_shape)
             gens = None
@@ -398,6 +404,9 @@ def edit(
             outs.append(out.reshape(len(levels), m, *out.shape[1:]))
         images = torch.cat(outs, dim=1)
         check_finite("edited images", images)
+        if in_batch:
+            back = images[s_count]
+            error = float(((back - own.images.to(back)) ** 2).mean())
         return EditResult(
             images=images[:s_count].cpu(),
             unedited=images[s_count].cpu() if unedited else None,
