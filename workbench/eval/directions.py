@@ -49,15 +49,14 @@ import torch
 from workbench.data.scenes import Scene, get_scene
 from workbench.data.shapes import Factors
 from workbench.directions import DirectionSet
-from workbench.errors import WorkbenchError
 from workbench.eval.judge import (
     INDICES,
     SEEDS,
     STRENGTHS,
     ImageScores,
-    direction_sets,
     edited_with_reference,
     image_scores,
+    what_to_edit,
 )
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import PROGRESS, Spec, validated
@@ -279,12 +278,7 @@ def score_directions(
     e.g. :func:`workbench.engines.pullback.local_directions`): direction ``i`` of set ``j``
     edits seed ``j``, and the scores pool all seeds.
     """
-    seeds = list(seeds)
-    first, _ = direction_sets(directions, seeds)
-    indices = list(range(len(first))) if indices is None else list(indices)
-    strengths = sorted(set(float(v) for v in strengths) | {0.0})
-    if len(strengths) < 2:
-        raise WorkbenchError("give at least one non-zero strength")
+    first, indices, strengths, seeds = what_to_edit(directions, indices, strengths, seeds)
     model_scene(model)  # refused before any edit on a model without a scene
     # every strength and the unedited sample on the same grid and noise: the reference in
     # every mode (a distance edit at strength 0 is not unedited)

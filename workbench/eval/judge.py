@@ -13,8 +13,8 @@ no edit). From the difference images ``d = (edited - unedited) / 2`` (intensitie
   falls in the ``region`` fraction of its pixels that change most, averaged over the edited
   images that visibly change (some pixel by at least half a grey level of an 8-bit image,
   :data:`VISIBLE`; NaN when none does). 1 means the whole change sits in that fraction of the image;
-  an even change over all pixels scores ``region``, white noise a little more (about 0.27
-  for ``region=0.1`` and 3 channels).
+  an even change over all pixels scores ``region`` (the planted cases are in
+  ``tests/test_judge.py``).
 - **consistency**: mean Pearson correlation of the difference images of two different
   seeds at the same strength, over all pairs of seeds and all strengths (visibly changed
   images only, as for locality; NaN with fewer than two): 1 when the edit does the same
@@ -426,20 +426,32 @@ def edited_with_reference(
     return images, reference
 
 
-def direction_sets(
-    directions: DirectionSet | Sequence[DirectionSet], seeds: Sequence[int]
-) -> tuple[DirectionSet, bool]:
-    """The first set (names, count) and whether there is one set per seed (checked)."""
+def what_to_edit(
+    directions: DirectionSet | Sequence[DirectionSet],
+    indices: Sequence[int] | None,
+    strengths: Sequence[float],
+    seeds: Sequence[int],
+) -> tuple[DirectionSet, list[int], list[float], list[int]]:
+    """What a scoring run edits, checked: the first set (names, count), the direction
+    indices (default all), the strengths sorted with 0 added, the seeds. ``directions`` is
+    one set or one set per seed."""
+    seeds = list(seeds)
     if isinstance(directions, DirectionSet):
-        return directions, False
-    directions = list(directions)
-    if not directions or not all(isinstance(d, DirectionSet) for d in directions):
-        raise WorkbenchError("directions must be a DirectionSet or one DirectionSet per seed")
-    if len(directions) != len(seeds):
-        raise WorkbenchError(
-            f"got {len(directions)} direction sets for {len(seeds)} seeds: give one per seed"
-        )
-    return directions[0], True
+        first = directions
+    else:
+        directions = list(directions)
+        if not directions or not all(isinstance(d, DirectionSet) for d in directions):
+            raise WorkbenchError("directions must be a DirectionSet or one DirectionSet per seed")
+        if len(directions) != len(seeds):
+            raise WorkbenchError(
+                f"got {len(directions)} direction sets for {len(seeds)} seeds: give one per seed"
+            )
+        first = directions[0]
+    indices = list(range(len(first))) if indices is None else list(indices)
+    strengths = sorted(set(float(v) for v in strengths) | {0.0})
+    if len(strengths) < 2:
+        raise WorkbenchError("give at least one non-zero strength")
+    return first, indices, strengths, seeds
 
 
 #: The options that say what is edited, shared with ``score_directions``.
@@ -501,12 +513,7 @@ def judge_directions(
     adds the probe score. Edit options (``mode``, ``num_steps``,
     ``eta``, prompts, ...) go on to :func:`~workbench.edit`.
     """
-    seeds = list(seeds)
-    first, _ = direction_sets(directions, seeds)
-    indices = list(range(len(first))) if indices is None else list(indices)
-    strengths = sorted(set(float(v) for v in strengths) | {0.0})
-    if len(strengths) < 2:
-        raise WorkbenchError("give at least one non-zero strength")
+    first, indices, strengths, seeds = what_to_edit(directions, indices, strengths, seeds)
     probe = _probe(model, labelled, positive, probe)
     rows = []
     for index in indices:
