@@ -186,6 +186,14 @@ def basis_at(model, x_t, t, k, chunk, dtype, device):
         return timed(lambda: run(8), device), 8
 
 
+def save(path: str | None, result: dict) -> None:
+    """Write what is measured so far: a run cut short keeps it."""
+    if path:
+        from workbench.store import write_json
+
+        write_json(path, result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["sd15", "dit"], default="sd15")
@@ -205,6 +213,16 @@ def main() -> None:
     device = args.device
     ks = [int(k) for k in args.ks.split(",")]
     rows: dict[str, dict] = {}
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "model": args.model,
+        "size": args.size,
+        "steps": args.steps,
+        "t": args.t,
+        "results": rows,
+    }
     references: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     x_t = None
     for name in args.dtypes.split(","):
@@ -215,6 +233,7 @@ def main() -> None:
             "h_point": model.h_point,
             "h_shape": list(model.h_shape),
         }
+        rows[name] = row
         if args.model == "dit":
             condition = {"class_label": args.class_label, "guidance_scale": 4.0}
         else:
@@ -226,6 +245,7 @@ def main() -> None:
                 device,
             )
             row["sample_s"], row["sample_peak_GiB"] = seconds, peak_gib(device)
+            save(args.out, result)
             if x_t is None:  # the same x_t for every dtype: float32's seed-0 trajectory
                 grid = make_timesteps(model, args.steps, include=[args.t])
                 x_t = ddim(model, model.noise([0]), grid[: grid.index(args.t) + 1], progress=False)
@@ -250,26 +270,11 @@ def main() -> None:
                     )
                     entry["s_rel_error"] = float(((s - ref_s) / ref_s).abs().max())
                 row[f"pullback_k{k}"] = entry
-        rows[name] = row
+                save(args.out, result)
         print(name, json.dumps(row, indent=1))
         del model
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-    result = {
-        "command": "python " + " ".join(sys.argv),
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-        "torch": torch.__version__,
-        "model": args.model,
-        "size": args.size,
-        "steps": args.steps,
-        "t": args.t,
-        "results": rows,
-    }
-    if args.out:
-        from workbench.store import write_json
-
-        write_json(args.out, result)
-        print("wrote", args.out)
 
 
 if __name__ == "__main__":

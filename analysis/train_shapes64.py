@@ -16,6 +16,13 @@
    ``--init-from FOLDER`` (e.g. ``workbench/models/bundled/shapes64``) skips the candidates
    where ``RUNS`` holds no run yet: the run goes on from that exported model's weights
    and record, with its cut (``skips_cut`` of its ``training.json``).
+   ``--balance-from FOLDER`` fine-tunes with a tilted class prior: each shape drawn with a
+   weight proportional to 1 / (its share among FOLDER's samples, from its training.json), so a
+   model that under-produces a class sees more of it (the first-order correction: if the
+   model's bias is a constant factor per class, the tilted prior cancels it). The sample bar
+   is still measured against the scene's uniform shares. ``--ema-from FOLDER`` starts the
+   checkpoint's EMA from an exported model's fp16 weights (upcast) when the carried
+   checkpoint holds only the online weights.
 3. ``--pack OUT``: what a later session needs to go on, in files of at most 15 MiB:
    ``OUT/shapes64.tar`` (the exported fp16 model folder, ``candidates.json``, the run's
    ``state.json`` and logs) and the fp32 online and EMA weights split in parts
@@ -66,7 +73,24 @@ def _train_command(args: argparse.Namespace, out: Path, cut: str, minutes: float
         str(minutes),
         "--eval-samples",
         str(evals),
+        *(["--shape-prior", args.shape_prior] if args.shape_prior else []),
     ]
+
+
+def balanced_prior(folder: Path) -> str:
+    """Weights ``disc,square,triangle`` proportional to 1 / the class shares of the
+    samples in ``folder/training.json`` (normalised, 3 decimals)."""
+    shares = json.loads((folder / "training.json").read_text())["sample_quality"]["shape_freq"]
+    weights = [1 / max(s, 1e-3) for s in shares]
+    return ",".join(f"{w / sum(weights):.3f}" for w in weights)
+
+
+def ema_from(folder: Path, checkpoint: Path) -> None:
+    """``checkpoint/ema.safetensors``: the exported fp16 weights of ``folder``, upcast."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    save_file({k: v.float() for k, v in weights.items()}, str(checkpoint / "ema.safetensors"))
 
 
 def candidates(args: argparse.Namespace, runs: Path) -> dict:
@@ -129,10 +153,23 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=512)
     parser.add_argument("--pack", default=None, help="folder for what a later session needs")
     parser.add_argument("--init-from", default=None, help="exported model to go on from")
+    parser.add_argument("--shape-prior", default=None, help="disc,square,triangle weights")
+    parser.add_argument(
+        "--balance-from", default=None, help="exported model whose class shares set the prior"
+    )
+    parser.add_argument(
+        "--ema-from", default=None, help="exported model whose weights start the EMA"
+    )
     args = parser.parse_args()
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     began = time.time()
+    if args.balance_from:
+        args.shape_prior = balanced_prior(Path(args.balance_from))
+        print(f"shape prior {args.shape_prior} (1 / the class shares of {args.balance_from})")
+    checkpoint = runs / "shapes64" / "checkpoint"
+    if args.ema_from and not (checkpoint / "ema.safetensors").is_file():
+        ema_from(Path(args.ema_from), checkpoint)
 
     report_path = runs / "candidates.json"
     run = runs / "shapes64"

@@ -164,6 +164,10 @@ def test_train_command_on_the_tiny_architecture(capsys, tmp_path):
     assert code == 2 and "unknown architecture" in err
     code, _, err = run(capsys, *argv, "--cut-skips", "first", "--out", str(tmp_path / "x"))
     assert code == 2 and "--cut-skips" in err and len(err.strip().splitlines()) == 1
+    for prior in ("1,2", "a,b,c", "1,-1,1"):
+        code, _, err = run(capsys, *argv, "--shape-prior", prior, "--out", str(tmp_path / "z"))
+        assert code == 2 and "shape" in err and "prior" in err
+        assert len(err.strip().splitlines()) == 1
     shapes32 = ["train", "--preset", "shapes32", "--cut-skips", "1", "--out", str(tmp_path / "y")]
     code, _, err = run(capsys, *shapes32)
     assert code == 2 and "GroupNorm mixes" in err

@@ -88,3 +88,29 @@ def test_scenes_are_registered_with_consistent_factors():
     assert get_scene(None).name == "shapes"
     with pytest.raises(WorkbenchError, match="unknown scene"):
         get_scene("faces")
+
+
+def test_a_shape_prior_tilts_the_classes_and_nothing_else():
+    """``shape_probs`` (the class-balanced fine-tune of shapes64) draws the classes with
+    the given weights; without it the draw is the uniform one it always was."""
+    n = 30_000
+    plain = lit.sample_lit_factors(n, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    assert torch.equal(plain.shape, torch.randint(0, 3, (n,), generator=gen))  # unchanged
+    tilted = lit.sample_lit_factors(n, seed=5, shape_probs=(2.0, 5.0, 3.0))  # normalised
+    shares = torch.bincount(tilted.shape, minlength=3) / n
+    assert torch.allclose(shares, torch.tensor([0.2, 0.5, 0.3]), atol=0.015)
+    for name in ("hue", "scale", "x", "y", "background", "light"):  # same ranges
+        a, b = getattr(plain, name), getattr(tilted, name)
+        assert abs(float(a.mean() - b.mean())) < 0.02 * float(a.std())
+    for scene in SCENES.values():  # every scene's generator takes it
+        _, factors = scene.generate(64, seed=1, shape_probs=(0, 1, 0))
+        assert bool((factors.shape == 1).all())
+    for bad, match in [
+        ((1.0, 2.0), "expected 3 finite weights"),
+        ((1.0, float("nan"), 1.0), "expected 3 finite weights"),
+        ((1.0, -1.0, 1.0), ">= 0"),
+        ((0.0, 0.0, 0.0), "not all 0"),
+    ]:
+        with pytest.raises(WorkbenchError, match=match):
+            lit.sample_lit_factors(4, shape_probs=bad)

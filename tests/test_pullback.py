@@ -108,6 +108,9 @@ def test_pullback_engine_caches_and_edits(tiny, tmp_path):
     sub = wb.discover("pullback", tiny, method="subspace", **options)
     assert ds.params["method"] == "krylov" and sub.params["method"] == "subspace"
     assert len(list(tmp_path.iterdir())) == 2  # the method is part of the cache key
+    chunked = wb.discover("pullback", tiny, chunk=1, **(options | {"cache": Cache(tmp_path / "c")}))
+    torch.testing.assert_close(chunked.vectors, ds.vectors, rtol=1e-4, atol=1e-5)
+    assert chunked.params == ds.params  # memory only: not a parameter of the result
     result = wb.edit(
         tiny, ds, 0, [-1.0, 0.0, 1.0], seeds=[0], num_steps=4, mode="guidance", repeats=2
     )
@@ -255,6 +258,49 @@ def test_a_half_precision_model_gives_a_float32_basis_close_to_the_full_one(dtyp
     angle = principal_angles(ref.V[0].reshape(2, -1).T, basis.V[0].reshape(2, -1).T).max()
     assert float(angle) * 180 / math.pi < bound_deg
     assert torch.allclose(basis.s, ref.s, rtol=2e-2)
+
+
+class _FloatTangent(torch.autograd.Function):
+    """Identity whose forward-mode tangent comes out in float32 beside a half value: what
+    CUDA's normalisation kernels do under ``torch.func.jvp`` on a bfloat16 network."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        return tangent.float()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def test_a_half_model_whose_norms_return_float32_tangents_still_gives_a_basis():
+    """The failure seen on an H100 (SD-1.5 and DiT-XL in bfloat16: "expected mat1 and mat2
+    to have the same dtype"), reproduced on the CPU by a norm whose tangent is float32;
+    jacobian_safe's cast hooks make the basis run, and leave no hook behind."""
+    half = wb.load("tiny-test", device="cpu", dtype=torch.bfloat16)
+    norms = [m for m in half.network.modules() if isinstance(m, torch.nn.GroupNorm)]
+    planted = [m.register_forward_hook(lambda m, i, o: _FloatTangent.apply(o)) for m in norms]
+    try:
+        x = half.noise([0])
+        with pytest.raises(RuntimeError, match="same dtype|scalar type"):  # without the casts
+            with torch.enable_grad():
+                torch.func.jvp(lambda z: half.h(z, 600), (x.bfloat16(),), (x.bfloat16(),))
+        basis = local_basis(half, x, 600, k=2, oversample=2, max_iter=3, dtype=torch.bfloat16)
+        assert basis.V.dtype == torch.float32 and bool(torch.isfinite(basis.s).all())
+        assert half.hook_count() == len(planted)  # only the planted hooks are left
+    finally:
+        for handle in planted:
+            handle.remove()
 
 
 def test_principal_angles_refuses_rows_for_columns():

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import pickle
 
@@ -99,3 +100,32 @@ def test_checkpoints_hold_no_pickle_and_resume_without_moments_or_from_an_export
     config.cut_skips = ()
     with pytest.raises(WorkbenchError, match="skips of up blocks"):
         train(config)
+
+
+def test_a_shape_prior_reaches_every_batch_and_the_record(tmp_path, monkeypatch):
+    import workbench.train as train_module
+
+    seen = []
+    real = train_module.get_scene
+
+    def spying(name):
+        scene = real(name)
+
+        def generate(*args, **kwargs):
+            seen.append(kwargs.get("shape_probs"))
+            return scene.generate(*args, **kwargs)
+
+        return dataclasses.replace(scene, generate=generate)
+
+    monkeypatch.setattr(train_module, "get_scene", spying)
+    config = _config(tmp_path / "p", 3, preset="tiny-lit")
+    config.shape_prior = (0.2, 0.5, 0.3)
+    config.eval_samples = 0
+    record = json.loads((train(config) / "training.json").read_text())
+    assert seen == [(0.2, 0.5, 0.3)] * 3
+    assert record["config"]["shape_prior"] == [0.2, 0.5, 0.3]
+    config = _config(tmp_path / "q", 3, preset="tiny-lit")
+    config.shape_prior = (1.0, -1.0, 1.0)
+    with pytest.raises(WorkbenchError, match="shape_prior: weights must be >= 0"):
+        train(config)
+    assert not (tmp_path / "q" / "checkpoint").exists()  # refused before any step

@@ -343,9 +343,21 @@ def cmd_train(args: argparse.Namespace) -> None:
         max_minutes=args.max_minutes,
         cut_skips=_cut_skips(args.cut_skips),
         init_from=args.init_from,
+        shape_prior=_shape_prior(args.shape_prior),
     )
     folder = train(config)
     print(f"wrote {folder}")
+
+
+def _shape_prior(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise WorkbenchError(
+            f"--shape-prior: expected three weights like 0.32,0.42,0.26: {text!r}"
+        ) from None
 
 
 def _cut_skips(text: str | None) -> tuple[int, ...] | None:
@@ -557,6 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="exported model folder to go on from when --out has no checkpoint "
         "(e.g. workbench/models/bundled/shapes64)",
+    )
+    p.add_argument(
+        "--shape-prior",
+        default=None,
+        help="class prior of the training data, weights for disc,square,triangle "
+        "(default: uniform, the scene's); for a fine-tune that corrects a model's class shares",
     )
     num(p, "eval_samples", int, 512, "samples for the final quality report", 0, 100_000)
     num(

@@ -23,6 +23,7 @@ background plane (level and light direction) to the grey pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ from workbench.data.shapes import (
     SCALE_RANGE,
     Factors,
     coverage,
+    draw_shapes,
     factor_spreads,
     hue_to_rgb,
 )
@@ -70,16 +72,21 @@ def lit_factor_spreads(size: int = 64) -> dict[str, float]:
 
 
 def sample_lit_factors(
-    n: int, size: int = 64, seed: int | None = 0, generator: torch.Generator | None = None
+    n: int,
+    size: int = 64,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+    shape_probs: Sequence[float] | None = None,
 ) -> LitFactors:
-    """Draw ``n`` independent factor settings (positions and scale in pixels)."""
+    """Draw ``n`` independent factor settings (positions and scale in pixels); shapes
+    uniform unless ``shape_probs`` tilts them (:func:`~workbench.data.shapes.draw_shapes`)."""
     gen = generator if generator is not None else torch.Generator().manual_seed(int(seed or 0))
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(n, generator=gen)
 
     return LitFactors(
-        shape=torch.randint(0, 3, (n,), generator=gen),
+        shape=draw_shapes(n, gen, shape_probs),
         hue=torch.rand(n, generator=gen),
         scale=uniform(*SCALE_RANGE) * size,
         x=uniform(*POS_RANGE) * size,
@@ -120,14 +127,18 @@ def render_lit(factors: LitFactors, size: int = 64) -> torch.Tensor:
 
 
 def generate_lit(
-    n: int, size: int = 64, seed: int = 0, device: torch.device | str | None = None
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    shape_probs: Sequence[float] | None = None,
 ) -> tuple[torch.Tensor, LitFactors]:
     """``n`` Lit Shapes images ``[n, 3, size, size]`` in [-1, 1] and their factors.
 
     The factors are drawn on the CPU from ``seed`` (the same on every device); the images
     are rendered on ``device`` (default CPU).
     """
-    factors = sample_lit_factors(n, size, seed)
+    factors = sample_lit_factors(n, size, seed, shape_probs=shape_probs)
     if device is not None:
         factors = LitFactors(**{k: v.to(device) for k, v in factors.as_dict().items()})
     return render_lit(factors, size), factors

@@ -9,7 +9,7 @@ assume Shapes. ``shapes`` (one object on a plain background) is ``shapes32``'s;
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,8 @@ class Scene:
         name: registry name.
         factor_names: every factor, categorical ``shape`` first.
         circular: factors measured in turns (compared on the circle).
-        generate: ``(n, size, seed, device) -> (images [n, 3, S, S] in [-1, 1], factors)``.
+        generate: ``(n, size, seed, device, shape_probs=None) -> (images [n, 3, S, S] in
+            [-1, 1], factors)``; ``shape_probs`` tilts the class prior (uniform by default).
         sample_factors: ``(n, size, seed) -> factors``.
         read: ``images -> read-out`` with ``.factors`` and ``.valid``.
         spreads: ``size -> {factor: standard deviation under the generator}``.
@@ -48,9 +49,13 @@ class Scene:
 
 
 def _generate_shapes(
-    n: int, size: int = 32, seed: int = 0, device: torch.device | str | None = None
+    n: int,
+    size: int = 32,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    shape_probs: Sequence[float] | None = None,
 ) -> tuple[torch.Tensor, shapes.Factors]:
-    images, factors = shapes.generate(n, size=size, seed=seed)
+    images, factors = shapes.generate(n, size=size, seed=seed, shape_probs=shape_probs)
     return (images if device is None else images.to(device)), factors
 
 

@@ -17,10 +17,13 @@ Edges are anti-aliased from the signed distance to the outline. Images are retur
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
+
+from workbench.errors import WorkbenchError
 
 SHAPE_NAMES = ("disc", "square", "triangle")
 SCALE_RANGE = (0.14, 0.31)
@@ -114,17 +117,44 @@ def render(factors: Factors, size: int = 32) -> torch.Tensor:
     return torch.lerp(background, colour, cov)
 
 
+def draw_shapes(
+    n: int,
+    gen: torch.Generator,
+    shape_probs: Sequence[float] | None = None,
+    name: str = "shape_probs",
+) -> torch.Tensor:
+    """``n`` shape classes ``[N]``: uniform, or drawn with ``shape_probs`` (one weight per
+    class of ``SHAPE_NAMES``, normalised; a tilted class prior for training). ``name``
+    is the option that errors name."""
+    if shape_probs is None:
+        return torch.randint(0, 3, (n,), generator=gen)
+    probs = torch.as_tensor(shape_probs, dtype=torch.float64)
+    if probs.shape != (len(SHAPE_NAMES),) or not bool(torch.isfinite(probs).all()):
+        raise WorkbenchError(
+            f"{name}: expected {len(SHAPE_NAMES)} finite weights "
+            f"({', '.join(SHAPE_NAMES)}), got {list(shape_probs)}"
+        )
+    if bool((probs < 0).any()) or float(probs.sum()) <= 0:
+        raise WorkbenchError(f"{name}: weights must be >= 0, not all 0: {list(shape_probs)}")
+    return torch.multinomial(probs / probs.sum(), n, replacement=True, generator=gen)
+
+
 def sample_factors(
-    n: int, size: int = 32, seed: int | None = 0, generator: torch.Generator | None = None
+    n: int,
+    size: int = 32,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+    shape_probs: Sequence[float] | None = None,
 ) -> Factors:
-    """Draw ``n`` independent factor settings (positions and scale in pixels)."""
+    """Draw ``n`` independent factor settings (positions and scale in pixels); shapes
+    uniform unless ``shape_probs`` tilts them (:func:`draw_shapes`)."""
     gen = generator if generator is not None else torch.Generator().manual_seed(int(seed or 0))
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(n, generator=gen)
 
     return Factors(
-        shape=torch.randint(0, 3, (n,), generator=gen),
+        shape=draw_shapes(n, gen, shape_probs),
         hue=torch.rand(n, generator=gen),
         scale=uniform(*SCALE_RANGE) * size,
         x=uniform(*POS_RANGE) * size,
@@ -133,7 +163,9 @@ def sample_factors(
     )
 
 
-def generate(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, Factors]:
+def generate(
+    n: int, size: int = 32, seed: int = 0, shape_probs: Sequence[float] | None = None
+) -> tuple[torch.Tensor, Factors]:
     """``n`` Shapes images ``[n, 3, size, size]`` in [-1, 1] and their factors, from ``seed``."""
-    factors = sample_factors(n, size, seed)
+    factors = sample_factors(n, size, seed, shape_probs=shape_probs)
     return render(factors, size), factors

@@ -62,7 +62,7 @@ PRESETS: dict[str, Preset] = {
     "shapes64": Preset(
         num_inference_steps=50,
         x_step=11.07,
-        h_step=101.39,
+        h_step=107.53,
         x_timestep=800,
         h_window=(999, 600),
         pullback_timesteps=(880, 580),

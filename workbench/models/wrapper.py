@@ -959,16 +959,28 @@ class DiffusionModel:
         """Within the block, ``torch.func.jvp``/``vjp``/``vmap`` run through :meth:`h`.
 
         Swaps every attention processor for :class:`JacobianSafeAttnProcessor` and puts
-        the originals back on exit, also after an exception.
+        the originals back on exit, also after an exception. A half-precision network also
+        gets a pre-hook on every linear and convolution layer that casts its input (value
+        and tangent) to the layer's dtype: on CUDA some normalisation kernels keep their
+        statistics in float32, so their forward-mode tangents come out in float32 beside a
+        half-precision value, and the next layer's matrix product refuses the mix. The hooks
+        are removed on exit too.
         """
         modules = self.attention_modules()
         saved = {name: module.processor for name, module in modules.items()}
         safe = JacobianSafeAttnProcessor()
+        handles = []
         try:
             for module in modules.values():
                 module.set_processor(safe)
+            if self.dtype in (torch.float16, torch.bfloat16):
+                for module in self.network.modules():
+                    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+                        handles.append(module.register_forward_pre_hook(_cast_input))
             yield
         finally:
+            for handle in handles:
+                handle.remove()
             for name, module in modules.items():
                 module.set_processor(saved[name])
 
@@ -1052,6 +1064,16 @@ class DiffusionModel:
     def from_uint8(images: torch.Tensor) -> torch.Tensor:
         """``[..., H, W, C]`` uint8 -> ``[..., C, H, W]`` float in [-1, 1]."""
         return images.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def _cast_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: floating tensors cast to the layer's weight dtype, copied so that
+    the cast reaches a forward-mode tangent as well as the value."""
+    dtype = module.weight.dtype
+    return tuple(
+        a.to(dtype, copy=True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+        for a in args
+    )
 
 
 def _first(output: Any) -> torch.Tensor:
