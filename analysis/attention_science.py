@@ -47,7 +47,7 @@ from workbench.bench import timed
 from workbench.data.scenes import get_scene
 from workbench.directions import DirectionSet
 from workbench.engines.attention import MATRICES, attention_directions
-from workbench.engines.boundary import SHAPES_ATTRIBUTES, fit_boundary
+from workbench.engines.boundary import SCENE_ATTRIBUTES, fit_boundary
 from workbench.eval import score_directions
 from workbench.eval.sensitivity import h_sensitivity
 from workbench.models.wrapper import DiffusionModel
@@ -62,9 +62,7 @@ def boundary_normals(
     scene = get_scene(model.preset.scene)
     size = model.sample_shape[1]
     images, truth = scene.generate(n, size=size, seed=31337)
-    attributes = dict(SHAPES_ATTRIBUTES)
-    if "light" in scene.factor_names:  # light from the left half: u_x < 0
-        attributes["light-left"] = lambda f, size: (f.light > 0.25) & (f.light < 0.75)
+    attributes = SCENE_ATTRIBUTES[scene.name]  # Lit Shapes adds light-left
     high, low = model.preset.h_window
     t = model.check_timestep(round((high + low) / 2) if t is None else t)
     latents = invert(model, images, num_steps=steps, t_stop=t, progress=False)

@@ -134,6 +134,29 @@ def test_shapes_labels_follow_the_factors():
     assert torch.equal(labels, factors.shape == 1)
 
 
+def test_lit_shapes_labels_and_the_engine_follow_the_models_scene(shapes64, shapes32):
+    """Lit Shapes is read by its own read-out and adds the light's side; the engine labels
+    a model's reference images by its scene's attributes."""
+    from workbench.data.lit import generate_lit
+
+    images, factors = generate_lit(48, seed=3)
+    labels, valid = shapes_labels(images, "light-left", "lit-shapes")
+    truth = torch.cos(2 * math.pi * factors.light) < 0  # light from the left half
+    assert valid.all() and torch.equal(labels, truth)
+    labels, _ = shapes_labels(images, "right", "lit-shapes")
+    assert torch.equal(labels, factors.x > 32)
+    with pytest.raises(wb.WorkbenchError, match="unknown attribute 'light-left' of the shapes"):
+        shapes_labels(images, "light-left")
+    with pytest.raises(wb.WorkbenchError, match="scene 'none' has no attributes"):
+        shapes_labels(images, "large", "none")
+    with pytest.raises(wb.WorkbenchError, match="light-left"):
+        wb.discover("boundary", shapes32, attribute="light-left", images=16, num_steps=2)
+    ds = wb.discover(
+        "boundary", shapes64, attribute="light-left", images=24, num_steps=3, timestep=19
+    )
+    assert ds.labels == ["light-left@x19"] and ds.shape == shapes64.sample_shape
+
+
 def test_mixing_step_search_reports_its_evidence(tiny):
     result = find_mixing_step(tiny, n=8, num_steps=5)
     assert len(result.timesteps) == len(result.ks) == len(result.sliced_ks) == 6

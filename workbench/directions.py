@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from workbench._version import __version__
+from workbench.display import short_repr, summary_html
 from workbench.errors import FingerprintMismatch, WorkbenchError, check_finite
 from workbench.store import load_tensors, save_tensors
 
@@ -37,7 +38,7 @@ def sign_fixed(vectors: torch.Tensor) -> torch.Tensor:
     return vectors * signs
 
 
-@dataclass
+@dataclass(repr=False)
 class DirectionSet:
     """Ranked unit directions found by one engine on one model.
 
@@ -108,6 +109,30 @@ class DirectionSet:
     def shape(self) -> tuple[int, ...]:
         """The shape of one direction (``(C, H, W)``, ``h_shape`` or ``(C,)``)."""
         return tuple(self.vectors.shape[1:])
+
+    def summary(self) -> str:
+        """One line: how many directions, from which engine, where, ranked by what."""
+        k, shape = self.vectors.shape[0], "x".join(map(str, self.shape))
+        at = (
+            f"t = {self.timestep[0]}..{self.timestep[1]}"
+            if isinstance(self.timestep, tuple)
+            else f"t = {self.timestep}"
+        )
+        text = f"{k} {self.engine} directions in {self.space} ({shape}) at {at}"
+        if self.scores is not None and self.score_name != "none":  # random: no ranking
+            top = ", ".join(f"{v:.3g}" for v in self.scores[:3].tolist())
+            text += f"; {self.score_name}: {top}{', ...' if k > 3 else ''}"
+        return text + f"; first: {self.name(0)}"
+
+    def __repr__(self) -> str:
+        return short_repr(self, self.summary())
+
+    def _repr_html_(self) -> str:
+        calls = (
+            "wb.edit(model, dirs, index, strengths, seeds=...) edits along one; "
+            "workbench.viz.figure(dirs) plots the scores; .save(path) writes safetensors"
+        )
+        return summary_html(self, self.summary(), calls)
 
     def name(self, index: int) -> str:
         """Display name of direction ``index``: its label, else ``engine[index]``."""

@@ -24,6 +24,7 @@ import torch
 
 from workbench.data.labelled import read_images
 from workbench.directions import DirectionSet
+from workbench.display import short_repr, summary_html
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import (
@@ -155,7 +156,7 @@ def quality_boost(grid: Sequence[int], fraction: float) -> StepHook:
     return hook
 
 
-@dataclass
+@dataclass(repr=False)
 class EditResult:
     """Edited images ``[S, N, C, H, W]`` in [-1, 1]: strengths along dim 0, samples along 1
     (VAE-decoded for a latent model); ``conditioning``: prompt, negative prompt and
@@ -177,6 +178,30 @@ class EditResult:
     #: Mean squared error (images in [-1, 1]) of the given images inverted and sampled back
     #: unedited on the edit's grid (``images=``; None otherwise).
     reconstruction_mse: float | None = None
+
+    def summary(self) -> str:
+        """One line: which direction, how it was edited, on how many images."""
+        n = self.images.shape[1]
+        strengths = ", ".join(f"{v:g}" for v in self.strengths)
+        images = f"seeds {self.seeds}" if self.seeds is not None else f"{n} given images"
+        shape = ", ".join(map(str, self.images.shape))
+        text = (
+            f"{self.directions.name(self.index)} edited ({self.mode}) at strengths "
+            f"{strengths} on {images}: images [{shape}]"
+        )
+        if self.reconstruction_mse is not None:
+            text += f"; reconstruction MSE {self.reconstruction_mse:.2g}"
+        return text
+
+    def __repr__(self) -> str:
+        return short_repr(self, self.summary())
+
+    def _repr_html_(self) -> str:
+        calls = (
+            "workbench.viz.figure(result) shows the grid (strengths x seeds); .uint8() the pixels; "
+            "workbench.eval.judge.judge_edit(result) scores it"
+        )
+        return summary_html(self, self.summary(), calls)
 
     def uint8(self) -> torch.Tensor:
         """``[S, N, H, W, C]`` uint8."""

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from workbench.data.labelled import load_labelled
-from workbench.data.readout import read_factors
+from workbench.data.scenes import get_scene
 from workbench.directions import DirectionSet
 from workbench.editing import EditPlan, register_mode
 from workbench.engines import register_engine
@@ -37,7 +37,7 @@ from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import INVERSION, NUM_STEPS, PROGRESS, SEED, Option, Spec, validated
 from workbench.sampling import Step, StepHook, invert
-from workbench.trajectories import reference_images
+from workbench.trajectories import model_scene, reference_images
 
 # ---------------------------------------------------------------------- mixing step
 #: The edit a boundary set records as its default (``wb.edit`` without ``mode``): move to a
@@ -69,15 +69,34 @@ SHAPES_ATTRIBUTES: dict[str, Callable] = {
 }
 
 
-def shapes_labels(images: torch.Tensor, attribute: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels of Shapes ``images`` for ``attribute`` (a :data:`SHAPES_ATTRIBUTES` name),
-    measured by the read-out; returns ``(labels [N] bool, valid [N] bool)``."""
-    if attribute not in SHAPES_ATTRIBUTES:
+#: The attributes of each scene with ground truth: Lit Shapes (``shapes64``) adds the side
+#: the light comes from (``light`` in turns, 0 from the right: the left half is (0.25, 0.75)).
+SCENE_ATTRIBUTES: dict[str, dict[str, Callable]] = {
+    "shapes": SHAPES_ATTRIBUTES,
+    "lit-shapes": SHAPES_ATTRIBUTES
+    | {"light-left": lambda f, size: (f.light > 0.25) & (f.light < 0.75)},
+}
+#: Every attribute name of any scene (the engine's choices).
+ATTRIBUTES = tuple(dict.fromkeys(a for table in SCENE_ATTRIBUTES.values() for a in table))
+
+
+def shapes_labels(
+    images: torch.Tensor, attribute: str, scene: str = "shapes"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels of ``images`` of ``scene`` (``shapes`` or ``lit-shapes``) for ``attribute``
+    (a name in :data:`SCENE_ATTRIBUTES` of that scene), measured by the scene's read-out;
+    returns ``(labels [N] bool, valid [N] bool)``."""
+    table = SCENE_ATTRIBUTES.get(scene)
+    if table is None:
         raise WorkbenchError(
-            f"unknown attribute {attribute!r}; known: {', '.join(SHAPES_ATTRIBUTES)}"
+            f"scene {scene!r} has no attributes; known: {', '.join(SCENE_ATTRIBUTES)}"
         )
-    read = read_factors(images)
-    labels = SHAPES_ATTRIBUTES[attribute](read.factors, images.shape[-1])
+    if attribute not in table:
+        raise WorkbenchError(
+            f"unknown attribute {attribute!r} of the {scene} scene; known: {', '.join(table)}"
+        )
+    read = get_scene(scene).read(images)
+    labels = table[attribute](read.factors, images.shape[-1])
     return labels.bool(), read.valid
 
 
@@ -467,8 +486,8 @@ OPTIONS = (
         "attribute",
         str,
         "large",
-        "Shapes attribute",
-        choices=tuple(SHAPES_ATTRIBUTES),
+        "the scene's attribute (light-left: Lit Shapes only)",
+        choices=ATTRIBUTES,
         control=True,
     ),
     Option("space", str, "x", "x_t or h", choices=("x", "h"), control=True),
@@ -503,7 +522,7 @@ def boundary_directions(
     positive: str | None = None,
     inversion: str = "ddim",
 ) -> DirectionSet:
-    """The boundary normal of a Shapes ``attribute`` (labelled by the read-out) at
+    """The boundary normal of the model's scene's ``attribute`` (labelled by the read-out) at
     ``timestep`` (default: the preset's mixing step), from ``images`` generated images;
     or, with ``labels`` (a class-folder layout or a CSV, :mod:`workbench.data.labelled`),
     of the user's attribute whose class ``positive`` is True, from those images."""
@@ -515,7 +534,7 @@ def boundary_directions(
         fit = fit_boundary(model, labels, positive=positive, **options)
     else:
         pictures = reference_images(model, images, seed=10_000 + seed)
-        classes, valid = shapes_labels(pictures, attribute)
+        classes, valid = shapes_labels(pictures, attribute, model_scene(model).name)
         fit = fit_boundary(model, pictures[valid], classes[valid], attribute=attribute, **options)
     out = fit.x if space == "x" else fit.h
     assert out is not None

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 
-@dataclass
+@dataclass(repr=False)
 class Calibration(ProbeResult):
     """A calibrated preset and the measurements behind it.
 

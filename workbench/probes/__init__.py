@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from workbench.display import fields, short_repr, summary_html
 from workbench.errors import WorkbenchError
 from workbench.options import CONDITIONING, Option, Spec, in_context, validated
 from workbench.store import write_json, write_text
@@ -48,7 +49,9 @@ def get_probe(name: str) -> Callable[..., ProbeResult]:
 
 
 class ProbeResult:
-    """Base of probe results (dataclasses): JSON export, plotly figure, save to a folder."""
+    """Base of probe results (dataclasses, declared with ``repr=False`` so that this class's
+    short summary is shown): JSON export, plotly figure, save to a folder, a one-line
+    ``summary()`` of the finding."""
 
     name: str = "probe"
     #: Prompt, negative prompt and guidance of a text-to-image model's run (None otherwise).
@@ -71,6 +74,18 @@ class ProbeResult:
     def figure(self) -> go.Figure:  # pragma: no cover - each probe overrides
         """The result's plotly figure."""
         raise NotImplementedError
+
+    def summary(self) -> str:
+        """One line: what the result shows (the built-in probes state their finding; a
+        probe registered elsewhere without one lists its first fields by size)."""
+        return f"{self.name}: " + ", ".join(f"{n} {t}" for n, t in fields(self)[:4])
+
+    def __repr__(self) -> str:
+        return short_repr(self, self.summary())
+
+    def _repr_html_(self) -> str:
+        calls = ".figure() plots it; .save(folder) writes NAME.json and NAME.html"
+        return summary_html(self, self.summary(), calls)
 
     def save(self, folder: str | Path) -> list[Path]:
         """Write ``NAME.json`` and a self-contained ``NAME.html`` into ``folder``."""

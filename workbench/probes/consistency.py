@@ -65,7 +65,7 @@ def transport_alignment(U: torch.Tensor) -> torch.Tensor:
     return cos[..., pairs, :, :].mean(-3)
 
 
-@dataclass
+@dataclass(repr=False)
 class Consistency(ProbeResult):
     """Consistency of local bases. ``timesteps`` decreasing; ``n`` samples; ``k`` directions.
 

@@ -85,7 +85,7 @@ def path_curvedness(path: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ratio, angle
 
 
-@dataclass
+@dataclass(repr=False)
 class Curvedness(ProbeResult):
     """Per timestep (rows, decreasing) and pair (columns): ``ratio`` and ``angle`` ``[T, P]``."""
 

@@ -50,7 +50,7 @@ def value_agreement(values: torch.Tensor, near: torch.Tensor) -> float:
     return spearman(values.double(), values.double()[near].mean(1))
 
 
-@dataclass
+@dataclass(repr=False)
 class Embedding(ProbeResult):
     """``embedding`` ``[N, 2]`` of h; per point ``timestep`` and ``sample`` ``[N]``;
     ``factors``: name -> ``[N]`` (empty when the images cannot be read out)."""

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 
-@dataclass
+@dataclass(repr=False)
 class MixingStep(NormConcentration):
     """The mixing-step search and its evidence (``sampled``/``inverted``: ||x_t|| / sqrt(d),
     ``[S, n]``, rows follow ascending ``timesteps``; ``ks``: KS of the norms; ``sliced_ks``:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 
-@dataclass
+@dataclass(repr=False)
 class NormConcentration(ProbeResult):
     """Ratios ||x_t|| / sqrt(d), ``[S, n]`` for ``sampled`` and ``inverted``.
 
@@ -94,6 +94,18 @@ class NormConcentration(ProbeResult):
             template="plotly_white",
         )
         return fig
+
+    def summary(self) -> str:
+        """Where the two populations end, against the expected curve, and the mixing step."""
+        top = len(self.timesteps) - 1
+        sampled = float(self.sampled[top].median())
+        inverted = float(self.inverted[top].median())
+        at = f"t = {self.mixing_step}" if self.mixing_step is not None else "none"
+        return (
+            f"||x_t|| / sqrt(d) at t = {self.timesteps[top]}: sampled {sampled:.2f}, "
+            f"inverted {inverted:.2f} (expected {self.expected[top]:.2f}); alike "
+            f"(KS <= {self.tolerance:.2f}) from the data end up to: {at}"
+        )
 
 
 @register_probe(

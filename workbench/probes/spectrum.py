@@ -80,7 +80,7 @@ def residual_frobenius_sq(
     return sq.mean(0), sq.std(0) / probes**0.5
 
 
-@dataclass
+@dataclass(repr=False)
 class Spectrum(ProbeResult):
     """Top-``k`` singular values ``s`` ``[T, n, k]`` per timestep (rows, decreasing) and
     sample, with ``frobenius_sq`` ``[T, n]`` (estimate), ``frobenius_se`` (its standard
