@@ -262,7 +262,7 @@ def test_a_half_precision_model_gives_a_float32_basis_close_to_the_full_one(dtyp
 
 class _FloatTangent(torch.autograd.Function):
     """Identity whose forward-mode tangent comes out in float32 beside a half value: what
-    CUDA's normalisation kernels do under ``torch.func.jvp`` on a bfloat16 network."""
+    some layer did under vmapped ``torch.func.jvp`` of a bfloat16 network on CUDA."""
 
     generate_vmap_rule = True
 

@@ -961,10 +961,11 @@ class DiffusionModel:
         Swaps every attention processor for :class:`JacobianSafeAttnProcessor` and puts
         the originals back on exit, also after an exception. A half-precision network also
         gets a pre-hook on every linear and convolution layer that casts its input (value
-        and tangent) to the layer's dtype: on CUDA some normalisation kernels keep their
-        statistics in float32, so their forward-mode tangents come out in float32 beside a
-        half-precision value, and the next layer's matrix product refuses the mix. The hooks
-        are removed on exit too.
+        and tangent) to the layer's dtype: on CUDA (torch 2.11, an H100) vmapped
+        forward-mode tangents came out of a bfloat16 network's layers in float32 beside
+        bfloat16 values, and the next matrix product refused the mix (which op upcasts was
+        not located: plain ``forward_ad`` without vmap did not show it). The hooks are
+        removed on exit too.
         """
         modules = self.attention_modules()
         saved = {name: module.processor for name, module in modules.items()}
