@@ -349,15 +349,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"wrote {folder}")
 
 
+def _comma_list(text: str, convert: Callable, flag: str, expected: str) -> tuple:
+    """``text`` split at commas and converted (one-line error naming ``flag``)."""
+    try:
+        return tuple(convert(v) for v in text.split(","))
+    except ValueError:
+        raise WorkbenchError(f"{flag}: expected {expected}: {text!r}") from None
+
+
 def _shape_prior(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise WorkbenchError(
-            f"--shape-prior: expected three weights like 0.32,0.42,0.26: {text!r}"
-        ) from None
+    return _comma_list(text, float, "--shape-prior", "three weights like 0.32,0.42,0.26")
 
 
 def _cut_skips(text: str | None) -> tuple[int, ...] | None:
@@ -365,12 +368,7 @@ def _cut_skips(text: str | None) -> tuple[int, ...] | None:
         return None
     if text.strip().lower() == "none":
         return ()
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise WorkbenchError(
-            f"--cut-skips: expected up-block indices like 0,1 or none: {text!r}"
-        ) from None
+    return _comma_list(text, int, "--cut-skips", "up-block indices like 0,1 or none")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
