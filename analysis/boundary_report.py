@@ -45,6 +45,7 @@ from workbench.eval.directions import factor_changes
 from workbench.probes.mixing import find_mixing_step
 from workbench.sampling import ddim, make_timesteps
 from workbench.store import write_json, write_text
+from workbench.viz.figures import FORMATS, export
 
 #: where each space's results go in the JSON ("sweep" as before this option existed)
 SWEEP_KEY = {"x": "sweep", "h": "sweep_h"}
@@ -140,7 +141,10 @@ def mixing_search(model, steps: int, report: dict, figure: str) -> float:
         "inverted_norm_median": mixing.inverted.median(dim=1).values.tolist(),
         "expected": mixing.expected,
     }
-    write_text(figure, mixing.figure().to_html(include_plotlyjs="cdn"))
+    if figure.rsplit(".", 1)[-1] in FORMATS:  # a static file for a paper (PDF, SVG, PNG)
+        export(mixing.figure(), figure)
+    else:
+        write_text(figure, mixing.figure().to_html(include_plotlyjs="cdn"))
     print(f"{'t':>5}{'KS':>8}{'sliced':>8}{'sampled':>9}{'inverted':>9}{'expected':>9}")
     for i, t in enumerate(mixing.timesteps):
         if i % 5 == 0 or t == mixing.mixing_step:
@@ -184,7 +188,11 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta after the edit")
     parser.add_argument("--seed", type=int, default=0, help="seeds the step noise (eta > 0)")
     parser.add_argument("--out", default="docs/boundary_report.json")
-    parser.add_argument("--figure", default="runs/mixing_step.html")
+    parser.add_argument(
+        "--figure",
+        default="runs/mixing_step.html",
+        help="the mixing-step figure: .html (interactive) or .pdf/.svg/.png (static)",
+    )
     args = parser.parse_args()
     model = wb.load(args.model, device=args.device)
     distances = [float(d) for d in args.distance.split(",")]

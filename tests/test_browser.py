@@ -165,6 +165,23 @@ NOTEBOOK_STATE = """() => {
 }"""
 
 
+#: Figures of the page without a title, and visible axes without one (plotly's full layout).
+AXES_WITHOUT_TITLES = """() => {
+  const out = [];
+  document.querySelectorAll('.figure .js-plotly-plot').forEach((el, i) => {
+    const full = el._fullLayout;
+    const title = full.title && full.title.text;
+    if (!title) out.push(`figure ${i}: no title`);
+    Object.keys(full).filter(k => /^[xy]axis[0-9]*$/.test(k)).forEach(k => {
+      const axis = full[k];
+      if (axis.visible && !(axis.title && axis.title.text))
+        out.push(`figure ${i} (${title}): ${k} has no title`);
+    });
+  });
+  return out;
+}"""
+
+
 def test_quickstart_runs_in_jupyterlab_and_the_explorer_slider_edits(browser, lab):
     url, token, root = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -211,17 +228,34 @@ def test_quickstart_runs_in_jupyterlab_and_the_explorer_slider_edits(browser, la
     before = image.screenshot()
     src = image.get_attribute("src")
 
-    # move the first slider with the keyboard, as a user does
+    # the image fits the screen: no taller than 45% of it, no wider than the output area
+    box = image.bounding_box()
+    assert box is not None and box["height"] <= 0.45 * 1000 + 1, box
+    area = explorer.bounding_box()
+    assert area is not None and box["width"] <= area["width"] + 1, (box, area)
+    label = explorer.locator(".workbench-image-label").inner_text()
+    assert "top row: samples" in label and "seeds" in label, label
+
+    # move the first slider with the keyboard, as a user does; one step, timed from the key
+    # press to the new image in the page (the latency a user feels)
     handle = sliders.first.locator(".noUi-handle")
     handle.focus()
-    for _ in range(4):
-        handle.press("ArrowLeft")
-    page.wait_for_function(
+    changed = (
         "(old) => { const img = document.querySelector('.workbench-explorer img');"
-        " return img && img.getAttribute('src') !== old; }",
-        arg=src,
-        timeout=120_000,
+        " return img && img.getAttribute('src') !== old; }"
     )
+    latencies = []
+    for _ in range(3):
+        src = image.get_attribute("src")
+        start = time.perf_counter()
+        handle.press("ArrowLeft")
+        page.wait_for_function(changed, arg=src, timeout=120_000)
+        latencies.append(time.perf_counter() - start)
+    report_latency = ", ".join(f"{v:.2f}" for v in latencies)
+    (ARTIFACTS / "explorer-latency.txt").write_text(
+        f"slider step to new image (s): {report_latency}\n"
+    )
+    print(f"explorer: slider step to new image {report_latency} s")
     page.wait_for_timeout(500)
     after = image.screenshot()
     explorer.screenshot(path=str(ARTIFACTS / "explorer-after-slider.png"))
@@ -269,6 +303,21 @@ def test_report_figures_render(browser, report):
     assert all(w > 0 for w in widths)  # every PNG decoded
     headings = page.locator("h2").all_inner_texts()
     assert any(h.startswith("Engine: boundary") for h in headings), headings
+    assert headings[0] == "Summary", headings
+    # the summary: one row per direction set, the probes' findings under it
+    engines = [h for h in headings if h.startswith("Engine: ")]
+    rows = page.locator("table.summary tr").count() - 1
+    assert rows == len(engines) >= 8, (rows, engines)
+    findings = page.locator("h3 + ul li").all_inner_texts()
+    assert len(findings) == len([h for h in headings if h.startswith("Probe: ")]) >= 6
+    # every plotted figure: a title, a title on each visible axis, a caption under it
+    untitled = page.evaluate(AXES_WITHOUT_TITLES)
+    assert not untitled, untitled
+    captions = page.locator(".figure .caption").all_inner_texts()
+    assert len(captions) == expected and all(len(c) > 40 for c in captions)
+    # edit grids: strengths as column headers with the unedited column marked, seeds as rows
+    assert page.locator("table.grid th.marked").first.inner_text().startswith("0 (")
+    assert page.locator("table.grid tr th", has_text="seed 0").count() >= 8
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=False)
     errors = [m for m in messages if m.startswith("pageerror") or "error" in m.split(":")[0]]
     assert not errors, errors

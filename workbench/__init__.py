@@ -9,7 +9,7 @@ from typing import Any
 
 from workbench._version import __version__
 from workbench.directions import DirectionSet
-from workbench.editing import EditResult, edit, register_mode
+from workbench.editing import EditResult, edit, edit_set, register_mode
 from workbench.engines import ENGINES, get_engine
 from workbench.errors import FingerprintMismatch, WorkbenchError
 from workbench.eval.calibration import calibrate
@@ -18,6 +18,7 @@ from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, Preset, load, save
 from workbench.probes import PROBES, probe
 from workbench.sampling import ddim, invert, make_timesteps, sample
+from workbench.trajectories import TrajectoryBank, trajectory_bank
 
 
 def discover(engine: str, model: DiffusionModel, **options: Any) -> DirectionSet:
@@ -36,11 +37,13 @@ __all__ = [
     "FingerprintMismatch",
     "NamedDirection",
     "Preset",
+    "TrajectoryBank",
     "WorkbenchError",
     "calibrate",
     "ddim",
     "discover",
     "edit",
+    "edit_set",
     "invert",
     "judge",
     "load",
@@ -49,4 +52,5 @@ __all__ = [
     "register_mode",
     "sample",
     "save",
+    "trajectory_bank",
 ]

@@ -300,16 +300,42 @@ def cmd_probe(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {args.probe}.json, {args.probe}.html")
 
 
+def _formats(text: str) -> str:
+    """``--format``: one or more of pdf, svg, png, comma-separated (an argparse type)."""
+    from workbench.viz.figures import FORMATS
+
+    given = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in given if f not in FORMATS]
+    if not given or bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown figure format {', '.join(bad) or repr(text)}; known: {', '.join(FORMATS)}"
+        )
+    return ",".join(dict.fromkeys(given))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    """``workbench demo``: every engine and probe on one model, with a report."""
+    """``workbench demo``: every engine and probe on one model, with a report;
+    ``workbench figures``: the same run's figures as static PDF, SVG or PNG files."""
     from workbench.demo import run_demo
 
     _out_dir(args.out, args.overwrite)
     model = _load(args.model, args.device)
+    fmt = getattr(args, "format", None)
     path = run_demo(
-        model, args.out, n_seeds=args.n_seeds, num_steps=args.num_steps, quick=args.quick
+        model,
+        args.out,
+        n_seeds=args.n_seeds,
+        num_steps=args.num_steps,
+        quick=args.quick,
+        full=args.full,
+        verbose=args.verbose,
+        figures=fmt,
+        report=fmt is None,
     )
-    print(f"wrote {path}")
+    if fmt is None:
+        print(f"wrote {path}")
+    else:
+        print(f"wrote {len(list(path.iterdir()))} figures ({fmt}) into {path}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -535,12 +561,31 @@ def build_parser() -> argparse.ArgumentParser:
         out_args(pp, "output folder")
         probe.spec.add_arguments(pp)
 
+    def demo_args(p: argparse.ArgumentParser) -> None:
+        model_args(p)
+        num(p, "n_seeds", int, None, "seeds per grid (default 4; --full 6)", 1, 1000, ("--seeds",))
+        steps_help = "DDIM steps (default 20; --full: the preset's)"
+        num(p, "num_steps", int, None, steps_help, 1, 10**4, ("--steps",))
+        p.add_argument("--quick", action="store_true", help="toy sizes (a smoke test)")
+        p.add_argument(
+            "--full",
+            action="store_true",
+            help="thorough sizes (the preset's steps, 6 seeds, the mixing step from 128 "
+            "trajectories, 128 boundary images)",
+        )
+        p.add_argument(
+            "--verbose", action="store_true", help="every stage's own progress bars, not one bar"
+        )
+
     p = command("demo", "discover, edit and probe on a model; write report.html", cmd_demo)
-    model_args(p)
+    demo_args(p)
     out_args(p, "output folder", default="runs/demo")
-    num(p, "n_seeds", int, 6, "number of seeds per edit grid", 1, 1000, ("--seeds",))
-    num(p, "num_steps", int, None, "DDIM steps (default: the preset's)", 1, 10000, ("--steps",))
-    p.add_argument("--quick", action="store_true", help="toy sizes (a smoke test of the report)")
+    p = command("figures", "write the demo's figures as PDF, SVG or PNG files", cmd_demo)
+    demo_args(p)
+    out_args(p, "output folder (the files go into its figures/)", default="runs/figures")
+    p.add_argument(
+        "--format", default="pdf", type=_formats, help="pdf, svg or png, or several: pdf,svg"
+    )
 
     p = command("train", "train a bundled model (shapes32, shapes64) from scratch", cmd_train)
     out_args(p, "run folder (resumed if it holds a checkpoint)", default="runs/train")

@@ -8,7 +8,10 @@ A strength of 1 is a perturbation of norm ``preset.x_step`` (x-space) or ``prese
   timestep), with the asymmetric reverse step when ``asymmetric`` (the preset's default).
 
 Engines register further modes with :func:`register_mode`. The denoising before the first
-edited step is shared by all strengths and computed once.
+edited step is shared by all strengths and computed once; :func:`edit_set` edits every
+direction of a set at every strength in one batched pass, with that trunk computed once per
+edit timestep (or taken from a :class:`~workbench.trajectories.TrajectoryBank`) and the
+strength-0 row, where the mode leaves it unedited, computed once for all directions.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from workbench.display import short_repr, summary_html
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import (
+    BANK,
     CONDITIONING,
     INVERSION,
     NUM_STEPS,
@@ -40,16 +44,20 @@ from workbench.options import (
 )
 from workbench.sampling import Step, StepHook, ddim, make_timesteps, refinements
 from workbench.store import atomic_path, save_npz
+from workbench.trajectories import TrajectoryBank
 
 
 @dataclass
 class EditPlan:
     """What a mode needs from the loop: timesteps to put on the grid, first edited step,
-    and a factory of the edit hook for a batch of per-sample strengths ``[B]``."""
+    and a factory of the edit hook for a batch of per-sample strengths ``[B]``;
+    ``zero_is_identity``: whether strength 0 leaves a sample unedited (then the strength-0
+    row is the unedited sample, computed once for all directions edited together)."""
 
     include: list[int]
     first_edit: int
     make_hook: Callable[[torch.Tensor], StepHook]
+    zero_is_identity: bool = False
 
 
 ModeFn = Callable[..., EditPlan]
@@ -74,19 +82,31 @@ def _per_sample(strengths: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return strengths.to(like.device, like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def _except(hook: StepHook, keep: torch.Tensor, h_shape: tuple[int, ...]) -> StepHook:
-    """``hook`` with its edit undone on the rows where ``keep`` is True: those samples run
-    on the same grid, with the same step noise, unedited (whatever the mode does)."""
+def _together(parts: list[tuple[StepHook, slice]], h_shape: tuple[int, ...]) -> StepHook:
+    """One hook for a batch whose rows ``slice`` belong to the hook beside it (rows of no
+    part, e.g. the unedited reference, run unedited): each hook sees only its own rows, as
+    if it ran alone; their x changes and h shifts are put back together."""
 
     def run(step: Step) -> None:
-        x, delta = step.x.clone(), step.delta_h
-        hook(step)
-        rows = keep.to(step.x.device).reshape(-1, *([1] * (step.x.ndim - 1)))
-        step.x = torch.where(rows, x, step.x)
-        if step.delta_h is not None and step.delta_h is not delta:
-            d = step.delta_h.expand(step.x.shape[0], *h_shape).clone()
-            d[keep.to(d.device)] = 0
-            step.delta_h = d
+        x, xs, deltas, asymmetric, end = step.x, [], [], set(), 0
+        for hook, rows in parts:
+            sub = Step(index=step.index, t=step.t, t_next=step.t_next, x=x[rows], eta=step.eta)
+            hook(sub)
+            xs.append(sub.x)
+            if sub.delta_h is not None:
+                deltas.append((rows, sub.delta_h))
+                asymmetric.add(sub.asymmetric)
+            step.eta = sub.eta
+            end = rows.stop
+        step.x = torch.cat([*xs, x[end:]]) if end < x.shape[0] else torch.cat(xs)
+        if deltas:
+            if len(asymmetric) > 1:
+                raise WorkbenchError("edits batched together disagree on the asymmetric step")
+            full = x.new_zeros(x.shape[0], *h_shape)
+            for rows, delta in deltas:
+                full[rows] = torch.broadcast_to(delta, (rows.stop - rows.start, *h_shape))
+            step.delta_h = full
+            step.asymmetric = asymmetric.pop()
 
     return run
 
@@ -121,7 +141,9 @@ def additive(
 
             return hook
 
-        return EditPlan(include=[t_edit], first_edit=t_edit, make_hook=make_hook)
+        return EditPlan(
+            include=[t_edit], first_edit=t_edit, make_hook=make_hook, zero_is_identity=True
+        )
 
     if isinstance(directions.timestep, tuple):
         t_high, t_low = directions.timestep
@@ -139,7 +161,7 @@ def additive(
         return hook
 
     include = [t_high] if t_high == t_low else []
-    return EditPlan(include=include, first_edit=t_high, make_hook=make_hook)
+    return EditPlan(include=include, first_edit=t_high, make_hook=make_hook, zero_is_identity=True)
 
 
 def quality_boost(grid: Sequence[int], fraction: float) -> StepHook:
@@ -287,6 +309,7 @@ EDIT = Spec(
         ),
         PROGRESS,
         Option("batch_size", int, 256, "samples per U-Net call", low=1, high=65536),
+        BANK,
         *CONDITIONING,
     ),
 )
@@ -314,6 +337,7 @@ def edit(
     unedited: bool = False,
     images: torch.Tensor | str | Path | None = None,
     inversion: str = "ddim",
+    bank: TrajectoryBank | None = None,
     **options: Any,
 ) -> EditResult:
     """Edit along direction ``index`` at each strength, for seeds or given latents.
@@ -345,6 +369,9 @@ def edit(
             ``distance`` edit at strength 0 moves onto the boundary; it is not unedited).
         prompt, negative_prompt, guidance_scale, class_label: a text-to-image or
             class-conditional model's conditioning (see :meth:`DiffusionModel.conditioned`).
+        bank: a :class:`~workbench.trajectories.TrajectoryBank`: where its grid and seeds
+            are the edit's, the unedited trunk (and, without step noise, the unedited
+            samples) are read from it instead of computed.
         options: passed to the mode.
     Returns:
         :class:`EditResult` with images ``[S, N, C, H, W]``.
@@ -353,32 +380,15 @@ def edit(
     point = directions.params.get("h_point") if directions.space == "h" else None
     with model.h_at(point):
         directions.check_model(model)
-        if mode is None:  # the edit the set records as its working one (a boundary's)
-            recorded = dict(directions.params.get("edit") or {})
-            recorded.pop("strengths", None)  # the CLI's default strengths, not an option
-            mode = recorded.pop("mode", "additive")
-            recorded_eta = recorded.pop("eta", 0.0)
-            eta = recorded_eta if eta is None else eta
-            options = recorded | options
-        eta = 0.0 if eta is None else eta
-        if mode not in MODES:
-            raise WorkbenchError(f"unknown edit mode {mode!r}; known: {', '.join(sorted(MODES))}")
-        strengths = [float(s) for s in strengths]
-        if not strengths:
-            raise WorkbenchError("give at least one strength")
+        mode, eta, options = _recorded_edit(directions, mode, eta, options)
+        strengths = _check_strengths(strengths)
         if sum(v is not None for v in (seeds, x, images)) != 1:
             raise WorkbenchError("give exactly one of seeds, x or images")
         own = own_images(model, images) if images is not None else None
         if own is None:
-            x = model.noise(seeds) if x is None else x.to(model.device, model.dtype)
-            model.check_x(x, "x")
-            check_finite("x", x)
+            x = _start(model, seeds, x)
         plan = MODES[mode](model, directions, index, **options)
-        top = model.schedule.top if t_start is None else model.check_timestep(t_start)
-        for t in plan.include:
-            if t > top:
-                raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")
-        grid = make_timesteps(model, num_steps, t_start=top, include=plan.include)
+        grid = _edit_grid(model, num_steps, t_start, plan.include)
         # the images sampled back unedited give the reconstruction error: deterministically
         # they are the unedited row of the edit itself (its trunk shared), else a pass of
         # their own
@@ -390,51 +400,13 @@ def edit(
             if not in_batch:
                 again = model.decode(ddim(model, x, grid, progress=progress))
                 error = float(((again - own.images.to(again)) ** 2).mean())
-        reference = unedited or in_batch
-        split = next((i for i, t in enumerate(grid) if t <= plan.first_edit), len(grid) - 1)
-        boosting = quality_boost(grid, boost)
-        n, s_count = x.shape[0], len(strengths)
-        levels = strengths + ([0.0] if reference else [])  # the unedited row last
-        per_chunk = max(1, batch_size // len(levels))
-        outs = []
-        for start in range(0, n, per_chunk):
-            chunk = x[start : start + per_chunk]
-            if split > 0:  # shared, unedited trunk
-                chunk = ddim(model, chunk, grid[: split + 1], progress=progress)
-            m = chunk.shape[0]
-            batch = chunk.repeat(len(levels), 1, 1, 1)  # strength-major: [S*m, ...]
-            per_sample = torch.tensor(levels).repeat_interleave(m)
-            hook = plan.make_hook(per_sample)
-            if reference:
-                keep = torch.arange(len(levels) * m) >= s_count * m
-                hook = _except(hook, keep, model.h_shape)
-            gens = None
-            if (eta or boost) and seeds is not None:  # a seed's step noise: same at every strength
-                chunk_seeds = list(seeds)[start : start + m]
-                gens = [
-                    torch.Generator().manual_seed(int(s) + 1_000_003)
-                    for _ in levels
-                    for s in chunk_seeds
-                ]
-            out = ddim(
-                model,
-                batch,
-                grid[split:],
-                eta=eta,
-                generator=gens,
-                edit=[hook, boosting],
-                progress=progress,
-            )
-            out = model.decode(out)  # images of a latent model (in pixel space: unchanged)
-            outs.append(out.reshape(len(levels), m, *out.shape[1:]))
-        images = torch.cat(outs, dim=1)
-        check_finite("edited images", images)
+        run = _EditRun(model, grid, strengths, seeds, eta, boost, progress, batch_size, bank)
+        (images,), reference = run([plan], x, unedited or in_batch)
         if in_batch:
-            back = images[s_count]
-            error = float(((back - own.images.to(back)) ** 2).mean())
+            error = float(((reference - own.images.to(reference)) ** 2).mean())
         return EditResult(
-            images=images[:s_count].cpu(),
-            unedited=images[s_count].cpu() if unedited else None,
+            images=images,
+            unedited=reference if unedited else None,
             strengths=strengths,
             seeds=None if seeds is None else [int(s) for s in seeds],
             index=index,
@@ -445,6 +417,278 @@ def edit(
             sources=own.paths if own is not None else None,
             reconstruction_mse=error if own is not None else None,
         )
+
+
+#: The options of :func:`edit_set`: :func:`edit`'s for seeds and latents, every direction.
+EDIT_SET = Spec(
+    "function",
+    "edit_set",
+    "edit seeds or latents along several directions of a set at several strengths, batched",
+    (
+        Option("indices", "ints", None, "which directions of the set (default: all)", low=0),
+        *(o for o in EDIT.options if o.name not in ("index", "images", "inversion")),
+    ),
+)
+
+
+def _edit_set_checked(fn: Callable) -> Callable:
+    return validated(EDIT_SET, in_context(fn, EDIT_SET.options), first=2)
+
+
+@_edit_set_checked
+def edit_set(
+    model: DiffusionModel,
+    directions: DirectionSet,
+    strengths: Sequence[float],
+    indices: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
+    x: torch.Tensor | None = None,
+    t_start: int | None = None,
+    mode: str | None = None,
+    num_steps: int | None = None,
+    eta: float | None = None,
+    boost: float = 0.0,
+    progress: bool | None = None,
+    batch_size: int = 256,
+    unedited: bool = False,
+    bank: TrajectoryBank | None = None,
+    **options: Any,
+) -> list[EditResult]:
+    """:func:`edit` for every direction ``indices`` (default: all) of ``directions``, as one
+    batched pass: the unedited trunk down to the edit timestep is computed once (or read
+    from ``bank`` when its grid and seeds are the edit's), and where the mode leaves
+    strength 0 unedited (additive, guidance) that row is computed once for all directions
+    (with ``bank`` and eta 0: read from it). Gives what :func:`edit` gives per direction
+    (up to float rounding of the other batch size); one :class:`EditResult` per index."""
+    point = directions.params.get("h_point") if directions.space == "h" else None
+    with model.h_at(point):
+        directions.check_model(model)
+        mode, eta, options = _recorded_edit(directions, mode, eta, options)
+        strengths = _check_strengths(strengths)
+        if (seeds is None) == (x is None):
+            raise WorkbenchError("give exactly one of seeds or x")
+        x = _start(model, seeds, x)
+        indices = list(range(len(directions))) if indices is None else [int(i) for i in indices]
+        for i in indices:
+            if not 0 <= i < len(directions):
+                raise WorkbenchError(f"index {i} is out of range for {len(directions)} directions")
+        plans = [MODES[mode](model, directions, i, **options) for i in indices]
+        grid = _edit_grid(model, num_steps, t_start, sorted({t for p in plans for t in p.include}))
+        run = _EditRun(model, grid, strengths, seeds, eta, boost, progress, batch_size, bank)
+        images, reference = run(plans, x, unedited)
+        return [
+            EditResult(
+                images=edited,
+                unedited=reference if unedited else None,
+                strengths=strengths,
+                seeds=None if seeds is None else [int(s) for s in seeds],
+                index=i,
+                mode=mode,
+                directions=directions,
+                timesteps=grid,
+                options=dict(options) | {"eta": eta, "boost": boost},
+            )
+            for i, edited in zip(indices, images, strict=True)
+        ]
+
+
+def _recorded_edit(
+    directions: DirectionSet, mode: str | None, eta: float | None, options: dict[str, Any]
+) -> tuple[str, float, dict[str, Any]]:
+    """Mode, eta and mode options of an edit: by default the working edit the set records
+    (options given win), else additive with eta 0."""
+    if mode is None:  # the edit the set records as its working one (a boundary's)
+        recorded = dict(directions.params.get("edit") or {})
+        recorded.pop("strengths", None)  # the CLI's default strengths, not an option
+        mode = recorded.pop("mode", "additive")
+        recorded_eta = recorded.pop("eta", 0.0)
+        eta = recorded_eta if eta is None else eta
+        options = recorded | options
+    if mode not in MODES:
+        raise WorkbenchError(f"unknown edit mode {mode!r}; known: {', '.join(sorted(MODES))}")
+    return mode, 0.0 if eta is None else eta, options
+
+
+def _check_strengths(strengths: Sequence[float]) -> list[float]:
+    strengths = [float(s) for s in strengths]
+    if not strengths:
+        raise WorkbenchError("give at least one strength")
+    return strengths
+
+
+def _start(
+    model: DiffusionModel, seeds: Sequence[int] | None, x: torch.Tensor | None
+) -> torch.Tensor:
+    x = model.noise(seeds) if x is None else x.to(model.device, model.dtype)
+    model.check_x(x, "x")
+    check_finite("x", x)
+    return x
+
+
+def _edit_grid(
+    model: DiffusionModel, num_steps: int | None, t_start: int | None, include: Sequence[int]
+) -> list[int]:
+    top = model.schedule.top if t_start is None else model.check_timestep(t_start)
+    for t in include:
+        if t > top:
+            raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")
+    return make_timesteps(model, num_steps, t_start=top, include=include)
+
+
+@dataclass
+class _EditRun:
+    """Edits of several plans at several strengths on one grid, batched (see :func:`edit_set`)."""
+
+    model: DiffusionModel
+    grid: list[int]
+    strengths: list[float]
+    seeds: Sequence[int] | None
+    eta: float
+    boost: float
+    progress: bool | None
+    batch_size: int
+    bank: TrajectoryBank | None
+
+    def __call__(
+        self, plans: list[EditPlan], x: torch.Tensor, reference: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Images ``[S, N, C, H, W]`` per plan (decoded, on the CPU) and the unedited ones
+        ``[N, C, H, W]`` (None unless ``reference`` or needed for a shared strength 0)."""
+        model, grid = self.model, self.grid
+        stochastic = bool(self.eta or self.boost)
+        splits = [
+            next((i for i, t in enumerate(grid) if t <= p.first_edit), len(grid) - 1) for p in plans
+        ]
+        # strength 0 of a mode that leaves it unedited is the reference row, shared; with step
+        # noise only where every plan's noise starts at the same step
+        share = not stochastic or len(set(splits)) == 1
+        levels = [
+            [s for s in self.strengths if not (share and p.zero_is_identity and s == 0.0)]
+            for p in plans
+        ]
+        need_reference = reference or any(len(lv) < len(self.strengths) for lv in levels)
+        seeds = None if self.seeds is None else [int(s) for s in self.seeds]
+        banked = (
+            self.bank is not None and seeds is not None and self.bank.covers(model, grid, seeds)
+        )
+        # the unedited samples without step noise are the bank's own samples
+        reference_from_bank = need_reference and banked and not stochastic
+        per_seed = sum(map(len, levels)) + (need_reference and not reference_from_bank)
+        per_chunk = max(1, self.batch_size // max(per_seed, 1))
+        boosting = quality_boost(grid, self.boost)
+        outs: list[list[torch.Tensor]] = [[] for _ in plans]
+        refs: list[torch.Tensor] = []
+        n = x.shape[0]
+        for start in range(0, n, per_chunk):
+            chunk_seeds = None if seeds is None else seeds[start : start + per_chunk]
+            chunk = x[start : start + per_chunk]
+            trunk = self._trunks(chunk, chunk_seeds, sorted(set(splits)), banked)
+            if reference_from_bank:
+                bank_x = self.bank.at(model, grid, chunk_seeds, -1)  # type: ignore[union-attr]
+                refs.append(model.decode(bank_x.to(model.device, model.dtype)))
+            first = min(splits)
+            for split in sorted(set(splits)):
+                group = [j for j, s in enumerate(splits) if s == split]
+                with_reference = need_reference and not reference_from_bank and split == first
+                images, reference_images = self._group(
+                    [plans[j] for j in group],
+                    [levels[j] for j in group],
+                    trunk[split],
+                    split,
+                    chunk_seeds,
+                    with_reference,
+                    boosting,
+                )
+                for j, part in zip(group, images, strict=True):
+                    outs[j].append(part)
+                if reference_images is not None:
+                    refs.append(reference_images)
+        unedited = torch.cat(refs).cpu() if refs else None
+        results = []
+        for plan_levels, parts in zip(levels, outs, strict=True):
+            done = torch.cat(parts, dim=1).cpu()
+            rows = iter(done)
+            results.append(
+                torch.stack(
+                    [
+                        next(rows) if s in plan_levels else unedited  # type: ignore[misc]
+                        for s in self.strengths
+                    ]
+                )
+            )
+        for result in results:
+            check_finite("edited images", result)
+        return results, unedited
+
+    def _trunks(
+        self, x: torch.Tensor, seeds: list[int] | None, splits: list[int], banked: bool
+    ) -> dict[int, torch.Tensor]:
+        """x at each grid index of ``splits`` (ascending), denoised once, unedited."""
+        model, grid = self.model, self.grid
+        if banked:
+            return {
+                s: self.bank.at(model, grid, seeds, grid[s]).to(model.device, model.dtype)  # type: ignore[union-attr,arg-type]
+                for s in splits
+            }
+        out, at, current = {}, 0, x
+        for s in splits:
+            if s > at:
+                current = ddim(model, current, grid[at : s + 1], progress=self.progress)
+                at = s
+            out[s] = current
+        return out
+
+    def _group(
+        self,
+        plans: list[EditPlan],
+        levels: list[list[float]],
+        x: torch.Tensor,
+        split: int,
+        seeds: list[int] | None,
+        with_reference: bool,
+        boosting: StepHook,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """One batched pass from grid index ``split`` for plans that start editing there:
+        rows plan-major, then strength-major, then sample; the reference rows last."""
+        model = self.model
+        m = x.shape[0]
+        parts, blocks, row = [], [], 0
+        for plan, plan_levels in zip(plans, levels, strict=True):
+            if not plan_levels:
+                continue
+            rows = slice(row, row + len(plan_levels) * m)
+            per_sample = torch.tensor(plan_levels).repeat_interleave(m)
+            parts.append((plan.make_hook(per_sample), rows))
+            blocks.append(x.repeat(len(plan_levels), 1, 1, 1))
+            row = rows.stop
+        if with_reference:
+            blocks.append(x)
+        if not blocks:
+            return [torch.zeros(0, m, *model.image_shape) for _ in plans], None
+        batch = torch.cat(blocks)
+        gens = None
+        if (self.eta or self.boost) and seeds is not None:  # a seed's noise: same at every row
+            gens = [
+                torch.Generator().manual_seed(s + 1_000_003)
+                for _ in range(batch.shape[0] // m)
+                for s in seeds
+            ]
+        out = ddim(
+            model,
+            batch,
+            self.grid[split:],
+            eta=self.eta,
+            generator=gens,
+            edit=[_together(parts, model.h_shape), boosting],
+            progress=self.progress,
+        )
+        out = model.decode(out)  # images of a latent model (in pixel space: unchanged)
+        images, at = [], 0
+        for plan_levels in levels:
+            count = len(plan_levels) * m
+            images.append(out[at : at + count].reshape(len(plan_levels), m, *out.shape[1:]))
+            at += count
+        return images, (out[at:] if with_reference else None)
 
 
 @dataclass
@@ -521,4 +765,4 @@ def guidance(
 
         return hook
 
-    return EditPlan(include=[t_edit], first_edit=t_edit, make_hook=make_hook)
+    return EditPlan(include=[t_edit], first_edit=t_edit, make_hook=make_hook, zero_is_identity=True)

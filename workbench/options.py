@@ -387,6 +387,14 @@ INVERSION = Option(
     "step refined until it samples back exactly; latents reach the noise shell)",
     choices=("ddim", "fixed-point"),
 )
+#: The trajectories a run shares (``workbench.trajectories.TrajectoryBank``).
+BANK = Option(
+    "bank",
+    object,
+    None,
+    "a TrajectoryBank on the same grid whose trajectories are reused instead of sampled anew",
+    cli=False,
+)
 #: The h-space engines' timestep: no control in the explorer (they edit over a window).
 SINGLE_STEP = Option(
     "timestep", int, None, "a single-step edit at this timestep instead of the h window", low=0

@@ -1,8 +1,11 @@
 """Sampled and DDIM-inverted trajectories of one model on one grid: what the norm probe
-and the mixing-step search compare."""
+and the mixing-step search compare, and the bank of them that a run shares
+(:class:`TrajectoryBank`)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,7 @@ from workbench.errors import WorkbenchError, check_finite
 from workbench.models.presets import NO_SCENE
 from workbench.models.wrapper import DiffusionModel
 from workbench.sampling import ddim, make_timesteps, refinements
+from workbench.store import Cache, cache_key
 
 
 def model_scene(model: DiffusionModel) -> Scene:
@@ -77,14 +81,20 @@ def paired_trajectories(
     progress: bool | None,
     image_seed: int | None = None,
     inversion: str = "ddim",
+    bank: TrajectoryBank | None = None,
 ) -> PairedTrajectories:
     """Sample ``n`` trajectories (seeds ``seed..``) and invert the real ``images`` (a tensor
     ``[m, *model.image_shape]`` in [-1, 1] or a folder of image files; default: ``n`` images
     of the model's scene from ``image_seed``, default ``seed``) on the same grid, by
     ``inversion`` (``ddim`` or ``fixed-point``, see :func:`workbench.sampling.invert`); a
-    latent model inverts the images' VAE latents."""
+    latent model inverts the images' VAE latents. With ``bank`` (and no ``images``) its
+    trajectories of the same seeds and grid and its first ``n`` inverted images are used."""
     refine = refinements(inversion)
     grid = make_timesteps(model, num_steps)
+    if bank is not None:
+        if images is not None:
+            raise WorkbenchError("give images or a trajectory bank, not both")
+        return bank.paired(model, grid, range(seed, seed + n), n, inversion)
     if images is None:
         images = reference_images(model, n, seed if image_seed is None else image_seed)
     elif isinstance(images, str | Path):
@@ -104,4 +114,195 @@ def paired_trajectories(
         sampled=sampled.x.flip(0).flatten(2).double(),
         inverted=inverted.x.flatten(2).double(),
         real=real,
+    )
+
+
+@dataclass(repr=False)
+class TrajectoryBank:
+    """Trajectories of one model on one DDIM grid, computed once and reused by every engine
+    and probe that would otherwise sample or invert its own (the PCA engine, the norm,
+    mixing-step and UMAP probes, the edits' unedited trunks and the demo's samples).
+
+    ``timesteps``: the decreasing grid, ending at the clean end ``-1``. ``sampled``
+    ``[S+1, n, C, H, W]``: x along the grid (sampling order) from the noise of ``seeds``;
+    ``h`` ``[S, n, *h_shape]``: h at each step of those runs (read at ``h_point``; None when
+    not recorded); ``real`` ``[m, *image_shape]``: the real images, and ``inverted``
+    ``[S+1, m, C, H, W]``: their latents inverted up the same grid (ascending: the clean
+    end first). Tensors live on the CPU in float32."""
+
+    timesteps: list[int]
+    seeds: list[int]
+    sampled: torch.Tensor
+    h: torch.Tensor | None
+    real: torch.Tensor
+    inverted: torch.Tensor
+    inversion: str
+    h_point: str
+    fingerprint: str
+    conditioning: dict | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"TrajectoryBank({len(self.seeds)} sampled and {self.real.shape[0]} inverted "
+            f"trajectories, {len(self.timesteps) - 1} steps, h "
+            f"{'recorded' if self.h is not None else 'not recorded'})"
+        )
+
+    def check(self, model: DiffusionModel, grid: list[int], seeds: range | list[int]) -> list[int]:
+        """Rows of ``seeds`` in the bank, after checking that the bank belongs to ``model``
+        (fingerprint, conditioning, point of h) and ``grid``: a one-line error naming the
+        mismatch otherwise."""
+        if self.fingerprint != model.fingerprint:
+            raise WorkbenchError(
+                f"fingerprint mismatch: the trajectory bank is of model {self.fingerprint}, "
+                f"not of {model.fingerprint}"
+            )
+        conditioning = model.conditioning
+        here = None if conditioning is None else conditioning.describe()
+        if here != self.conditioning:
+            raise WorkbenchError("the trajectory bank was sampled under another conditioning")
+        if list(grid) != self.timesteps:
+            raise WorkbenchError(
+                f"the trajectory bank's grid ({len(self.timesteps) - 1} steps from "
+                f"{self.timesteps[0]}) is not this run's ({len(grid) - 1} steps from {grid[0]})"
+            )
+        where = {s: i for i, s in enumerate(self.seeds)}
+        missing = [s for s in seeds if s not in where]
+        if missing:
+            raise WorkbenchError(
+                f"seeds {missing[:4]}{'...' if len(missing) > 4 else ''} are not in the "
+                f"trajectory bank (seeds {self.seeds[0]}-{self.seeds[-1]})"
+            )
+        return [where[s] for s in seeds]
+
+    def covers(self, model: DiffusionModel, grid: list[int], seeds: list[int]) -> bool:
+        """Whether the bank holds ``seeds`` on ``grid`` (after checking that it is of ``model``
+        and its conditioning: a one-line error otherwise)."""
+        self.check(model, self.timesteps, [])
+        return list(grid) == self.timesteps and set(seeds) <= set(self.seeds)
+
+    def sampled_h(
+        self, model: DiffusionModel, grid: list[int], seeds: range | list[int]
+    ) -> list[torch.Tensor]:
+        """h at each step of ``grid`` (but the last) for ``seeds``: ``[n, *h_shape]`` per step,
+        as ``model.record_h()`` sees them during sampling."""
+        rows = self.check(model, grid, seeds)
+        if self.h is None:
+            raise WorkbenchError("the trajectory bank holds no h: build it with h=True")
+        if model.h_point != self.h_point:
+            raise WorkbenchError(
+                f"the trajectory bank recorded h at {self.h_point!r}, not at {model.h_point!r}"
+            )
+        return list(self.h[:, rows])
+
+    def paired(
+        self,
+        model: DiffusionModel,
+        grid: list[int],
+        seeds: range | list[int],
+        m: int,
+        inversion: str,
+    ) -> PairedTrajectories:
+        """Sampled trajectories of ``seeds`` and the first ``m`` inverted real images, as
+        :func:`paired_trajectories` gives them."""
+        rows = self.check(model, grid, seeds)
+        if inversion != self.inversion:
+            raise WorkbenchError(
+                f"the trajectory bank inverted by {self.inversion!r}, not {inversion!r}"
+            )
+        if m > self.real.shape[0]:
+            raise WorkbenchError(
+                f"the trajectory bank holds {self.real.shape[0]} inverted images, not {m}"
+            )
+        return PairedTrajectories(
+            timesteps=self.timesteps[::-1],
+            sampled=self.sampled[:, rows].flip(0).flatten(2).double(),
+            inverted=self.inverted[:, :m].flatten(2).double(),
+            real=self.real[:m],
+        )
+
+    def at(
+        self, model: DiffusionModel, grid: list[int], seeds: range | list[int], t: int
+    ) -> torch.Tensor:
+        """x of ``seeds`` at grid timestep ``t`` (``-1``: the samples' clean latents)."""
+        rows = self.check(model, grid, seeds)
+        return self.sampled[self.timesteps.index(t), rows]
+
+
+def trajectory_bank(
+    model: DiffusionModel,
+    n: int = 64,
+    num_steps: int | None = None,
+    seed: int = 0,
+    images: torch.Tensor | None = None,
+    image_seed: int | None = None,
+    inversion: str = "ddim",
+    h: bool = True,
+    cache: Cache | None | bool = None,
+    progress: bool | None = None,
+) -> TrajectoryBank:
+    """Sample ``n`` trajectories (seeds ``seed..seed+n-1``, eta 0, h recorded when ``h``) and
+    invert ``images`` (default: ``n`` images of the model's scene from ``image_seed``,
+    default ``seed + 1``) on the grid of ``num_steps``; cached on disk by fingerprint, grid,
+    seeds, images and inversion (``cache``: a :class:`~workbench.store.Cache`, None for the
+    user's, False for none), so a second run with the same model and settings samples
+    nothing. The two passes are one network call per step each (plus the refinements of a
+    fixed-point inversion)."""
+    if not 2 <= n <= 100_000:
+        raise WorkbenchError(f"n must be in [2, 100000], got {n}")
+    refine = refinements(inversion)
+    grid = make_timesteps(model, num_steps)
+    seeds = list(range(seed, seed + n))
+    image_seed = seed + 1 if image_seed is None else image_seed
+    if images is None:
+        images = reference_images(model, n, image_seed)
+        source: dict = {"scene": model.preset.scene, "image_seed": image_seed, "m": n}
+    else:
+        model.check_images(images)
+        check_finite("images", images)
+        source = {"images": hashlib.sha256(images.float().numpy().tobytes()).hexdigest()[:16]}
+    conditioning = model.conditioning
+    described = None if conditioning is None else conditioning.describe()
+    key = cache_key(
+        kind="trajectory-bank",
+        model=model.fingerprint,
+        grid=grid,
+        seeds=seeds,
+        inversion=inversion,
+        h_point=model.h_point if h else None,
+        dtype=str(model.dtype),
+        device=model.device.type,
+        conditioning=described,
+        **source,
+    )
+    store = None if cache is False else (cache or Cache())
+    hit = store.get(key) if store is not None else None
+    if hit is None:
+        recording = model.record_h() if h else contextlib.nullcontext([])
+        with recording as seen:
+            _, forward = ddim(
+                model, model.noise(seeds), grid, return_trajectory=True, progress=progress
+            )
+        latents = model.encode(images)
+        _, backward = ddim(
+            model, latents, grid[::-1], return_trajectory=True, progress=progress, refine=refine
+        )
+        tensors = {"sampled": forward.x.float(), "inverted": backward.x.float()}
+        if h:
+            tensors["h"] = torch.stack(seen)
+        if store is not None:
+            store.put(key, tensors, {"grid": grid, "seeds": seeds})
+    else:
+        tensors = hit[0]
+    return TrajectoryBank(
+        timesteps=grid,
+        seeds=seeds,
+        sampled=tensors["sampled"],
+        h=tensors.get("h"),
+        real=images.float().cpu(),
+        inverted=tensors["inverted"],
+        inversion=inversion,
+        h_point=model.h_point,
+        fingerprint=model.fingerprint,
+        conditioning=described,
     )

@@ -22,8 +22,9 @@ from workbench.directions import DirectionSet, sign_fixed
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import NUM_STEPS, SINGLE_STEP, WINDOW, Option
+from workbench.options import BANK, NUM_STEPS, SINGLE_STEP, WINDOW, Option
 from workbench.sampling import ddim, make_timesteps
+from workbench.trajectories import TrajectoryBank
 
 
 def principal_directions(data: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +51,7 @@ OPTIONS = (
     NUM_STEPS,
     WINDOW,
     Option("progress", bool, None, "progress bar (default: the package setting)", cli=False),
+    BANK,
 )
 
 
@@ -64,16 +66,21 @@ def pca_directions(
     num_steps: int | None = None,
     window: tuple[int, int] | None = None,
     progress: bool | None = None,
+    bank: TrajectoryBank | None = None,
 ) -> DirectionSet:
-    """Principal directions of h; see the module docstring."""
+    """Principal directions of h; see the module docstring. With ``bank`` the h of its
+    trajectories of the same seeds and grid are used (no sampling)."""
     t_high, t_low = window or model.preset.h_window
     include = [] if timestep is None else [model.check_timestep(timestep)]
     grid = make_timesteps(model, num_steps, include=include)
     wanted = include or [t for t in grid[:-1] if t_low <= t <= t_high]
     if not wanted:
         raise WorkbenchError(f"no grid timestep inside the window ({t_high}, {t_low})")
-    with model.record_h() as seen:
-        ddim(model, model.noise(range(seed, seed + n)), grid, progress=progress)
+    if bank is not None:
+        seen = bank.sampled_h(model, grid, range(seed, seed + n))
+    else:
+        with model.record_h() as seen:
+            ddim(model, model.noise(range(seed, seed + n)), grid, progress=progress)
     rows = []
     for i, t in enumerate(grid[:-1]):
         if t in wanted:

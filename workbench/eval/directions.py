@@ -155,7 +155,8 @@ class DirectionScores:
         )
         fig.update_layout(
             title="Effect of each direction on each factor",
-            yaxis={"autorange": "reversed"},
+            xaxis_title="ground-truth factor",
+            yaxis={"autorange": "reversed", "title": {"text": "direction"}},
             template="plotly_white",
         )
         return fig

@@ -295,6 +295,7 @@ class ImageScores:
                 col=col,
             )
             fig.update_yaxes(title_text=label, row=1, col=col)
+            fig.update_xaxes(title_text="direction", row=1, col=col)
         fig.update_layout(
             title=f"Directions judged without ground truth ({self.n_seeds} seeds)",
             template="plotly_white",

@@ -80,6 +80,11 @@ class ProbeResult:
         probe registered elsewhere without one lists its first fields by size)."""
         return f"{self.name}: " + ", ".join(f"{n} {t}" for n, t in fields(self)[:4])
 
+    def headline(self) -> str:
+        """The finding in one line (the report's summary); by default the summary's first
+        line. The built-in probes state what a reader should take from them."""
+        return self.summary().splitlines()[0]
+
     def __repr__(self) -> str:
         return short_repr(self, self.summary())
 

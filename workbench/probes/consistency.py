@@ -105,6 +105,16 @@ class Consistency(ProbeResult):
             lines.append(f"  same sample across timesteps: cos^2 {float(over_time):.3f}")
         return "\n".join(lines)
 
+    def headline(self) -> str:
+        """How far local bases agree across samples, against the random floor."""
+        across = self.off_diagonal_mean(self.across_samples)
+        i = int(across.argmax())
+        return (
+            f"local bases agree across samples most at t={self.timesteps[i]}: mean cos^2 "
+            f"{float(across[i]):.3f}, {float(across[i]) / self.random_cos2:.0f}x the random "
+            f"floor {self.random_cos2:.4f}"
+        )
+
     def figure(self) -> go.Figure:
         """Heat maps of alignment across timesteps and samples."""
         from plotly.subplots import make_subplots
@@ -154,6 +164,9 @@ class Consistency(ProbeResult):
         fig.update_yaxes(autorange="reversed", row=1, col=2)
         fig.update_yaxes(autorange="reversed", title_text="direction i of a", row=1, col=3)
         fig.update_xaxes(title_text="timestep t", row=1, col=1)
+        fig.update_yaxes(title_text="mean cos^2", row=1, col=1)
+        fig.update_xaxes(title_text="timestep t", row=1, col=2)
+        fig.update_yaxes(title_text="timestep t", row=1, col=2)
         fig.update_xaxes(title_text="direction j of b", row=1, col=3)
         fig.update_layout(title="Consistency of the local pullback bases", template="plotly_white")
         return fig

@@ -107,6 +107,17 @@ class Curvedness(ProbeResult):
             )
         return "\n".join(lines)
 
+    def headline(self) -> str:
+        """How much the paths in h bend, at the timestep where they bend most."""
+        medians = [float(r.median()) for r in self.ratio]
+        i = max(range(len(medians)), key=medians.__getitem__)
+        return (
+            f"{self.interpolation} paths between samples bend in h: length / chord median "
+            f"{medians[i]:.2f} at t={self.timesteps[i]} (1 = straight; "
+            + ", ".join(f"t={t}: {m:.2f}" for t, m in zip(self.timesteps, medians, strict=True))
+            + ")"
+        )
+
     def figure(self) -> go.Figure:
         """Ratio and angle against timestep."""
         from plotly.subplots import make_subplots
@@ -127,6 +138,8 @@ class Curvedness(ProbeResult):
                     col=col,
                 )
         fig.update_xaxes(title_text="timestep t")
+        fig.update_yaxes(title_text="length / chord (1 = straight)", row=1, col=1)
+        fig.update_yaxes(title_text="turning angle (degrees)", row=1, col=2)
         fig.update_layout(
             title=f"Curvedness of {self.interpolation} interpolation in x_t, seen in h "
             f"({self.ratio.shape[1]} pairs, {self.points} points)",

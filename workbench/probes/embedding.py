@@ -23,11 +23,12 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
+from workbench.options import BANK, H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import grid_with
 from workbench.sampling import ddim, make_timesteps
 from workbench.stats import spearman
+from workbench.trajectories import TrajectoryBank
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -63,6 +64,23 @@ class Embedding(ProbeResult):
     factor_agreement: dict[str, dict[int, float]] = field(default_factory=dict)
     neighbours: int = 10
     name: str = "umap"
+
+    def headline(self) -> str:
+        """Whether h is organised by timestep, and by which factor most."""
+        steps = self.timestep.unique()
+        text = (
+            f"h clusters by timestep: neighbour agreement {self.timestep_agreement:.2f} "
+            f"(chance {1 / len(steps):.2f})"
+        )
+        best = [
+            (v, factor, t)
+            for factor, per_t in self.factor_agreement.items()
+            for t, v in per_t.items()
+        ]
+        if best:
+            v, factor, t = max(best)
+            text += f"; the factor that orders it best: {factor} at t={t} ({v:.2f})"
+        return text
 
     def summary(self) -> str:
         """Points and timesteps of the embedding, as text."""
@@ -109,6 +127,8 @@ class Embedding(ProbeResult):
         fig.update_layout(
             title=f"UMAP of h over samples and timesteps (timestep agreement "
             f"{self.timestep_agreement:.2f})",
+            xaxis_title="UMAP 1 (no unit)",
+            yaxis_title="UMAP 2 (no unit)",
             template="plotly_white",
             updatemenus=[
                 {
@@ -142,6 +162,7 @@ class Embedding(ProbeResult):
         Option("umap_neighbors", int, 15, "UMAP's n_neighbors", low=2, high=10000),
         PROGRESS,
         H_POINT,
+        BANK,
     ),
 )
 def umap_embedding(
@@ -153,8 +174,11 @@ def umap_embedding(
     neighbours_count: int = 10,
     umap_neighbors: int = 15,
     progress: bool | None = None,
+    bank: TrajectoryBank | None = None,
 ) -> Embedding:
-    """UMAP of h for ``n`` sampled trajectories (seeds ``seed..``); see the module docstring."""
+    """UMAP of h for ``n`` sampled trajectories (seeds ``seed..``); see the module docstring.
+    With ``bank`` the h and samples of its trajectories of the same seeds and grid are used
+    (no sampling)."""
     import umap
 
     grid = make_timesteps(model, num_steps)
@@ -166,8 +190,12 @@ def umap_embedding(
         chosen = sorted({model.check_timestep(int(t)) for t in timesteps}, reverse=True)
         grid = grid_with(model, num_steps, chosen)
         steps = grid[:-1]
-    with model.record_h() as seen:
-        images = ddim(model, model.noise(range(seed, seed + n)), grid, progress=progress)
+    if bank is not None:
+        seen = bank.sampled_h(model, grid, range(seed, seed + n))
+        images = bank.at(model, grid, range(seed, seed + n), -1)
+    else:
+        with model.record_h() as seen:
+            images = ddim(model, model.noise(range(seed, seed + n)), grid, progress=progress)
     rows = [seen[steps.index(t)].flatten(1) for t in chosen]
     data = torch.cat(rows)
     total = data.shape[0]

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import IMAGES, INVERSION, NUM_STEPS, PROGRESS, SEED, Option
+from workbench.options import BANK, IMAGES, INVERSION, NUM_STEPS, PROGRESS, SEED, Option
 from workbench.probes import register_probe
 from workbench.probes.norm import NormConcentration
 from workbench.stats import ks_critical, ks_statistic, last_agreeing
-from workbench.trajectories import paired_trajectories
+from workbench.trajectories import TrajectoryBank, paired_trajectories
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -89,6 +89,7 @@ class MixingStep(NormConcentration):
         ),
         INVERSION,
         PROGRESS,
+        BANK,
     ),
 )
 def find_mixing_step(
@@ -101,6 +102,7 @@ def find_mixing_step(
     tolerance: float | None = None,
     progress: bool | None = None,
     inversion: str = "ddim",
+    bank: TrajectoryBank | None = None,
 ) -> MixingStep:
     """Search the mixing step of ``model`` (see the module docstring).
 
@@ -109,11 +111,21 @@ def find_mixing_step(
         images: real images ``[m, *model.image_shape]`` in [-1, 1], or a folder of image
             files (default: ``n`` images of the model's scene).
         tolerance: on both statistics (default: the 5% KS critical value for n and m).
+        bank: a :class:`~workbench.trajectories.TrajectoryBank` on the same grid: its
+            trajectories of seeds ``seed..`` and its first ``n`` inverted images are used.
     Returns:
         :class:`MixingStep` with ``mixing_step`` (``None`` if they never agree) and figure.
     """
     pair = paired_trajectories(
-        model, n, num_steps, images, seed, progress, image_seed=seed + 1, inversion=inversion
+        model,
+        n,
+        num_steps,
+        images,
+        seed,
+        progress,
+        image_seed=seed + 1,
+        inversion=inversion,
+        bank=bank,
     )
     m = pair.real.shape[0]
     tol = ks_critical(n, m) if tolerance is None else tolerance

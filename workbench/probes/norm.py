@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import IMAGES, INVERSION, NUM_STEPS, PROGRESS, SEED, Option
+from workbench.options import BANK, IMAGES, INVERSION, NUM_STEPS, PROGRESS, SEED, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.stats import ks_statistic, last_agreeing
-from workbench.trajectories import paired_trajectories
+from workbench.trajectories import TrajectoryBank, paired_trajectories
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -121,6 +121,7 @@ class NormConcentration(ProbeResult):
         ),
         INVERSION,
         PROGRESS,
+        BANK,
     ),
 )
 def norm_concentration(
@@ -132,6 +133,7 @@ def norm_concentration(
     tolerance: float = 0.2,
     inversion: str = "ddim",
     progress: bool | None = None,
+    bank: TrajectoryBank | None = None,
 ) -> NormConcentration:
     """Norms of ``n`` sampled and ``n`` inverted trajectories on the same DDIM grid.
 
@@ -139,8 +141,12 @@ def norm_concentration(
         images: real images ``[m, *model.image_shape]`` in [-1, 1], or a folder of image
             files, to invert (default: the model's scene).
         tolerance: KS statistic under which the two populations count as alike.
+        bank: a :class:`~workbench.trajectories.TrajectoryBank` on the same grid: its
+            trajectories of seeds ``seed..`` and its first ``n`` inverted images are used.
     """
-    pair = paired_trajectories(model, n, num_steps, images, seed, progress, inversion=inversion)
+    pair = paired_trajectories(
+        model, n, num_steps, images, seed, progress, inversion=inversion, bank=bank
+    )
     s_norm, i_norm = pair.norm_ratios()
     ks = [ks_statistic(a, b) for a, b in zip(s_norm, i_norm, strict=True)]
     return NormConcentration(

@@ -120,6 +120,18 @@ class Spectrum(ProbeResult):
             )
         return "\n".join(lines)
 
+    def headline(self) -> str:
+        """Where the spectrum of the Jacobian is most concentrated."""
+        k = self.s.shape[-1]
+        energy = [float(e.median()) for e in self.energy_top_k]
+        i = max(range(len(energy)), key=energy.__getitem__)
+        return (
+            f"the {self.jacobian} spectrum is most concentrated at t={self.timesteps[i]}: the "
+            f"top {k} directions hold {energy[i]:.0%} of the energy (median; "
+            + ", ".join(f"t={t}: {e:.0%}" for t, e in zip(self.timesteps, energy, strict=True))
+            + ")"
+        )
+
     def figure(self) -> go.Figure:
         """Singular values against rank, one line per timestep."""
         from plotly.colors import sample_colorscale
@@ -149,7 +161,7 @@ class Spectrum(ProbeResult):
                 col=1,
             )
         fig.update_xaxes(type="log", title_text="index i", row=1, col=1)
-        fig.update_yaxes(type="log", row=1, col=1)
+        fig.update_yaxes(type="log", title_text="s_i / s_1", row=1, col=1)
         med = lambda v: v.median(1).values.tolist()  # noqa: E731
         fig.add_scatter(
             x=self.timesteps, y=med(self.energy_top_k), name=f"energy in top {k}", row=1, col=2
@@ -164,6 +176,8 @@ class Spectrum(ProbeResult):
             secondary_y=True,
         )
         fig.update_xaxes(title_text="timestep t", row=1, col=2)
+        fig.update_yaxes(title_text=f"energy share of the top {k}", row=1, col=2)
+        fig.update_yaxes(title_text="decay exponent", row=1, col=2, secondary_y=True)
         fig.update_layout(title=f"Spectral decay of {self.jacobian}", template="plotly_white")
         return fig
 

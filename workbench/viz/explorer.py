@@ -14,7 +14,11 @@ and in each slider's tooltip); "reset", "new seeds", the number of samples shown
 side; "save" (the current slider
 setting as a named direction in a :class:`~workbench.library.DirectionLibrary`) and
 "load" (a saved direction, as one slider at its saved strength). The image shows the
-samples (top row) and their edits (bottom row).
+samples (top row) and their edits (bottom row), labelled above it with the seeds and the
+strengths, sized to fit the screen (at most 45% of its height); the status line says
+"rendering ..." while the kernel computes and how long the last render took. The model
+box takes a bundled name or a model folder typed in. torch's thread count is set to the
+machine's cores (``threads``) unless told otherwise.
 
 The sliders act together: the edit is along ``sum_i s_i v_i`` (``DirectionSet.combine``),
 by :func:`~workbench.edit` in its additive mode with eta 0, so a saved direction applied
@@ -28,6 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,6 +111,15 @@ class Explorer:
                 NUM_STEPS,
                 Option("batch", int, None, "samples shown at once", low=1),
                 Option("upscale", int, 4, "pixel size of the shown images", low=1, high=32),
+                Option(
+                    "threads",
+                    int,
+                    None,
+                    "torch CPU threads (default: the cores this process may use; 0 leaves "
+                    "torch's setting)",
+                    low=0,
+                    high=4096,
+                ),
                 *CONDITIONING,
             ),
         ),
@@ -124,10 +140,13 @@ class Explorer:
         negative_prompt: str | None = None,
         guidance_scale: float | None = None,
         class_label: int | None = None,
+        threads: int | None = None,
     ) -> None:
         import ipywidgets as w
 
         get_engine(engine)
+        if threads != 0:  # a loaded or oversubscribed box: one thread per core we may use
+            torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         self.model = load(model) if isinstance(model, (str, Path)) else model
         self.seeds = [int(s) for s in seeds]
         if not self.seeds:
@@ -152,10 +171,20 @@ class Explorer:
         self.class_label = class_label
 
         names = bundled_names()
-        if self.model.name not in names:
-            names = [self.model.name, *names]
+        shown = str(model) if isinstance(model, (str, Path)) else self.model.name
+        if shown not in names:
+            names = [shown, *names]
         style = {"description_width": "initial"}
-        self.model_w = w.Dropdown(options=names, value=self.model.name, description="model")
+        # a bundled name from the list, or any model folder (or Hub id) typed in
+        self.model_w = w.Combobox(
+            options=names,
+            value=shown,
+            description="model",
+            placeholder="name or folder",
+            ensure_option=False,
+            continuous_update=False,
+        )
+        self._model_source = shown
         self.engine_w = w.Dropdown(options=sorted(ENGINES), value=engine, description="engine")
         self.k_w = w.BoundedIntText(value=k, min=1, max=64, description="k", style=style)
         self._controls = {key: _widget(option) for key, option in control_options().items()}
@@ -177,6 +206,11 @@ class Explorer:
         self.prompt_w = w.Text(value=prompt or "", description="prompt", continuous_update=False)
         self.prompt_w.layout.display = "" if self.model.conditional else "none"
         self.image_w = w.Image(format="png")
+        # never wider than the output area nor taller than 45% of the screen; no stretching
+        self.image_w.layout = w.Layout(
+            max_width="100%", max_height="45vh", object_fit="contain", width="auto"
+        )
+        self.image_label_w = w.HTML()
         self.name_w = w.Text(placeholder="name", description="save as")
         self.save_b = w.Button(description="save")
         self.library_w = w.Dropdown(options=self.library.names(), description="library")
@@ -191,6 +225,7 @@ class Explorer:
                 self.sliders_box,
                 self.judge_w,
                 w.HBox([self.reset_b, self.seed_b, self.batch_w, self.judge_b]),
+                self.image_label_w,
                 self.image_w,
                 w.HBox([self.name_w, self.save_b]),
                 w.HBox([self.library_w, self.load_b]),
@@ -221,8 +256,6 @@ class Explorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
     def _status(self, text: str, error: bool = False) -> None:
-        import html
-
         colour = "#b00020" if error else "#333"
         self.status_w.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
 
@@ -259,9 +292,11 @@ class Explorer:
             widget.layout.display = "" if key in used else "none"
 
     def _on_model(self, change: dict) -> None:
-        if change["new"] != self.model.name:
-            self._status(f"loading {change['new']} ...")
-            self.model = load(change["new"])
+        source = str(change["new"]).strip()
+        if source and source != self._model_source:
+            self._status(f"loading {source} ...")
+            self.model = load(source)
+            self._model_source = source
             self.prompt_w.layout.display = "" if self.model.conditional else "none"
             self._originals.clear()
             self.discover()
@@ -399,6 +434,8 @@ class Explorer:
         """Recompute the shown images: samples (top row), edits (bottom row)."""
         if self._holding or self.directions is None:
             return self.image if self.image is not None else np.zeros((1, 1, 3), np.uint8)
+        started = time.perf_counter()
+        self._status("rendering ...")  # sent at once: the browser shows it while we compute
         seeds = tuple(self.shown_seeds())
         if seeds not in self._originals:
             self._originals[seeds] = sample(
@@ -428,7 +465,21 @@ class Explorer:
         both = torch.stack([originals.cpu(), edited])
         self.image = image_grid(self.model.to_uint8(both).numpy(), upscale=self.upscale)
         self.image_w.value = png_bytes(self.image)
+        self.image_w.width = str(self.image.shape[1])  # its own size, not the page's width
+        self.image_label_w.value = self._label(seeds)
+        self._status(f"rendered in {time.perf_counter() - started:.1f} s")
         return self.image
+
+    def _label(self, seeds: Sequence[int]) -> str:
+        """What the two rows of the image are: seeds, and the strengths of the edit."""
+        assert self.directions is not None
+        set_ = [f"{self.directions.name(i)} = {s:+g}" for i, s in enumerate(self.strengths()) if s]
+        edit_text = ", ".join(set_) if set_ else "all strengths 0 (same as the top row)"
+        return (
+            "<div class='workbench-image-label' style='font-size:90%'>"
+            f"columns: seeds {', '.join(map(str, seeds))}; top row: samples; bottom row: "
+            f"edited, {html.escape(edit_text)}</div>"
+        )
 
     @contextlib.contextmanager
     def _hold(self) -> Iterator[None]:

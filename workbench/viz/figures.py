@@ -8,10 +8,15 @@
 - results that plot themselves (``.figure()``): effect matrices of
   :class:`~workbench.eval.DirectionScores`, and every probe result (norm bands,
   curvedness, spectra, consistency heat maps, UMAP; ``workbench.probes``).
+
+:func:`export` writes any of them as a static PDF, SVG or PNG file (paper figures).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -76,6 +81,7 @@ def score_bars(directions: DirectionSet, title: str | None = None) -> go.Figure:
     when = directions.timestep
     fig.update_layout(
         title=title or f"{directions.engine}: {directions.space}-space at t={when}",
+        xaxis_title="direction",
         yaxis_title=directions.score_name,
         height=320,
         template="plotly_white",
@@ -97,3 +103,61 @@ def figure(result: Any, **kwargs: Any) -> go.Figure:
     if hasattr(result, "figure"):
         return result.figure(**kwargs)
     raise TypeError(f"no figure for {type(result).__name__}")
+
+
+#: Static formats :func:`export` writes.
+FORMATS = ("pdf", "svg", "png")
+
+
+def export(fig: go.Figure, path: str | Path, format: str | None = None, scale: float = 2.0) -> Path:
+    """Write ``fig`` as a static PDF, SVG or PNG file (format from ``format`` or the
+    suffix), atomically; see :func:`export_many`."""
+    return export_many([fig], [path], format, scale)[0]
+
+
+def export_many(
+    figs: Sequence[go.Figure],
+    paths: Sequence[str | Path],
+    format: str | None = None,
+    scale: float = 2.0,
+) -> list[Path]:
+    """Write each figure as a static PDF, SVG or PNG file (format from ``format`` or each
+    suffix) through plotly's exporter (kaleido, which drives an installed Chrome or
+    Chromium; Debian's ``chromium`` works), in one browser session. Files appear only when
+    all are written (temporary names, then renamed); a one-line error names what is
+    missing or what failed."""
+    from workbench.errors import WorkbenchError
+
+    paths = [Path(p) for p in paths]
+    formats = [(format or p.suffix.lstrip(".")).lower() for p in paths]
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise WorkbenchError(f"unknown figure format {fmt!r}; known: {', '.join(FORMATS)}")
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise WorkbenchError(
+            "static figures need kaleido: pip install 'workbench[figures]' (and a Chrome or "
+            "Chromium, e.g. apt install chromium)"
+        ) from None
+    import plotly.io as pio
+
+    temps = [p.with_name(f".{p.name}.{os.getpid()}.part") for p in paths]
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pio.write_images(
+            list(figs),
+            [str(t) for t in temps],
+            format=formats,
+            scale=[scale if f == "png" else 1.0 for f in formats],
+        )
+        for temp, path in zip(temps, paths, strict=True):
+            temp.replace(path)
+    except Exception as exc:  # the exporter's errors vary by version and browser
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkbenchError(f"could not export {paths[0].name}: {first}") from exc
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+    return paths

@@ -1,6 +1,8 @@
 """A self-contained HTML report: sections of text, plotly figures and PNG images.
 
-plotly.js is embedded once, images as base64, so the file opens offline.
+plotly.js is embedded once (not once per figure), images as base64, so the file opens
+offline. Figures carry a caption saying what they show and what to look for; legends are
+put below the plot, where they cover neither axis titles nor colour bars.
 """
 
 from __future__ import annotations
@@ -35,10 +37,44 @@ class Report:
         """Add a paragraph."""
         self.parts.append(f"<p>{html.escape(text)}</p>")
 
-    def figure(self, fig: go.Figure) -> None:
-        """Add a plotly figure."""
+    def figure(self, fig: go.Figure, caption: str = "") -> None:
+        """Add a plotly figure (legend moved below the plot) with a caption."""
+        legend_below(fig)
+        text = f"<p class='caption'>{html.escape(caption)}</p>" if caption else ""
         self.parts.append(
-            f'<div class="figure">{fig.to_html(include_plotlyjs=False, full_html=False)}</div>'
+            f'<div class="figure">{fig.to_html(include_plotlyjs=False, full_html=False)}'
+            f"{text}</div>"
+        )
+
+    def grid(
+        self,
+        images: np.ndarray,
+        columns: list[str],
+        rows: list[str],
+        caption: str = "",
+        marked: int | None = None,
+        scale: int = 3,
+    ) -> None:
+        """Add a labelled grid of uint8 images ``[R, C, H, W, 3]``: a header per column
+        (``marked``: the column shown as the reference), a label per row, a caption."""
+        n_rows, n_cols, height, width = images.shape[:4]
+        head = "".join(
+            f"<th{' class=marked' if j == marked else ''}>{html.escape(c)}</th>"
+            for j, c in enumerate(columns)
+        )
+        body = []
+        for i in range(n_rows):
+            cells = "".join(
+                f"<td{' class=marked' if j == marked else ''}><img alt='' width={width * scale} "
+                f"height={height * scale} src='data:image/png;base64,"
+                f"{base64.b64encode(png_bytes(images[i, j])).decode()}'></td>"
+                for j in range(n_cols)
+            )
+            body.append(f"<tr><th>{html.escape(rows[i])}</th>{cells}</tr>")
+        self.parts.append(
+            "<figure><table class='grid'>"
+            f"<tr><th></th>{head}</tr>{''.join(body)}</table>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
 
     def html(self, fragment: str) -> None:
@@ -63,10 +99,29 @@ class Report:
             f"<title>{html.escape(self.title)}</title>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-            "figure{display:inline-block;margin:8px}figcaption{font-size:90%}</style>"
+            "figure{display:inline-block;margin:8px;vertical-align:top}"
+            "figcaption,.caption{font-size:90%;color:#333;max-width:900px}"
+            "table.grid{border-collapse:collapse}table.grid td{padding:1px}"
+            "table.grid img{image-rendering:pixelated;display:block}"
+            "table.grid th{font-size:80%;font-weight:normal;padding:2px 4px}"
+            "table.grid .marked{background:#dde8f5}"
+            "table.summary{border-collapse:collapse;font-size:90%}"
+            "table.summary td,table.summary th{border-bottom:1px solid #ccc;padding:3px 8px;"
+            "text-align:left}</style>"
             f"</head><body><h1>{html.escape(self.title)}</h1>{body}</body></html>"
         )
 
     def save(self, path: str | Path) -> Path:
         """Write the report atomically."""
         return write_text(path, self.render())
+
+
+def legend_below(fig: go.Figure) -> go.Figure:
+    """Put the legend of ``fig`` in a row below the plot (it never covers the axis titles or
+    a colour bar there) and leave room for it."""
+    bottom = (fig.layout.margin.b or 60) + 60
+    fig.update_layout(
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0, "xanchor": "left"},
+        margin={"b": bottom},
+    )
+    return fig
