@@ -182,6 +182,25 @@ AXES_WITHOUT_TITLES = """() => {
 }"""
 
 
+#: Legends that overlap an axis title or a colour bar (their boxes on the page).
+LEGEND_OVERLAPS = """() => {
+  const meet = (a, b) =>
+    a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  const out = [];
+  document.querySelectorAll('.figure .js-plotly-plot').forEach((el, i) => {
+    const legend = el.querySelector('g.legend');
+    if (!legend) return;
+    const box = legend.getBoundingClientRect();
+    el.querySelectorAll('.infolayer text[class$="title"]:not(.gtitle), g.colorbar')
+      .forEach(other => {
+        if (meet(box, other.getBoundingClientRect()))
+          out.push(`figure ${i}: the legend covers ${other.getAttribute('class')}`);
+      });
+  });
+  return out;
+}"""
+
+
 def test_quickstart_runs_in_jupyterlab_and_the_explorer_slider_edits(browser, lab):
     url, token, root = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -313,6 +332,8 @@ def test_report_figures_render(browser, report):
     # every plotted figure: a title, a title on each visible axis, a caption under it
     untitled = page.evaluate(AXES_WITHOUT_TITLES)
     assert not untitled, untitled
+    overlaps = page.evaluate(LEGEND_OVERLAPS)
+    assert not overlaps, overlaps
     captions = page.locator(".figure .caption").all_inner_texts()
     assert len(captions) == expected and all(len(c) > 40 for c in captions)
     # edit grids: strengths as column headers with the unedited column marked, seeds as rows

@@ -169,3 +169,34 @@ def test_explorer_controls_follow_the_engine(explorer, tmp_path):
     text = path.read_text()
     assert "data:image/png;base64" in text and "Plotly.newPlot" in text
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_explorer_takes_a_folder_sets_threads_and_labels_its_image(tiny, tmp_path, monkeypatch):
+    import os
+
+    folder = wb.save(tiny, tmp_path / "my-model")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        explorer = Explorer(
+            str(folder), engine="random", k=2, seeds=[5, 6], library=tmp_path / "lib", num_steps=4
+        )
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))  # the cores we may use
+        torch.set_num_threads(1)
+        Explorer(explorer.model, engine="random", k=1, seeds=[0], num_steps=4, threads=0)
+        assert torch.get_num_threads() == 1  # threads=0 leaves torch's setting alone
+    finally:
+        torch.set_num_threads(threads)
+    assert explorer.model.fingerprint == tiny.fingerprint
+    assert explorer.model_w.value == str(folder)  # the folder stays in the model box
+    label = explorer.image_label_w.value
+    assert "seeds 5, 6" in label and "all strengths 0" in label
+    explorer.set_strengths([1.5, 0.0])
+    assert explorer.status_w.value.count("rendered in") == 1  # after "rendering ..."
+    assert f"{explorer.directions.name(0)} = +1.5" in explorer.image_label_w.value
+    assert explorer.image_w.width == str(explorer.image.shape[1])  # its own pixel size
+    assert explorer.image_w.layout.max_height == "45vh"
+    # another folder typed into the model box loads it
+    other = wb.save(tiny, tmp_path / "copy")
+    explorer.model_w.value = str(other)
+    assert explorer._model_source == str(other) and explorer.directions is not None

@@ -117,11 +117,21 @@ class Report:
 
 
 def legend_below(fig: go.Figure) -> go.Figure:
-    """Put the legend of ``fig`` in a row below the plot (it never covers the axis titles or
-    a colour bar there) and leave room for it."""
-    bottom = (fig.layout.margin.b or 60) + 60
+    """Put the legend of ``fig`` in rows at the bottom edge of the figure, under the x-axis
+    titles (placed against the figure, not the plot, so it never covers an axis title or a
+    colour bar), and leave room for it."""
+    entries = sum(1 for trace in fig.data if trace.showlegend is not False and trace.name)
+    rows = max(1, -(-entries // 4))  # about four entries per row
     fig.update_layout(
-        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0, "xanchor": "left"},
-        margin={"b": bottom},
+        legend={
+            "orientation": "h",
+            "yref": "container",
+            "y": 0.0,
+            "yanchor": "bottom",
+            "x": 0.0,
+            "xanchor": "left",
+        },
+        margin={"b": 80 + 22 * rows},
+        height=max(fig.layout.height or 450, 420 + 22 * rows),
     )
     return fig
