@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 import workbench.settings as settings
+from workbench.directions import DirectionSet
 from workbench.editing import EditResult, edit, edit_set
 from workbench.engines import ENGINES
 from workbench.errors import WorkbenchError
@@ -175,7 +176,7 @@ class _SetRun:
     """One direction set of the demo: found, edited and judged."""
 
     label: str
-    directions: Any
+    directions: DirectionSet
     results: list[EditResult]
     seconds: float
     scores: DirectionScores | None
@@ -210,12 +211,15 @@ class _Stages:
         self.bar.close()
 
 
-def _weights(model: DiffusionModel, plan: DemoSettings, jobs: list, n_seeds: int, steps: int):
+def _weights(
+    plan: DemoSettings, jobs: list, n_seeds: int, steps: int, k: int, share: bool
+) -> dict[str, float]:
     """Rough cost of each stage in network rows, for the overall bar's estimate."""
-    weights = {"trajectories": 2.0 * plan.bank * steps, "boundary-large": 30.0 * steps}
+    weights = {"trajectories": 2.0 * plan.bank * steps} if share else {}
+    weights["boundary-large"] = 30.0 * steps
     for _, label, _, edit_options in jobs:
         levels = len(edit_options.get("strengths", STRENGTHS))
-        weights[label] = weights.get(label, 0.0) + 3 * levels * n_seeds * steps
+        weights[label] = weights.get(label, 0.0) + k * levels * n_seeds * steps
     for name in PROBES:
         weights[f"probe {name}"] = 40.0 * steps
     return weights
@@ -357,7 +361,8 @@ def run_demo(
         if e in ENGINES
         for label, opts, edit_opts in items
     ]
-    stages = _Stages(_weights(model, plan, jobs, n_seeds, steps), settings.progress and not verbose)
+    weights = _weights(plan, jobs, n_seeds, steps, k, share)
+    stages = _Stages(weights, settings.progress and not verbose)
     try:
         scene = True
         try:

@@ -236,7 +236,11 @@ def fit_boundary(
         attribute: the name in the direction labels and params (default: the positive
             class for images from disk, else ``"attribute"``).
         inversion: ``"ddim"`` or ``"fixed-point"`` (each inversion step solved exactly:
-            :func:`workbench.sampling.invert`), recorded with the directions.
+            :func:`workbench.sampling.invert`), recorded with the directions. Either way
+            ``t`` defaults to the preset's mixing step (measured with plain DDIM
+            inversion): on shapes32 the h boundary is as accurate, pure and valid there
+            as at the fixed-point inversion's own, higher mixing step (docs/findings.md,
+            "Inversion").
     """
     if isinstance(images, (str, Path)):
         if labels is not None:
