@@ -107,6 +107,16 @@ def test_the_bank_refuses_what_it_does_not_hold(tiny, other_tiny, bank):
         wb.probe("norm", tiny, n=4, num_steps=STEPS, bank=bank, inversion="fixed-point")
     with pytest.raises(WorkbenchError, match="images or a trajectory bank"):
         wb.probe("norm", tiny, n=4, num_steps=STEPS, bank=bank, images=bank.real[:4])
+    # the bank's own options are checked before any compute, one line each
+    for options, message in (
+        ({"n": 1}, r"n must be in \[2, 100000\], got 1"),
+        ({"inversion": "exact"}, "inversion must be one of ddim, fixed-point"),
+        ({"num_steps": 0}, "num_steps must be in"),
+        ({"prompt": "a cat"}, "unconditional"),
+    ):
+        with Rows(tiny) as rows, pytest.raises(WorkbenchError, match=message):
+            wb.trajectory_bank(tiny, cache=False, **options)
+        assert rows.rows == 0
 
 
 def test_the_bank_is_cached_across_runs(tiny, tmp_path):

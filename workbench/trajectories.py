@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,18 @@ from workbench.data.scenes import Scene, get_scene
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.presets import NO_SCENE
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import (
+    CONDITIONING,
+    INVERSION,
+    MAX_SEED,
+    NUM_STEPS,
+    PROGRESS,
+    SEED,
+    Option,
+    Spec,
+    in_context,
+    validated,
+)
 from workbench.sampling import ddim, make_timesteps, refinements
 from workbench.store import Cache, cache_key
 
@@ -229,6 +242,42 @@ class TrajectoryBank:
         return self.sampled[self.timesteps.index(t), rows]
 
 
+#: The options of :func:`trajectory_bank`.
+BANK_SPEC = Spec(
+    "function",
+    "trajectory_bank",
+    "sampled (with h) and inverted trajectories on one grid, shared by a run",
+    (
+        Option(
+            "n", int, 64, "sampled trajectories (and scene images inverted)", low=2, high=100_000
+        ),
+        NUM_STEPS,
+        SEED,
+        Option("images", object, None, "real images [m, *image_shape] in [-1, 1]", cli=False),
+        Option(
+            "image_seed",
+            int,
+            None,
+            "seed of the scene images (default: seed + 1)",
+            low=0,
+            high=MAX_SEED,
+        ),
+        INVERSION,
+        Option("h", bool, True, "record h at every step"),
+        Option(
+            "cache", object, None, "a store.Cache, None for the user's, False for none", cli=False
+        ),
+        PROGRESS,
+        *CONDITIONING,
+    ),
+)
+
+
+def _bank_checked(fn: Callable) -> Callable:
+    return validated(BANK_SPEC, in_context(fn, BANK_SPEC.options))
+
+
+@_bank_checked
 def trajectory_bank(
     model: DiffusionModel,
     n: int = 64,
@@ -248,8 +297,6 @@ def trajectory_bank(
     user's, False for none), so a second run with the same model and settings samples
     nothing. The two passes are one network call per step each (plus the refinements of a
     fixed-point inversion)."""
-    if not 2 <= n <= 100_000:
-        raise WorkbenchError(f"n must be in [2, 100000], got {n}")
     refine = refinements(inversion)
     grid = make_timesteps(model, num_steps)
     seeds = list(range(seed, seed + n))
