@@ -201,6 +201,31 @@ LEGEND_OVERLAPS = """() => {
 }"""
 
 
+def test_the_legend_check_sees_a_legend_over_an_axis_title(browser, tiny, tmp_path):
+    """The overlap check can fail: the norm probe's figure with plotly's default legend (the
+    old report layout) is caught; the report's layout is not."""
+    import workbench as wb
+    from workbench.viz.report import Report
+
+    def figure():
+        return wb.probe("norm", tiny, n=4, num_steps=3).figure()
+
+    found = {}
+    for layout in ("default", "report"):
+        report = Report(layout)
+        if layout == "report":
+            report.figure(figure(), "a caption")
+        else:
+            html = figure().to_html(include_plotlyjs=False, full_html=False)
+            report.parts.append(f'<div class="figure">{html}</div>')
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(report.save(tmp_path / f"{layout}.html").resolve().as_uri())
+        page.wait_for_function("() => document.querySelector('.figure .main-svg')")
+        found[layout] = page.evaluate(LEGEND_OVERLAPS)
+        page.close()
+    assert found["default"] and not found["report"], found
+
+
 def test_quickstart_runs_in_jupyterlab_and_the_explorer_slider_edits(browser, lab):
     url, token, root = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})

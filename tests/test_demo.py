@@ -134,8 +134,8 @@ def test_the_bank_is_cached_across_runs(tiny, tmp_path):
 
 def test_the_demo_shares_work_and_gives_the_same_results(tiny, tmp_path, monkeypatch):
     """The default demo's sizes at 10 steps: the bank and the batched edits save network
-    rows (measured 10,277 alone, 7,502 shared: 1.37x; 6,222 once the bank is cached:
-    1.65x), and the shared run reports what the unshared one does."""
+    rows (``python analysis/demo_sharing.py``: 10,277 alone, 7,502 shared: 1.37x; 6,222
+    once the bank is cached: 1.65x), and the shared run reports what the unshared one does."""
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     counts, outputs = {}, {}
     for run, share in (("alone", False), ("shared", True), ("cached", True)):

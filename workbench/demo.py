@@ -229,13 +229,6 @@ def _accepts(fn: Any, name: str) -> bool:
     return any(o.name == name for o in fn.spec.options)
 
 
-def _reference(result: EditResult) -> torch.Tensor:
-    """The unedited samples of an edit (asked for, or an additive edit's strength-0 row)."""
-    if result.unedited is not None:
-        return result.unedited
-    return result.images[result.strengths.index(0.0)]
-
-
 def _engine(
     model: DiffusionModel,
     job: tuple,
@@ -285,7 +278,7 @@ def _engine(
         ]
     seconds = time.perf_counter() - start
     names = [directions.name(i) for i in range(len(directions))]
-    pairs = [(r.images, _reference(r)) for r in results]
+    pairs = [(r.images, r.reference()) for r in results]
     if scene:
         scores = score_edits(model, pairs, results[0].strengths, names)
         image = scores.image

@@ -225,6 +225,18 @@ class EditResult:
         )
         return summary_html(self, self.summary(), calls)
 
+    def reference(self) -> torch.Tensor:
+        """The unedited samples ``[N, C, H, W]`` the edit is compared with: ``unedited``
+        when it was asked for; an additive edit that includes strength 0 uses that row
+        (adding 0 changes nothing); else a one-line error."""
+        if self.unedited is not None:
+            return self.unedited
+        if self.mode == "additive" and 0.0 in self.strengths:
+            return self.images[self.strengths.index(0.0)]
+        raise WorkbenchError(
+            f"a {self.mode} edit needs its unedited samples to be judged: edit with unedited=True"
+        )
+
     def uint8(self) -> torch.Tensor:
         """``[S, N, H, W, C]`` uint8."""
         return DiffusionModel.to_uint8(self.images)

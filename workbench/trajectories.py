@@ -163,17 +163,9 @@ class TrajectoryBank:
 
     def check(self, model: DiffusionModel, grid: list[int], seeds: range | list[int]) -> list[int]:
         """Rows of ``seeds`` in the bank, after checking that the bank belongs to ``model``
-        (fingerprint, conditioning, point of h) and ``grid``: a one-line error naming the
-        mismatch otherwise."""
-        if self.fingerprint != model.fingerprint:
-            raise WorkbenchError(
-                f"fingerprint mismatch: the trajectory bank is of model {self.fingerprint}, "
-                f"not of {model.fingerprint}"
-            )
-        conditioning = model.conditioning
-        here = None if conditioning is None else conditioning.describe()
-        if here != self.conditioning:
-            raise WorkbenchError("the trajectory bank was sampled under another conditioning")
+        (fingerprint, conditioning) and ``grid``: a one-line error naming the mismatch
+        otherwise."""
+        self._check_model(model)
         if list(grid) != self.timesteps:
             raise WorkbenchError(
                 f"the trajectory bank's grid ({len(self.timesteps) - 1} steps from "
@@ -188,10 +180,21 @@ class TrajectoryBank:
             )
         return [where[s] for s in seeds]
 
+    def _check_model(self, model: DiffusionModel) -> None:
+        if self.fingerprint != model.fingerprint:
+            raise WorkbenchError(
+                f"fingerprint mismatch: the trajectory bank is of model {self.fingerprint}, "
+                f"not of {model.fingerprint}"
+            )
+        conditioning = model.conditioning
+        here = None if conditioning is None else conditioning.describe()
+        if here != self.conditioning:
+            raise WorkbenchError("the trajectory bank was sampled under another conditioning")
+
     def covers(self, model: DiffusionModel, grid: list[int], seeds: list[int]) -> bool:
         """Whether the bank holds ``seeds`` on ``grid`` (after checking that it is of ``model``
         and its conditioning: a one-line error otherwise)."""
-        self.check(model, self.timesteps, [])
+        self._check_model(model)
         return list(grid) == self.timesteps and set(seeds) <= set(self.seeds)
 
     def sampled_h(

@@ -371,16 +371,8 @@ def judge_edit(
 ) -> tuple[float, float, float, float | None]:
     """:func:`image_scores` of one :func:`~workbench.edit` result. The reference is
     ``result.unedited`` when it was asked for; an additive edit that includes strength 0
-    uses that row instead (adding 0 changes nothing: it is the unedited sample)."""
-    if result.unedited is not None:
-        reference = result.unedited
-    elif result.mode == "additive" and 0.0 in result.strengths:
-        reference = result.images[result.strengths.index(0.0)]
-    else:
-        raise WorkbenchError(
-            f"a {result.mode} edit needs its unedited samples to be judged: edit with unedited=True"
-        )
-    return image_scores(result.images, reference, result.strengths, region, probe)
+    uses that row instead (:meth:`~workbench.editing.EditResult.reference`)."""
+    return image_scores(result.images, result.reference(), result.strengths, region, probe)
 
 
 def edited_with_reference(
