@@ -22,7 +22,7 @@ LAYERS = [
     ("workbench.eval",),
     ("workbench.library",),
     ("workbench.viz",),
-    ("workbench.bench", "workbench.train", "workbench.demo"),
+    ("workbench.bench", "workbench.train", "workbench.demo", "workbench.sweep"),
     ("workbench.cli",),
     ("workbench",),
 ]

@@ -18,6 +18,7 @@ from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, Preset, load, save
 from workbench.probes import PROBES, probe
 from workbench.sampling import ddim, invert, make_timesteps, sample
+from workbench.sweep import SweepResult, sweep
 from workbench.trajectories import TrajectoryBank, trajectory_bank
 
 
@@ -37,6 +38,7 @@ __all__ = [
     "FingerprintMismatch",
     "NamedDirection",
     "Preset",
+    "SweepResult",
     "TrajectoryBank",
     "WorkbenchError",
     "calibrate",
@@ -52,5 +54,6 @@ __all__ = [
     "register_mode",
     "sample",
     "save",
+    "sweep",
     "trajectory_bank",
 ]

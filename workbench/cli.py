@@ -300,6 +300,40 @@ def cmd_probe(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {args.probe}.json, {args.probe}.html")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    """``workbench sweep PROBE``: a probe over many samples (and models, option values) in
+    shards, in-process or on Ray; each complete point's result to a folder."""
+    from workbench.sweep import SWEEP_SPEC, SWEEPS, sweep
+
+    sweepable = SWEEPS[args.probe]
+    out = _out_dir(args.out, args.overwrite)
+    grid = {}
+    for text in args.grid or []:
+        name, _, values = text.partition("=")
+        if name not in sweepable.spec or not values or name in ("n", "seed", "progress"):
+            raise WorkbenchError(
+                f"--grid {text!r}: give NAME=V1;V2 with NAME an option of {args.probe!r}"
+            )
+        option = sweepable.spec[name]
+        grid[name] = [option.parse(v, sweepable.spec.owner) for v in values.split(";")]
+    result = sweep(
+        args.probe,
+        args.model or ["shapes32"],
+        grid=grid,
+        **SWEEP_SPEC.from_args(args),
+        **sweepable.spec.from_args(args, skip=("n", "seed")),
+    )
+    print(result.summary())
+    if result.results:
+        result.save(out)
+        print(f"wrote {out}: sweep.json and one folder per complete point")
+    if result.failures:
+        raise WorkbenchError(
+            f"{len(result.failures)} shard(s) failed (listed above); the finished ones are "
+            "cached: run the same command again to complete the sweep"
+        )
+
+
 def _formats(text: str) -> str:
     """``--format``: one or more of pdf, svg, png, comma-separated (an argparse type)."""
     from workbench.viz.figures import FORMATS
@@ -560,6 +594,27 @@ def build_parser() -> argparse.ArgumentParser:
         model_args(pp)
         out_args(pp, "output folder")
         probe.spec.add_arguments(pp)
+
+    from workbench.sweep import SWEEP_SPEC, SWEEPS
+
+    p = command("sweep", "a probe over many samples, models and options, in shards", cmd_sweep)
+    ssub = p.add_subparsers(dest="probe", required=True, parser_class=_Parser)
+    for name, sweepable in sorted(SWEEPS.items()):
+        sp = ssub.add_parser(name, help=sweepable.spec.summary, description=sweepable.spec.summary)
+        sp.add_argument(
+            "--model",
+            action="append",
+            help="bundled name, folder or Hub id (repeat for several; default shapes32)",
+        )
+        sp.add_argument(
+            "--grid",
+            action="append",
+            metavar="NAME=V1;V2",
+            help="an option's values to sweep, e.g. 'k=4;8' (repeat for several options)",
+        )
+        out_args(sp, "output folder")
+        SWEEP_SPEC.add_arguments(sp)
+        sweepable.spec.add_arguments(sp, skip=("n", "seed"))
 
     def demo_args(p: argparse.ArgumentParser) -> None:
         model_args(p)

@@ -61,6 +61,27 @@ from workbench.stats import principal_angles
 from workbench.store import Cache, cache_key
 
 
+class _Stopped:
+    """Each sample's basis from the iteration where it stopped: top-k right singular
+    vectors ``[B, d, k]``, singular values ``[B, k]`` and left singular vectors
+    ``P W`` ``[B, m, k]``, filled in as samples stop."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.top = self.s = self.u = None
+
+    def keep(
+        self, rows: torch.Tensor, top: torch.Tensor, s: torch.Tensor, p_h: torch.Tensor,
+        wh: torch.Tensor,
+    ) -> None:  # fmt: skip
+        """Record the current iteration for the samples where ``rows`` ``[B]`` is True."""
+        u = p_h @ wh.transpose(1, 2)[:, :, : self.k]  # left singular vectors: P W
+        s = s[:, : self.k]
+        if self.top is None:
+            self.top, self.s, self.u = top.clone(), s.clone(), u.clone()
+        self.top[rows], self.s[rows], self.u[rows] = top[rows], s[rows], u[rows]
+
+
 @dataclass
 class LocalBasis:
     """Top-k singular triplets of J = dh/dx_t for each sample.
@@ -144,6 +165,13 @@ LOCAL_BASIS = Spec(
         CHUNK,
         Option("warm_start", object, None, "x-space vectors to start from", cli=False),
         SEED,
+        Option(
+            "sample_seeds",
+            object,
+            None,
+            "one seed per sample for its random start (default: seed, for the batch at once)",
+            cli=False,
+        ),
         Option("dtype", object, torch.float32, "dtype of the iteration", cli=False),
         Option("callback", object, None, "called with (iteration, V)", cli=False),
         METHOD,
@@ -171,6 +199,7 @@ def local_basis(
     chunk: int | None = None,
     warm_start: torch.Tensor | None = None,
     seed: int = 0,
+    sample_seeds: Sequence[int] | None = None,
     dtype: torch.dtype = torch.float32,
     callback: Callable[[int, torch.Tensor], None] | None = None,
     method: str = "krylov",
@@ -186,6 +215,12 @@ def local_basis(
         chunk: at most this many of the ``k + p`` columns per vmapped pass (memory bound).
         warm_start: ``[B, k', C, H, W]`` or ``[k', C, H, W]`` x-space vectors to start from
             (e.g. the basis at a neighbouring timestep or sample).
+        sample_seeds: one seed per sample for its random start; without them the starts
+            of the whole batch are drawn from ``seed`` at once. Each sample also stops on
+            its own (its basis is kept from the iteration where it moved less than
+            ``tol_deg``, while the others go on), so with ``sample_seeds`` a sample's basis
+            does not depend on which other samples share its batch (up to rounding):
+            shards of a sweep give what one batch gives.
         dtype: dtype of the Jacobian products, the model's own: float32, float64, or
             float16/bfloat16 for a half-precision model (then the products run in half
             precision and the linear algebra in float32; the basis comes back in float32).
@@ -217,7 +252,21 @@ def local_basis(
     algebra = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     x = x_t.detach().to(model.device, dtype).clone()
     shape = model.sample_shape
+    if sample_seeds is not None and len(sample_seeds) != b:
+        raise WorkbenchError(f"sample_seeds has {len(sample_seeds)} seeds for {b} samples")
     gen = torch.Generator().manual_seed(seed)
+
+    def draw(rows: int) -> torch.Tensor:  # Gaussian [B, rows, width], float64, on the CPU
+        if sample_seeds is None:
+            return torch.randn(b, rows, width, generator=gen, dtype=torch.float64)
+        return torch.stack(
+            [
+                torch.randn(rows, width, generator=torch.Generator().manual_seed(int(s)),
+                            dtype=torch.float64)
+                for s in sample_seeds
+            ]
+        )  # fmt: skip
+
     start = None
     if warm_start is not None:
         warm = warm_start.to(x.device, algebra)
@@ -227,8 +276,7 @@ def local_basis(
             raise WorkbenchError(
                 f"warm_start has shape {list(warm_start.shape)}, expected [B, k', *{list(shape)}]"
             )
-        start = torch.randn(b, d, width, generator=gen, dtype=torch.float64)
-        start = start.to(x.device, algebra)
+        start = draw(d).to(x.device, algebra)
         cols = min(warm.shape[1], width)
         start[:, :, :cols] = warm[:, :cols].reshape(b, cols, d).transpose(1, 2)
 
@@ -249,6 +297,8 @@ def local_basis(
     angles: list[float] = []
     previous = None
     converged = False
+    done = torch.zeros(b, dtype=torch.bool, device=x.device)  # samples that stopped
+    final = _Stopped(k)
     blocks: list[torch.Tensor] = []  # Krylov: orthonormal blocks Q_i, J Q_i and J^T J Q_i
     images: list[torch.Tensor] = []
     pulled: list[torch.Tensor] = []
@@ -256,8 +306,7 @@ def local_basis(
         _, vjp_fn = torch.func.vjp(f, x)
         if start is None:  # J^T Omega: a random start inside the row space of J
             m = math.prod(out_shape)
-            omega = torch.randn(b, m, width, generator=gen, dtype=torch.float64)
-            start = jtu(omega.to(x.device, dtype), vjp_fn)
+            start = jtu(draw(m).to(x.device, dtype), vjp_fn)
         q = _orth(start)
         for it in range(1, max_iter + 1):
             y = jv(q)  # J Q, [B, m, w]
@@ -275,9 +324,13 @@ def local_basis(
             if callback is not None:
                 callback(it, top)
             if previous is not None:
-                angle = float(principal_angles(previous, top).amax()) * 180 / math.pi
-                angles.append(angle)
-                if it >= min_iter and angle < tol_deg:
+                moved = principal_angles(previous, top).amax(-1) * (180 / math.pi)  # [B]
+                angles.append(float(moved[~done].amax()))
+                newly = (moved < tol_deg) & ~done if it >= min_iter else torch.zeros_like(done)
+                if bool(newly.any()):  # these samples stop here; the rest go on
+                    final.keep(newly, top, s, p_h, wh)
+                    done |= newly
+                if bool(done.all()):
                     converged = True
                     break
             previous = top
@@ -294,14 +347,15 @@ def local_basis(
             for _ in range(2):  # block Gram-Schmidt against the space, twice for stability
                 z = z - space @ (space.transpose(1, 2) @ z)
             q = _orth(z)
-    u_h = p_h @ wh.transpose(1, 2)[:, :, :k]  # left singular vectors: P W
-    check_finite("local basis", s)
+    final.keep(~done, top, s, p_h, wh)  # the samples still moving: their last iteration
+    top, s_k, u_h = final.top, final.s, final.u
+    check_finite("local basis", s_k)
     V = top.transpose(1, 2).reshape(b, k, *shape)
     U = u_h.transpose(1, 2).reshape(b, k, *out_shape)
     return LocalBasis(
         V=V.detach(),
         U=U.detach(),
-        s=s[:, :k].detach(),
+        s=s_k.detach(),
         t=t,
         iterations=it,
         angles=angles,

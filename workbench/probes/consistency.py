@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
@@ -52,17 +53,49 @@ def subspace_similarity(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor,
     return theta.pow(2).sum(-1).sqrt(), theta.cos().pow(2).mean(-1)
 
 
-def transport_alignment(U: torch.Tensor) -> torch.Tensor:
+#: Bytes of float64 temporaries that one chunk of the pairwise statistics may take.
+PAIR_BUDGET = 2**28
+
+
+def pairwise_similarity(
+    V: torch.Tensor, budget: int = PAIR_BUDGET
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grassmann distance and mean squared cosine between every pair of spans in ``V``
+    ``[..., n, k, d]`` (orthonormal rows): both ``[..., n, n]``, float64. Computed in
+    chunks of rows a (against every b) of at most ``budget`` bytes of temporaries, so
+    thousands of samples fit (all pairs at once would take n^2 k d numbers)."""
+    *lead, n, k, d = V.shape
+    flat = V.reshape(-1, n, k, d)
+    rows = max(1, budget // (4 * 8 * k * d * n))  # four float64 copies of a [rows, n, k, d]
+    g = torch.empty(flat.shape[0], n, n, dtype=torch.float64)
+    c = torch.empty_like(g)
+    for lead_i, one in enumerate(flat):
+        for a in range(0, n, rows):
+            g[lead_i, a : a + rows], c[lead_i, a : a + rows] = subspace_similarity(
+                one[a : a + rows, None], one[None]
+            )
+    return g.reshape(*lead, n, n), c.reshape(*lead, n, n)
+
+
+def transport_alignment(U: torch.Tensor, budget: int = PAIR_BUDGET) -> torch.Tensor:
     """Mean |cos| ``[..., k, k]`` between sample a's direction i transported into sample b
     and b's direction j, over ordered pairs a != b; ``U`` ``[..., n, k, m]`` the h-space
     bases. Transport (``engines.pullback.transport``) is ``c @ V_b / |c|`` with
     ``c = U_b u_a,i``; b's rows V_b are orthonormal, so the cosine with V_b,j is
-    ``c_j / |c|``: everything follows from U_b U_a^T, no transport call per direction."""
-    n = U.shape[-3]
-    c = torch.einsum("...bjd,...aid->...abij", U.double(), U.double())
-    cos = c.abs() / c.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-    pairs = ~torch.eye(n, dtype=torch.bool)
-    return cos[..., pairs, :, :].mean(-3)
+    ``c_j / |c|``: everything follows from U_b U_a^T, no transport call per direction.
+    Summed in chunks of rows a (at most ``budget`` bytes), never all pairs at once."""
+    *lead, n, k, m = U.shape
+    flat = U.reshape(-1, n, k, m).double()
+    rows = max(1, budget // (3 * 8 * n * k * k))
+    out = torch.zeros(flat.shape[0], k, k, dtype=torch.float64)
+    for lead_i, one in enumerate(flat):
+        for a in range(0, n, rows):
+            c = torch.einsum("bjd,aid->abij", one, one[a : a + rows])  # [rows, n, k, k]
+            cos = c.abs() / c.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+            own = torch.arange(a, min(a + rows, n))
+            cos[own - a, own] = 0.0  # a == b is not a pair
+            out[lead_i] += cos.sum((0, 1))
+    return (out / (n * (n - 1))).reshape(*lead, k, k)
 
 
 @dataclass(repr=False)
@@ -198,18 +231,63 @@ def consistency(
     max_iter: int = 30,
     progress: bool | None = None,
 ) -> Consistency:
-    """Consistency of the local bases of ``n`` samples (seeds ``seed..``) at each timestep."""
-    timesteps = check_timesteps(model, timesteps)
-    states = sampled_states(model, range(seed, seed + n), timesteps, num_steps, progress)
-    bases = bases_over_timesteps(
-        model, states, timesteps, k, seed, progress, tol_deg=tol_deg, max_iter=max_iter
+    """Consistency of the local bases of ``n`` samples (seeds ``seed..``) at each timestep.
+
+    Each sample's basis starts from its own seed and stops on its own, so the statistics
+    of ``n`` samples equal those combined from shards of them (:func:`consistency_bases`
+    per shard, :func:`consistency_from_bases` on all; what ``wb.sweep`` does)."""
+    bases = consistency_bases(
+        model, range(seed, seed + n), timesteps, k, num_steps, tol_deg, max_iter, progress
     )
-    V = torch.stack([bases[t].V.reshape(n, k, -1).cpu() for t in timesteps])  # [T, n, k, d]
-    g_s, c_s = subspace_similarity(V[:, :, None], V[:, None, :])  # [T, n, n]
-    per_sample = V.transpose(0, 1)  # [n, T, k, d]
-    g_t, c_t = subspace_similarity(per_sample[:, :, None], per_sample[:, None, :])  # [n, T, T]
-    U = torch.stack([bases[t].U.reshape(n, k, -1).cpu() for t in timesteps])
-    alignment = transport_alignment(U)
+    return consistency_from_bases(model, timesteps, **bases)
+
+
+def consistency_bases(
+    model: DiffusionModel,
+    seeds: Sequence[int],
+    timesteps: Sequence[int] | None = None,
+    k: int = 8,
+    num_steps: int | None = None,
+    tol_deg: float = 0.5,
+    max_iter: int = 30,
+    progress: bool | None = None,
+) -> dict[str, torch.Tensor]:
+    """The local bases of the samples from ``seeds`` at each timestep, samples first:
+    ``V`` ``[n, T, k, d]`` (x-space) and ``U`` ``[n, T, k, m]`` (h-space), on the CPU."""
+    seeds = list(seeds)
+    timesteps = check_timesteps(model, timesteps)
+    states = sampled_states(model, seeds, timesteps, num_steps, progress)
+    bases = bases_over_timesteps(
+        model, states, timesteps, k, seeds[0], progress, tol_deg=tol_deg, max_iter=max_iter,
+        sample_seeds=seeds,
+    )  # fmt: skip
+    n = len(seeds)
+    stack = lambda part: torch.stack(  # noqa: E731
+        [getattr(bases[t], part).reshape(n, k, -1).cpu() for t in timesteps], dim=1
+    )
+    return {"V": stack("V"), "U": stack("U")}
+
+
+def consistency_from_bases(
+    model: DiffusionModel,
+    timesteps: Sequence[int] | None,
+    V: torch.Tensor,
+    U: torch.Tensor,
+) -> Consistency:
+    """The probe's statistics from the bases of :func:`consistency_bases` (``V``
+    ``[n, T, k, d]``, ``U`` ``[n, T, k, m]``, any number of shards concatenated)."""
+    timesteps = check_timesteps(model, timesteps)
+    if V.ndim != 4 or V.shape[:2] != U.shape[:2] or V.shape[1] != len(timesteps):
+        raise WorkbenchError(
+            f"bases V {list(V.shape)} and U {list(U.shape)} do not match "
+            f"[n, {len(timesteps)} timesteps, k, ...]"
+        )
+    k = V.shape[2]
+    per_sample = V  # [n, T, k, d]
+    V = V.transpose(0, 1)  # [T, n, k, d]
+    g_s, c_s = pairwise_similarity(V)  # [T, n, n]
+    g_t, c_t = pairwise_similarity(per_sample)  # [n, T, T]
+    alignment = transport_alignment(U.transpose(0, 1))
     return Consistency(
         timesteps=timesteps,
         across_samples=c_s.float(),

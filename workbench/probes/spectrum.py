@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 
+#: Offset of the seeds of the Hutchinson probes from the sample seeds.
+HUTCHINSON_STREAM = 1 << 40
+
+
 def decay_exponent(s: torch.Tensor) -> torch.Tensor:
     """Power-law exponent alpha of singular values ``[..., k]`` (descending, positive):
     the least-squares slope of log s_i against log i, negated; ``[...]``."""
@@ -59,19 +63,29 @@ def residual_frobenius_sq(
     V: torch.Tensor,
     probes: int = 32,
     seed: int = 0,
+    sample_seeds: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hutchinson estimate of ||J (I - V V^T)||_F^2 per sample, J the Jacobian of the
     batched map ``f`` at ``x`` ``[B, ...]``; ``V`` ``[B, k, ...]`` orthonormal rows.
 
     Returns (estimate ``[B]``, standard error ``[B]``); ``probes`` >= 2 Gaussian probes,
-    pushed forward in one vmapped jvp.
+    pushed forward in one vmapped jvp, drawn from ``seed`` for the batch at once or, with
+    ``sample_seeds``, each sample's from its own seed (then a sample's estimate does not
+    depend on the rest of its batch).
     """
     if probes < 2:
         raise WorkbenchError(f"probes must be at least 2, got {probes}")
     b = x.shape[0]
     basis = V.reshape(b, V.shape[1], -1).to(x.dtype)
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(probes, *x.shape, generator=gen, dtype=torch.float64).to(x.device, x.dtype)
+    if sample_seeds is None:
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(probes, *x.shape, generator=gen, dtype=torch.float64)
+    else:  # a stream apart from the basis's start, which the sample seed itself draws
+        gens = [torch.Generator().manual_seed(HUTCHINSON_STREAM + int(s)) for s in sample_seeds]
+        one = tuple(x.shape[1:])
+        z = torch.stack([torch.randn(probes, *one, generator=g, dtype=torch.float64) for g in gens])
+        z = z.transpose(0, 1)  # [probes, B, ...]
+    z = z.to(x.device, x.dtype)
     flat = z.reshape(probes, b, -1)
     flat = flat - torch.einsum("pbd,bkd,bke->pbe", flat, basis, basis)
     z = flat.reshape(z.shape)
@@ -234,34 +248,88 @@ def spectrum(
     progress: bool | None = None,
     target: str = "h",
 ) -> Spectrum:
-    """Spectra of J for ``n`` samples (seeds ``seed..``) at each timestep."""
+    """Spectra of J for ``n`` samples (seeds ``seed..``) at each timestep.
+
+    Each sample's basis and Hutchinson probes come from its own seed, so the spectra of
+    ``n`` samples equal those combined from shards of them (:func:`spectrum_values` per
+    shard, :func:`spectrum_from_values` on all; what ``wb.sweep`` does)."""
+    values = spectrum_values(
+        model, range(seed, seed + n), timesteps, k, probes, num_steps, tol_deg, max_iter,
+        progress, target,
+    )  # fmt: skip
+    return spectrum_from_values(model, timesteps, target=target, **values)
+
+
+def spectrum_values(
+    model: DiffusionModel,
+    seeds: Sequence[int],
+    timesteps: Sequence[int] | None = None,
+    k: int = 16,
+    probes: int = 32,
+    num_steps: int | None = None,
+    tol_deg: float = 0.5,
+    max_iter: int = 30,
+    progress: bool | None = None,
+    target: str = "h",
+) -> dict[str, torch.Tensor]:
+    """Per sample of ``seeds`` and timestep, samples first: the top-``k`` singular values
+    ``s`` ``[n, T, k]``, the estimated ``frobenius_sq`` and its standard error
+    ``frobenius_se`` ``[n, T]``, and ``converged`` ``[n, T]`` (the whole batch's)."""
+    seeds = list(seeds)
     timesteps = check_timesteps(model, timesteps)
-    states = sampled_states(model, range(seed, seed + n), timesteps, num_steps, progress)
+    states = sampled_states(model, seeds, timesteps, num_steps, progress)
     bases = bases_over_timesteps(
-        model, states, timesteps, k, seed, progress, tol_deg=tol_deg, max_iter=max_iter,
-        target=target,
+        model, states, timesteps, k, seeds[0], progress, tol_deg=tol_deg, max_iter=max_iter,
+        target=target, sample_seeds=seeds,
     )  # fmt: skip
     s, frob, se = [], [], []
     for t in timesteps:
         basis = bases[t]
         with model.jacobian_safe():
             rest, rest_se = residual_frobenius_sq(
-                target_map(model, t, target)[0], states[t], basis.V, probes, seed
-            )
+                target_map(model, t, target)[0], states[t], basis.V, probes,
+                sample_seeds=seeds,
+            )  # fmt: skip
         top = basis.s.double().cpu()
         s.append(top.float())
         frob.append((top.pow(2).sum(-1) + rest.cpu()).float())
         se.append(rest_se.cpu().float())
-    s_t, frob_t = torch.stack(s), torch.stack(frob)
+    converged = torch.tensor([[bases[t].converged for t in timesteps]] * len(seeds))
+    return {
+        "s": torch.stack(s, dim=1),
+        "frobenius_sq": torch.stack(frob, dim=1),
+        "frobenius_se": torch.stack(se, dim=1),
+        "converged": converged,
+    }
+
+
+def spectrum_from_values(
+    model: DiffusionModel,
+    timesteps: Sequence[int] | None,
+    s: torch.Tensor,
+    frobenius_sq: torch.Tensor,
+    frobenius_se: torch.Tensor,
+    converged: torch.Tensor,
+    target: str = "h",
+) -> Spectrum:
+    """The probe's result from the values of :func:`spectrum_values` (any number of
+    shards concatenated along the samples)."""
+    timesteps = check_timesteps(model, timesteps)
+    if s.ndim != 3 or s.shape[1] != len(timesteps) or frobenius_sq.shape != s.shape[:2]:
+        raise WorkbenchError(
+            f"spectrum values s {list(s.shape)}, frobenius_sq {list(frobenius_sq.shape)} "
+            f"do not match [n, {len(timesteps)} timesteps, k]"
+        )
+    s_t, frob_t = s.transpose(0, 1), frobenius_sq.transpose(0, 1)  # [T, n, ...]
     return Spectrum(
         timesteps=timesteps,
         s=s_t,
         frobenius_sq=frob_t,
-        frobenius_se=torch.stack(se),
+        frobenius_se=frobenius_se.transpose(0, 1),
         energy_top_k=s_t.pow(2).sum(-1) / frob_t,
         stable_rank=frob_t / s_t[..., 0].pow(2),
         exponent=decay_exponent(s_t).float(),
-        converged=[bases[t].converged for t in timesteps],
+        converged=[bool(c) for c in converged.bool().all(0)],
         rank_90=rank_at_energy(s_t, frob_t, 0.9),
         target=target,
     )
