@@ -102,6 +102,24 @@ def test_sweep_equals_the_probe_on_the_same_seeds(tiny, tmp_path, name):
         )
 
 
+def test_the_pullback_engine_in_shards_equals_its_shared_directions(tiny, tmp_path):
+    """The engine's directions shared by 4 samples (``samples=4``), from shards of 2."""
+    cache = Cache(tmp_path / "sweep")
+    result = sweep("pullback", tiny, n=4, shard=2, backend="local", cache=cache,
+                   timestep=600, k=3, tol_deg=0.5)  # fmt: skip
+    swept = result["pullback | tiny-test"]
+    whole = wb.discover("pullback", tiny, samples=4, timestep=600, k=3, tol_deg=0.5,
+                        cache=Cache(tmp_path / "engine"))  # fmt: skip
+    assert swept.params["samples"] == 4 and swept.params["seed"] == 0
+    torch.testing.assert_close(swept.vectors, whole.vectors, rtol=0, atol=1e-4)
+    torch.testing.assert_close(swept.scores, whole.scores, rtol=1e-4, atol=0)
+    assert swept.labels == whole.labels and swept.timestep == 600
+    with pytest.raises(WorkbenchError, match="samples belong to the sweep"):
+        sweep("pullback", tiny, n=4, backend="local", cache=cache, samples=4)
+    result.save(tmp_path / "out")
+    assert (tmp_path / "out" / "point-000" / "directions.safetensors").is_file()
+
+
 def failing_shard(model, seeds, **options):
     if 3 in seeds:
         raise WorkbenchError("this shard is broken")
@@ -141,7 +159,7 @@ def test_a_failed_shard_is_one_line_and_a_rerun_computes_only_it(tiny, tmp_path)
 def test_sweep_refuses_bad_input_in_one_line(tiny, tmp_path):
     cache = Cache(tmp_path)
     cases = [
-        (dict(what="norm"), "probe 'norm' cannot be swept; sweepable: consistency, spectrum"),
+        (dict(what="norm"), "'norm' cannot be swept; sweepable: consistency, pullback, spectrum"),
         (dict(n=1), "n must be"),
         (dict(backend="spark"), "backend"),
         (dict(k=0), "k must be"),

@@ -301,8 +301,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    """``workbench sweep PROBE``: a probe over many samples (and models, option values) in
-    shards, in-process or on Ray; each complete point's result to a folder."""
+    """``workbench sweep NAME``: a probe (or the pullback engine) over many samples (and
+    models, option values) in shards, in-process or on Ray; each complete point's result
+    to a folder."""
     from workbench.sweep import SWEEP_SPEC, SWEEPS, sweep
 
     sweepable = SWEEPS[args.probe]
@@ -310,7 +311,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     grid = {}
     for text in args.grid or []:
         name, _, values = text.partition("=")
-        if name not in sweepable.spec or not values or name in ("n", "seed", "progress"):
+        if name not in sweepable.spec or not values or name in sweepable.own:
             raise WorkbenchError(
                 f"--grid {text!r}: give NAME=V1;V2 with NAME an option of {args.probe!r}"
             )
@@ -321,7 +322,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         args.model or ["shapes32"],
         grid=grid,
         **SWEEP_SPEC.from_args(args),
-        **sweepable.spec.from_args(args, skip=("n", "seed")),
+        **sweepable.spec.from_args(args, skip=sweepable.own),
     )
     print(result.summary())
     if result.results:
@@ -614,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         out_args(sp, "output folder")
         SWEEP_SPEC.add_arguments(sp)
-        sweepable.spec.add_arguments(sp, skip=("n", "seed"))
+        sweepable.spec.add_arguments(sp, skip=sweepable.own)
 
     def demo_args(p: argparse.ArgumentParser) -> None:
         model_args(p)

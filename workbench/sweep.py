@@ -1,14 +1,15 @@
-"""Sweeps: one probe over many samples, models and option values, in shards of seeds, in
-this process or as tasks on Ray, resumable through the result cache.
+"""Sweeps: a probe (or the pullback engine) over many samples, models and option values,
+in shards of seeds, in this process or as tasks on Ray, resumable through the cache.
 
-A sweep is a grid of *points* (a sweepable probe, a model, one value of each option in
-``grid``); each point's samples (seeds ``seed..seed+n-1``) are cut into *shards* of
-``shard`` seeds, and each shard is one task. A task computes the per-sample part of the
-probe (the local bases of its samples, their spectra) and writes it to the cache
+A sweep is a grid of *points* (a sweepable probe or engine, a model, one value of each
+option in ``grid``); each point's samples (seeds ``seed..seed+n-1``) are cut into
+*shards* of ``shard`` seeds, and each shard is one task. A task computes the per-sample
+part (the local bases of its samples, their spectra) and writes it to the cache
 (:class:`workbench.store.Cache`: atomic, keyed by the model's fingerprint, the probe, the
 shard's seeds, the options, dtype and device). When every shard of a point is there, the
-point's statistics are computed from all its samples at once (pairs across shards
-included), in the process that called the sweep. So:
+point's statistics (or the engine's shared directions) are computed from all its
+samples at once (pairs across shards included), in the process that called the sweep.
+So:
 
 - a rerun, or a sweep resumed after an interruption, computes only the shards that are
   not in the cache; a worker killed mid-task loses only its own shard;
@@ -46,6 +47,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from workbench.directions import DirectionSet
+from workbench.engines import get_engine
+from workbench.engines.pullback import _basis_params, _sample_bases, directions_from_bases
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import MAX_SEED, PROGRESS, SEED, Option, Spec, in_context, validated
@@ -70,22 +74,25 @@ class Sweepable:
     samples (each tensor the shards' concatenated in seed order). ``spec`` describes the
     options (the probe's own: ``n``, ``seed`` and ``progress`` are the sweep's).
     ``version`` goes into the cache key: change it when the shard function changes.
+    ``own``: the options of the description that the sweep sets itself (the samples, the
+    first seed, progress bars, an engine's own cache), refused when given.
     """
 
     name: str
     spec: Spec
     shard: Callable[..., dict[str, torch.Tensor]]
-    combine: Callable[..., ProbeResult]
+    combine: Callable[..., ProbeResult | DirectionSet]
     version: int = 1
+    own: tuple[str, ...] = OWN
 
     def options(self, given: dict[str, Any]) -> dict[str, Any]:
         """``given`` checked against the description (one-line errors), the sweep's own
         options refused."""
-        own = [name for name in OWN if name in given]
+        own = [name for name in self.own if name in given]
         if own:
             raise WorkbenchError(
                 f"sweep of {self.name!r}: {', '.join(own)} belong to the sweep (n, seed), "
-                "not to the probe's options"
+                f"not to the {self.spec.kind}'s options"
             )
         return self.spec.validate(given)
 
@@ -97,11 +104,16 @@ class Sweepable:
         return fn(model, seeds, progress=False, **options)
 
     def run_combine(
-        self, model: DiffusionModel, values: dict[str, torch.Tensor], options: dict[str, Any]
-    ) -> ProbeResult:
+        self,
+        model: DiffusionModel,
+        values: dict[str, torch.Tensor],
+        seeds: list[int],
+        options: dict[str, Any],
+    ) -> ProbeResult | DirectionSet:
         """The combine function under the options' conditioning and point of h (which the
         result records)."""
-        return in_context(self.combine, self.spec.options)(model, values, **options)
+        fn = in_context(self.combine, self.spec.options)
+        return fn(model, values, seeds=seeds, **options)
 
 
 def _probe_spec(name: str) -> Spec:
@@ -117,7 +129,7 @@ def _consistency_shard(model: DiffusionModel, seeds: list[int], **options: Any) 
 
 def _consistency_combine(
     model: DiffusionModel, values: Values, timesteps: Sequence[int] | None = None, **_: Any
-) -> ProbeResult:
+) -> ProbeResult:  # (the seeds, and the options the bases were made with, are not needed)
     return consistency_from_bases(model, timesteps, **values)
 
 
@@ -135,12 +147,58 @@ def _spectrum_combine(
     return spectrum_from_values(model, timesteps, target=target, **values)
 
 
-#: The probes a sweep can shard, by name.
+def _pullback_timestep(model: DiffusionModel, timestep: int | None) -> int:
+    return model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
+
+
+def _pullback_params(options: dict[str, Any]) -> dict[str, Any]:
+    names = ("k", "oversample", "max_iter", "tol_deg", "num_steps", "method", "target")
+    defaults = get_engine("pullback").spec.defaults()
+    return _basis_params(*(options.get(name, defaults[name]) for name in names))
+
+
+def _pullback_shard(
+    model: DiffusionModel, seeds: list[int], timestep: int | None = None,
+    chunk: int | None = None, progress: bool | None = None, **options: Any,
+) -> Values:  # fmt: skip
+    t = _pullback_timestep(model, timestep)
+    V, s, meta = _sample_bases(model, t, seeds, _pullback_params(options), False, chunk)
+    n = len(seeds)
+    return {
+        "V": V.cpu(),
+        "s": s.cpu(),
+        "iterations": torch.full((n,), int(meta["iterations"])),
+        "converged": torch.full((n,), bool(meta["converged"])),
+    }
+
+
+def _pullback_combine(
+    model: DiffusionModel, values: Values, seeds: list[int], timestep: int | None = None,
+    **options: Any,
+) -> DirectionSet:  # fmt: skip
+    params = _pullback_params(options) | {
+        "seed": seeds[0],
+        "iterations": int(values["iterations"].max()),
+        "converged": bool(values["converged"].all()),
+    }
+    t = _pullback_timestep(model, timestep)
+    return directions_from_bases(model, t, values["V"], values["s"], params)
+
+
+#: What a sweep can shard, by name: two probes and the pullback engine (the directions
+#: shared by many samples: ``wb.discover("pullback", samples=n)`` in shards).
 SWEEPS: dict[str, Sweepable] = {
     "consistency": Sweepable(
         "consistency", _probe_spec("consistency"), _consistency_shard, _consistency_combine
     ),
     "spectrum": Sweepable("spectrum", _probe_spec("spectrum"), _spectrum_shard, _spectrum_combine),
+    "pullback": Sweepable(
+        "pullback",
+        get_engine("pullback").spec,
+        _pullback_shard,
+        _pullback_combine,
+        own=("seed", "samples", "cache"),
+    ),
 }
 
 
@@ -149,9 +207,7 @@ def get_sweepable(what: str | Sweepable) -> Sweepable:
     if isinstance(what, Sweepable):
         return what
     if what not in SWEEPS:
-        raise WorkbenchError(
-            f"probe {what!r} cannot be swept; sweepable: {', '.join(sorted(SWEEPS))}"
-        )
+        raise WorkbenchError(f"{what!r} cannot be swept; sweepable: {', '.join(sorted(SWEEPS))}")
     return SWEEPS[what]
 
 
@@ -194,6 +250,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _finding(result: ProbeResult | DirectionSet) -> str:
+    """A point's result in one line."""
+    if isinstance(result, DirectionSet):
+        return result.summary().splitlines()[0]
+    return result.headline()
+
+
 @dataclass(repr=False)
 class SweepResult:
     """What a sweep found: each complete point's result (``results``, keyed by the point's
@@ -201,7 +264,7 @@ class SweepResult:
     (``computed``; ``task_seconds``: each computed shard's time in its task, the model's
     loading left out) or read from the cache (``cached``)."""
 
-    results: dict[str, ProbeResult]
+    results: dict[str, ProbeResult | DirectionSet]
     failures: list[ShardFailure]
     shards: int
     computed: int
@@ -211,7 +274,7 @@ class SweepResult:
     points: list[str] = field(default_factory=list)
     task_seconds: list[float] = field(default_factory=list)
 
-    def __getitem__(self, label: str) -> ProbeResult:
+    def __getitem__(self, label: str) -> ProbeResult | DirectionSet:
         if label not in self.results:
             known = ", ".join(self.results) or "none complete"
             raise WorkbenchError(f"no complete sweep point {label!r}; points: {known}")
@@ -230,7 +293,7 @@ class SweepResult:
             f"{len(self.failures)} failed, {self.seconds:.1f} s"
         ]
         lines += [f"  {f}" for f in self.failures]
-        lines += [f"  {label}: {r.headline()}" for label, r in self.results.items()]
+        lines += [f"  {label}: {_finding(r)}" for label, r in self.results.items()]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -244,7 +307,10 @@ class SweepResult:
             names = {}
             for i, (label, result) in enumerate(self.results.items()):
                 names[label] = f"point-{i:03d}"
-                result.save(tmp / names[label])
+                if isinstance(result, DirectionSet):
+                    result.save(tmp / names[label] / "directions.safetensors")
+                else:
+                    result.save(tmp / names[label])
             write_json(
                 tmp / "sweep.json",
                 {
@@ -465,7 +531,7 @@ def sweep(
         failures, took = _run_ray(todo, cache, retries, gpus, threads, progress)
     failed = {f.shard for f in failures}
 
-    results: dict[str, ProbeResult] = {}
+    results: dict[str, ProbeResult | DirectionSet] = {}
     for label, s, _, model, opts, tasks in points:
         if any(task.describe() in failed for task in tasks):
             continue
@@ -477,7 +543,7 @@ def sweep(
             name: torch.cat([part[0][name] for part in parts])  # type: ignore[index]
             for name in parts[0][0]  # type: ignore[index]
         }
-        results[label] = s.run_combine(model, values, opts)
+        results[label] = s.run_combine(model, values, [*seeds], opts)
     return SweepResult(
         results=results,
         failures=failures,

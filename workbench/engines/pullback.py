@@ -473,13 +473,13 @@ def _sample_bases(
     t: int,
     seeds: Sequence[int],
     params: dict[str, Any],
-    cache: Cache | None,
+    cache: Cache | None | bool,
     chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Local bases of the samples from ``seeds`` at ``t``, cached: ``(V [B, k, C, H, W],
     s [B, k], meta)``; x_t is reached by DDIM from each seed's x_T. ``chunk`` (columns
     per vmapped pass) bounds memory only and is not in the cache key."""
-    cache = cache or Cache()
+    store = None if cache is False else (cache or Cache())
     seeds = list(seeds)
     grid = make_timesteps(model, params["num_steps"], include=[t])
     # what else changes the basis (left out when absent, so older entries stay valid)
@@ -487,6 +487,8 @@ def _sample_bases(
     context = {} if conditioning is None else {"conditioning": conditioning.describe()}
     if model.h_point != "mid":
         context["h_point"] = model.h_point
+    if len(seeds) > 1:  # each sample's own start (one sample's start is the same either way)
+        context["starts"] = "per-sample"
     key = cache_key(
         engine="pullback",
         model=model.fingerprint,
@@ -498,7 +500,7 @@ def _sample_bases(
         **params,
         **context,  # a text-to-image model's prompt and guidance; the point of h
     )
-    hit = cache.get(key)
+    hit = store.get(key) if store is not None else None
     if hit is not None:
         tensors, meta = hit
         return tensors["V"], tensors["s"], meta
@@ -514,13 +516,15 @@ def _sample_bases(
         max_iter=params["max_iter"],
         tol_deg=params["tol_deg"],
         seed=seeds[0],
+        sample_seeds=seeds,  # each sample's own start: shards of seeds give the same bases
         dtype=model.dtype,
         method=params["method"],
         target=params.get("target", "h"),
         chunk=chunk,
     )
     meta = {"iterations": basis.iterations, "converged": basis.converged}
-    cache.put(key, {"V": basis.V, "s": basis.s}, meta)
+    if store is not None:
+        store.put(key, {"V": basis.V, "s": basis.s}, meta)
     return basis.V, basis.s, meta
 
 
@@ -597,8 +601,18 @@ def pullback_directions(
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
     params = _basis_params(k, oversample, max_iter, tol_deg, num_steps, method, target)
     V, s, meta = _sample_bases(model, t, range(seed, seed + samples), params, cache, chunk)
-    if samples > 1:
-        basis = LocalBasis(V=V, U=torch.empty(0), s=s, t=t, iterations=meta["iterations"])
+    return directions_from_bases(model, t, V, s, params | {"seed": seed} | meta)
+
+
+def directions_from_bases(
+    model: DiffusionModel, t: int, V: torch.Tensor, s: torch.Tensor, params: dict[str, Any]
+) -> DirectionSet:
+    """The engine's direction set from the local bases ``V`` ``[n, k, C, H, W]`` and
+    singular values ``s`` ``[n, k]`` of n samples at ``t``: one sample's own basis, or
+    the :func:`global_directions` of several (``params``: what the set records)."""
+    n, k = s.shape
+    if n > 1:
+        basis = LocalBasis(V=V, U=torch.empty(0), s=s, t=t, iterations=0)
         vectors, scores = global_directions(basis)
     else:
         vectors, scores = V[0], s[0]
@@ -610,8 +624,8 @@ def pullback_directions(
         model_fingerprint=model.fingerprint,
         scores=scores,
         score_name="singular value",
-        params=params | {"seed": seed, "samples": samples} | meta,
-        labels=_labels(t, k, target),
+        params=params | {"samples": n},
+        labels=_labels(t, k, params.get("target", "h")),
     )
 
 
