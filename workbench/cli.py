@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, one_line
 from workbench.options import (
     CONDITIONING,
     MAX_COUNT,
@@ -729,22 +729,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, MemoryError) as exc:  # the machine refused: disk, permissions, memory
         if os.environ.get("WORKBENCH_DEBUG"):
             raise
-        print(f"workbench: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"workbench: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug: still one line; WORKBENCH_DEBUG=1 shows the traceback
         if os.environ.get("WORKBENCH_DEBUG"):
             raise
         print(
-            f"workbench: internal error: {_one_line(exc)} (WORKBENCH_DEBUG=1 for the traceback)",
+            f"workbench: internal error: {one_line(exc)} (WORKBENCH_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return 1
     return 0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -20,6 +20,16 @@ class FingerprintMismatch(WorkbenchError):
     """A saved result was computed on another model than the one it is used with."""
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of ``exc``; of the exception it wraps when it
+    carries one as ``cause`` (Ray's task errors do)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return one_line(cause)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def check_finite(name: str, tensor: torch.Tensor) -> None:
     """Raise a one-line error if ``tensor`` holds a NaN or an infinity."""
     import torch

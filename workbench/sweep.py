@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from workbench.directions import DirectionSet
 from workbench.engines import get_engine
 from workbench.engines.pullback import _basis_params, _sample_bases, directions_from_bases
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, one_line
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import MAX_SEED, PROGRESS, SEED, Option, Spec, in_context, validated
 from workbench.probes import ProbeResult, get_probe
@@ -240,14 +240,6 @@ class ShardFailure:
 
     def __str__(self) -> str:
         return f"shard failed ({self.shard}): {self.error}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    cause = getattr(exc, "cause", None)  # Ray's task errors carry the original exception
-    if isinstance(cause, BaseException):
-        return _one_line(cause)
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _finding(result: ProbeResult | DirectionSet) -> str:
@@ -493,8 +485,9 @@ def sweep(
         sweepables, loaded, range(len(combos))
     ):  # fmt: skip
         opts = checked[(s.name, i)]
-        for t in opts.get("timesteps") or ():  # a model's range, checked before any task
-            model.check_timestep(t)
+        for t in [*(opts.get("timesteps") or ()), opts.get("timestep")]:
+            if t is not None:  # the model's range, checked before any task
+                model.check_timestep(t)
         label = _label(s.name, name, combos[i], grid)
         tasks = [
             Shard(
@@ -543,7 +536,7 @@ def sweep(
             name: torch.cat([part[0][name] for part in parts])  # type: ignore[index]
             for name in parts[0][0]  # type: ignore[index]
         }
-        results[label] = s.run_combine(model, values, [*seeds], opts)
+        results[label] = s.run_combine(model, values, seeds, opts)
     return SweepResult(
         results=results,
         failures=failures,
@@ -596,7 +589,7 @@ def _run_local(
         try:
             took = run_shard(task, str(cache.root), models[task.model])
         except Exception as exc:  # one shard's failure is reported; the others go on
-            failures.append(ShardFailure(task.describe(), _one_line(exc)))
+            failures.append(ShardFailure(task.describe(), one_line(exc)))
         else:
             seconds += [] if took is None else [took]
     return failures, seconds
@@ -628,7 +621,7 @@ def _run_ray(
             try:
                 took = ray.get(ready[0])
             except Exception as exc:  # a task's error or its worker's death
-                failures.append(ShardFailure(task.describe(), _one_line(exc)))
+                failures.append(ShardFailure(task.describe(), one_line(exc)))
             else:
                 seconds += [] if took is None else [took]
             bar.update()
