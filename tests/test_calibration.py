@@ -138,11 +138,13 @@ def test_calibration_reads_the_h_window_where_h_reaches(tiny, monkeypatch):
     assert len(h_in) == 3 and p["h_step"] == pytest.approx(0.25 * sum(h_in) / 3, abs=0.01)
     assert any("h window 999..799 and pullback at 799, 499 measured" in n for n in result.notes)
     assert result.reach["peak"] == 799 and len(result.figure().data) == 3
+    assert "h window 999..799," in result.summary() and "(kept)" in result.summary()
     monkeypatch.setattr(calibration, "h_reach", curve([0.001] * 8 + [0.01, 0.03]))
     mute = wb.calibrate(tiny, n=4, num_steps=10, mixing_n=0)
     assert mute.preset["h_window"] == tiny.preset.h_window
     assert mute.preset["pullback_timesteps"] == tiny.preset.pullback_timesteps
     assert any("h is mute on this model" in note and "\n" not in note for note in mute.notes)
+    assert f"h window {tiny.preset.h_window[0]}..{tiny.preset.h_window[1]} (kept)" in mute.summary()
 
 
 @pytest.mark.parametrize("family", ["dit", "sd3"])

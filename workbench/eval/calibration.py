@@ -90,11 +90,21 @@ class Calibration(ProbeResult):
     name: str = "workbench_calibration"
 
     def summary(self) -> str:
-        """One line: the steps and the mixing step."""
+        """One line: the steps, the h window and the mixing step (each marked when it is
+        the preset's, not measured here)."""
         p = self.preset
+        hi, lo = p["h_window"]
+        window = f"h window {hi}..{lo}" + ("" if self._h_measured else " (kept)")
         mixing = p.get("mixing_step")
         at = f"mixing step t = {mixing}" if mixing is not None else "no mixing step"
-        return f"x_step {p['x_step']:g}, h_step {p['h_step']:g}, {at} (n = {self.n})"
+        if mixing is not None and self.mixing is None:
+            at += " (kept)"
+        return f"x_step {p['x_step']:g}, h_step {p['h_step']:g}, {window}, {at} (n = {self.n})"
+
+    @property
+    def _h_measured(self) -> bool:
+        """Whether the h window was read from the reach curve (measured, h not mute)."""
+        return bool(self.reach) and self.reach["largest"] >= REACH_MUTE
 
     def figure(self) -> go.Figure:
         """E||x_t|| and E||h|| along the chain with the x timestep and the h window marked,
