@@ -12,9 +12,9 @@ For each step of the grid, ``n`` trajectories get h shifted at that step only, b
 one h strength unit), or along the sample's top pullback direction in h at that step
 (``--direction pullback``), and are sampled on to the end unedited. Printed per timestep: the
 mean relative change of the final sample; then the window calibrate reads (from the top
-down to where the curve, going down from its mid-chain peak, first falls under half the
-peak; ``workbench.eval.sensitivity.reach_window``) beside the preset's. Costs ``n`` x
-steps^2 / 2 network rows.
+down to the curve's mid-chain peak; ``workbench.eval.sensitivity.reach_window``) beside
+the preset's. Costs ``n`` x steps^2 / 2 network rows. (The JSON files of earlier runs hold
+the window of an earlier rule, down to half the largest value; their curves are the same.)
 """
 
 from __future__ import annotations

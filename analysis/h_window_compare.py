@@ -1,11 +1,15 @@
-"""h edits with the preset's h window against a measured one, scored against the ground
-truth: does the window that ``analysis/h_effect.py`` reads (from T down to where the
-effect along the top pullback direction first falls under half its mid-chain peak) edit
-better than the preset's?
+"""h edits under several h windows, scored against the ground truth: where should the
+window end, at the peak of the h reach curve (``analysis/h_effect.py``), at the preset's
+end, or where the curve falls under half its peak? (docs/findings.md, "Where h reaches
+the image"; the three runs behind docs/measurements/h_window_compare_shapes64_equal.json:)
 
     python analysis/h_window_compare.py --model shapes64 --windows 999,600 999,479 \
         --engines pca attention --k 6 --seeds 24 --equal-total \
         --out docs/measurements/h_window_compare_shapes64_equal.json
+    python analysis/h_window_compare.py --model shapes64 --windows 999,719 \
+        --engines attention --k 6 --seeds 24 --equal-total --reference-steps 8
+    python analysis/h_window_compare.py --model shapes64 --windows 999,719 \
+        --engines pca --k 6 --seeds 24 --equal-total --reference-steps 8
 
 The top ``--k`` directions of each h-space engine (one set per engine, the same vectors
 under every window) are applied with the additive h edit at ``--strengths`` on
