@@ -56,9 +56,10 @@ def main() -> None:
     for t, e in zip(timesteps, effect, strict=True):
         print(f"  t={t:>4}: {e:.4f}")
     print(
-        f"mid-chain peak {read.largest:.4f} at t={read.peak}; window read by calibrate: "
-        f"{read.window or 'none (h is mute)'}; the preset's {model.preset.h_window}; "
-        f"{seconds:.1f} s"
+        f"mid-chain peak {read.largest:.4f} at t={read.peak}, at least half of it down to "
+        f"t={read.half}; read by calibrate: window {read.window or 'none (h is mute)'}, "
+        f"pullback timesteps {read.pullback}; the preset's {model.preset.h_window}, "
+        f"{model.preset.pullback_timesteps}; {seconds:.1f} s"
     )
     if args.out:
         write_json(
@@ -71,6 +72,9 @@ def main() -> None:
                 "preset_h_window": list(model.preset.h_window),
                 "window": list(read.window) if read.window else None,
                 "peak": read.peak,
+                "largest": read.largest,
+                "half": read.half,
+                "pullback_timesteps": list(read.pullback) if read.pullback else None,
                 "timesteps": timesteps,
                 "effect": effect,
                 "relative": args.relative,

@@ -63,6 +63,7 @@ def main() -> None:
     grid = make_timesteps(model, args.num_steps)[:-1]
     windows = [tuple(int(v) for v in text.split(",")) for text in args.windows]
     counts = [sum(lo <= t <= hi for t in grid) for hi, lo in windows]
+    reference = args.reference_steps or counts[0]
     rows: dict[str, dict] = {}
     for engine in args.engines:
         takes = {o.name for o in get_engine(engine).spec.options}
@@ -70,7 +71,6 @@ def main() -> None:
         directions = wb.discover(engine, model, k=args.k, **steps)
         rows[engine] = {}
         for window, count in zip(windows, counts, strict=True):
-            reference = args.reference_steps or counts[0]
             scale = reference / count if args.equal_total else 1.0
             strengths = [scale * float(v) for v in args.strengths.split(",")]
             start = time.perf_counter()

@@ -84,7 +84,8 @@ class Calibration(ProbeResult):
     h_norms: list[float]
     n: int
     mixing: dict[str, Any] | None = None
-    #: the h reach curve (``HReach.to_dict()``) and the peak read from it, when measured
+    #: the h reach curve (``HReach.to_dict()``) and what ``reach_window`` read from it
+    #: (peak, largest, half, mute), when measured
     reach: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     name: str = "workbench_calibration"
@@ -104,7 +105,7 @@ class Calibration(ProbeResult):
     @property
     def _h_measured(self) -> bool:
         """Whether the h window was read from the reach curve (measured, h not mute)."""
-        return bool(self.reach) and self.reach["largest"] >= REACH_MUTE
+        return bool(self.reach) and not self.reach["mute"]
 
     def figure(self) -> go.Figure:
         """E||x_t|| and E||h|| along the chain with the x timestep and the h window marked,
@@ -295,7 +296,10 @@ def _h_window(
         return base, None, [kept[0], f"{kept[1]} (reach_n = 0)"]
     curve = h_reach(model, n=reach_n, num_steps=reach_steps, seed=seed, progress=progress)
     read = reach_window(curve.timesteps, curve.effect, model.schedule.top)
-    reach = {**curve.to_dict(), "peak": read.peak, "largest": read.largest, "half": read.half}
+    reach = {
+        **curve.to_dict(), "peak": read.peak, "largest": read.largest, "half": read.half,
+        "mute": read.mute,
+    }  # fmt: skip
     if read.mute:
         return base, reach, [
             kept[0],

@@ -158,8 +158,8 @@ class HReach:
 #: h carries, so the curve rises there on every model.
 REACH_FLOOR = 0.2
 #: h is mute when one h strength unit at one step moves the final sample by less than this
-#: share of its norm at every mid-chain step (25-step grid: shapes32 at most 0.0007,
-#: shapes64 0.053; 50 steps: 0.0006 and 0.022).
+#: share of its norm at every mid-chain step (``analysis/h_effect.py --direction pullback``:
+#: 25 steps, shapes32 at most 0.0007, shapes64 0.053; 50 steps: 0.0006 and 0.022).
 REACH_MUTE = 0.005
 
 
