@@ -540,11 +540,14 @@ def _start(
 def _edit_grid(
     model: DiffusionModel, num_steps: int | None, t_start: int | None, include: Sequence[int]
 ) -> list[int]:
+    """The grid of an edit: the model's sampling grid (as ``wb.sample``'s, spaced as its
+    scheduler config says) from the top, or a chain from ``t_start``; each edit timestep
+    in ``include`` replaces its nearest grid point."""
     top = model.schedule.top if t_start is None else model.check_timestep(t_start)
     for t in include:
         if t > top:
             raise WorkbenchError(f"edit timestep {t} lies above the start timestep {top}")
-    return make_timesteps(model, num_steps, t_start=top, include=include)
+    return make_timesteps(model, num_steps, t_start=t_start, include=include)
 
 
 @dataclass

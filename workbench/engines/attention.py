@@ -42,31 +42,19 @@ MATRICES = ("q", "k", "v", "o", "qk", "ov")
 
 
 def default_module(model: DiffusionModel) -> str:
-    """Name of the self-attention of the block at ``model.h_point``: the mid block's (see
-    :func:`mid_block_self_attention`), the last self-attention inside a down or up block
-    (the one nearest that block's output, h), or a transformer block's own attention
-    (DiT's ``attn1``; SD3's joint ``attn``, whose ``to_q/k/v/out`` are the image stream's
-    weights)."""
-    modules = model.attention_modules()
-    if model.h_point == "mid":
-        return mid_block_self_attention(modules)
-    own = _self_attention_in(modules, model.h_point)
-    if not own:
-        with_attention = [
-            p for p in model.h_points() if p == "mid" or _self_attention_in(modules, p)
-        ]
+    """Name of the self-attention of the block at ``model.h_point``, as its family says:
+    the mid block's (see :func:`mid_block_self_attention`), the last self-attention inside
+    a down or up block (the one nearest that block's output, h), or a transformer block's
+    own attention (DiT's ``attn1``; SD3's joint ``attn``, whose ``to_q/k/v/out`` are the
+    image stream's weights)."""
+    own = model.arch.self_attention(model.h_point)
+    if own is None:
+        with_attention = [p for p in model.h_points() if model.arch.self_attention(p)]
         raise WorkbenchError(
             f"block {model.h_point} has no self-attention; points with one: "
             f"{', '.join(with_attention) or 'none'}"
         )
-    return own[-1] if not model.transformer else own[0]
-
-
-def _self_attention_in(modules: dict[str, Attention], point: str) -> list[str]:
-    """The self-attention modules inside the block of activation point ``point``."""
-    kind, _, index = point.partition(".")
-    prefix = f"transformer_blocks.{index}." if kind == "block" else f"{kind}_blocks.{index}."
-    return [n for n, m in modules.items() if n.startswith(prefix) and not m.is_cross_attention]
+    return own
 
 
 def mid_block_self_attention(names: Iterable[str]) -> str:
@@ -85,7 +73,7 @@ def module_directions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranked channel directions ``[r, C]`` and scores ``[r]`` of one candidate matrix of a
     diffusers ``Attention`` module (self-attention only)."""
-    if attn.is_cross_attention:
+    if getattr(attn, "is_cross_attention", False):
         raise WorkbenchError(f"{name} is a cross-attention module; pick a self-attention one")
     return decompose(
         matrix,
@@ -168,14 +156,16 @@ def attention_directions(
     name = module or default_module(model)
     if name not in modules:
         raise WorkbenchError(f"no attention module {name!r}; known: {', '.join(sorted(modules))}")
-    attn = modules[name]
+    if getattr(modules[name], "is_cross_attention", False):
+        raise WorkbenchError(f"{name} is a cross-attention module; pick a self-attention one")
+    w_q, w_k, w_v, w_o, heads = model.arch.attention_weights(name)
     channels = model.h_shape[0]
-    if attn.to_q.weight.shape[1] != channels:
+    if w_q.shape[1] != channels:
         raise WorkbenchError(
-            f"{name} reads {attn.to_q.weight.shape[1]} channels but h has {channels}: "
+            f"{name} reads {w_q.shape[1]} channels but h has {channels}: "
             "its directions cannot edit h"
         )
-    vectors, scores = module_directions(attn, matrix, head, name)
+    vectors, scores = decompose(matrix, w_q, w_k, w_v, w_o, heads, head)
     if not 1 <= k <= vectors.shape[0]:
         raise WorkbenchError(f"k must be in [1, {vectors.shape[0]}] for matrix {matrix!r}, got {k}")
     if timestep is not None:

@@ -112,3 +112,50 @@ def _joint(
     if not attn.context_pre_only:
         text = attn.to_add_out(text)
     return image, text.contiguous()
+
+
+class JacobianSafeFluxProcessor:
+    """FLUX.1's attention (``FluxAttention``: RMS-normed heads, text tokens first in the
+    joint case, rotary position embedding) as explicit ``softmax(q k^T * scale) v`` with
+    contiguous outputs; equal to diffusers' ``FluxAttnProcessor``."""
+
+    def __call__(
+        self,
+        attn: torch.nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Explicit softmax attention (forward-AD safe), same result as diffusers'."""
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # [B, L, H*d] -> [B, L, H, d]
+            return x.unflatten(-1, (-1, attn.head_dim))
+
+        query = attn.norm_q(heads(attn.to_q(hidden_states)))
+        key = attn.norm_k(heads(attn.to_k(hidden_states)))
+        value = heads(attn.to_v(hidden_states))
+        joint = encoder_hidden_states is not None and attn.added_kv_proj_dim is not None
+        if joint:
+            c_query = attn.norm_added_q(heads(attn.add_q_proj(encoder_hidden_states)))
+            c_key = attn.norm_added_k(heads(attn.add_k_proj(encoder_hidden_states)))
+            c_value = heads(attn.add_v_proj(encoder_hidden_states))
+            query = torch.cat([c_query, query], dim=1)
+            key = torch.cat([c_key, key], dim=1)
+            value = torch.cat([c_value, value], dim=1)
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # [B, H, L, d]
+        scores = torch.matmul(query, key.transpose(-1, -2)) * (attn.head_dim**-0.5)
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        out = torch.matmul(scores.softmax(dim=-1), value).transpose(1, 2).flatten(2, 3)
+        out = out.to(query.dtype)
+        if encoder_hidden_states is None:
+            return out.contiguous()
+        n_text = encoder_hidden_states.shape[1]
+        text, image = out[:, :n_text], out[:, n_text:]
+        image = attn.to_out[1](attn.to_out[0](image.contiguous())).contiguous()
+        return image, attn.to_add_out(text.contiguous()).contiguous()

@@ -4,41 +4,31 @@ Resolution order: a bundled name (``shapes32``; ``tiny-test`` is a test-only ran
 model built from a config), then an existing local folder, then a Hub id of the form
 ``owner/name`` (the same ``from_pretrained`` code path as a local folder). A folder may be
 a pipeline layout (``unet/`` and ``scheduler/`` subfolders) or a bare U-Net folder with
-``config.json`` and ``scheduler_config.json`` side by side. A latent text-to-image model
-(Stable Diffusion 1.x/2.x: ``UNet2DConditionModel``) needs the pipeline layout, with
-``vae/``, ``text_encoder/`` (CLIP) and ``tokenizer/`` beside ``unet/`` and ``scheduler/``.
-A diffusion transformer loads from a pipeline layout with ``transformer/``: DiT
-(``DiTTransformer2DModel``, ``vae/``, ``scheduler/``) or Stable Diffusion 3
-(``SD3Transformer2DModel``, ``vae/``, a ``FlowMatchEulerDiscreteScheduler`` and, optionally,
-``text_encoder/`` + ``text_encoder_2/`` (CLIP with projection), ``text_encoder_3/`` (T5)
-with their tokenizers). A flow-matching scheduler is sampled with its deterministic Euler
-step; any other scheduler's config is used as DDIM.
+``config.json`` and ``scheduler_config.json`` side by side. Which family a folder
+holds is decided by the network's config (``workbench/models/families/``: each family
+loads its own parts, e.g. ``vae/``, text encoders and tokenizers beside ``unet/`` or
+``transformer/`` and ``scheduler/``). A flow-matching scheduler is sampled with its
+deterministic Euler step; another ODE solver's config (PNDM, DPM-Solver, Euler) is used as
+DDIM, said once; a sampler of another kind (consistency models) is refused.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
-import diffusers
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    UNet2DConditionModel,
-    UNet2DModel,
-)
+from diffusers import DDIMScheduler, UNet2DModel
 
 from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
+from workbench.models.families import UNSUPPORTED, family_for, refusal
+from workbench.models.families.base import SCHEDULER_CLASS, pipeline_class
 from workbench.models.presets import NO_SCENE, Preset
 from workbench.models.wrapper import DiffusionModel
-from workbench.settings import show_progress
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
@@ -98,31 +88,6 @@ def _build_tiny() -> tuple[UNet2DModel, DDIMScheduler]:
     return unet, DDIMScheduler(**ZERO_SNR_V_SCHEDULER)
 
 
-#: Network classes by the ``_class_name`` of their config, and the folder they live in.
-NETWORKS = {
-    "UNet2DModel": "unet",
-    "UNet2DConditionModel": "unet",
-    "DiTTransformer2DModel": "transformer",
-    "SD3Transformer2DModel": "transformer",
-}
-
-
-def _read_scheduler(
-    source: str | Path, subfolder: str | None, **kwargs: Any
-) -> DDIMScheduler | FlowMatchEulerDiscreteScheduler:
-    """The folder's scheduler: flow matching as saved, anything else read as DDIM (said
-    once, see :func:`load`)."""
-    config = DDIMScheduler.load_config(source, subfolder=subfolder, **kwargs)
-    _SCHEDULER_CLASS[str(source)] = config.get("_class_name") or "DDIMScheduler"
-    if str(config.get("_class_name", "")).startswith("FlowMatch"):
-        if config["_class_name"] != "FlowMatchEulerDiscreteScheduler":
-            raise WorkbenchError(f"{source}: {config['_class_name']} is not supported yet")
-        return FlowMatchEulerDiscreteScheduler.from_config(config)
-    return DDIMScheduler.from_config(config)
-
-
-#: The scheduler class each folder or Hub id names (read as DDIM unless flow matching).
-_SCHEDULER_CLASS: dict[str, str] = {}
 #: Notices already given in this process (each is given once).
 _NOTICED: set[str] = set()
 
@@ -134,124 +99,52 @@ def _notice(text: str) -> None:
         warnings.warn(text, UserWarning, stacklevel=3)
 
 
-def _text_parts(
-    source: str | Path,
-    torch_dtype: torch.dtype,
-    suffix: str = "",
-    allowed: tuple[str, ...] = ("CLIPTextModel", "CLIPTextModelWithProjection"),
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """A text encoder and its tokenizer (folders ``text_encoder{suffix}/`` and
-    ``tokenizer{suffix}/``): CLIP for Stable Diffusion; CLIP with projection or T5 for SD3."""
-    import transformers
-
-    config = transformers.PretrainedConfig.get_config_dict(
-        source, subfolder=f"text_encoder{suffix}", **kwargs
-    )[0]
-    arch = (config.get("architectures") or ["CLIPTextModel"])[0]
-    if arch not in allowed:
-        raise WorkbenchError(
-            f"{source}: text encoder {arch} is not supported yet ({', '.join(allowed)})"
-        )
-    bars = transformers.utils.logging
-    was_on = bars.is_progress_bar_enabled()
-    if not show_progress(None):  # the package setting covers transformers' loading bar too
-        bars.disable_progress_bar()
-    try:
-        encoder_class = getattr(transformers, arch)
-        text_encoder = encoder_class.from_pretrained(
-            source, subfolder=f"text_encoder{suffix}", **kwargs
-        )
-    finally:
-        if was_on:
-            bars.enable_progress_bar()
-    text_encoder = text_encoder.to(torch_dtype)
-    clip = arch.startswith("CLIP")
-    tokenizer_class = transformers.CLIPTokenizer if clip else transformers.AutoTokenizer
-    tokenizer = tokenizer_class.from_pretrained(source, subfolder=f"tokenizer{suffix}", **kwargs)
-    return {f"text_encoder{suffix}": text_encoder, f"tokenizer{suffix}": tokenizer}
-
-
-def _sd3_text_parts(
-    source: str | Path, torch_dtype: torch.dtype, present: set[str], **kwargs: Any
-) -> dict[str, Any]:
-    """SD3's text encoders, each where the folder has it: the two CLIPs together or not at
-    all, T5 optional."""
-    parts: dict[str, Any] = {}
-    if {"text_encoder", "text_encoder_2"} <= present:
-        clip = ("CLIPTextModelWithProjection",)
-        for suffix in ("", "_2"):
-            parts |= _text_parts(source, torch_dtype, suffix, clip, **kwargs)
-        if "text_encoder_3" in present:
-            parts |= _text_parts(source, torch_dtype, "_3", ("T5EncoderModel",), **kwargs)
-    return parts
-
-
-def _present(source: str | Path, **kwargs: Any) -> set[str]:
-    """The component folders a pipeline holds: the subfolders of a local folder, the
-    non-null entries of a Hub repo's ``model_index.json``."""
-    local = Path(source)
-    if local.is_dir():
-        return {p.name for p in local.iterdir() if p.is_dir()}
-    try:
-        index = diffusers.DiffusionPipeline.load_config(source, **kwargs)
-    except Exception:  # noqa: BLE001 - no index: a bare model
-        return set()
-    return {k for k, v in index.items() if isinstance(v, list | tuple) and v and v[0]}
-
-
 def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any) -> dict[str, Any]:
-    """The components (``unet``, ``scheduler``; ``vae``, ``text_encoder``, ``tokenizer`` for
-    a latent text-to-image model) from a folder or Hub id, pipeline or bare layout."""
+    """The model's parts (``network``, ``scheduler``, ``family``; ``vae``, text encoders and
+    tokenizers where its family has them) from a folder or Hub id, pipeline or bare layout.
+    The family is the one that recognises the network's config; a pipeline the workbench
+    knows it cannot run is refused in one line by name."""
     local = Path(source)
+    pipeline = pipeline_class(source, **kwargs)
+    if pipeline in UNSUPPORTED:
+        refusal(pipeline, source)
     if local.is_dir():
         subfolder = next(
             (s for s in ("unet", "transformer") if (local / s / "config.json").is_file()), None
         )
         if subfolder is None and not (local / "config.json").is_file():
+            found = f" (its model_index.json names {pipeline})" if pipeline else ""
             raise WorkbenchError(
-                f"{source}: no diffusers model here (no unet/config.json, "
-                "transformer/config.json or config.json)"
+                f"{source}: no diffusers model here{found}: no unet/config.json, "
+                "transformer/config.json or config.json"
             )
-        sched_sub = "scheduler" if (local / "scheduler").is_dir() else None
         config = json.loads((local / (subfolder or "") / "config.json").read_text())
     else:
-        subfolder, sched_sub, config = None, None, None
+        subfolder, config = None, None
         for candidate in ("unet", "transformer"):
             try:
                 config = UNet2DModel.load_config(source, subfolder=candidate, **kwargs)
             except Exception:  # noqa: BLE001 - not this layout
                 continue
-            subfolder, sched_sub = candidate, "scheduler"
+            subfolder = candidate
             break
         if config is None:
             config = UNet2DModel.load_config(source, **kwargs)
-    cls_name = config.get("_class_name", "UNet2DModel")
-    if cls_name not in NETWORKS:
-        raise WorkbenchError(f"{source}: {cls_name} is not supported yet ({', '.join(NETWORKS)})")
-    if cls_name != "UNet2DModel" and subfolder != NETWORKS[cls_name]:
+    if not isinstance(config, dict):
+        raise WorkbenchError(f"{source}: the network's config.json is not a JSON object")
+    config.setdefault("_class_name", "UNet2DModel")
+    family = family_for(config, source)
+    if subfolder is None and not family.bare:
         raise WorkbenchError(
-            f"{source}: a {cls_name} loads from a pipeline folder "
-            f"({NETWORKS[cls_name]}/, vae/, scheduler/, ...)"
+            f"{source}: a {config['_class_name']} loads from a pipeline folder "
+            f"({family.folder}/, vae/, scheduler/, ...)"
         )
-    # Without accelerate, diffusers warns on every load unless told not to try.
-    fast = importlib.util.find_spec("accelerate") is not None
-    options = {"torch_dtype": torch_dtype, "low_cpu_mem_usage": fast, **kwargs}
-    cls = getattr(diffusers, cls_name)
-    parts: dict[str, Any] = {
-        "network": cls.from_pretrained(source, subfolder=subfolder, **options),
-        "scheduler": _read_scheduler(source, sched_sub, **kwargs),
-    }
-    if cls_name != "UNet2DModel":
-        parts["vae"] = AutoencoderKL.from_pretrained(source, subfolder="vae", **options)
-    if cls is UNet2DConditionModel:
-        parts.update(_text_parts(source, torch_dtype, **kwargs))
-        if config.get("addition_embed_type") == "text_time":  # SDXL: a second CLIP
-            clip = ("CLIPTextModelWithProjection",)
-            parts.update(_text_parts(source, torch_dtype, "_2", clip, **kwargs))
-    elif cls_name == "SD3Transformer2DModel":
-        parts.update(_sd3_text_parts(source, torch_dtype, _present(source, **kwargs), **kwargs))
-    return parts
+    if subfolder is not None and subfolder != family.folder:
+        raise WorkbenchError(
+            f"{source}: a {config['_class_name']} belongs in {family.folder}/, not {subfolder}/"
+        )
+    parts = family.load(source, subfolder, torch_dtype=torch_dtype, **kwargs)
+    return {"family": family} | parts
 
 
 def check_device(device: str | torch.device | None) -> torch.device:
@@ -299,6 +192,7 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     preset: Preset | None = None,
+    resolution: int | None = None,
     **hub_kwargs: Any,
 ) -> DiffusionModel:
     """Load a diffusion model as a :class:`DiffusionModel`.
@@ -309,6 +203,8 @@ def load(
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available, else CPU.
         dtype: parameter dtype (float32 by default; Jacobian work wants float32).
         preset: overrides the model's preset (bundled table or ``workbench_preset.json``).
+        resolution: image pixels per side to run at (default: the network config's size,
+            or its family's default: 1024 for FLUX.1).
         hub_kwargs: passed to ``from_pretrained`` (``revision``, ``cache_dir``, ...).
     """
     device = check_device(device)
@@ -345,10 +241,10 @@ def load(
             "a local folder, or a Hub id owner/name"
         )
     used = type(parts["scheduler"]).__name__
-    original = _SCHEDULER_CLASS.get(str(source), used)
+    original = SCHEDULER_CLASS.get(str(source), used)
     # a model with no preset has no ground truth: Shapes read-outs are refused on it
     chosen = preset or found_preset or Preset(scene=NO_SCENE)
-    model = DiffusionModel(preset=chosen, name=name, source=source, **parts)
+    model = DiffusionModel(preset=chosen, name=name, source=source, resolution=resolution, **parts)
     if preset is None and found_preset is None:
         _notice(
             f"{name}: no workbench_preset.json, so edit strengths use generic steps that "

@@ -224,6 +224,13 @@ class Schedule:
         a = self.alpha_bar(t)
         return a * m2 + 1 - a
 
+    #: The sampler's name in progress bars and messages.
+    label = "DDIM"
+
+    def identity(self) -> bytes:
+        """Bytes that identify the schedule in a model's fingerprint: the alpha-bar table."""
+        return self.alphas_cumprod.numpy().tobytes()
+
     def describe(self) -> dict[str, Any]:
         """The schedule as plain data (recorded with results, shown to users)."""
         return {
@@ -301,14 +308,19 @@ class FlowSchedule:
     scheduler: Any = field(repr=False, default=None)
     mu: float | None = None
     prediction_type: str = "flow"
+    pipeline_sigmas: bool = False
     clip_sample: bool = False
     clip_sample_range: float = 1.0
     continuous = True
 
     @classmethod
-    def from_scheduler(cls, scheduler: Any, image_seq_len: int | None = None) -> FlowSchedule:
+    def from_scheduler(
+        cls, scheduler: Any, image_seq_len: int | None = None, pipeline_sigmas: bool = False
+    ) -> FlowSchedule:
         """The schedule of a diffusers ``FlowMatchEulerDiscreteScheduler``; under dynamic
-        shifting ``mu`` is computed from ``image_seq_len`` as diffusers' pipelines do."""
+        shifting ``mu`` is computed from ``image_seq_len`` as diffusers' pipelines do.
+        ``pipeline_sigmas``: the whole-chain grid is the one FLUX's pipeline passes,
+        ``set_timesteps(sigmas=linspace(1, 1/N, N))``, rather than the scheduler's own."""
         import copy
 
         config = scheduler.config
@@ -333,6 +345,7 @@ class FlowSchedule:
             shift=shift,
             scheduler=copy.deepcopy(scheduler),
             mu=mu,
+            pipeline_sigmas=pipeline_sigmas,
         )
 
     # ------------------------------------------------------------------ timesteps
@@ -392,7 +405,11 @@ class FlowSchedule:
             raise WorkbenchError(f"num_steps must be in [1, {T}], got {n}")
         if t_start is None or t_start == T:
             top = T
-            self.scheduler.set_timesteps(n, mu=self.mu)
+            if self.pipeline_sigmas:
+                sigmas = np.linspace(1.0, 1 / n, n)
+                self.scheduler.set_timesteps(sigmas=sigmas, mu=self.mu)
+            else:
+                self.scheduler.set_timesteps(n, mu=self.mu)
             grid = [float(t) for t in self.scheduler.timesteps.tolist()]
         else:
             top = self.check_timestep(t_start)
@@ -442,6 +459,22 @@ class FlowSchedule:
         a, b = self.coefficients(t)
         return a * a * m2 + b * b
 
+    #: The sampler's name in progress bars and messages.
+    label = "flow Euler"
+
+    def identity(self) -> bytes:
+        """Bytes that identify the schedule in a model's fingerprint: its description."""
+        import json
+
+        return json.dumps(self.describe(), sort_keys=True).encode()
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """alpha-bar ``[T]`` of the variance-preserving schedule with the same
+        signal-to-noise ratio at the integer timesteps (float64, CPU)."""
+        T = self.num_train_timesteps
+        return torch.tensor([self.alpha_bar(t) for t in range(T)], dtype=torch.float64)
+
     def describe(self) -> dict[str, Any]:
         """The schedule as plain data (recorded with results, shown to users)."""
         return {
@@ -450,4 +483,4 @@ class FlowSchedule:
             "shift": self.shift,
             "mu": self.mu,
             "num_train_timesteps": self.num_train_timesteps,
-        }
+        } | ({"sigmas": "linspace(1, 1/N, N)"} if self.pipeline_sigmas else {})

@@ -1,10 +1,8 @@
 """`DiffusionModel`: one wrapper over a diffusers denoising network and its noise schedule.
 
-Networks (``family``): ``unet`` (pixel-space ``UNet2DModel``), ``sd`` (latent
-text-to-image ``UNet2DConditionModel``, Stable Diffusion 1.x/2.x), ``sdxl`` (the same
-class with SDXL's added text and size conditions and two text encoders), ``dit``
-(class-conditional ``DiTTransformer2DModel``) and ``sd3`` (``SD3Transformer2DModel``, the
-MMDiT of Stable Diffusion 3, with a rectified-flow schedule).
+The kind of network is its family (``model.family``, one file each in
+``workbench/models/families/``: pixel U-Nets, Stable Diffusion 1.x/2.x, SDXL, DiT, SD3,
+PixArt, FLUX.1, ...); this class keeps what every family shares.
 
 Activation names (stable, used across the package and its docs):
 
@@ -26,24 +24,15 @@ import json
 import math
 import numbers
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DiTTransformer2DModel,
-    SD3Transformer2DModel,
-    UNet2DConditionModel,
-    UNet2DModel,
-)
-from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from workbench.errors import WorkbenchError
-from workbench.models.attention import JacobianSafeAttnProcessor
+from workbench.models.families import Family, family_for
 from workbench.models.presets import Preset
 from workbench.models.schedule import FlowSchedule, Prediction, Schedule
 
@@ -51,18 +40,15 @@ __all__ = ["Conditioning", "DiffusionModel", "FlowSchedule", "Prediction", "Sche
 
 TimestepLike = int | float | torch.Tensor
 
-#: The network classes and their family names.
-FAMILIES = {
-    UNet2DModel: "unet",
-    UNet2DConditionModel: "sd",
-    DiTTransformer2DModel: "dit",
-    SD3Transformer2DModel: "sd3",
-}
-
-#: Guidance scale when a prompt or class label is given without one: the default of each
-#: family's diffusers pipeline (StableDiffusionPipeline 7.5, DiTPipeline 4.0,
-#: StableDiffusion3Pipeline 7.0).
-DEFAULT_GUIDANCE = {"sd": 7.5, "sdxl": 5.0, "dit": 4.0, "sd3": 7.0}
+#: The text encoders and tokenizers a model may hold, by their diffusers folder names.
+TEXT_PARTS = (
+    "text_encoder",
+    "tokenizer",
+    "text_encoder_2",
+    "tokenizer_2",
+    "text_encoder_3",
+    "tokenizer_3",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,11 +97,9 @@ class DiffusionModel:
     """A diffusion model: a denoising network plus its noise schedule, and for a latent model
     its VAE, for a text-to-image model its text encoders and tokenizers.
 
-    Families (:attr:`family`): pixel-space ``UNet2DModel`` (unconditional); latent
-    ``UNet2DConditionModel`` (the Stable Diffusion 1.x/2.x layout: text-conditioned, x_t is
-    the VAE latent); latent ``DiTTransformer2DModel`` (class-conditional, learned sigma);
-    latent ``SD3Transformer2DModel`` (MMDiT, rectified flow; its text encoders are
-    optional: without them it runs on zero prompt embeddings or given ones). Build one with
+    What depends on the kind of network (its activation points, conditioning, call,
+    schedule and attention) is answered by its family, :attr:`arch` (one file each in
+    ``workbench/models/families/``; :attr:`family` is its tag). Build one with
     :func:`workbench.load`. The networks are kept in eval mode with their parameters
     frozen; every hook this class installs is removed again, also when the forward raises.
     """
@@ -127,48 +111,49 @@ class DiffusionModel:
         preset: Preset | None = None,
         name: str = "model",
         source: str | None = None,
-        vae: AutoencoderKL | None = None,
-        text_encoder: nn.Module | None = None,
-        tokenizer: Any = None,
-        text_encoder_2: nn.Module | None = None,
-        tokenizer_2: Any = None,
-        text_encoder_3: nn.Module | None = None,
-        tokenizer_3: Any = None,
+        vae: nn.Module | None = None,
+        family: type[Family] | None = None,
+        resolution: int | None = None,
+        **parts: Any,
     ) -> None:
-        family = FAMILIES.get(type(network))
-        if family == "sd" and network.config.get("addition_embed_type") == "text_time":
-            family = "sdxl"
-        if family is None:
-            raise WorkbenchError(
-                f"{type(network).__name__} is not supported yet: UNet2DModel (pixel space), "
-                "UNet2DConditionModel (Stable Diffusion), DiTTransformer2DModel (DiT) or "
-                "SD3Transformer2DModel (Stable Diffusion 3)"
-            )
-        _check_family(family, network.config, vae, text_encoder, tokenizer, text_encoder_2)
-        #: ``unet``, ``sd``, ``sdxl``, ``dit`` or ``sd3`` (see the module docstring).
-        self.family = family
+        unknown = set(parts) - set(TEXT_PARTS)
+        if unknown:
+            raise WorkbenchError(f"unknown model parts {sorted(unknown)}; known: vae, {TEXT_PARTS}")
+        config = {"_class_name": type(network).__name__, **dict(network.config)}
+        family = family or family_for(config, type(network).__name__)
         #: The denoising network (a U-Net or a transformer).
         self.network = network.eval().requires_grad_(False)
         #: The VAE of a latent model (None in pixel space): x_t is its latent.
         self.vae = vae.eval().requires_grad_(False) if vae is not None else None
-        encoders = (text_encoder, text_encoder_2, text_encoder_3)
-        self.text_encoder, self.text_encoder_2, self.text_encoder_3 = (
-            e.eval().requires_grad_(False) if e is not None else None for e in encoders
-        )
-        self.tokenizer, self.tokenizer_2, self.tokenizer_3 = tokenizer, tokenizer_2, tokenizer_3
+        #: Text encoders and tokenizers by folder name (``text_encoder``, ``tokenizer``, ...).
+        self.parts: dict[str, Any] = {
+            k: v.eval().requires_grad_(False) if isinstance(v, nn.Module) else v
+            for k, v in parts.items()
+            if v is not None
+        }
         self._conditioning: Conditioning | None = None
         self._unprompted: Conditioning | None = None
-        self._encoder_pipeline: Any = None
         self._doubled = False  # inside a guided forward: the batch is [uncond; cond]
         self._h_shapes: dict[str, tuple[int, ...]] = {}
         self.scheduler = scheduler
         self.preset = preset or Preset()
         self.name = name
         self.source = source or name
+        if resolution is not None and (
+            isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral)
+        ):
+            raise WorkbenchError(f"resolution must be an integer, got {resolution!r}")
+        #: Image pixels per side the model runs at (None: its config's size).
+        self.resolution = None if resolution is None else int(resolution)
+        #: The model's family (``workbench/models/families/``): everything that depends
+        #: on the kind of network.
+        self.arch: Family = family(self)
+        #: The family's tag: ``unet``, ``sd``, ``sdxl``, ``dit``, ``sd3``, ...
+        self.family = family.name
         #: The sampler maths of the model's own scheduler config: :class:`Schedule`
         #: (DDIM over a discrete variance-preserving schedule) or :class:`FlowSchedule`.
-        self.schedule = _schedule_of(scheduler, network.config)
-        self._h_point = self.default_point
+        self.schedule = self.arch.schedule(scheduler)
+        self._h_point = self.arch.default_point()
         self._fingerprint: str | None = None
         self._signature: tuple = ()
         #: Evaluate the network (:meth:`raw`, so sampling, inversion and edits) in
@@ -179,15 +164,25 @@ class DiffusionModel:
         self._micro_batch: int | None = None
         self._h_parts: list | None = None
 
+    def _part(name: str) -> property:  # noqa: N805 - a property factory, not a method
+        def get(self: DiffusionModel) -> Any:
+            return self.parts.get(name)
+
+        get.__doc__ = f"The ``{name}`` part (None when the model has none)."
+        return property(get)
+
+    text_encoder = _part("text_encoder")
+    tokenizer = _part("tokenizer")
+    text_encoder_2 = _part("text_encoder_2")
+    tokenizer_2 = _part("tokenizer_2")
+    text_encoder_3 = _part("text_encoder_3")
+    tokenizer_3 = _part("tokenizer_3")
+    del _part
+
     @property
     def unet(self) -> nn.Module:
         """The denoising network (:attr:`network`; the name of the U-Net-only days)."""
         return self.network
-
-    @property
-    def transformer(self) -> bool:
-        """Whether the network is a transformer (h points are ``block.N``)."""
-        return self.family in ("dit", "sd3")
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -220,17 +215,12 @@ class DiffusionModel:
     def alphas_cumprod(self) -> torch.Tensor:
         """alpha-bar ``[T]`` (float64, CPU); a flow model's is that of the
         variance-preserving schedule with the same signal-to-noise ratio."""
-        if isinstance(self.schedule, FlowSchedule):
-            T = self.num_train_timesteps
-            return torch.tensor([self.schedule.alpha_bar(t) for t in range(T)], dtype=torch.float64)
         return self.schedule.alphas_cumprod
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
         """Shape ``(C, H, W)`` of one image / one x_t."""
-        size = self.config.sample_size
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        return (int(self.config.in_channels), int(h), int(w))
+        return self.arch.sample_shape
 
     @property
     def d(self) -> int:
@@ -241,10 +231,9 @@ class DiffusionModel:
     def h_shape(self) -> tuple[int, int, int]:
         """Shape ``(C, H, W)`` of h for one sample, at the current :attr:`h_point`."""
         point = self._h_point
-        if point == "mid" and not self.transformer:
-            _, height, width = self.sample_shape
-            factor = 2 ** (len(self.config.down_block_types) - 1)
-            return (int(self.config.block_out_channels[-1]), height // factor, width // factor)
+        known = self.arch.known_h_shape(point)
+        if known is not None:
+            return known
         if point not in self._h_shapes:  # one small forward, stopped at the point
             x = torch.zeros(1, *self.sample_shape, device=self.device, dtype=self.dtype)
             with torch.no_grad():
@@ -256,23 +245,14 @@ class DiffusionModel:
         """Names of the block outputs that can serve as h, in forward order: for a U-Net
         ``down.i`` (the i-th down block's output), ``mid`` (the mid block's: the default),
         ``up.i``; for a transformer ``block.i`` (the i-th transformer block's image tokens,
-        on the patch grid)."""
-        net = self.network
-        if self.transformer:
-            return [f"block.{i}" for i in range(len(net.transformer_blocks))]
-        names = [f"down.{i}" for i in range(len(net.down_blocks))]
-        names += ["mid"] if net.mid_block is not None else []
-        return names + [f"up.{i}" for i in range(len(net.up_blocks))]
+        on the patch grid; FLUX also ``single.i``, its single-stream blocks)."""
+        return self.arch.points()
 
     @property
     def default_point(self) -> str:
         """The point h is read at unless told: a U-Net's mid block (its bottleneck); a
-        transformer's middle block ``block.{N // 2}``: the first blocks are close to the
-        patch embedding and the last to the output prediction, while the middle of the
-        residual stream is where diffusion transformers' features are most semantic."""
-        if self.transformer:
-            return f"block.{len(self.network.transformer_blocks) // 2}"
-        return "mid"
+        transformer's middle block (see the family)."""
+        return self.arch.default_point()
 
     @property
     def h_point(self) -> str:
@@ -303,31 +283,15 @@ class DiffusionModel:
 
     def _h_module(self) -> nn.Module:
         """The block whose output is h now."""
-        kind, _, index = self._h_point.partition(".")
-        net = self.network
-        if kind == "block":
-            return net.transformer_blocks[int(index)]
-        if kind == "mid":
-            return net.mid_block
-        return (net.down_blocks if kind == "down" else net.up_blocks)[int(index)]
+        return self.arch.module(self._h_point)
 
     def _read(self, output: Any) -> torch.Tensor:
-        """h ``[B, *h_shape]`` from the output of the block at :attr:`h_point`: a U-Net
-        block's hidden state, or a transformer block's image tokens ``[B, L, C]`` (SD3's
-        joint block returns ``(context, image)``) laid out on the patch grid."""
-        if not self.transformer:
-            return _first(output)
-        tokens = output[1] if isinstance(output, tuple) else output
-        _, height, width = self.sample_shape
-        p = int(self.config.patch_size)
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height // p, width // p)
+        """h ``[B, *h_shape]`` from the output of the block at :attr:`h_point`."""
+        return self.arch.read(output, self._h_point)
 
     def _write(self, output: Any, h: torch.Tensor) -> Any:
         """``output`` of the block at :attr:`h_point` with its h replaced by ``h``."""
-        if not self.transformer:
-            return _with_first(output, h)
-        tokens = h.flatten(2).transpose(1, 2).contiguous()
-        return (output[0], tokens) if isinstance(output, tuple) else tokens
+        return self.arch.write(output, h, self._h_point)
 
     @property
     def latent(self) -> bool:
@@ -337,35 +301,28 @@ class DiffusionModel:
     @property
     def conditional(self) -> bool:
         """Whether the model takes prompts (a text-to-image model with its text encoders)."""
-        return self.text_encoder is not None
+        return self.arch.condition == "text" and self.text_encoder is not None
 
     @property
     def class_conditional(self) -> bool:
         """Whether the model takes class labels (DiT)."""
-        return self.family == "dit"
+        return self.arch.condition == "class"
 
     @property
     def num_classes(self) -> int:
         """Number of classes of a class-conditional model (its null class is this index)."""
-        return int(self.config.num_embeds_ada_norm) if self.class_conditional else 0
+        return self.arch.num_classes
 
     def components(self) -> dict[str, nn.Module]:
         """The networks of the model by their diffusers folder names (``unet`` or
         ``transformer`` first)."""
-        parts = {
-            "transformer" if self.transformer else "unet": self.network,
-            "vae": self.vae,
-            "text_encoder": self.text_encoder,
-            "text_encoder_2": self.text_encoder_2,
-            "text_encoder_3": self.text_encoder_3,
-        }
+        parts = {self.arch.folder: self.network, "vae": self.vae}
+        parts |= {k: v for k, v in self.parts.items() if k.startswith("text_encoder")}
         return {k: v for k, v in parts.items() if v is not None}
 
     def tokenizers(self) -> dict[str, Any]:
         """The tokenizers by their folder names (none for a model without text)."""
-        parts = {"tokenizer": self.tokenizer, "tokenizer_2": self.tokenizer_2}
-        parts["tokenizer_3"] = self.tokenizer_3
-        return {k: v for k, v in parts.items() if v is not None}
+        return {k: v for k, v in self.parts.items() if k.startswith("tokenizer")}
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
@@ -381,11 +338,10 @@ class DiffusionModel:
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.network.parameters())
-        kind = "latent class-conditional, " if self.family == "dit" else "latent text-to-image, "
-        kind = "" if self.family == "unet" else kind
         return (
-            f"DiffusionModel({self.name!r}, {kind}{n / 1e6:.2f}M params, x {self.sample_shape}, "
-            f"h {self.h_shape}, {self.prediction_type}, {self.device}, {self.dtype})"
+            f"DiffusionModel({self.name!r}, {self.arch.describe()}, {n / 1e6:.2f}M params, "
+            f"x {self.sample_shape}, h {self.h_shape}, {self.prediction_type}, {self.device}, "
+            f"{self.dtype})"
         )
 
     @property
@@ -421,10 +377,9 @@ class DiffusionModel:
             config = {k: v for k, v in dict(self.config).items() if not k.startswith("_")}
             digest.update(json.dumps(config, sort_keys=True, default=str).encode())
             digest.update(self.prediction_type.encode())
-            if isinstance(self.schedule, FlowSchedule):
-                digest.update(json.dumps(self.schedule.describe(), sort_keys=True).encode())
-            else:
-                digest.update(self.alphas_cumprod.numpy().tobytes())
+            digest.update(self.schedule.identity())
+            if self.resolution is not None:  # results at another size are other results
+                digest.update(f"resolution={self.resolution}".encode())
             for part, module in self.components().items():
                 if part != "unet":  # a pixel model's fingerprint is the U-Net's alone
                     digest.update(part.encode())
@@ -454,13 +409,6 @@ class DiffusionModel:
     def alpha_bar(self, t: int) -> float:
         """alpha-bar at integer timestep ``t``; the schedule's final value at ``t = -1``."""
         return self.schedule.alpha_bar(t)
-
-    def expected_norm(self, t: int) -> float:
-        """E||x_t|| for x_0 = 0 (the noise part only): sqrt(d * (1 - alpha-bar_t)); a flow
-        model's s sqrt(d)."""
-        if isinstance(self.schedule, FlowSchedule):
-            return self.schedule.coefficients(t)[1] * math.sqrt(self.d)
-        return math.sqrt(self.d * (1.0 - self.alpha_bar(t)))
 
     # ------------------------------------------------------------------ inputs
     def check_x(self, x: torch.Tensor, name: str = "x_t") -> None:
@@ -514,131 +462,51 @@ class DiffusionModel:
     # ------------------------------------------------------------------ conditioning
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """The network's text inputs for ``prompt``, as the family's diffusers pipeline
-        computes them: ``encoder_hidden_states`` ``[1, L, D]`` (padded to the tokenizer's
-        maximum length, truncated beyond it with a warning), and for SD3 also
-        ``pooled_projections`` ``[1, P]``."""
+        computes them (e.g. ``encoder_hidden_states`` ``[1, L, D]``, padded to the
+        tokenizer's maximum length and truncated beyond it with a warning; SD3's also
+        ``pooled_projections`` ``[1, P]``)."""
         if not self.conditional:
-            what = (
-                "class-conditional: it takes class_label"
-                if self.class_conditional
-                else (
-                    "loaded without its text encoders: it takes no prompt"
-                    if self.family == "sd3"
-                    else "unconditional: it takes no prompt"
-                )
-            )
+            if self.class_conditional:
+                what = "class-conditional: it takes class_label"
+            elif self.arch.condition == "text":
+                what = "loaded without its text encoders: it takes no prompt"
+            else:
+                what = "unconditional: it takes no prompt"
             raise WorkbenchError(f"model {self.name!r} is {what}")
         if not isinstance(prompt, str):
             raise WorkbenchError(f"a prompt must be a string, got {type(prompt).__name__}")
-        if self.family in ("sd3", "sdxl"):
-            return self._encode_with_pipeline(prompt)
-        tok = self.tokenizer
-        length = int(tok.model_max_length)
-        ids = tok(prompt, padding="max_length", max_length=length, truncation=True)
-        full = tok(prompt, padding="longest").input_ids
-        if len(full) > length:
-            warnings.warn(
-                f"the prompt is {len(full)} tokens long; the text encoder sees the first {length}",
-                stacklevel=3,
-            )
-        input_ids = torch.tensor([ids.input_ids], device=self.device)
-        mask = None
-        if getattr(self.text_encoder.config, "use_attention_mask", False):
-            mask = torch.tensor([ids.attention_mask], device=self.device)
-        with torch.no_grad():
-            states = self.text_encoder(input_ids, attention_mask=mask)[0]
-        return {"encoder_hidden_states": states.to(self.dtype)}
-
-    def _encode_with_pipeline(self, prompt: str) -> dict[str, torch.Tensor]:
-        """SD3's and SDXL's prompt inputs by diffusers' own ``encode_prompt`` on this
-        model's text encoders (SD3: two CLIPs, T5 when there is one, zeros otherwise; SDXL:
-        two CLIPs' penultimate states side by side, the second's pooled projection), plus
-        SDXL's size conditions ``time_ids`` (original = target = the image size, no crop,
-        as the pipeline's defaults)."""
-        encoders = {
-            "text_encoder": self.text_encoder,
-            "tokenizer": self.tokenizer,
-            "text_encoder_2": self.text_encoder_2,
-            "tokenizer_2": self.tokenizer_2,
-        }
-        if self._encoder_pipeline is None:
-            import diffusers
-
-            if self.family == "sd3":
-                self._encoder_pipeline = diffusers.StableDiffusion3Pipeline(
-                    transformer=self.network,  # read for its config only
-                    scheduler=None,
-                    vae=None,
-                    text_encoder_3=self.text_encoder_3,
-                    tokenizer_3=self.tokenizer_3,
-                    **encoders,
-                )
-            else:
-                self._encoder_pipeline = diffusers.StableDiffusionXLPipeline(
-                    unet=self.network,  # read for its config only
-                    scheduler=None,
-                    vae=None,
-                    add_watermarker=False,
-                    **encoders,
-                )
-        pipe = self._encoder_pipeline
-        args = (None, None) if self.family == "sd3" else (None,)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            states, _, pooled, _ = pipe.encode_prompt(
-                prompt, *args, device=self.device, do_classifier_free_guidance=False
-            )
-        if self.family == "sd3":
-            return {
-                "encoder_hidden_states": states.to(self.dtype),
-                "pooled_projections": pooled.to(self.dtype),
-            }
-        return {
-            "encoder_hidden_states": states.to(self.dtype),
-            "text_embeds": pooled.to(self.dtype),
-            "time_ids": self._time_ids(),
-        }
-
-    def _time_ids(self) -> torch.Tensor:
-        """SDXL's size conditions ``[1, 6]``: original size, crop corner (0, 0), target
-        size, the image size for both."""
-        _, height, width = self.image_shape
-        return torch.tensor([[height, width, 0, 0, height, width]], device=self.device).to(
-            self.dtype
-        )
+        return self.arch.encode_prompt(prompt)
 
     def zero_prompt(self) -> dict[str, torch.Tensor]:
-        """SD3's text inputs of zero prompt embeddings (a model without text encoders):
-        ``[1, 77 + 256, joint_attention_dim]`` states (CLIP's and T5's lengths in the
-        pipeline) and ``[1, pooled_projection_dim]`` pooled ones."""
-        config = self.config
-        states = torch.zeros(1, 77 + 256, config.joint_attention_dim)
-        pooled = torch.zeros(1, config.pooled_projection_dim)
-        return {
-            "encoder_hidden_states": states.to(self.device, self.dtype),
-            "pooled_projections": pooled.to(self.device, self.dtype),
-        }
-
-    def _class_input(self, label: int) -> dict[str, torch.Tensor]:
-        return {"class_labels": torch.tensor([label], device=self.device)}
+        """Text inputs of zero prompt embeddings, for a model loaded without its text
+        encoders (SD3: ``[1, 77 + 256, joint_attention_dim]`` states and
+        ``[1, pooled_projection_dim]`` pooled ones)."""
+        return self.arch.empty_inputs()
 
     @property
     def conditioning(self) -> Conditioning | None:
         """The conditioning forwards use now: the innermost :meth:`conditioned` block's,
-        else the empty prompt (SD; SD3 without text encoders: zero embeddings) or the null
-        class (DiT), without guidance; None for an unconditional model."""
-        if self.family == "unet":
+        else the empty prompt (a text model; without text encoders: zero embeddings) or
+        the null class, without guidance (a guidance-distilled model: its default embedded
+        guidance); None for an unconditional model."""
+        if self.arch.condition == "none":
             return None
         if self._conditioning is not None:
             return self._conditioning
         if self._unprompted is None:
+            scale = self._unguided_scale()
             if self.class_conditional:
-                cond = self._class_input(self.num_classes)
-                self._unprompted = Conditioning(None, None, 1.0, cond, None, None)
+                cond = self.arch.class_input(self.num_classes)
+                self._unprompted = Conditioning(None, None, scale, cond, None, None)
             else:
                 cond = self.encode_prompt("") if self.conditional else self.zero_prompt()
-                self._unprompted = Conditioning("", "", 1.0, cond, None)
+                self._unprompted = Conditioning("", None, scale, cond, None)
         return self._unprompted
+
+    def _unguided_scale(self) -> float:
+        """The guidance of an unguided forward: 1, or a guidance-distilled family's default
+        embedded value (it has no unguided output)."""
+        return self.arch.default_guidance if self.arch.guidance == "embedded" else 1.0
 
     @contextlib.contextmanager
     def conditioned(
@@ -651,10 +519,12 @@ class DiffusionModel:
         negative_prompt_embeds: dict[str, torch.Tensor] | None = None,
     ) -> Iterator[Conditioning | None]:
         """Within the block every forward (sampling, inversion, h, Jacobians) is conditioned
-        on ``prompt`` (text-to-image) or ``class_label`` (DiT), guided by
-        ``guidance_scale`` (default with a prompt or label: the family pipeline's, 7.5 SD,
-        7.0 SD3, 4.0 DiT; else 1: unguided) against ``negative_prompt`` (default: the empty
-        prompt) or the null class.
+        on ``prompt`` (text-to-image) or ``class_label`` (class-conditional), guided by
+        ``guidance_scale`` (default with a prompt or label: the family pipeline's, e.g. 7.5
+        SD, 7.0 SD3, 4.0 DiT; else 1: unguided) against ``negative_prompt`` (default: the
+        empty prompt) or the null class. A guidance-distilled family (FLUX.1-dev) takes
+        ``guidance_scale`` as an input of the network (its pipeline's default without
+        one) and no negative prompt.
 
         ``prompt_embeds``/``negative_prompt_embeds``: the network's text inputs given
         directly (``{"encoder_hidden_states": [1, L, D], "pooled_projections": [1, P]}``
@@ -667,7 +537,7 @@ class DiffusionModel:
         """
         given = (prompt, negative_prompt, guidance_scale, class_label)
         embeds = (prompt_embeds, negative_prompt_embeds)
-        if self.family == "unet":
+        if self.arch.condition == "none":
             if any(v is not None for v in (*given, *embeds)):
                 raise WorkbenchError(
                     f"model {self.name!r} is unconditional: it takes no prompt, "
@@ -683,6 +553,11 @@ class DiffusionModel:
                 raise WorkbenchError(f"guidance_scale must be a number, got {guidance_scale!r}")
             if not math.isfinite(guidance_scale) or not 0 <= guidance_scale <= 100:
                 raise WorkbenchError(f"guidance_scale must be in [0, 100], got {guidance_scale}")
+            if self.arch.guidance == "none" and guidance_scale != 1:
+                raise WorkbenchError(
+                    f"model {self.name!r} ({self.arch.title}) is not guided: it takes no "
+                    f"guidance_scale (got {guidance_scale:g})"
+                )
         if self.class_conditional:
             made = self._class_conditioning(prompt, negative_prompt, guidance_scale, class_label)
         else:
@@ -720,13 +595,13 @@ class DiffusionModel:
                 f"class_label must be an integer in [0, {self.num_classes - 1}], "
                 f"got {class_label!r}"
             )
-        default = DEFAULT_GUIDANCE["dit"] if class_label is not None else 1.0
+        default = self.arch.default_guidance if class_label is not None else 1.0
         scale = float(default if guidance_scale is None else guidance_scale)
         if class_label is None and scale > 1:
             raise WorkbenchError("guidance_scale > 1 needs a class_label to guide towards")
         label = self.num_classes if class_label is None else int(class_label)
-        uncond = self._class_input(self.num_classes) if scale > 1 else None
-        return Conditioning(None, None, scale, self._class_input(label), uncond, label)
+        uncond = self.arch.class_input(self.num_classes) if scale > 1 else None
+        return Conditioning(None, None, scale, self.arch.class_input(label), uncond, label)
 
     def _text_conditioning(
         self,
@@ -739,10 +614,18 @@ class DiffusionModel:
         if prompt_embeds is not None and prompt is not None:
             raise WorkbenchError("give a prompt or prompt_embeds, not both")
         text = "" if prompt is None else prompt
-        default = DEFAULT_GUIDANCE[self.family] if (text or prompt_embeds is not None) else 1.0
+        embedded = self.arch.guidance == "embedded"
+        prompted = bool(text) or prompt_embeds is not None
+        guided = self.arch.guidance != "none" and (prompted or embedded)
+        default = self.arch.default_guidance if guided else 1.0
         scale = float(default if guidance_scale is None else guidance_scale)
-        negative = "" if negative_prompt is None else negative_prompt
-        if (negative_prompt is not None or negative_prompt_embeds is not None) and scale <= 1:
+        negative_given = negative_prompt is not None or negative_prompt_embeds is not None
+        if negative_given and embedded:
+            raise WorkbenchError(
+                f"model {self.name!r} ({self.arch.title}) is guidance-distilled: its guidance "
+                "is an input of the network, a negative_prompt is not used"
+            )
+        if negative_given and scale <= 1:
             raise WorkbenchError(
                 f"a negative_prompt needs guidance_scale > 1 (got {scale:g}): without guidance "
                 "it is not used"
@@ -754,28 +637,19 @@ class DiffusionModel:
         else:
             cond = self.zero_prompt()
         uncond = None
-        if scale > 1:  # diffusers guides above 1; at 1 the result is the prompt's alone
+        if scale > 1 and not embedded:  # diffusers guides above 1; at 1 the prompt's alone
             if negative_prompt_embeds is not None:
                 uncond = self._embeds(negative_prompt_embeds)
-            elif self.family == "sdxl" and negative_prompt is None:
-                # SDXL's pipeline (force_zeros_for_empty_prompt): zero negative embeddings
-                uncond = {k: v if k == "time_ids" else torch.zeros_like(v) for k, v in cond.items()}
             else:
-                uncond = self.encode_prompt(negative) if self.conditional else self.zero_prompt()
+                uncond = self.arch.negative_inputs(cond, negative_prompt)
         shown = text if prompt_embeds is None else "<prompt_embeds>"
+        negative = None if embedded else ("" if negative_prompt is None else negative_prompt)
         return Conditioning(shown, negative, scale, cond, uncond)
 
     def _embeds(self, embeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Given text inputs, checked against the network's keyword inputs."""
-        needed = {"encoder_hidden_states"}
-        if self.family == "sd3":
-            needed.add("pooled_projections")
-        if self.family == "sdxl":
-            needed.add("text_embeds")
-            embeds = (
-                {"time_ids": self._time_ids(), **embeds} if isinstance(embeds, dict) else embeds
-            )
-            needed.add("time_ids")
+        needed = self.arch.embed_keys()
+        embeds = self.arch.complete_embeds(embeds)
         if not isinstance(embeds, dict) or set(embeds) != needed:
             raise WorkbenchError(f"prompt embeddings must be a dict with keys {sorted(needed)}")
         out = {}
@@ -802,8 +676,8 @@ class DiffusionModel:
     # ------------------------------------------------------------------ forward passes
     def h(self, x_t: torch.Tensor, t: TimestepLike) -> torch.Tensor:
         """h for ``x_t`` at ``t``: the output of the block at :attr:`h_point` (the mid block
-        by default); the U-Net's own forward, stopped there (for ``mid`` only the encoder
-        half runs).
+        by default); the network's own forward, stopped there (for a U-Net's ``mid`` only
+        the encoder half runs).
         A text-conditional model gives h of the prompt's branch (guidance does not enter).
 
         Args:
@@ -816,8 +690,8 @@ class DiffusionModel:
         return self._h_of_forward(x_t.to(self.dtype), self._timesteps(t, x_t.shape[0]))
 
     def _h_of_forward(self, x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """h at the current point: the U-Net forward (the prompt's branch of a conditional
-        model), stopped by a hook once that block has run (nothing after it is computed)."""
+        """h at the current point: the network's forward (the prompt's branch of a
+        conditional model), stopped by a hook once that block has run."""
 
         def stop(module: nn.Module, args: tuple, output: Any) -> None:
             raise _Stop(self._read(output))
@@ -832,13 +706,11 @@ class DiffusionModel:
         raise RuntimeError(f"the network's forward never reached block {self._h_point}")
 
     def _call(self, x: torch.Tensor, timesteps: torch.Tensor, doubled: bool) -> torch.Tensor:
-        """The network's output for ``x`` (already doubled when ``doubled``)."""
+        """The network's raw output for ``x`` (already doubled when ``doubled``)."""
         batch = x.shape[0] // 2 if doubled else x.shape[0]
-        context = self._context(batch, doubled)
-        if self.family == "sdxl":  # the added conditions go in as one dict
-            added = {k: context.pop(k) for k in ("text_embeds", "time_ids")}
-            context["added_cond_kwargs"] = added
-        return self.network(x, timestep=timesteps, **context).sample
+        c = self.conditioning
+        embedded = c.guidance_scale if c is not None and self.arch.guidance == "embedded" else None
+        return self.arch.call(x, timesteps, self._context(batch, doubled), embedded)
 
     def raw(
         self, x_t: torch.Tensor, t: TimestepLike, delta_h: torch.Tensor | None = None
@@ -889,14 +761,10 @@ class DiffusionModel:
                     out = self._call(*doubled, doubled=True)
             finally:
                 self._doubled = False
-            out = out[:, : x.shape[1]]
             uncond, cond = out.chunk(2)
             return uncond + c.guidance_scale * (cond - uncond)
         with self.h_edit(delta_h):
-            out = self._call(x, timesteps, doubled=False)
-        if out.shape[1] == 2 * x_t.shape[1]:  # learned variance: keep the mean part
-            out = out[:, : x_t.shape[1]]
-        return out
+            return self._call(x, timesteps, doubled=False)
 
     def predict(self, x_t: torch.Tensor, t: int, delta_h: torch.Tensor | None = None) -> Prediction:
         """eps and x0 predicted from ``x_t`` at integer ``t`` (optionally with an h edit)."""
@@ -950,16 +818,17 @@ class DiffusionModel:
         finally:
             handle.remove()
 
-    def attention_modules(self) -> dict[str, Attention]:
+    def attention_modules(self) -> dict[str, nn.Module]:
         """Every attention module of the network, by its qualified name."""
-        return {n: m for n, m in self.network.named_modules() if isinstance(m, Attention)}
+        return self.arch.attention_modules()
 
     @contextlib.contextmanager
     def jacobian_safe(self) -> Iterator[None]:
         """Within the block, ``torch.func.jvp``/``vjp``/``vmap`` run through :meth:`h`.
 
-        Swaps every attention processor for :class:`JacobianSafeAttnProcessor` and puts
-        the originals back on exit, also after an exception. A half-precision network also
+        Swaps every attention processor for the family's Jacobian-safe one (explicit
+        softmax attention, contiguous output; equal to the stock processor) and puts the
+        originals back on exit, also after an exception. A half-precision network also
         gets a pre-hook on every linear and convolution layer that casts its input (value
         and tangent) to the layer's dtype: on CUDA (torch 2.11, an H100) vmapped
         forward-mode tangents came out of a bfloat16 network's layers in float32 beside
@@ -969,11 +838,10 @@ class DiffusionModel:
         """
         modules = self.attention_modules()
         saved = {name: module.processor for name, module in modules.items()}
-        safe = JacobianSafeAttnProcessor()
         handles = []
         try:
             for module in modules.values():
-                module.set_processor(safe)
+                module.set_processor(self.arch.safe_processor(module))
             if self.dtype in (torch.float16, torch.bfloat16):
                 for module in self.network.modules():
                     if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
@@ -999,7 +867,7 @@ class DiffusionModel:
         decoder's output for a latent model."""
         if self.vae is None:
             return self.sample_shape
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        factor = self.arch.vae_factor()
         _, h, w = self.sample_shape
         return (int(self.vae.config.out_channels), h * factor, w * factor)
 
@@ -1014,8 +882,7 @@ class DiffusionModel:
             )
 
     def _vae_scale(self) -> tuple[float, float]:
-        config = self.vae.config
-        return float(config.scaling_factor), float(config.get("shift_factor") or 0.0)
+        return self.arch.vae_scale()
 
     @torch.no_grad()
     def decode(self, x: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
@@ -1075,83 +942,6 @@ def _cast_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         a.to(dtype, copy=True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
         for a in args
     )
-
-
-def _first(output: Any) -> torch.Tensor:
-    """The hidden state of a block's output (down blocks also return their skips)."""
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _with_first(output: Any, h: torch.Tensor) -> Any:
-    """``output`` with its hidden state replaced by ``h``; a down block's last skip is that
-    same hidden state, so it is replaced too (the up path sees the edited block output)."""
-    if not isinstance(output, tuple):
-        return h
-    rest = list(output[1:])
-    if rest and isinstance(rest[0], tuple) and rest[0] and rest[0][-1] is output[0]:
-        rest[0] = (*rest[0][:-1], h)
-    return (h, *rest)
-
-
-def _check_family(
-    family: str,
-    config: Any,
-    vae: AutoencoderKL | None,
-    text_encoder: nn.Module | None,
-    tokenizer: Any,
-    text_encoder_2: nn.Module | None,
-) -> None:
-    """One-line errors for networks and parts the workbench cannot run together."""
-    if family in ("sd", "sdxl"):
-        added = config.get("addition_embed_type")
-        if added not in (None, "text_time"):
-            raise WorkbenchError(
-                f"UNet2DConditionModel with added conditions {added!r} is not supported yet"
-            )
-        if family == "sdxl" and (text_encoder is None or text_encoder_2 is None):
-            raise WorkbenchError(
-                "an SDXL U-Net needs both text encoders (the refiner, with only the second, "
-                "is not supported yet)"
-            )
-        if config.get("class_embed_type") is not None or config.get("time_cond_proj_dim"):
-            raise WorkbenchError(
-                "UNet2DConditionModel with class or guidance-embedding conditions "
-                "is not supported yet"
-            )
-        if text_encoder is None or tokenizer is None:
-            raise WorkbenchError("a text-conditional U-Net needs its text_encoder and tokenizer")
-    elif family == "unet":
-        if config.get("class_embed_type") is not None or config.get("num_class_embeds"):
-            raise WorkbenchError("class-conditional UNet2DModel is not supported")
-        if text_encoder is not None:
-            raise WorkbenchError("an unconditional UNet2DModel takes no text encoder")
-    elif family == "dit":
-        if text_encoder is not None:
-            raise WorkbenchError("a DiT is class-conditional: it takes no text encoder")
-        if not config.get("num_embeds_ada_norm"):
-            raise WorkbenchError("a DiTTransformer2DModel without classes is not supported yet")
-    elif (text_encoder is None) != (text_encoder_2 is None) or (
-        text_encoder is not None and tokenizer is None
-    ):
-        raise WorkbenchError("an SD3 model needs both CLIP text encoders and tokenizers, or none")
-    if family != "unet" and vae is None:
-        raise WorkbenchError(f"a {family.upper()} model is latent: it needs its vae")
-    if vae is not None and vae.config.latent_channels != config.in_channels:
-        raise WorkbenchError(
-            f"the VAE has {vae.config.latent_channels} latent channels, the network "
-            f"takes {config.in_channels}"
-        )
-
-
-def _schedule_of(scheduler: Any, config: Any) -> Schedule | FlowSchedule:
-    """The schedule of a diffusers scheduler: a flow-matching one for
-    ``FlowMatchEulerDiscreteScheduler``, else DDIM over its alpha-bar table."""
-    if "FlowMatch" in type(scheduler).__name__:
-        size = config.sample_size
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        p = int(config.get("patch_size") or 1)
-        return FlowSchedule.from_scheduler(scheduler, image_seq_len=(h // p) * (w // p))
-    return Schedule.from_scheduler(scheduler)
 
 
 def _memory_bytes() -> int:

@@ -1,0 +1,432 @@
+"""The family conformance suite: one row per model family, the same checks for each.
+
+Every row is a tiny folder of the family's own diffusers classes, built from a config in
+the tests and saved with ``save_pretrained``, loaded by ``wb.load``. For each: sampling
+equals the family's diffusers pipeline for the same latents and conditioning (with and
+without guidance, empty prompt); ``wb.edit`` at strength 0 equals ``wb.sample`` bit for
+bit; h is written and read back at every activation point; the Jacobian-safe attention
+equals the stock one; the pullback basis at the default point matches the materialised
+Jacobian; every engine and probe runs; no hook is left after an exception. The older
+families (pixel U-Net, SD 1.x/2.x, SDXL, DiT, SD3) have these checks in test_models,
+test_sd and test_transformers; the refusals of the families the workbench cannot run yet
+are at the end. A new family is one file in workbench/models/families/ and one row of
+:data:`ROWS`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from jacobian_check import assert_basis_matches_jacobian
+from tiny_families import build_flux, build_pixart
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.models.families import FAMILIES, UNSUPPORTED
+
+#: name -> (builder, builder kwargs, wb.load kwargs, pipeline call kwargs, conditionings:
+#: each a dict of wb options and the pipeline's own defaults to pass to it)
+ROWS = {
+    "pixart": (
+        build_pixart,
+        {},
+        {},
+        {"use_resolution_binning": False},
+        [
+            ({"prompt": "a red square"}, {"guidance_scale": 4.5}),
+            ({"prompt": "a red square", "guidance_scale": 2.0}, {}),
+            ({"prompt": "a red square", "guidance_scale": 1.0}, {}),
+            ({"prompt": "a red square", "negative_prompt": "blue", "guidance_scale": 3.0}, {}),
+            ({"prompt": ""}, {"guidance_scale": 1.0}),
+        ],
+    ),
+    "pixart-sigma": (
+        build_pixart,
+        {"sigma": True},
+        {},
+        {"use_resolution_binning": False},
+        [
+            ({"prompt": "a large circle"}, {"guidance_scale": 4.5}),
+            ({"prompt": "a large circle", "guidance_scale": 1.0}, {}),
+        ],
+    ),
+    "flux": (
+        build_flux,
+        {},
+        {"resolution": 8},
+        {"height": 8, "width": 8, "max_sequence_length": 32},
+        [
+            ({"prompt": "a red square"}, {"guidance_scale": 3.5}),
+            ({"prompt": "a red square", "guidance_scale": 1.5}, {}),
+            ({"prompt": ""}, {"guidance_scale": 3.5}),
+        ],
+    ),
+    "flux-schnell": (
+        build_flux,
+        {"guidance": False},
+        {"resolution": 8},
+        {"height": 8, "width": 8, "max_sequence_length": 32},
+        [({"prompt": "a red square"}, {}), ({"prompt": ""}, {})],
+    ),
+}
+NAMES = list(ROWS)
+#: The conditioning engines and probes run under, per row.
+COND = {
+    "pixart": {"prompt": "a red square", "guidance_scale": 2.0},
+    "pixart-sigma": {"prompt": "a red square", "guidance_scale": 2.0},
+    "flux": {"prompt": "a red square", "guidance_scale": 2.0},
+    "flux-schnell": {"prompt": "a red square"},
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """name -> (folder, pipeline), built once per module."""
+    out = {}
+    for name, (builder, kwargs, *_rest) in ROWS.items():
+        folder = tmp_path_factory.mktemp(name) / name
+        out[name] = (folder, builder(folder, **kwargs))
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(built):
+    return {
+        name: wb.load(built[name][0], device="cpu", **ROWS[name][2])
+        for name in NAMES  # the load notice (no preset) is expected here
+    }
+
+
+def _pipeline_latents(name, pipe, x):
+    """The pipeline's own latent layout for our x_T (FLUX packs 2 x 2 patches)."""
+    if name.startswith("flux"):
+        b, c, h, w = x.shape
+        return pipe._pack_latents(x, b, c, h, w)
+    return x
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_family_is_recognised_and_loads_its_parts(name, models):
+    model = models[name]
+    assert model.family == name.replace("-schnell", "") and model.conditional and model.latent
+    assert model.hook_count() == 0
+    assert set(model.components()) >= {"transformer", "vae", "text_encoder"}
+    assert model.arch.pipeline and model.arch.title in repr(model)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sampling_equals_the_diffusers_pipeline(name, models, built):
+    """Images within 1e-3 on [0, 1], latents within 1e-4, for every conditioning."""
+    model, pipe = models[name], built[name][1]
+    call = ROWS[name][3]
+    seeds = [0, 1]
+    for ours, theirs in ROWS[name][4]:
+        x = model.noise(seeds)
+        images = wb.sample(model, seeds=seeds, num_steps=4, **ours)
+        given = {k: v for k, v in ours.items()}
+        out = pipe(
+            num_inference_steps=4,
+            latents=_pipeline_latents(name, pipe, x),
+            num_images_per_prompt=len(seeds),
+            output_type="pt",
+            **given,
+            **theirs,
+            **call,
+        ).images
+        error = float((images.clamp(-1, 1) * 0.5 + 0.5 - out).abs().max())
+        assert error <= 1e-3, (name, ours, error)
+        latents = pipe(
+            num_inference_steps=4,
+            latents=_pipeline_latents(name, pipe, x),
+            num_images_per_prompt=len(seeds),
+            output_type="latent",
+            **given,
+            **theirs,
+            **call,
+        ).images
+        with model.conditioned(**ours):
+            mine = wb.sampling.ddim(model, x, wb.sampling.make_timesteps(model, 4))
+        if name.startswith("flux"):
+            mine = _pipeline_latents(name, pipe, mine)
+        assert float((mine - latents).abs().max()) <= 1e-4, (name, ours)
+    assert model.hook_count() == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_strength_zero_row_is_sample(name, models):
+    """h edits over the window: the strength-0 row is ``wb.sample`` with the same settings,
+    bit for bit; x edits at a timestep: the sample on the sampling grid with that timestep
+    in place of its nearest point (``wb.sample`` itself where the timestep is on the grid:
+    the DDIM rows; the flow rows' shifted grids are fractional, and an engine's timestep
+    is an integer)."""
+    model, cond = models[name], COND[name]
+    model.micro_batch = 1
+    try:
+        sampled = wb.sample(model, seeds=[0, 1], num_steps=4, **cond)
+        t = round(wb.sampling.make_timesteps(model, 4)[1])
+        grid = wb.sampling.make_timesteps(model, 4, include=[t])
+        with model.conditioned(**cond):
+            on_grid = model.decode(wb.sampling.ddim(model, model.noise([0, 1]), grid))
+        if grid == wb.sampling.make_timesteps(model, 4):
+            assert torch.equal(on_grid, sampled)
+        for space, options, reference in (("h", {}, sampled), ("x", {"timestep": t}, on_grid)):
+            ds = wb.discover("random", model, k=2, space=space, **options)
+            result = wb.edit(model, ds, 0, [0.0, 2.0], seeds=[0, 1], num_steps=4, **cond)
+            assert torch.equal(result.images[0], reference), space
+            assert not torch.equal(result.images[1], reference), space
+    finally:
+        model.micro_batch = None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_h_is_written_and_read_back_at_every_point(name, models):
+    model = models[name]
+    x = model.noise([0, 1])
+    t = model.schedule.timesteps(4)[1]
+    with model.conditioned(**COND[name]):
+        plain = model.raw(x, t)
+        for point in model.h_points():
+            with model.h_at(point):
+                h = model.h(x, t)
+                assert h.shape == (2, *model.h_shape), point
+                delta = torch.randn(h.shape, generator=torch.Generator().manual_seed(0))
+                with model.h_edit(delta):
+                    edited = model.h(x, t)
+                assert torch.allclose(edited, h + delta, atol=1e-6), point
+                assert torch.equal(model.raw(x, t, torch.zeros_like(h)), plain), point
+                assert not torch.equal(model.raw(x, t, delta), plain), point
+                with model.record_h() as seen:
+                    model.raw(x, t)
+                assert torch.equal(seen[0], h), point
+    assert model.hook_count() == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_jacobian_safe_attention_is_the_stock_one(name, models):
+    model = models[name]
+    modules = model.attention_modules()
+    assert modules and model.arch.self_attention(model.h_point) in modules
+    x = model.noise([0, 1])
+    with model.conditioned(**COND[name]):
+        stock = model.raw(x, 700)
+        with model.jacobian_safe():
+            assert all(
+                type(m.processor).__name__.startswith("JacobianSafe") for m in modules.values()
+            )
+            safe = model.raw(x, 700)
+    assert float((stock - safe).abs().max()) < 1e-5
+    assert all(not type(m.processor).__name__.startswith("JacobianSafe") for m in modules.values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_pullback_basis_matches_the_jacobian(name, built):
+    model = wb.load(built[name][0], device="cpu", dtype=torch.float64, **ROWS[name][2])
+    with model.conditioned(**COND[name]):
+        assert_basis_matches_jacobian(model, model.noise([0]), 601)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_hook_is_left_after_an_exception(name, models):
+    model = models[name]
+
+    def boom(module, args, output):
+        raise RuntimeError("boom")
+
+    handle = model.network.register_forward_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            with model.conditioned(**COND[name]), model.jacobian_safe():
+                with model.h_edit(torch.zeros(model.h_shape)), model.record_h():
+                    model.raw(model.noise([0]), 500)
+    finally:
+        handle.remove()
+    assert model.hook_count() == 0 and model._conditioning is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_engine_and_probe_runs(name, models, tmp_path):
+    from PIL import Image
+
+    model = models[name]
+    _, height, width = model.image_shape
+    gen = torch.Generator().manual_seed(1)
+    for i in range(16):
+        pixels = torch.randint(0, 256, (height, width, 3), generator=gen, dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(tmp_path / f"{i:02d}.png")
+    cond = COND[name]
+    engines = {
+        "random": {"space": "h"},
+        "attention": {},
+        "pca": {"n": 4, "num_steps": 4, "progress": False},
+        "pullback": {"num_steps": 4, "max_iter": 3},
+        "local": {"num_steps": 4, "max_iter": 3, "outside": 2},
+    }
+    assert set(engines) | {"boundary"} == set(wb.ENGINES)
+    for engine, options in engines.items():
+        ds = wb.discover(engine, model, k=2, **cond, **options)
+        result = wb.edit(model, ds, 0, [-1.0, 1.0], seeds=[0], num_steps=4, **cond)
+        assert result.images.shape == (2, 1, 3, height, width), engine
+        assert bool(torch.isfinite(result.images).all()), engine
+    probes = {
+        "norm": {"n": 8, "images": str(tmp_path)},
+        "mixing-step": {"n": 8, "images": str(tmp_path), "projections": 4},
+        "curvedness": {"n": 2, "points": 3, "timesteps": [801, 401]},
+        "spectrum": {"n": 1, "k": 2, "timesteps": [801], "probes": 2},
+        "consistency": {"n": 2, "k": 2, "timesteps": [801]},
+        "umap": {"n": 8, "timesteps": [801, 401], "umap_neighbors": 4, "neighbours_count": 3},
+    }
+    assert set(probes) == set(wb.PROBES)
+    for probe, options in probes.items():
+        wb.probe(probe, model, num_steps=4, progress=False, **cond, **options)
+    for cls, level in (("bright", 200), ("dark", 50)):
+        (tmp_path / "labelled" / cls).mkdir(parents=True)
+        for i in range(12):
+            noise = torch.randint(-30, 31, (height, width, 3), generator=gen)
+            pixels = (level + noise).clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "labelled" / cls / f"{i}.png")
+    ds = wb.discover(
+        "boundary",
+        model,
+        labels=str(tmp_path / "labelled"),
+        positive="bright",
+        timestep=301,
+        num_steps=4,
+        space="x",
+    )
+    assert ds.shape == model.sample_shape
+    assert model.hook_count() == 0 and model.h_point == model.default_point
+    assert model._conditioning is None
+
+
+# ---------------------------------------------------------------------- guidance kinds
+def test_guidance_distilled_and_unguided_families_say_what_guidance_means(models):
+    dev, schnell = models["flux"], models["flux-schnell"]
+    with dev.conditioned(prompt="a red square") as c:
+        assert c.guidance_scale == 3.5 and not c.guided  # embedded, one batch
+    with dev.conditioned() as c:  # unprompted: still the pipeline's embedded default
+        assert c.guidance_scale == 3.5 and not c.guided
+    x = dev.noise([0])
+    with dev.conditioned(prompt="a red square", guidance_scale=1.0):
+        low = dev.raw(x, 500)
+    with dev.conditioned(prompt="a red square", guidance_scale=6.0):
+        high = dev.raw(x, 500)
+    assert not torch.equal(low, high)  # the guidance value reaches the network
+    with pytest.raises(WorkbenchError, match="guidance-distilled.*negative_prompt"):
+        with dev.conditioned(prompt="a", negative_prompt="b", guidance_scale=3.0):
+            pass
+    with pytest.raises(WorkbenchError, match="not guided"):
+        with schnell.conditioned(prompt="a", guidance_scale=3.0):
+            pass
+    with schnell.conditioned(prompt="a red square") as c:
+        assert c.guidance_scale == 1.0 and not c.guided
+
+
+def test_flux_runs_at_the_resolution_it_is_loaded_with(built):
+    folder = built["flux"][0]
+    model = wb.load(folder, device="cpu", resolution=16)
+    assert model.sample_shape == (1, 16, 16) and model.h_shape == (32, 8, 8)
+    small = wb.load(folder, device="cpu", resolution=8)
+    assert small.fingerprint != model.fingerprint  # cached results are per resolution
+    assert small.schedule.mu != model.schedule.mu  # the shift depends on the token count
+    with pytest.raises(WorkbenchError, match="resolution must be a positive multiple of 2"):
+        wb.load(folder, device="cpu", resolution=9)
+    default = wb.load(folder, device="cpu")  # the pipeline's 1024 px: 128 latent positions
+    assert default.sample_shape == (1, 128, 128)
+
+
+def test_pixart_sigma_is_told_apart_by_its_pipeline(built, models):
+    assert models["pixart-sigma"].arch.max_sequence_length == 300
+    assert models["pixart"].arch.max_sequence_length == 120
+    assert models["flux"].arch.text_length() == 32  # min(512, the tiny tokenizer's 32)
+    index = json.loads((built["pixart-sigma"][0] / "model_index.json").read_text())
+    assert index["_class_name"] == "PixArtSigmaPipeline"
+
+
+# ---------------------------------------------------------------------- refusals
+@pytest.mark.parametrize("pipeline", sorted(UNSUPPORTED))
+def test_a_family_that_cannot_run_is_refused_in_one_line(pipeline, tmp_path, capsys):
+    """Whatever the folder holds, a pipeline the workbench knows it cannot run is refused
+    by name before anything loads; the CLI says it in one line, exit 2."""
+    from workbench.cli import main
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
+    with pytest.raises(WorkbenchError, match=re.escape(pipeline)) as info:
+        wb.load(folder, device="cpu")
+    assert "\n" not in str(info.value)
+    assert main(["sample", "--model", str(folder), "--seeds", "0", "--out", "x.npz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and pipeline in err
+
+
+def test_a_consistency_sampler_is_refused_not_replaced_by_ddim(tmp_path):
+    from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+
+    from workbench.models.configs import ARCHITECTURES
+
+    folder = tmp_path / "cm"
+    UNet2DModel(**ARCHITECTURES["tiny"]).save_pretrained(folder / "unet")
+    CMStochasticIterativeScheduler().save_pretrained(folder / "scheduler")
+    with pytest.raises(WorkbenchError, match="CMStochasticIterativeScheduler.*consistency"):
+        wb.load(folder, device="cpu")
+
+
+def test_an_lcm_unet_is_refused(tmp_path):
+    import tiny_sd
+
+    folder = tmp_path / "lcm"
+    pipe = tiny_sd.build(folder)
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    config["time_cond_proj_dim"] = 32
+    (folder / "unet" / "config.json").write_text(json.dumps(config))
+    del pipe
+    with pytest.raises(WorkbenchError, match="guidance-embedding"):
+        wb.load(folder, device="cpu")
+
+
+# ---------------------------------------------------------------------- one file per family
+def test_no_family_branch_outside_the_families_folder():
+    """Outside workbench/models/families/, no code names a family tag in a comparison or
+    tests a network or schedule class: the family answers instead."""
+    root = Path(wb.__file__).parent
+    tags = {f.name for f in FAMILIES}
+    network_classes = {f.network_class for f in FAMILIES}
+    found = []
+    for path in root.rglob("*.py"):
+        if "families" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                names = [
+                    n.value
+                    for n in ast.walk(node)
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                ]
+                touches_family = any(
+                    isinstance(n, ast.Attribute) and n.attr == "family" for n in ast.walk(node)
+                )
+                if touches_family or (set(names) & tags and "family" in ast.unparse(node)):
+                    found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
+                text = ast.unparse(node)
+                if re.search(r"FlowSchedule|\bSchedule\b", text) or any(
+                    c in text for c in network_classes
+                ):
+                    found.append(f"{path.name}:{node.lineno}: {text}")
+    assert not found, found
+
+
+def test_every_family_is_one_file_with_a_pipeline_and_a_title():
+    folder = Path(wb.__file__).parent / "models" / "families"
+    for family in FAMILIES:
+        assert family.name and family.title and family.network_class, family
+        module = family.__module__.rsplit(".", 1)[-1]
+        assert (folder / f"{module}.py").is_file(), family
+    assert len({f.name for f in FAMILIES}) == len(FAMILIES)

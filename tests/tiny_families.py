@@ -1,0 +1,207 @@
+"""Tiny folders of the newer families, built from configs (nothing downloaded).
+
+The sizes follow diffusers' own fast pipeline tests (``get_dummy_components()``): the
+same classes, a few thousand parameters. T5 tokenizers are written here from a small word
+vocabulary (a ``tokenizers`` word-level model with T5's ``</s>`` appended), saved as a
+fast tokenizer so that ``AutoTokenizer`` reads them back.
+
+- :func:`build_pixart`: PixArt-alpha or -Sigma (``PixArtTransformer2DModel`` with learned
+  sigma, a T5 encoder, the tiny SD VAE, DDIM), 4 x 8 x 8 latents, 16 px images.
+- :func:`build_flux`: FLUX.1 dev (guidance embedding) or schnell (``FluxTransformer2DModel``
+  on packed 2 x 2 patches, CLIP + T5, a one-level VAE with one latent channel and FLUX's
+  scaling and shift factors, flow matching), 8 px images.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    PixArtAlphaPipeline,
+    PixArtSigmaPipeline,
+    PixArtTransformer2DModel,
+)
+from tiny_dit import _quiet, _vae
+from tiny_sd import WORDS, tokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5EncoderModel,
+)
+
+#: PixArt's transformer, as diffusers' fast PixArt tests build it (learned sigma).
+PIXART = dict(
+    sample_size=8,
+    num_layers=2,
+    patch_size=2,
+    attention_head_dim=8,
+    num_attention_heads=3,
+    caption_channels=32,
+    in_channels=4,
+    cross_attention_dim=24,
+    out_channels=8,
+    attention_bias=True,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+)
+#: FLUX.1's transformer, as diffusers' fast FLUX tests build it.
+FLUX = dict(
+    patch_size=1,
+    in_channels=4,
+    num_layers=1,
+    num_single_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    axes_dims_rope=[4, 4, 8],
+)
+#: FLUX.1-dev's scheduler config: the shift grows with the number of image tokens.
+FLUX_SCHEDULER = dict(
+    num_train_timesteps=1000,
+    shift=3.0,
+    use_dynamic_shifting=True,
+    base_shift=0.5,
+    max_shift=1.15,
+    base_image_seq_len=256,
+    max_image_seq_len=4096,
+)
+FLUX_VAE = dict(
+    sample_size=32,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(4,),
+    layers_per_block=1,
+    latent_channels=1,
+    norm_num_groups=1,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+    shift_factor=0.0609,
+    scaling_factor=1.5035,
+)
+
+
+def t5_tokenizer(max_length: int = 512) -> PreTrainedTokenizerFast:
+    """A word-level T5-style tokenizer: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, the letters,
+    digits and :data:`WORDS`; ``</s>`` appended to every text."""
+    import string
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for token in [*string.ascii_lowercase, *string.digits, *WORDS]:
+        vocab.setdefault(token, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+def _t5(seed: int, d_model: int = 32) -> T5EncoderModel:
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=64,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def build_pixart(folder: str | Path, seed: int = 0, sigma: bool = False):
+    """Write a tiny PixArt-alpha (``sigma``: -Sigma) folder; returns its pipeline (DDIM)."""
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = PixArtTransformer2DModel(**PIXART)
+        _quiet(transformer.proj_out)
+        with torch.no_grad():  # a denoiser that listens to the prompt
+            for name, module in transformer.named_modules():
+                if name.endswith("attn2.to_out.0"):
+                    module.weight.mul_(30)
+        text_encoder = _t5(seed + 2)
+        vae = _vae(seed + 1)
+    pipe_class = PixArtSigmaPipeline if sigma else PixArtAlphaPipeline
+    pipe = pipe_class(
+        tokenizer=t5_tokenizer(300 if sigma else 120),
+        text_encoder=text_encoder,
+        transformer=transformer.eval(),
+        vae=vae.eval(),
+        scheduler=DDIMScheduler(),
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_flux(folder: str | Path, seed: int = 0, guidance: bool = True) -> FluxPipeline:
+    """Write a tiny FLUX.1 folder (``guidance``: dev's guidance embedding, else schnell's
+    layout); returns its pipeline."""
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(**FLUX, guidance_embeds=guidance)
+        _quiet(transformer.proj_out)
+        with torch.no_grad():  # a denoiser that listens to the prompt
+            transformer.context_embedder.weight.mul_(10)
+        clip = CLIPTextModel(
+            CLIPTextConfig(
+                bos_token_id=0,
+                eos_token_id=1,
+                hidden_size=32,
+                intermediate_size=37,
+                layer_norm_eps=1e-05,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                pad_token_id=1,
+                vocab_size=1000,
+                hidden_act="gelu",
+                projection_dim=32,
+                max_position_embeddings=16,
+            )
+        ).eval()
+        t5 = _t5(seed + 3)
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(**FLUX_VAE)
+        with torch.no_grad():
+            vae.decoder.conv_out.weight.mul_(0.3)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip_tokenizer = tokenizer(Path(tmp))
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
+        vae=vae.eval(),
+        text_encoder=clip,
+        tokenizer=clip_tokenizer,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tokenizer(32),  # FLUX pads T5 to min(512, this)
+        transformer=transformer.eval(),
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
