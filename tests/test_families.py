@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from jacobian_check import assert_basis_matches_jacobian
-from tiny_families import build_flux, build_pixart
+from tiny_families import build_chroma, build_flux, build_pixart
 
 import workbench as wb
 from workbench.errors import WorkbenchError
@@ -73,6 +73,18 @@ ROWS = {
         {"height": 8, "width": 8, "max_sequence_length": 32},
         [({"prompt": "a red square"}, {}), ({"prompt": ""}, {})],
     ),
+    "chroma": (
+        build_chroma,
+        {},
+        {"resolution": 8},
+        {"height": 8, "width": 8, "max_sequence_length": 32},
+        [
+            ({"prompt": "a red square"}, {"guidance_scale": 5.0}),
+            ({"prompt": "a red square", "guidance_scale": 1.0}, {}),
+            ({"prompt": "a red square", "negative_prompt": "blue", "guidance_scale": 3.0}, {}),
+            ({"prompt": ""}, {"guidance_scale": 1.0}),
+        ],
+    ),
 }
 NAMES = list(ROWS)
 #: The conditioning engines and probes run under, per row.
@@ -81,6 +93,7 @@ COND = {
     "pixart-sigma": {"prompt": "a red square", "guidance_scale": 2.0},
     "flux": {"prompt": "a red square", "guidance_scale": 2.0},
     "flux-schnell": {"prompt": "a red square"},
+    "chroma": {"prompt": "a red square", "guidance_scale": 2.0},
 }
 
 
@@ -104,7 +117,7 @@ def models(built):
 
 def _pipeline_latents(name, pipe, x):
     """The pipeline's own latent layout for our x_T (FLUX packs 2 x 2 patches)."""
-    if name.startswith("flux"):
+    if name.startswith(("flux", "chroma")):
         b, c, h, w = x.shape
         return pipe._pack_latents(x, b, c, h, w)
     return x
@@ -151,8 +164,7 @@ def test_sampling_equals_the_diffusers_pipeline(name, models, built):
         ).images
         with model.conditioned(**ours):
             mine = wb.sampling.ddim(model, x, wb.sampling.make_timesteps(model, 4))
-        if name.startswith("flux"):
-            mine = _pipeline_latents(name, pipe, mine)
+        mine = _pipeline_latents(name, pipe, mine)
         assert float((mine - latents).abs().max()) <= 1e-4, (name, ours)
     assert model.hook_count() == 0
 
@@ -430,3 +442,30 @@ def test_every_family_is_one_file_with_a_pipeline_and_a_title():
         module = family.__module__.rsplit(".", 1)[-1]
         assert (folder / f"{module}.py").is_file(), family
     assert len({f.name for f in FAMILIES}) == len(FAMILIES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_cli_samples_and_edits_every_family(name, built, tmp_path):
+    import numpy as np
+
+    from workbench.cli import main
+
+    folder = str(built[name][0])
+    small = name.startswith(("flux", "chroma"))
+    model = ["--model", folder, *(["--resolution", "8"] if small else [])]
+    prompt = ["--prompt", "a red square"]
+    if name != "flux-schnell":
+        prompt += ["--guidance-scale", "2"]
+    out = tmp_path / "s.npz"
+    assert (
+        main(["sample", *model, *prompt, "--seeds", "0-1", "--steps", "3", "--out", str(out)]) == 0
+    )
+    images = np.load(out)["images"]
+    side = 8 if small else 16
+    assert images.shape == (2, side, side, 3) and images.dtype == np.uint8
+    d = str(tmp_path / "d.safetensors")
+    assert main(["discover", "random", *model, *prompt, "--k", "2", "--out", d]) == 0
+    e = str(tmp_path / "e.npz")
+    edit = ["edit", *model, *prompt, "--directions", d, "--seeds", "0", "--steps", "3"]
+    assert main([*edit, "--out", e]) == 0
+    assert np.load(e)["images"].shape[1:] == (1, side, side, 3)

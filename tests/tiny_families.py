@@ -7,6 +7,8 @@ fast tokenizer so that ``AutoTokenizer`` reads them back.
 
 - :func:`build_pixart`: PixArt-alpha or -Sigma (``PixArtTransformer2DModel`` with learned
   sigma, a T5 encoder, the tiny SD VAE, DDIM), 4 x 8 x 8 latents, 16 px images.
+- :func:`build_chroma`: Chroma (FLUX blocks, a T5 encoder only, CFG), FLUX's VAE and
+  schedule, 8 px images.
 - :func:`build_flux`: FLUX.1 dev (guidance embedding) or schnell (``FluxTransformer2DModel``
   on packed 2 x 2 patches, CLIP + T5, a one-level VAE with one latent channel and FLUX's
   scaling and shift factors, flow matching), 8 px images.
@@ -20,6 +22,8 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKL,
+    ChromaPipeline,
+    ChromaTransformer2DModel,
     DDIMScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
@@ -200,6 +204,48 @@ def build_flux(folder: str | Path, seed: int = 0, guidance: bool = True) -> Flux
         tokenizer=clip_tokenizer,
         text_encoder_2=t5,
         tokenizer_2=t5_tokenizer(32),  # FLUX pads T5 to min(512, this)
+        transformer=transformer.eval(),
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+#: Chroma's transformer, as diffusers' fast Chroma tests build it.
+CHROMA = dict(
+    patch_size=1,
+    in_channels=4,
+    num_layers=1,
+    num_single_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    axes_dims_rope=[4, 4, 8],
+    approximator_hidden_dim=32,
+    approximator_layers=1,
+    approximator_num_channels=16,
+)
+
+
+def build_chroma(folder: str | Path, seed: int = 0) -> ChromaPipeline:
+    """Write a tiny Chroma folder; returns its pipeline."""
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = ChromaTransformer2DModel(**CHROMA)
+        _quiet(transformer.proj_out)
+        with torch.no_grad():  # a denoiser that listens to the prompt
+            transformer.context_embedder.weight.mul_(10)
+        t5 = _t5(seed + 3)
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(**FLUX_VAE)
+        with torch.no_grad():
+            vae.decoder.conv_out.weight.mul_(0.3)
+    pipe = ChromaPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
+        vae=vae.eval(),
+        text_encoder=t5,
+        tokenizer=t5_tokenizer(32),  # Chroma pads T5 to min(512, this)
         transformer=transformer.eval(),
     )
     pipe.save_pretrained(folder)

@@ -118,10 +118,11 @@ def _out_dir(path: str, overwrite: bool = False) -> Path:
     return out
 
 
-def _load(name: str, device: str | None = None):
+def _load(args: argparse.Namespace):
+    """The model of ``--model`` on ``--device``, at ``--resolution`` where given."""
     from workbench.models import load
 
-    return load(name, device=device)
+    return load(args.model, device=args.device, resolution=getattr(args, "resolution", None))
 
 
 # ---------------------------------------------------------------------------- commands
@@ -132,7 +133,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     out = _out_file(args.out, ".npz", args.overwrite)
     seeds = parse_seeds(args.seeds)
-    model = _load(args.model, args.device)
+    model = _load(args)
     images = sample(
         model, seeds=seeds, num_steps=args.num_steps, eta=args.eta, **_CONDITIONING.from_args(args)
     )
@@ -147,7 +148,7 @@ def cmd_discover(args: argparse.Namespace) -> None:
 
     engine = get_engine(args.engine)
     out = _out_file(args.out, ".safetensors", args.overwrite)
-    model = _load(args.model, args.device)
+    model = _load(args)
     directions = engine.discover(model, **engine.spec.from_args(args))
     directions.save(out)
     what = f"{len(directions)} {directions.space}-space directions"
@@ -166,7 +167,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     target = Path(args.out if args.out is not None else args.model)
     if target.exists() and not target.is_dir():
         raise WorkbenchError(f"--out {str(target)!r} is not a folder")
-    model = _load(args.model, args.device)
+    model = _load(args)
     result = calibrate(model, **CALIBRATE.from_args(args))
     preset = Preset.from_dict(result.preset).save_pretrained(target)
     result.save(target)
@@ -185,7 +186,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     if args.image is not None and args.seeds is not None:
         raise WorkbenchError("give --seeds or --image, not both")
     seeds = None if args.image is not None else parse_seeds(args.seeds or "0-7")
-    model = _load(args.model, args.device)
+    model = _load(args)
     directions = DirectionSet.load(args.directions, model=model)
     strengths = strengths or _recorded_strengths(directions, [-3.0, 0.0, 3.0])
     options = EDIT.from_args(args, skip=_EDIT_OWN) | _mode_options(args, MODES)
@@ -217,7 +218,7 @@ def cmd_judge(args: argparse.Namespace) -> None:
     out = None if args.out is None else _out_file(args.out, ".json", args.overwrite)
     strengths = None if args.strengths is None else parse_floats(args.strengths)
     seeds = parse_seeds(args.seeds)
-    model = _load(args.model, args.device)
+    model = _load(args)
     directions = DirectionSet.load(args.directions, model=model)
     strengths = strengths or _recorded_strengths(directions, [-2.0, -1.0, 0.0, 1.0, 2.0])
     options = (
@@ -277,7 +278,7 @@ def cmd_library(args: argparse.Namespace) -> None:
         raise WorkbenchError("library apply needs --out FILE.npz")
     out = _out_file(args.out, ".npz", args.overwrite)
     seeds = parse_seeds(args.seeds)
-    model = _load(args.model, args.device)
+    model = _load(args)
     named = library.load(args.name, model)
     strengths = parse_floats(args.strengths) if args.strengths else None
     with model.conditioned(**_CONDITIONING.from_args(args)):
@@ -293,7 +294,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
     probe = get_probe(args.probe)
     out = _out_dir(args.out, args.overwrite)
-    model = _load(args.model, args.device)
+    model = _load(args)
     result = probe(model, **probe.spec.from_args(args))
     with atomic_dir(out) as tmp:
         result.save(tmp)
@@ -354,7 +355,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from workbench.demo import run_demo
 
     _out_dir(args.out, args.overwrite)
-    model = _load(args.model, args.device)
+    model = _load(args)
     fmt = getattr(args, "format", None)
     path = run_demo(
         model,
@@ -436,7 +437,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     """``workbench bench``: time sampling on a model."""
     from workbench.bench import bench_sampling
 
-    model = _load(args.model, args.device)
+    model = _load(args)
     with model.conditioned(**_CONDITIONING.from_args(args)):
         report = bench_sampling(model, n=args.n, num_steps=args.num_steps, repeats=args.repeats)
     print(report.table())
@@ -509,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="bundled name, folder or Hub id",
         )
         p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+        text = "image pixels per side (default: the model's; FLUX.1: 1024)"
+        num(p, "resolution", int, None, text, 8, 16384)
 
     p = command("sample", "sample images from seeds", cmd_sample)
     model_args(p)

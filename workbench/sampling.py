@@ -180,7 +180,8 @@ def ddim(
     edits, callbacks = _as_hooks(edit), _as_hooks(callback)
     x = x.to(model.device, model.dtype)
     trajectory = [x.detach().cpu()] if return_trajectory else None
-    desc = "DDIM inversion" if diffs[0] > 0 else "DDIM sampling"
+    label = model.schedule.label  # DDIM, or the flow Euler step
+    desc = f"{label} inversion" if diffs[0] > 0 else f"{label} sampling"
     bar = tqdm(range(len(ts) - 1), desc=desc, disable=not show_progress(progress), leave=False)
     for i in bar:
         step = Step(index=i, t=ts[i], t_next=ts[i + 1], x=x, eta=eta)

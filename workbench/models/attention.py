@@ -149,7 +149,9 @@ class JacobianSafeFluxProcessor:
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # [B, H, L, d]
         scores = torch.matmul(query, key.transpose(-1, -2)) * (attn.head_dim**-0.5)
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        elif attention_mask is not None:  # an additive mask (Chroma's pipeline passes 0/1)
             scores = scores + attention_mask
         out = torch.matmul(scores.softmax(dim=-1), value).transpose(1, 2).flatten(2, 3)
         out = out.to(query.dtype)

@@ -12,6 +12,7 @@ from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.models.families.base import Family
+from workbench.models.families.chroma import Chroma
 from workbench.models.families.dit import DiT
 from workbench.models.families.flux import Flux
 from workbench.models.families.pixart import PixArtAlpha, PixArtSigma
@@ -32,6 +33,7 @@ FAMILIES: tuple[type[Family], ...] = (
     PixArtAlpha,
     PixArtSigma,
     Flux,
+    Chroma,
 )
 
 #: Pipelines and networks the workbench knows it cannot run, with the reason (a folder
@@ -52,7 +54,6 @@ UNSUPPORTED: dict[str, str] = {
     "Lumina2Pipeline": "Lumina 2 is not supported yet",
     "QwenImagePipeline": "Qwen-Image is not supported yet",
     "Flux2Pipeline": "FLUX.2 is not supported yet",
-    "ChromaPipeline": "Chroma is not supported yet",
     "SanaPipeline": "Sana (a deep-compression autoencoder, DPM-solver flow sampler) is not "
     "supported yet",
 }

@@ -41,9 +41,14 @@ class Flux(TokenPoints, Family):
 
     def __init__(self, model: Any) -> None:
         #: ``embedded`` for dev (a guidance input), ``none`` for schnell.
-        self.guidance = "embedded" if model.network.config.get("guidance_embeds") else "none"
+        self.guidance = self.guidance_of(model.network.config)
         super().__init__(model)
         self._pipe: Any = None
+
+    @staticmethod
+    def guidance_of(config: Any) -> str:
+        """dev's guidance is an input of the network; schnell has none."""
+        return "embedded" if config.get("guidance_embeds") else "none"
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -177,14 +182,8 @@ class Flux(TokenPoints, Family):
         """Pack, call with the position ids, the timestep as ``t / T`` (in x's dtype, as the
         pipeline) and the embedded guidance, unpack."""
         batch, channels, height, width = x.shape
-        packed = x.reshape(batch, channels, height // 2, 2, width // 2, 2)
-        packed = packed.permute(0, 2, 4, 1, 3, 5).reshape(batch, -1, channels * 4)
         states = context["encoder_hidden_states"]
-        ids = torch.zeros(height // 2, width // 2, 3)
-        ids[..., 1] += torch.arange(height // 2)[:, None]
-        ids[..., 2] += torch.arange(width // 2)[None, :]
-        img_ids = ids.reshape(-1, 3).to(x.device, states.dtype)
-        txt_ids = torch.zeros(states.shape[1], 3, device=x.device, dtype=states.dtype)
+        packed, img_ids, txt_ids = self.pack(x, states)
         embedded = None
         if self.guidance == "embedded":
             embedded = torch.full((batch,), float(guidance), device=x.device, dtype=torch.float32)
@@ -199,5 +198,27 @@ class Flux(TokenPoints, Family):
             img_ids=img_ids,
             return_dict=False,
         )[0]
+        return self.unpack(out, x.shape)
+
+    @staticmethod
+    def pack(
+        x: torch.Tensor, states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x ``[B, C, H, W]`` as 2 x 2 patches ``[B, (H/2)(W/2), 4C]``, the patches' position
+        ids ``[(H/2)(W/2), 3]`` (row, column) and the text tokens' (zeros)."""
+        batch, channels, height, width = x.shape
+        packed = x.reshape(batch, channels, height // 2, 2, width // 2, 2)
+        packed = packed.permute(0, 2, 4, 1, 3, 5).reshape(batch, -1, channels * 4)
+        ids = torch.zeros(height // 2, width // 2, 3)
+        ids[..., 1] += torch.arange(height // 2)[:, None]
+        ids[..., 2] += torch.arange(width // 2)[None, :]
+        img_ids = ids.reshape(-1, 3).to(x.device, states.dtype)
+        txt_ids = torch.zeros(states.shape[1], 3, device=x.device, dtype=states.dtype)
+        return packed, img_ids, txt_ids
+
+    @staticmethod
+    def unpack(out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The network's packed output back to ``shape`` ``[B, C, H, W]``."""
+        batch, channels, height, width = shape
         out = out.reshape(batch, height // 2, width // 2, channels, 2, 2)
         return out.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, height, width)
