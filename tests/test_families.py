@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from jacobian_check import assert_basis_matches_jacobian
-from tiny_families import build_chroma, build_flux, build_pixart
+from tiny_families import build_auraflow, build_chroma, build_flux, build_pixart
 
 import workbench as wb
 from workbench.errors import WorkbenchError
@@ -85,6 +85,18 @@ ROWS = {
             ({"prompt": ""}, {"guidance_scale": 1.0}),
         ],
     ),
+    "auraflow": (
+        build_auraflow,
+        {},
+        {},
+        {"height": 16, "width": 16, "max_sequence_length": 32},
+        [
+            ({"prompt": "a red square"}, {"guidance_scale": 3.5}),
+            ({"prompt": "a red square", "guidance_scale": 1.0}, {}),
+            ({"prompt": "a red square", "negative_prompt": "blue", "guidance_scale": 3.0}, {}),
+            ({"prompt": ""}, {"guidance_scale": 1.0}),
+        ],
+    ),
 }
 NAMES = list(ROWS)
 #: The conditioning engines and probes run under, per row.
@@ -94,6 +106,7 @@ COND = {
     "flux": {"prompt": "a red square", "guidance_scale": 2.0},
     "flux-schnell": {"prompt": "a red square"},
     "chroma": {"prompt": "a red square", "guidance_scale": 2.0},
+    "auraflow": {"prompt": "a red square", "guidance_scale": 2.0},
 }
 
 

@@ -9,6 +9,8 @@ fast tokenizer so that ``AutoTokenizer`` reads them back.
   sigma, a T5 encoder, the tiny SD VAE, DDIM), 4 x 8 x 8 latents, 16 px images.
 - :func:`build_chroma`: Chroma (FLUX blocks, a T5 encoder only, CFG), FLUX's VAE and
   schedule, 8 px images.
+- :func:`build_auraflow`: AuraFlow (joint then single DiT blocks, a UMT5 encoder), the
+  tiny SD VAE, flow matching with AuraFlow's shift, 16 px images.
 - :func:`build_flux`: FLUX.1 dev (guidance embedding) or schnell (``FluxTransformer2DModel``
   on packed 2 x 2 patches, CLIP + T5, a one-level VAE with one latent channel and FLUX's
   scaling and shift factors, flow matching), 8 px images.
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import torch
 from diffusers import (
+    AuraFlowPipeline,
+    AuraFlowTransformer2DModel,
     AutoencoderKL,
     ChromaPipeline,
     ChromaTransformer2DModel,
@@ -40,6 +44,8 @@ from transformers import (
     PreTrainedTokenizerFast,
     T5Config,
     T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
 )
 
 #: PixArt's transformer, as diffusers' fast PixArt tests build it (learned sigma).
@@ -247,6 +253,58 @@ def build_chroma(folder: str | Path, seed: int = 0) -> ChromaPipeline:
         text_encoder=t5,
         tokenizer=t5_tokenizer(32),  # Chroma pads T5 to min(512, this)
         transformer=transformer.eval(),
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+#: AuraFlow's transformer, as diffusers' fast AuraFlow tests build it.
+AURAFLOW = dict(
+    sample_size=8,
+    patch_size=2,
+    in_channels=4,
+    num_mmdit_layers=1,
+    num_single_dit_layers=2,
+    attention_head_dim=8,
+    num_attention_heads=4,
+    caption_projection_dim=32,
+    joint_attention_dim=32,
+    out_channels=4,
+    pos_embed_max_size=256,
+)
+
+
+def build_auraflow(folder: str | Path, seed: int = 0) -> AuraFlowPipeline:
+    """Write a tiny AuraFlow folder; returns its pipeline."""
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = AuraFlowTransformer2DModel(**AURAFLOW)
+        _quiet(transformer.proj_out)
+        with torch.no_grad():  # a denoiser that listens to the prompt
+            transformer.context_embedder.weight.mul_(10)
+        torch.manual_seed(seed + 2)
+        config = UMT5Config(
+            vocab_size=64,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+        text_encoder = UMT5EncoderModel(config).eval()
+        vae = _vae(seed + 1)
+    pipe = AuraFlowPipeline(
+        tokenizer=t5_tokenizer(32),  # AuraFlow pads to min(256, this)
+        text_encoder=text_encoder,
+        vae=vae.eval(),
+        transformer=transformer.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.73),
     )
     pipe.save_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.models.families.aura_flow import AuraFlow
 from workbench.models.families.base import Family
 from workbench.models.families.chroma import Chroma
 from workbench.models.families.dit import DiT
@@ -34,6 +35,7 @@ FAMILIES: tuple[type[Family], ...] = (
     PixArtSigma,
     Flux,
     Chroma,
+    AuraFlow,
 )
 
 #: Pipelines and networks the workbench knows it cannot run, with the reason (a folder
@@ -50,7 +52,6 @@ UNSUPPORTED: dict[str, str] = {
     "U-Net) is not supported yet",
     "HunyuanDiTPipeline": "HunyuanDiT is not supported yet",
     "CogView4Pipeline": "CogView4 is not supported yet",
-    "AuraFlowPipeline": "AuraFlow is not supported yet",
     "Lumina2Pipeline": "Lumina 2 is not supported yet",
     "QwenImagePipeline": "Qwen-Image is not supported yet",
     "Flux2Pipeline": "FLUX.2 is not supported yet",

@@ -445,18 +445,23 @@ class TokenPoints:
         return height // p, width // p
 
     def read(self, output: Any, point: str) -> torch.Tensor:
-        """The block's image tokens on the patch grid."""
+        """The block's image tokens on the patch grid (a block that returns the joint
+        sequence ``[text; image]`` as one tensor: its last ``H/p W/p`` tokens)."""
         tokens = output[self.image_index] if isinstance(output, tuple) else output
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *self.grid())
+        height, width = self.grid()
+        tokens = tokens[:, tokens.shape[1] - height * width :]
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
 
     def write(self, output: Any, h: torch.Tensor, point: str) -> Any:
         """The block's output with its image tokens from ``h``."""
         tokens = h.flatten(2).transpose(1, 2).contiguous()
-        if not isinstance(output, tuple):
-            return tokens
-        out = list(output)
-        out[self.image_index] = tokens
-        return tuple(out)
+        if isinstance(output, tuple):
+            out = list(output)
+            out[self.image_index] = tokens
+            return tuple(out)
+        if output.shape[1] > tokens.shape[1]:  # the joint sequence: text tokens first
+            return torch.cat([output[:, : output.shape[1] - tokens.shape[1]], tokens], dim=1)
+        return tokens
 
     def self_attention(self, point: str) -> str | None:
         """The block's own self-attention (its first attention module that is not
@@ -468,6 +473,44 @@ class TokenPoints:
             if n.startswith(prefix) and not getattr(m, "is_cross_attention", False)
         ]
         return own[0] if own else None
+
+
+class DualStreamPoints(TokenPoints):
+    """Activation points of an MMDiT with dual-stream blocks followed by single-stream
+    ones (FLUX.1, Chroma, AuraFlow): ``block.i`` (a dual-stream block's image stream) and
+    ``single.i`` (a single-stream block's image tokens); the default is the middle of
+    all of them."""
+
+    #: The network's attributes holding the two kinds of block.
+    dual_blocks: ClassVar[str] = "transformer_blocks"
+    single_blocks: ClassVar[str] = "single_transformer_blocks"
+
+    def blocks(self) -> list[nn.Module]:
+        """Dual-stream blocks, then single-stream blocks."""
+        net = self.model.network
+        return [*getattr(net, self.dual_blocks), *getattr(net, self.single_blocks)]
+
+    def points(self) -> list[str]:
+        """``block.i`` (dual-stream), then ``single.i`` (single-stream)."""
+        net = self.model.network
+        dual, single = getattr(net, self.dual_blocks), getattr(net, self.single_blocks)
+        return [f"block.{i}" for i in range(len(dual))] + [
+            f"single.{i}" for i in range(len(single))
+        ]
+
+    def module(self, point: str) -> nn.Module:
+        """The block of ``point``."""
+        kind, _, index = point.partition(".")
+        name = self.dual_blocks if kind == "block" else self.single_blocks
+        return getattr(self.model.network, name)[int(index)]
+
+    def self_attention(self, point: str) -> str | None:
+        """The block's ``attn`` (dual stream: its ``to_q/k/v/out`` are the image
+        stream's)."""
+        kind, _, index = point.partition(".")
+        prefix = self.dual_blocks if kind == "block" else self.single_blocks
+        name = f"{prefix}.{index}.attn"
+        return name if name in self.attention_modules() else None
 
 
 # ---------------------------------------------------------------------- loading helpers

@@ -28,20 +28,6 @@ class Chroma(Flux):
     text_encoders = {"": ("T5EncoderModel",)}
     pipeline = "ChromaPipeline"
 
-    def read(self, output: Any, point: str) -> torch.Tensor:
-        """A single-stream block returns the joint sequence ``[text; image]``: h is its
-        image tokens (the last ones)."""
-        if isinstance(output, tuple):
-            return super().read(output, point)
-        return super().read(output[:, -self.seq_len() :], point)
-
-    def write(self, output: Any, h: torch.Tensor, point: str) -> Any:
-        """The joint sequence with its image tokens from ``h``."""
-        if isinstance(output, tuple):
-            return super().write(output, h, point)
-        tokens = super().write(output[:, -self.seq_len() :], h, point)
-        return torch.cat([output[:, : -self.seq_len()], tokens], dim=1)
-
     @staticmethod
     def guidance_of(config: Any) -> str:
         """Classifier-free guidance as a doubled batch."""

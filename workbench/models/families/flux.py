@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.models.families.base import Family, TokenPoints, is_flow, pipeline_encoder
+from workbench.models.families.base import DualStreamPoints, Family, is_flow, pipeline_encoder
 from workbench.models.schedule import FlowSchedule, Schedule
 
 
-class Flux(TokenPoints, Family):
+class Flux(DualStreamPoints, Family):
     """FLUX.1: packed latents, CLIP + T5, embedded guidance, dynamic-shift flow matching."""
 
     name = "flux"
@@ -82,39 +82,12 @@ class Flux(TokenPoints, Family):
             scheduler, image_seq_len=self.seq_len(), pipeline_sigmas=True
         )
 
-    # ------------------------------------------------------------------ activation points
-    def blocks(self) -> list[nn.Module]:
-        """Dual-stream blocks, then single-stream blocks."""
-        net = self.model.network
-        return [*net.transformer_blocks, *net.single_transformer_blocks]
-
-    def points(self) -> list[str]:
-        """``block.i`` (dual-stream), then ``single.i`` (single-stream)."""
-        net = self.model.network
-        return [f"block.{i}" for i in range(len(net.transformer_blocks))] + [
-            f"single.{i}" for i in range(len(net.single_transformer_blocks))
-        ]
-
-    def module(self, point: str) -> nn.Module:
-        """The block of ``point``."""
-        kind, _, index = point.partition(".")
-        net = self.model.network
-        blocks = net.transformer_blocks if kind == "block" else net.single_transformer_blocks
-        return blocks[int(index)]
-
     def attention_modules(self) -> dict[str, nn.Module]:
         """Every ``FluxAttention`` (not a subclass of diffusers' ``Attention``)."""
         from diffusers.models.transformers.transformer_flux import FluxAttention
 
         net = self.model.network
         return {n: m for n, m in net.named_modules() if isinstance(m, FluxAttention)}
-
-    def self_attention(self, point: str) -> str | None:
-        """The block's ``attn`` (joint: its ``to_q/k/v/out`` are the image stream's)."""
-        kind, _, index = point.partition(".")
-        prefix = "transformer_blocks" if kind == "block" else "single_transformer_blocks"
-        name = f"{prefix}.{index}.attn"
-        return name if name in self.attention_modules() else None
 
     def attention_weights(
         self, name: str
