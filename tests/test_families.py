@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from jacobian_check import assert_basis_matches_jacobian
-from tiny_families import build_auraflow, build_chroma, build_flux, build_pixart
+from tiny_families import build_auraflow, build_chroma, build_flux, build_ldm, build_pixart
 
 import workbench as wb
 from workbench.errors import WorkbenchError
@@ -97,6 +97,17 @@ ROWS = {
             ({"prompt": ""}, {"guidance_scale": 1.0}),
         ],
     ),
+    "ldm": (  # the pipeline takes a list of prompts, 8 px of height per latent position
+        build_ldm,
+        {},
+        {},
+        {"height": 64, "width": 64},
+        [
+            ({"prompt": "a red square"}, {}),
+            ({"prompt": "a red square", "guidance_scale": 3.0}, {}),
+            ({"prompt": ""}, {}),
+        ],
+    ),
 }
 NAMES = list(ROWS)
 #: The conditioning engines and probes run under, per row.
@@ -107,6 +118,7 @@ COND = {
     "flux-schnell": {"prompt": "a red square"},
     "chroma": {"prompt": "a red square", "guidance_scale": 2.0},
     "auraflow": {"prompt": "a red square", "guidance_scale": 2.0},
+    "ldm": {"prompt": "a red square", "guidance_scale": 2.0},
 }
 
 
@@ -141,40 +153,36 @@ def test_the_family_is_recognised_and_loads_its_parts(name, models):
     model = models[name]
     assert model.family == name.replace("-schnell", "") and model.conditional and model.latent
     assert model.hook_count() == 0
-    assert set(model.components()) >= {"transformer", "vae", "text_encoder"}
+    assert set(model.components()) >= {model.arch.folder, "vae", "text_encoder"}
     assert model.arch.pipeline and model.arch.title in repr(model)
+
+
+def _run_pipeline(name, pipe, x, ours, theirs, output_type):
+    """The family's diffusers pipeline from our x_T, under our options and its own."""
+    options = {**ours, **theirs, **ROWS[name][3]}
+    if name == "ldm":  # LDMTextToImagePipeline: a list of prompts, no negative prompt
+        options["prompt"] = [options["prompt"]] * x.shape[0]
+    else:
+        options["num_images_per_prompt"] = x.shape[0]
+    latents = _pipeline_latents(name, pipe, x)
+    return pipe(num_inference_steps=4, latents=latents, output_type=output_type, **options).images
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_sampling_equals_the_diffusers_pipeline(name, models, built):
-    """Images within 1e-3 on [0, 1], latents within 1e-4, for every conditioning."""
+    """Images within 1e-3 on [0, 1], latents within 1e-4 (where the pipeline returns
+    them), for every conditioning."""
     model, pipe = models[name], built[name][1]
-    call = ROWS[name][3]
     seeds = [0, 1]
     for ours, theirs in ROWS[name][4]:
         x = model.noise(seeds)
         images = wb.sample(model, seeds=seeds, num_steps=4, **ours)
-        given = {k: v for k, v in ours.items()}
-        out = pipe(
-            num_inference_steps=4,
-            latents=_pipeline_latents(name, pipe, x),
-            num_images_per_prompt=len(seeds),
-            output_type="pt",
-            **given,
-            **theirs,
-            **call,
-        ).images
+        out = _run_pipeline(name, pipe, x, ours, theirs, "pt")
         error = float((images.clamp(-1, 1) * 0.5 + 0.5 - out).abs().max())
         assert error <= 1e-3, (name, ours, error)
-        latents = pipe(
-            num_inference_steps=4,
-            latents=_pipeline_latents(name, pipe, x),
-            num_images_per_prompt=len(seeds),
-            output_type="latent",
-            **given,
-            **theirs,
-            **call,
-        ).images
+        if name == "ldm":  # its pipeline always decodes
+            continue
+        latents = _run_pipeline(name, pipe, x, ours, theirs, "latent")
         with model.conditioned(**ours):
             mine = wb.sampling.ddim(model, x, wb.sampling.make_timesteps(model, 4))
         mine = _pipeline_latents(name, pipe, mine)
@@ -362,6 +370,17 @@ def test_flux_runs_at_the_resolution_it_is_loaded_with(built):
         wb.load(folder, device="cpu", resolution=9)
     default = wb.load(folder, device="cpu")  # the pipeline's 1024 px: 128 latent positions
     assert default.sample_shape == (1, 128, 128)
+
+
+def test_a_saved_model_loads_as_the_same_family(models, tmp_path):
+    """``wb.save`` writes the family's pipeline into model_index.json (and its own folder
+    names: LDM's vqvae/ and bert/), so PixArt-Sigma and LDM come back as themselves."""
+    for name in ("pixart-sigma", "ldm", "flux"):
+        model = models[name]
+        folder = wb.save(model, tmp_path / name)
+        again = wb.load(folder, device="cpu", **ROWS[name][2])
+        assert again.family == model.family and again.fingerprint == model.fingerprint, name
+    assert (tmp_path / "ldm" / "vqvae").is_dir() and (tmp_path / "ldm" / "bert").is_dir()
 
 
 def test_pixart_sigma_is_told_apart_by_its_pipeline(built, models):

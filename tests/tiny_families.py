@@ -11,6 +11,8 @@ fast tokenizer so that ``AutoTokenizer`` reads them back.
   schedule, 8 px images.
 - :func:`build_auraflow`: AuraFlow (joint then single DiT blocks, a UMT5 encoder), the
   tiny SD VAE, flow matching with AuraFlow's shift, 16 px images.
+- :func:`build_ldm`: LDM text-to-image (SD's tiny U-Net, the tiny SD VAE as ``vqvae/``,
+  a 2-layer ``LDMBertModel`` as ``bert/`` with a ``BertTokenizer`` over a small word list).
 - :func:`build_flux`: FLUX.1 dev (guidance embedding) or schnell (``FluxTransformer2DModel``
   on packed 2 x 2 patches, CLIP + T5, a one-level VAE with one latent channel and FLUX's
   scaling and shift factors, flow matching), 8 px images.
@@ -305,6 +307,58 @@ def build_auraflow(folder: str | Path, seed: int = 0) -> AuraFlowPipeline:
         vae=vae.eval(),
         transformer=transformer.eval(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.73),
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_ldm(folder: str | Path, seed: int = 0):
+    """Write a tiny LDM text-to-image folder; returns its pipeline (DDIM)."""
+    import string
+
+    from diffusers import LDMTextToImagePipeline, UNet2DConditionModel
+    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (
+        LDMBertConfig,
+        LDMBertModel,
+    )
+    from tiny_sd import UNET
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**UNET)
+        with torch.no_grad():
+            unet.conv_out.weight.mul_(0.1)
+            for name, module in unet.named_modules():
+                if name.endswith("attn2.to_out.0"):
+                    module.weight.mul_(30)
+        bert = LDMBertModel(
+            LDMBertConfig(
+                vocab_size=64,
+                encoder_layers=2,
+                encoder_ffn_dim=64,
+                encoder_attention_heads=2,
+                head_dim=16,
+                d_model=32,
+            )
+        ).eval()
+        vae = _vae(seed + 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        words += [*string.ascii_lowercase, *WORDS]
+        (Path(tmp) / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n")
+        bert_tokenizer = BertTokenizer(str(Path(tmp) / "vocab.txt"), model_max_length=77)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+    )
+    pipe = LDMTextToImagePipeline(
+        vqvae=vae.eval(), bert=bert, tokenizer=bert_tokenizer, unet=unet.eval(), scheduler=scheduler
     )
     pipe.save_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)

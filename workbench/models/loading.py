@@ -133,7 +133,7 @@ def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any
     if not isinstance(config, dict):
         raise WorkbenchError(f"{source}: the network's config.json is not a JSON object")
     config.setdefault("_class_name", "UNet2DModel")
-    family = family_for(config, source)
+    family = family_for(config, source, pipeline)
     if subfolder is None and not family.bare:
         raise WorkbenchError(
             f"{source}: a {config['_class_name']} loads from a pipeline folder "
@@ -264,15 +264,34 @@ def load(
 
 
 def save(model: DiffusionModel, folder: str | Path) -> Path:
-    """Save ``model`` as a diffusers folder (``unet/`` or ``transformer/``, ``scheduler/``;
-    ``vae/`` for a latent model; text encoders and tokenizers) plus its preset."""
-    from workbench.store import atomic_dir
+    """Save ``model`` as a diffusers pipeline folder (``unet/`` or ``transformer/``,
+    ``scheduler/``; ``vae/`` for a latent model; text encoders and tokenizers, in the
+    folders its family's pipeline names them; ``model_index.json``) plus its preset."""
+    import diffusers
 
+    from workbench.store import atomic_dir, write_json
+
+    folders = model.arch.folders
+    index: dict[str, Any] = {"_diffusers_version": diffusers.__version__}
+    if model.arch.pipeline:
+        index["_class_name"] = model.arch.pipeline
     with atomic_dir(folder) as tmp:
-        for part, module in model.components().items():
-            module.save_pretrained(tmp / part)
-        for part, tokenizer in model.tokenizers().items():
-            tokenizer.save_pretrained(tmp / part)
-        model.scheduler.save_pretrained(tmp / "scheduler")
+        parts = {**model.components(), **model.tokenizers(), "scheduler": model.scheduler}
+        for part, obj in parts.items():
+            name = folders.get(part, part)
+            obj.save_pretrained(tmp / name)
+            index[name] = [_library(type(obj)), type(obj).__name__]
+        write_json(tmp / "model_index.json", index)
         model.preset.save_pretrained(tmp)
     return Path(folder)
+
+
+def _library(cls: type) -> str:
+    """The ``model_index.json`` library of a class: its package when it exports the class
+    (``diffusers``, ``transformers``), else the pipeline module that defines it."""
+    import importlib
+
+    parts = cls.__module__.split(".")
+    if getattr(importlib.import_module(parts[0]), cls.__name__, None) is cls:
+        return parts[0]
+    return parts[-2] if len(parts) > 2 else parts[0]

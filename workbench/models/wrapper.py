@@ -881,9 +881,6 @@ class DiffusionModel:
                 f"{name} have shape {list(images.shape)}, expected [B, {expected}]"
             )
 
-    def _vae_scale(self) -> tuple[float, float]:
-        return self.arch.vae_scale()
-
     @torch.no_grad()
     def decode(self, x: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
         """Images ``[B, *image_shape]`` (about [-1, 1], float32) of clean ``x``
@@ -892,8 +889,7 @@ class DiffusionModel:
         self.check_x(x, "x")
         if self.vae is None:
             return x
-        scale, shift = self._vae_scale()
-        return self._vae_batches(x, batch_size, lambda z: self.vae.decode(z / scale + shift))
+        return self._vae_batches(x, batch_size, self.arch.decode_latent)
 
     def _vae_batches(
         self, x: torch.Tensor, batch_size: int, fn: Callable[[torch.Tensor], Any]
@@ -915,12 +911,7 @@ class DiffusionModel:
         self.check_images(images)
         if self.vae is None:
             return images
-        scale, shift = self._vae_scale()
-
-        def latents(batch: torch.Tensor) -> torch.Tensor:
-            return (self.vae.encode(batch).latent_dist.mode() - shift) * scale
-
-        return self._vae_batches(images, batch_size, latents).to(self.dtype)
+        return self._vae_batches(images, batch_size, self.arch.encode_image).to(self.dtype)
 
     @staticmethod
     def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from workbench.models.families.base import Family
 from workbench.models.families.chroma import Chroma
 from workbench.models.families.dit import DiT
 from workbench.models.families.flux import Flux
+from workbench.models.families.ldm import LatentDiffusion
 from workbench.models.families.pixart import PixArtAlpha, PixArtSigma
 from workbench.models.families.pixel import PixelUNet
 from workbench.models.families.sd import StableDiffusion
@@ -28,11 +29,12 @@ __all__ = ["FAMILIES", "Family", "UNSUPPORTED", "family_for", "family_named", "r
 FAMILIES: tuple[type[Family], ...] = (
     PixelUNet,
     StableDiffusionXL,
+    LatentDiffusion,
     StableDiffusion,
     DiT,
     StableDiffusion3,
-    PixArtAlpha,
     PixArtSigma,
+    PixArtAlpha,
     Flux,
     Chroma,
     AuraFlow,
@@ -45,8 +47,6 @@ UNSUPPORTED: dict[str, str] = {
     "consistency sampler, which the workbench does not implement",
     "LatentConsistencyModelPipeline": "a latent consistency model (guidance-embedding "
     "U-Net, LCM sampler) is not supported yet",
-    "LDMTextToImagePipeline": "LDM text-to-image (a VQ-VAE and a BERT text encoder) is not "
-    "supported yet",
     "KolorsPipeline": "Kolors (a ChatGLM text encoder) is not supported yet",
     "Kandinsky3Pipeline": "Kandinsky 3 (a MoVQ latent and a T5 encoder with a custom "
     "U-Net) is not supported yet",
@@ -69,10 +69,13 @@ def family_named(name: str) -> type[Family]:
     raise WorkbenchError(f"unknown model family {name!r}; known: {known}")
 
 
-def family_for(config: dict[str, Any], source: Any = "this model") -> type[Family]:
-    """The family whose network a config describes, or a one-line refusal."""
+def family_for(
+    config: dict[str, Any], source: Any = "this model", pipeline: str | None = None
+) -> type[Family]:
+    """The family whose network a config describes (in a folder whose
+    ``model_index.json`` names ``pipeline``), or a one-line refusal."""
     for family in FAMILIES:
-        if family.recognise(config):
+        if family.recognise(config, pipeline):
             return family
     return refusal(config.get("_class_name"), source)
 

@@ -76,6 +76,9 @@ class Family:
     text_encoders: ClassVar[dict[str, tuple[str, ...]]] = {}
     optional_text: ClassVar[bool] = False
     pipeline: ClassVar[str | None] = None
+    #: Folder names of parts that a pipeline keeps elsewhere than ``vae/`` and
+    #: ``text_encoder/`` (LDM: ``vqvae/``, ``bert/``).
+    folders: ClassVar[dict[str, str]] = {}
     #: Whether a bare model folder (``config.json`` and ``scheduler_config.json`` at the
     #: top, no pipeline layout) can hold this family.
     bare: ClassVar[bool] = False
@@ -86,8 +89,10 @@ class Family:
 
     # ------------------------------------------------------------------ recognise, load
     @classmethod
-    def recognise(cls, config: dict[str, Any]) -> bool:
-        """Whether a network config (its ``config.json`` as a dict) is this family's."""
+    def recognise(cls, config: dict[str, Any], pipeline: str | None = None) -> bool:
+        """Whether a network config (its ``config.json`` as a dict) is this family's, in a
+        folder whose ``model_index.json`` names ``pipeline`` (None: no index, or a model
+        built in Python)."""
         return config.get("_class_name") == cls.network_class
 
     @classmethod
@@ -212,6 +217,16 @@ class Family:
         """``(scaling_factor, shift_factor)`` of the latent: ``z = (mean - shift) * scale``."""
         config = self.model.vae.config
         return float(config.scaling_factor), float(config.get("shift_factor") or 0.0)
+
+    def decode_latent(self, z: torch.Tensor) -> Any:
+        """The VAE decoder's output for clean latents ``z``: of ``z / scale + shift``."""
+        scale, shift = self.vae_scale()
+        return self.model.vae.decode(z / scale + shift)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Latents of images in [-1, 1]: the VAE encoder's mean, ``(mean - shift) * scale``."""
+        scale, shift = self.vae_scale()
+        return (self.model.vae.encode(images).latent_dist.mode() - shift) * scale
 
     def seq_len(self) -> int:
         """Image tokens the network sees (the dynamic flow shift depends on it)."""

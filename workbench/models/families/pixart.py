@@ -13,12 +13,11 @@ to the text ``attn2``). Which of the two pipelines a folder is comes from its
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from workbench.models.families.base import Family, TokenPoints, pipeline_class, pipeline_encoder
+from workbench.models.families.base import Family, TokenPoints, pipeline_encoder
 
 
 class PixArtAlpha(TokenPoints, Family):
@@ -36,15 +35,6 @@ class PixArtAlpha(TokenPoints, Family):
     def __init__(self, model: Any) -> None:
         super().__init__(model)
         self._pipe: Any = None
-
-    @classmethod
-    def load(cls, source: str | Path, subfolder: str | None, **options: Any) -> dict[str, Any]:
-        """The parts, and the variant the folder's ``model_index.json`` names."""
-        parts = super().load(source, subfolder, **options)
-        hub = {k: v for k, v in options.items() if k != "torch_dtype"}
-        if pipeline_class(source, **hub) == PixArtSigma.pipeline:
-            parts["family"] = PixArtSigma
-        return parts
 
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """T5's states ``[1, L, D]`` and attention mask ``[1, L]`` by the pipeline's code."""
@@ -120,7 +110,6 @@ class PixArtSigma(PixArtAlpha):
     max_sequence_length = 300
 
     @classmethod
-    def recognise(cls, config: dict[str, Any]) -> bool:
-        """Never from the network config alone (the same class as alpha's): chosen by
-        :meth:`PixArtAlpha.load` from the folder's pipeline."""
-        return False
+    def recognise(cls, config: dict[str, Any], pipeline: str | None = None) -> bool:
+        """The network class of alpha's, in a folder whose pipeline is Sigma's."""
+        return super().recognise(config, pipeline) and pipeline == cls.pipeline

@@ -28,9 +28,11 @@ class StableDiffusion(UNetPoints, Family):
     pipeline = "StableDiffusionPipeline"
 
     @classmethod
-    def recognise(cls, config: dict[str, Any]) -> bool:
+    def recognise(cls, config: dict[str, Any], pipeline: str | None = None) -> bool:
         """A ``UNet2DConditionModel`` without SDXL's added text and size conditions."""
-        return super().recognise(config) and config.get("addition_embed_type") != "text_time"
+        return (
+            super().recognise(config, pipeline) and config.get("addition_embed_type") != "text_time"
+        )
 
     def check(self) -> None:
         """Added, class or guidance-embedding conditions are refused in one line."""

@@ -28,7 +28,7 @@ class StableDiffusionXL(StableDiffusion):
     pipeline = "StableDiffusionXLPipeline"
 
     @classmethod
-    def recognise(cls, config: dict[str, Any]) -> bool:
+    def recognise(cls, config: dict[str, Any], pipeline: str | None = None) -> bool:
         """A ``UNet2DConditionModel`` with ``addition_embed_type == "text_time"``."""
         return (
             config.get("_class_name") == cls.network_class
