@@ -23,7 +23,14 @@ from pathlib import Path
 import pytest
 import torch
 from jacobian_check import assert_basis_matches_jacobian
-from tiny_families import build_auraflow, build_chroma, build_flux, build_ldm, build_pixart
+from tiny_families import (
+    build_auraflow,
+    build_chroma,
+    build_flux,
+    build_ldm,
+    build_pixart,
+    build_sana,
+)
 
 import workbench as wb
 from workbench.errors import WorkbenchError
@@ -108,6 +115,19 @@ ROWS = {
             ({"prompt": ""}, {}),
         ],
     ),
+    "sana": (
+        build_sana,
+        {},
+        {},
+        {"height": 32, "width": 32, "use_resolution_binning": False},
+        [
+            ({"prompt": "a red square"}, {"guidance_scale": 4.5}),
+            ({"prompt": "a red square", "guidance_scale": 1.0}, {}),
+            ({"prompt": "a red square", "negative_prompt": "blue", "guidance_scale": 3.0}, {}),
+            ({"prompt": ""}, {"guidance_scale": 1.0}),  # an empty prompt: unguided by default
+            ({"prompt": "", "guidance_scale": 4.5}, {}),  # its instruction vs a bare negative
+        ],
+    ),
 }
 NAMES = list(ROWS)
 #: The conditioning engines and probes run under, per row.
@@ -119,6 +139,7 @@ COND = {
     "chroma": {"prompt": "a red square", "guidance_scale": 2.0},
     "auraflow": {"prompt": "a red square", "guidance_scale": 2.0},
     "ldm": {"prompt": "a red square", "guidance_scale": 2.0},
+    "sana": {"prompt": "a red square", "guidance_scale": 2.0},
 }
 
 
@@ -248,9 +269,9 @@ def test_the_jacobian_safe_attention_is_the_stock_one(name, models):
     with model.conditioned(**COND[name]):
         stock = model.raw(x, 700)
         with model.jacobian_safe():
-            assert all(
-                type(m.processor).__name__.startswith("JacobianSafe") for m in modules.values()
-            )
+            names = {type(m.processor).__name__ for m in modules.values()}
+            # softmax attention made explicit; Sana's linear attention kept as it is
+            assert all(n.startswith("JacobianSafe") or "Linear" in n for n in names), names
             safe = model.raw(x, 700)
     assert float((stock - safe).abs().max()) < 1e-5
     assert all(not type(m.processor).__name__.startswith("JacobianSafe") for m in modules.values())
@@ -493,7 +514,7 @@ def test_the_cli_samples_and_edits_every_family(name, built, tmp_path):
         main(["sample", *model, *prompt, "--seeds", "0-1", "--steps", "3", "--out", str(out)]) == 0
     )
     images = np.load(out)["images"]
-    side = 8 if small else 16
+    side = 8 if small else (32 if name == "sana" else 16)
     assert images.shape == (2, side, side, 3) and images.dtype == np.uint8
     d = str(tmp_path / "d.safetensors")
     assert main(["discover", "random", *model, *prompt, "--k", "2", "--out", d]) == 0
@@ -501,3 +522,22 @@ def test_the_cli_samples_and_edits_every_family(name, built, tmp_path):
     edit = ["edit", *model, *prompt, "--directions", d, "--seeds", "0", "--steps", "3"]
     assert main([*edit, "--out", e]) == 0
     assert np.load(e)["images"].shape[1:] == (1, side, side, 3)
+
+
+def test_a_dpm_solver_on_flow_sigmas_is_read_as_the_flow_euler_step(built, tmp_path):
+    """Sana's released scheduler (DPM-Solver++ on flow sigmas) is sampled with the flow
+    Euler step of the same shift, said once in one line."""
+    import shutil
+
+    from diffusers import DPMSolverMultistepScheduler
+
+    folder = tmp_path / "sana-dpm"
+    shutil.copytree(built["sana"][0], folder)
+    shutil.rmtree(folder / "scheduler")
+    DPMSolverMultistepScheduler(
+        use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0
+    ).save_pretrained(folder / "scheduler")
+    with pytest.warns(UserWarning, match="sampling with flow Euler .* DPMSolverMultistepScheduler"):
+        model = wb.load(folder, device="cpu")
+    assert model.prediction_type == "flow" and model.schedule.shift == 3.0
+    assert bool(torch.isfinite(wb.sample(model, seeds=[0], num_steps=3, prompt="a")).all())

@@ -13,6 +13,9 @@ fast tokenizer so that ``AutoTokenizer`` reads them back.
   tiny SD VAE, flow matching with AuraFlow's shift, 16 px images.
 - :func:`build_ldm`: LDM text-to-image (SD's tiny U-Net, the tiny SD VAE as ``vqvae/``,
   a 2-layer ``LDMBertModel`` as ``bert/`` with a ``BertTokenizer`` over a small word list).
+- :func:`build_sana`: Sana (linear-attention DiT, a 1-layer Gemma-2 encoder, a three-level
+  ``AutoencoderDC``, flow matching with Sana's test shift), 32 px images (the pipeline
+  wants a multiple of 32).
 - :func:`build_flux`: FLUX.1 dev (guidance embedding) or schnell (``FluxTransformer2DModel``
   on packed 2 x 2 patches, CLIP + T5, a one-level VAE with one latent channel and FLUX's
   scaling and shift factors, flow matching), 8 px images.
@@ -359,6 +362,75 @@ def build_ldm(folder: str | Path, seed: int = 0):
     )
     pipe = LDMTextToImagePipeline(
         vqvae=vae.eval(), bert=bert, tokenizer=bert_tokenizer, unet=unet.eval(), scheduler=scheduler
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_sana(folder: str | Path, seed: int = 0):
+    """Write a tiny Sana folder; returns its pipeline."""
+    from diffusers import AutoencoderDC, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = SanaTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            out_channels=4,
+            num_layers=2,
+            num_attention_heads=2,
+            attention_head_dim=4,
+            num_cross_attention_heads=2,
+            cross_attention_head_dim=4,
+            cross_attention_dim=8,
+            caption_channels=32,
+            sample_size=8,
+        )
+        _quiet(transformer.proj_out)
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderDC(
+            in_channels=3,
+            latent_channels=4,
+            attention_head_dim=2,
+            encoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
+            decoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
+            encoder_block_out_channels=(8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8),
+            encoder_qkv_multiscales=((), (), (5,)),
+            decoder_qkv_multiscales=((), (), (5,)),
+            encoder_layers_per_block=(1, 1, 1),
+            decoder_layers_per_block=[1, 1, 1],
+            downsample_block_type="conv",
+            upsample_block_type="interpolate",
+            decoder_norm_types="rms_norm",
+            decoder_act_fns="silu",
+            scaling_factor=0.41407,
+        )
+        torch.manual_seed(seed + 2)
+        text_encoder = Gemma2Model(
+            Gemma2Config(
+                head_dim=16,
+                hidden_size=32,
+                initializer_range=0.02,
+                intermediate_size=64,
+                max_position_embeddings=8192,
+                model_type="gemma2",
+                num_attention_heads=2,
+                num_hidden_layers=1,
+                num_key_value_heads=2,
+                vocab_size=64,
+                attn_implementation="eager",
+            )
+        ).eval()
+    pipe = SanaPipeline(
+        tokenizer=t5_tokenizer(512),
+        text_encoder=text_encoder,
+        vae=vae.eval(),
+        transformer=transformer.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
     )
     pipe.save_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)

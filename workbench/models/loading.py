@@ -253,7 +253,8 @@ def load(
         )
     if original != used:
         _notice(
-            f"{name}: sampling with DDIM ({model.preset.num_inference_steps} steps by default) "
+            f"{name}: sampling with {model.schedule.label} "
+            f"({model.preset.num_inference_steps} steps by default) "
             f"from the model's {original} config"
             + (", clipping x0 as it says" if model.schedule.clip_sample else "")
         )

@@ -869,7 +869,7 @@ class DiffusionModel:
             return self.sample_shape
         factor = self.arch.vae_factor()
         _, h, w = self.sample_shape
-        return (int(self.vae.config.out_channels), h * factor, w * factor)
+        return (self.arch.image_channels(), h * factor, w * factor)
 
     def check_images(self, images: torch.Tensor, name: str = "images") -> None:
         """A one-line error unless ``images`` is a ``[B, *image_shape]`` tensor."""

@@ -19,6 +19,7 @@ from workbench.models.families.flux import Flux
 from workbench.models.families.ldm import LatentDiffusion
 from workbench.models.families.pixart import PixArtAlpha, PixArtSigma
 from workbench.models.families.pixel import PixelUNet
+from workbench.models.families.sana import Sana
 from workbench.models.families.sd import StableDiffusion
 from workbench.models.families.sd3 import StableDiffusion3
 from workbench.models.families.sdxl import StableDiffusionXL
@@ -38,6 +39,7 @@ FAMILIES: tuple[type[Family], ...] = (
     Flux,
     Chroma,
     AuraFlow,
+    Sana,
 )
 
 #: Pipelines and networks the workbench knows it cannot run, with the reason (a folder
@@ -55,8 +57,6 @@ UNSUPPORTED: dict[str, str] = {
     "Lumina2Pipeline": "Lumina 2 is not supported yet",
     "QwenImagePipeline": "Qwen-Image is not supported yet",
     "Flux2Pipeline": "FLUX.2 is not supported yet",
-    "SanaPipeline": "Sana (a deep-compression autoencoder, DPM-solver flow sampler) is not "
-    "supported yet",
 }
 
 

@@ -218,6 +218,10 @@ class Family:
         config = self.model.vae.config
         return float(config.scaling_factor), float(config.get("shift_factor") or 0.0)
 
+    def image_channels(self) -> int:
+        """Channels of an image the VAE decodes to."""
+        return int(self.model.vae.config.out_channels)
+
     def decode_latent(self, z: torch.Tensor) -> Any:
         """The VAE decoder's output for clean latents ``z``: of ``z / scale + shift``."""
         scale, shift = self.vae_scale()
@@ -553,10 +557,12 @@ def read_scheduler(source: str | Path, subfolder: str | None, **kwargs: Any) -> 
             raise WorkbenchError(f"{source}: {name} is not supported yet")
         return FlowMatchEulerDiscreteScheduler.from_config(config)
     if config.get("prediction_type") == "flow_prediction" or config.get("use_flow_sigmas"):
-        raise WorkbenchError(
-            f"{source}: {name} with flow-matching sigmas is not supported yet (only "
-            "FlowMatchEulerDiscreteScheduler samples a flow model here)"
-        )
+        # an ODE solver on flow sigmas (Sana's DPM-Solver): the flow Euler step, same shift
+        shift = float(config.get("flow_shift") or config.get("shift") or 1.0)
+        if config.get("use_dynamic_shifting"):
+            raise WorkbenchError(f"{source}: {name} with dynamic flow shifting is not supported")
+        steps = int(config.get("num_train_timesteps", 1000))
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=steps, shift=shift)
     return DDIMScheduler.from_config(config)
 
 
