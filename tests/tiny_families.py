@@ -16,6 +16,8 @@ fast tokenizer so that ``AutoTokenizer`` reads them back.
 - :func:`build_sana`: Sana (linear-attention DiT, a 1-layer Gemma-2 encoder, a three-level
   ``AutoencoderDC``, flow matching with Sana's test shift), 32 px images (the pipeline
   wants a multiple of 32).
+- :func:`build_lumina2`: Lumina 2 (joint single-stream layers, grouped-query attention,
+  a 1-layer Gemma-2), the tiny SD VAE, flow matching, 16 px images.
 - :func:`build_flux`: FLUX.1 dev (guidance embedding) or schnell (``FluxTransformer2DModel``
   on packed 2 x 2 patches, CLIP + T5, a one-level VAE with one latent channel and FLUX's
   scaling and shift factors, flow matching), 8 px images.
@@ -431,6 +433,63 @@ def build_sana(folder: str | Path, seed: int = 0):
         vae=vae.eval(),
         transformer=transformer.eval(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _gemma(seed: int, hidden: int = 32):
+    from transformers import Gemma2Config, Gemma2Model
+
+    torch.manual_seed(seed)
+    return Gemma2Model(
+        Gemma2Config(
+            head_dim=16,
+            hidden_size=hidden,
+            intermediate_size=64,
+            max_position_embeddings=8192,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            num_key_value_heads=2,
+            vocab_size=64,
+            attn_implementation="eager",
+        )
+    ).eval()
+
+
+def build_lumina2(folder: str | Path, seed: int = 0):
+    """Write a tiny Lumina 2 folder; returns its pipeline."""
+    from diffusers import Lumina2Pipeline, Lumina2Transformer2DModel
+
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = Lumina2Transformer2DModel(
+            sample_size=8,
+            patch_size=2,
+            in_channels=4,
+            hidden_size=32,
+            num_layers=2,
+            num_refiner_layers=1,
+            num_attention_heads=4,
+            num_kv_heads=2,
+            multiple_of=16,
+            norm_eps=1e-5,
+            axes_dim_rope=(4, 2, 2),
+            axes_lens=(64, 16, 16),
+            cap_feat_dim=32,
+        )
+        with torch.no_grad():  # a denoiser that listens to the prompt
+            transformer.norm_out.linear_2.weight.mul_(0.1)
+        text_encoder = _gemma(seed + 2)
+        vae = _vae(seed + 1, scaling_factor=0.3611, shift_factor=0.1159)  # FLUX's VAE factors
+    pipe = Lumina2Pipeline(
+        transformer=transformer.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=6.0),
+        vae=vae.eval(),
+        text_encoder=text_encoder,
+        tokenizer=t5_tokenizer(48),  # Lumina 2 pads to min(256, this)
     )
     pipe.save_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)

@@ -762,7 +762,7 @@ class DiffusionModel:
             finally:
                 self._doubled = False
             uncond, cond = out.chunk(2)
-            return uncond + c.guidance_scale * (cond - uncond)
+            return self.arch.combine(uncond, cond, c.guidance_scale)
         with self.h_edit(delta_h):
             return self._call(x, timesteps, doubled=False)
 
@@ -828,7 +828,9 @@ class DiffusionModel:
 
         Swaps every attention processor for the family's Jacobian-safe one (explicit
         softmax attention, contiguous output; equal to the stock processor) and puts the
-        originals back on exit, also after an exception. A half-precision network also
+        originals back on exit, also after an exception; a processor the family keeps
+        runs its ``scaled_dot_product_attention`` on the math backend (the fused kernels
+        have no forward-mode rule). A half-precision network also
         gets a pre-hook on every linear and convolution layer that casts its input (value
         and tangent) to the layer's dtype: on CUDA (torch 2.11, an H100) vmapped
         forward-mode tangents came out of a bfloat16 network's layers in float32 beside
@@ -836,6 +838,8 @@ class DiffusionModel:
         not located: plain ``forward_ad`` without vmap did not show it). The hooks are
         removed on exit too.
         """
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
         modules = self.attention_modules()
         saved = {name: module.processor for name, module in modules.items()}
         handles = []
@@ -846,7 +850,8 @@ class DiffusionModel:
                 for module in self.network.modules():
                     if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
                         handles.append(module.register_forward_pre_hook(_cast_input))
-            yield
+            with sdpa_kernel(SDPBackend.MATH):  # a kept stock processor's SDPA
+                yield
         finally:
             for handle in handles:
                 handle.remove()

@@ -17,6 +17,7 @@ from workbench.models.families.chroma import Chroma
 from workbench.models.families.dit import DiT
 from workbench.models.families.flux import Flux
 from workbench.models.families.ldm import LatentDiffusion
+from workbench.models.families.lumina2 import Lumina2
 from workbench.models.families.pixart import PixArtAlpha, PixArtSigma
 from workbench.models.families.pixel import PixelUNet
 from workbench.models.families.sana import Sana
@@ -40,6 +41,7 @@ FAMILIES: tuple[type[Family], ...] = (
     Chroma,
     AuraFlow,
     Sana,
+    Lumina2,
 )
 
 #: Pipelines and networks the workbench knows it cannot run, with the reason (a folder
@@ -54,7 +56,6 @@ UNSUPPORTED: dict[str, str] = {
     "U-Net) is not supported yet",
     "HunyuanDiTPipeline": "HunyuanDiT is not supported yet",
     "CogView4Pipeline": "CogView4 is not supported yet",
-    "Lumina2Pipeline": "Lumina 2 is not supported yet",
     "QwenImagePipeline": "Qwen-Image is not supported yet",
     "Flux2Pipeline": "FLUX.2 is not supported yet",
 }

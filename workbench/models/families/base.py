@@ -295,7 +295,9 @@ class Family:
 
     def safe_processor(self, module: nn.Module) -> Any:
         """A processor under which forward- and reverse-mode AD run through ``module``
-        (explicit softmax attention, contiguous output), equal to the stock one."""
+        (explicit softmax attention, contiguous output), equal to the stock one. A family
+        may keep a stock processor that calls ``scaled_dot_product_attention``: inside
+        ``jacobian_safe`` that runs on the math backend, which has forward-mode rules."""
         from workbench.models.attention import JacobianSafeAttnProcessor
 
         return JacobianSafeAttnProcessor()
@@ -349,6 +351,10 @@ class Family:
         ``guidance == "embedded"`` (else None)."""
         out = self.model.network(x, timestep=timesteps, **context).sample
         return self.mean_part(out, x)
+
+    def combine(self, uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+        """Classifier-free guidance of the raw outputs: ``uncond + scale (cond - uncond)``."""
+        return uncond + scale * (cond - uncond)
 
     @staticmethod
     def mean_part(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
