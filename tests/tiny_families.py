@@ -18,6 +18,8 @@ fast tokenizer so that ``AutoTokenizer`` reads them back.
   wants a multiple of 32).
 - :func:`build_lumina2`: Lumina 2 (joint single-stream layers, grouped-query attention,
   a 1-layer Gemma-2), the tiny SD VAE, flow matching, 16 px images.
+- :func:`build_kandinsky3`: Kandinsky 3 (its U-Net without a mid block, a T5 encoder, a
+  one-level MoVQ ``VQModel``), DDIM, 16 px images at ``resolution=16``.
 - :func:`build_flux`: FLUX.1 dev (guidance embedding) or schnell (``FluxTransformer2DModel``
   on packed 2 x 2 patches, CLIP + T5, a one-level VAE with one latent channel and FLUX's
   scaling and shift factors, flow matching), 8 px images.
@@ -490,6 +492,56 @@ def build_lumina2(folder: str | Path, seed: int = 0):
         vae=vae.eval(),
         text_encoder=text_encoder,
         tokenizer=t5_tokenizer(48),  # Lumina 2 pads to min(256, this)
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_kandinsky3(folder: str | Path, seed: int = 0):
+    """Write a tiny Kandinsky 3 folder; returns its pipeline (DDIM)."""
+    from diffusers import Kandinsky3Pipeline, Kandinsky3UNet, VQModel
+
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = Kandinsky3UNet(
+            in_channels=4,
+            time_embedding_dim=4,
+            groups=2,
+            attention_head_dim=4,
+            layers_per_block=3,
+            block_out_channels=(32, 64),
+            cross_attention_dim=4,
+            encoder_hid_dim=32,
+        )
+        with torch.no_grad():
+            unet.conv_out.weight.mul_(0.1)
+        torch.manual_seed(seed + 1)
+        movq = VQModel(
+            block_out_channels=[32, 64],
+            down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+            in_channels=3,
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=8,
+            norm_type="spatial",
+            num_vq_embeddings=12,
+            out_channels=3,
+            up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
+            vq_embed_dim=4,
+        )
+        with torch.no_grad():  # images inside [-1, 1], not clipped, so comparisons see them
+            movq.decoder.conv_out.weight.mul_(0.1)
+        text_encoder = _t5(seed + 2)
+    pipe = Kandinsky3Pipeline(
+        unet=unet.eval(),
+        scheduler=DDIMScheduler(
+            beta_schedule="squaredcos_cap_v2", clip_sample=False, set_alpha_to_one=False
+        ),
+        movq=movq.eval(),
+        text_encoder=text_encoder,
+        tokenizer=t5_tokenizer(128),
     )
     pipe.save_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)

@@ -156,7 +156,7 @@ def attention_directions(
     name = module or default_module(model)
     if name not in modules:
         raise WorkbenchError(f"no attention module {name!r}; known: {', '.join(sorted(modules))}")
-    if getattr(modules[name], "is_cross_attention", False):
+    if not model.arch.is_self_attention(name):
         raise WorkbenchError(f"{name} is a cross-attention module; pick a self-attention one")
     w_q, w_k, w_v, w_o, heads = model.arch.attention_weights(name)
     channels = model.h_shape[0]

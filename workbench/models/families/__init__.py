@@ -16,6 +16,7 @@ from workbench.models.families.base import Family
 from workbench.models.families.chroma import Chroma
 from workbench.models.families.dit import DiT
 from workbench.models.families.flux import Flux
+from workbench.models.families.kandinsky3 import Kandinsky3
 from workbench.models.families.ldm import LatentDiffusion
 from workbench.models.families.lumina2 import Lumina2
 from workbench.models.families.pixart import PixArtAlpha, PixArtSigma
@@ -42,6 +43,7 @@ FAMILIES: tuple[type[Family], ...] = (
     AuraFlow,
     Sana,
     Lumina2,
+    Kandinsky3,
 )
 
 #: Pipelines and networks the workbench knows it cannot run, with the reason (a folder
@@ -52,8 +54,6 @@ UNSUPPORTED: dict[str, str] = {
     "LatentConsistencyModelPipeline": "a latent consistency model (guidance-embedding "
     "U-Net, LCM sampler) is not supported yet",
     "KolorsPipeline": "Kolors (a ChatGLM text encoder) is not supported yet",
-    "Kandinsky3Pipeline": "Kandinsky 3 (a MoVQ latent and a T5 encoder with a custom "
-    "U-Net) is not supported yet",
     "HunyuanDiTPipeline": "HunyuanDiT is not supported yet",
     "CogView4Pipeline": "CogView4 is not supported yet",
     "QwenImagePipeline": "Qwen-Image is not supported yet",

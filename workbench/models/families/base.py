@@ -284,6 +284,10 @@ class Family:
         there (None: the block has none)."""
         raise NotImplementedError
 
+    def is_self_attention(self, name: str) -> bool:
+        """Whether attention module ``name`` attends within the image (not to a text)."""
+        return not getattr(self.attention_modules()[name], "is_cross_attention", False)
+
     def attention_weights(
         self, name: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
