@@ -20,6 +20,8 @@ fast tokenizer so that ``AutoTokenizer`` reads them back.
   a 1-layer Gemma-2), the tiny SD VAE, flow matching, 16 px images.
 - :func:`build_kandinsky3`: Kandinsky 3 (its U-Net without a mid block, a T5 encoder, a
   one-level MoVQ ``VQModel``), DDIM, 16 px images at ``resolution=16``.
+- :func:`build_hunyuandit`: HunyuanDiT (a 2-layer BERT and a T5, an 8x VAE as its
+  pipeline's rotary grid assumes), DDIM, 64 px images.
 - :func:`build_flux`: FLUX.1 dev (guidance embedding) or schnell (``FluxTransformer2DModel``
   on packed 2 x 2 patches, CLIP + T5, a one-level VAE with one latent channel and FLUX's
   scaling and shift factors, flow matching), 8 px images.
@@ -542,6 +544,85 @@ def build_kandinsky3(folder: str | Path, seed: int = 0):
         movq=movq.eval(),
         text_encoder=text_encoder,
         tokenizer=t5_tokenizer(128),
+    )
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_hunyuandit(folder: str | Path, seed: int = 0):
+    """Write a tiny HunyuanDiT folder; returns its pipeline (DDIM)."""
+    import string
+
+    from diffusers import HunyuanDiT2DModel, HunyuanDiTPipeline
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = HunyuanDiT2DModel(
+            sample_size=8,
+            num_layers=2,
+            patch_size=2,
+            attention_head_dim=8,
+            num_attention_heads=3,
+            in_channels=4,
+            cross_attention_dim=32,
+            cross_attention_dim_t5=32,
+            pooled_projection_dim=16,
+            hidden_size=24,
+            activation_fn="gelu-approximate",
+        )
+        _quiet(transformer.proj_out)
+        torch.manual_seed(seed + 2)
+        bert = BertModel(
+            BertConfig(
+                vocab_size=64,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=77,
+            )
+        ).eval()
+        t5 = _t5(seed + 3)
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(  # four levels: the 8x VAE the pipeline's rotary grid assumes
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(8, 8, 8, 8),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            norm_num_groups=4,
+            sample_size=64,
+        )
+        with torch.no_grad():
+            vae.decoder.conv_out.weight.mul_(0.3)
+    with tempfile.TemporaryDirectory() as tmp:
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *WORDS]
+        (Path(tmp) / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n")
+        bert_tokenizer = BertTokenizer(str(Path(tmp) / "vocab.txt"), model_max_length=77)
+    pipe = HunyuanDiTPipeline(
+        vae=vae.eval(),
+        text_encoder=bert,
+        tokenizer=bert_tokenizer,
+        transformer=transformer.eval(),
+        scheduler=DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.03,
+            beta_schedule="scaled_linear",
+            prediction_type="v_prediction",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tokenizer(256),
     )
     pipe.save_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)

@@ -16,6 +16,7 @@ from workbench.models.families.base import Family
 from workbench.models.families.chroma import Chroma
 from workbench.models.families.dit import DiT
 from workbench.models.families.flux import Flux
+from workbench.models.families.hunyuandit import HunyuanDiT
 from workbench.models.families.kandinsky3 import Kandinsky3
 from workbench.models.families.ldm import LatentDiffusion
 from workbench.models.families.lumina2 import Lumina2
@@ -44,6 +45,7 @@ FAMILIES: tuple[type[Family], ...] = (
     Sana,
     Lumina2,
     Kandinsky3,
+    HunyuanDiT,
 )
 
 #: Pipelines and networks the workbench knows it cannot run, with the reason (a folder
@@ -54,7 +56,6 @@ UNSUPPORTED: dict[str, str] = {
     "LatentConsistencyModelPipeline": "a latent consistency model (guidance-embedding "
     "U-Net, LCM sampler) is not supported yet",
     "KolorsPipeline": "Kolors (a ChatGLM text encoder) is not supported yet",
-    "HunyuanDiTPipeline": "HunyuanDiT is not supported yet",
     "CogView4Pipeline": "CogView4 is not supported yet",
     "QwenImagePipeline": "Qwen-Image is not supported yet",
     "Flux2Pipeline": "FLUX.2 is not supported yet",
