@@ -595,3 +595,38 @@ def test_a_dpm_solver_on_flow_sigmas_is_read_as_the_flow_euler_step(built, tmp_p
         model = wb.load(folder, device="cpu")
     assert model.prediction_type == "flow" and model.schedule.shift == 3.0
     assert bool(torch.isfinite(wb.sample(model, seeds=[0], num_steps=3, prompt="a")).all())
+
+
+@pytest.mark.parametrize("name", ["pixart", "flux", "lumina2", "kandinsky3"])
+def test_calibration_sweeps_and_the_explorer_run_on_the_family(name, models, tmp_path):
+    """The tools above the engines: a calibration (steps, h reach), a sweep in shards,
+    and the explorer with a prompt, whose slider edits the shown samples."""
+    from workbench.store import Cache
+    from workbench.viz.explorer import Explorer
+
+    model, cond = models[name], COND[name]
+    result = wb.calibrate(
+        model, n=2, num_steps=5, mixing_n=0, reach_n=2, reach_steps=4, progress=False, **cond
+    )
+    assert result.preset["x_step"] > 0 and result.preset["h_step"] > 0
+    swept = wb.sweep(
+        "consistency",
+        model,
+        n=4,
+        shard=2,
+        backend="local",
+        cache=Cache(tmp_path / "cache"),
+        timesteps=[801],
+        k=2,
+        num_steps=4,
+        progress=False,
+        **cond,
+    )
+    assert swept.failures == [] and swept.computed == 2
+    explorer = Explorer(
+        model, engine="random", k=2, seeds=range(2), library=tmp_path, num_steps=4, **cond
+    )
+    before = explorer.image_w.value
+    explorer.sliders[0].value = 3.0
+    assert explorer.image_w.value != before
+    assert model.hook_count() == 0
