@@ -114,6 +114,13 @@ FLUX_VAE = dict(
 )
 
 
+def _saved(pipe, folder: Path):
+    """``pipe`` written to ``folder`` by its own ``save_pretrained``; quiet from now on."""
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def t5_tokenizer(max_length: int = 512) -> PreTrainedTokenizerFast:
     """A word-level T5-style tokenizer: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, the letters,
     digits and :data:`WORDS`; ``</s>`` appended to every text."""
@@ -176,9 +183,7 @@ def build_pixart(folder: str | Path, seed: int = 0, sigma: bool = False):
         vae=vae.eval(),
         scheduler=DDIMScheduler(),
     )
-    pipe.save_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _saved(pipe, folder)
 
 
 def build_flux(folder: str | Path, seed: int = 0, guidance: bool = True) -> FluxPipeline:
@@ -223,9 +228,7 @@ def build_flux(folder: str | Path, seed: int = 0, guidance: bool = True) -> Flux
         tokenizer_2=t5_tokenizer(32),  # FLUX pads T5 to min(512, this)
         transformer=transformer.eval(),
     )
-    pipe.save_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _saved(pipe, folder)
 
 
 #: Chroma's transformer, as diffusers' fast Chroma tests build it.
@@ -265,9 +268,7 @@ def build_chroma(folder: str | Path, seed: int = 0) -> ChromaPipeline:
         tokenizer=t5_tokenizer(32),  # Chroma pads T5 to min(512, this)
         transformer=transformer.eval(),
     )
-    pipe.save_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _saved(pipe, folder)
 
 
 #: AuraFlow's transformer, as diffusers' fast AuraFlow tests build it.
@@ -317,14 +318,23 @@ def build_auraflow(folder: str | Path, seed: int = 0) -> AuraFlowPipeline:
         transformer=transformer.eval(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.73),
     )
-    pipe.save_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _saved(pipe, folder)
+
+
+def _bert_tokenizer():
+    """A word-piece BERT tokenizer over letters and :data:`WORDS`, 77 tokens at most."""
+    import string
+
+    from transformers import BertTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *WORDS]
+        (Path(tmp) / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n")
+        return BertTokenizer(str(Path(tmp) / "vocab.txt"), model_max_length=77)
 
 
 def build_ldm(folder: str | Path, seed: int = 0):
     """Write a tiny LDM text-to-image folder; returns its pipeline (DDIM)."""
-    import string
 
     from diffusers import LDMTextToImagePipeline, UNet2DConditionModel
     from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (
@@ -332,7 +342,6 @@ def build_ldm(folder: str | Path, seed: int = 0):
         LDMBertModel,
     )
     from tiny_sd import UNET
-    from transformers import BertTokenizer
 
     folder = Path(folder)
     with torch.random.fork_rng(devices=[]):
@@ -354,11 +363,7 @@ def build_ldm(folder: str | Path, seed: int = 0):
             )
         ).eval()
         vae = _vae(seed + 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        words += [*string.ascii_lowercase, *WORDS]
-        (Path(tmp) / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n")
-        bert_tokenizer = BertTokenizer(str(Path(tmp) / "vocab.txt"), model_max_length=77)
+    bert_tokenizer = _bert_tokenizer()
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -369,9 +374,7 @@ def build_ldm(folder: str | Path, seed: int = 0):
     pipe = LDMTextToImagePipeline(
         vqvae=vae.eval(), bert=bert, tokenizer=bert_tokenizer, unet=unet.eval(), scheduler=scheduler
     )
-    pipe.save_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _saved(pipe, folder)
 
 
 def build_sana(folder: str | Path, seed: int = 0):
@@ -438,9 +441,7 @@ def build_sana(folder: str | Path, seed: int = 0):
         transformer=transformer.eval(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
     )
-    pipe.save_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _saved(pipe, folder)
 
 
 def _gemma(seed: int, hidden: int = 32):
@@ -495,9 +496,7 @@ def build_lumina2(folder: str | Path, seed: int = 0):
         text_encoder=text_encoder,
         tokenizer=t5_tokenizer(48),  # Lumina 2 pads to min(256, this)
     )
-    pipe.save_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _saved(pipe, folder)
 
 
 def build_kandinsky3(folder: str | Path, seed: int = 0):
@@ -545,17 +544,14 @@ def build_kandinsky3(folder: str | Path, seed: int = 0):
         text_encoder=text_encoder,
         tokenizer=t5_tokenizer(128),
     )
-    pipe.save_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _saved(pipe, folder)
 
 
 def build_hunyuandit(folder: str | Path, seed: int = 0):
     """Write a tiny HunyuanDiT folder; returns its pipeline (DDIM)."""
-    import string
 
     from diffusers import HunyuanDiT2DModel, HunyuanDiTPipeline
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from transformers import BertConfig, BertModel
 
     folder = Path(folder)
     with torch.random.fork_rng(devices=[]):
@@ -600,10 +596,7 @@ def build_hunyuandit(folder: str | Path, seed: int = 0):
         )
         with torch.no_grad():
             vae.decoder.conv_out.weight.mul_(0.3)
-    with tempfile.TemporaryDirectory() as tmp:
-        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *WORDS]
-        (Path(tmp) / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n")
-        bert_tokenizer = BertTokenizer(str(Path(tmp) / "vocab.txt"), model_max_length=77)
+    bert_tokenizer = _bert_tokenizer()
     pipe = HunyuanDiTPipeline(
         vae=vae.eval(),
         text_encoder=bert,
@@ -624,6 +617,4 @@ def build_hunyuandit(folder: str | Path, seed: int = 0):
         text_encoder_2=t5,
         tokenizer_2=t5_tokenizer(256),
     )
-    pipe.save_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _saved(pipe, folder)

@@ -11,11 +11,9 @@ network takes the timestep as ``t / T``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from workbench.models.families.base import DualStreamPoints, Family, pipeline_encoder
+from workbench.models.families.base import DualStreamPoints, Family
 
 
 class AuraFlow(DualStreamPoints, Family):
@@ -31,30 +29,15 @@ class AuraFlow(DualStreamPoints, Family):
     image_index = 1  # a joint block returns (text, image)
     max_sequence_length = 256
 
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self._pipe: Any = None
-
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """UMT5's states ``[1, L, D]``, zero at the padding, by the pipeline's code."""
         model = self.model
-        if self._pipe is None:
-            import diffusers
-
-            self._pipe = diffusers.AuraFlowPipeline(
-                tokenizer=model.tokenizer,
-                text_encoder=model.text_encoder,
-                vae=None,
-                transformer=model.network,  # read for its config only
-                scheduler=None,
-            )
-        length = min(self.max_sequence_length, int(model.tokenizer.model_max_length))
-        with pipeline_encoder(self._pipe) as pipe:
+        with self.encoder() as pipe:
             states, *_ = pipe.encode_prompt(
                 prompt,
                 do_classifier_free_guidance=False,
                 device=model.device,
-                max_sequence_length=length,
+                max_sequence_length=self.text_length(),
             )
         return {"encoder_hidden_states": states.to(model.dtype)}
 

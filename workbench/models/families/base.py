@@ -83,8 +83,16 @@ class Family:
     #: top, no pipeline layout) can hold this family.
     bare: ClassVar[bool] = False
 
+    #: Most text tokens the family's pipeline pads a prompt to (its default
+    #: ``max_sequence_length``), and the tokenizer that caps it.
+    max_sequence_length: ClassVar[int] = 0
+    text_tokenizer: ClassVar[str] = "tokenizer"
+    #: Arguments the pipeline's constructor needs beyond the model's parts.
+    encoder_extra: ClassVar[dict[str, Any]] = {}
+
     def __init__(self, model: DiffusionModel) -> None:
         self.model = model
+        self._encoder: Any = None
         self.check()
 
     # ------------------------------------------------------------------ recognise, load
@@ -319,6 +327,33 @@ class Family:
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """The network's text inputs for ``prompt``, as the family's pipeline computes them."""
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def encoder(self) -> Iterator[Any]:
+        """The family's diffusers pipeline, built once around this model's network (read
+        for its config only), text encoders and tokenizers, without VAE or scheduler: for
+        its own ``encode_prompt``. Inside, no gradients and diffusers' warnings about the
+        missing parts silenced."""
+        import warnings
+
+        if self._encoder is None:
+            import diffusers
+
+            parts: dict[str, Any] = {self.folder: self.model.network, "vae": None}
+            parts["scheduler"] = None
+            for suffix in self.text_encoders:
+                for part in (f"text_encoder{suffix}", f"tokenizer{suffix}"):
+                    parts[part] = self.model.parts.get(part)
+            self._encoder = getattr(diffusers, self.pipeline)(**parts, **self.encoder_extra)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield self._encoder
+
+    def text_length(self) -> int:
+        """Text tokens a prompt is padded to: the pipeline's default, or the tokenizer's
+        maximum where that is shorter (a small test tokenizer)."""
+        tokenizer = self.model.parts[self.text_tokenizer]
+        return min(self.max_sequence_length, int(tokenizer.model_max_length))
 
     def empty_inputs(self) -> dict[str, torch.Tensor]:
         """Text inputs of a model loaded without its text encoders (zero embeddings)."""
@@ -647,14 +682,3 @@ def pipeline_class(source: str | Path, **kwargs: Any) -> str | None:
         return diffusers.DiffusionPipeline.load_config(source, **kwargs).get("_class_name")
     except Exception:  # noqa: BLE001 - no index
         return None
-
-
-@contextlib.contextmanager
-def pipeline_encoder(pipe: Any) -> Iterator[Any]:
-    """A diffusers pipeline built around our parts, used only for its ``encode_prompt``;
-    diffusers' warnings about the missing parts are silenced inside."""
-    import warnings
-
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield pipe

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from workbench.models.families.base import pipeline_encoder
 from workbench.models.families.flux import Flux
 
 
@@ -27,30 +26,17 @@ class Chroma(Flux):
     default_guidance = 5.0
     text_encoders = {"": ("T5EncoderModel",)}
     pipeline = "ChromaPipeline"
+    text_tokenizer = "tokenizer"
 
     @staticmethod
     def guidance_of(config: Any) -> str:
         """Classifier-free guidance as a doubled batch."""
         return "cfg"
 
-    def text_length(self) -> int:
-        """T5 tokens: the pipeline's 512, or the tokenizer's maximum where shorter."""
-        return min(self.max_sequence_length, int(self.model.tokenizer.model_max_length))
-
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """T5's states ``[1, L, D]`` and the pipeline's text mask ``[1, L]``."""
         model = self.model
-        if self._pipe is None:
-            import diffusers
-
-            self._pipe = diffusers.ChromaPipeline(
-                scheduler=None,
-                vae=None,
-                text_encoder=model.text_encoder,
-                tokenizer=model.tokenizer,
-                transformer=model.network,  # read for its config only
-            )
-        with pipeline_encoder(self._pipe) as pipe:
+        with self.encoder() as pipe:
             states, _, mask, *_ = pipe.encode_prompt(
                 prompt,
                 device=model.device,

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.models.families.base import DualStreamPoints, Family, is_flow, pipeline_encoder
+from workbench.models.families.base import DualStreamPoints, Family, is_flow
 from workbench.models.schedule import FlowSchedule, Schedule
 
 
@@ -38,12 +38,12 @@ class Flux(DualStreamPoints, Family):
     #: The pipeline's default image size, in latent positions per side.
     default_sample_size = 128
     max_sequence_length = 512
+    text_tokenizer = "tokenizer_2"  # T5's
 
     def __init__(self, model: Any) -> None:
         #: ``embedded`` for dev (a guidance input), ``none`` for schnell.
         self.guidance = self.guidance_of(model.network.config)
         super().__init__(model)
-        self._pipe: Any = None
 
     @staticmethod
     def guidance_of(config: Any) -> str:
@@ -111,19 +111,7 @@ class Flux(DualStreamPoints, Family):
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """T5's states ``[1, 512, D]`` and CLIP's pooled projection ``[1, P]``."""
         model = self.model
-        if self._pipe is None:
-            import diffusers
-
-            self._pipe = diffusers.FluxPipeline(
-                scheduler=None,
-                vae=None,
-                text_encoder=model.text_encoder,
-                tokenizer=model.tokenizer,
-                text_encoder_2=model.text_encoder_2,
-                tokenizer_2=model.tokenizer_2,
-                transformer=model.network,  # read for its config only
-            )
-        with pipeline_encoder(self._pipe) as pipe:
+        with self.encoder() as pipe:
             states, pooled, _ = pipe.encode_prompt(
                 prompt,
                 None,
@@ -134,11 +122,6 @@ class Flux(DualStreamPoints, Family):
             "encoder_hidden_states": states.to(model.dtype),
             "pooled_projections": pooled.to(model.dtype),
         }
-
-    def text_length(self) -> int:
-        """T5 tokens a prompt is padded to: the pipeline's 512, or the tokenizer's maximum
-        where that is shorter (a small test tokenizer)."""
-        return min(self.max_sequence_length, int(self.model.tokenizer_2.model_max_length))
 
     def embed_keys(self) -> set[str]:
         """T5's states and CLIP's pooled projection."""

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.models.families.base import Family, TokenPoints, pipeline_encoder
+from workbench.models.families.base import Family, TokenPoints
 
 
 class HunyuanDiT(TokenPoints, Family):
@@ -31,13 +31,14 @@ class HunyuanDiT(TokenPoints, Family):
     default_guidance = 5.0
     text_encoders = {"": ("BertModel",), "_2": ("T5EncoderModel", "MT5EncoderModel")}
     pipeline = "HunyuanDiTPipeline"
+    encoder_extra = {
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
     image_index = 0
     #: The pipeline's default ``original_size``.
     original_size = (1024, 1024)
-
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self._pipe: Any = None
 
     def blocks(self) -> list[nn.Module]:
         """The DiT blocks."""
@@ -53,30 +54,11 @@ class HunyuanDiT(TokenPoints, Family):
         return module.processor
 
     # ------------------------------------------------------------------ conditioning
-    def _pipeline(self) -> Any:
-        if self._pipe is None:
-            import diffusers
-
-            model = self.model
-            self._pipe = diffusers.HunyuanDiTPipeline(
-                vae=None,
-                text_encoder=model.text_encoder,
-                tokenizer=model.tokenizer,
-                transformer=model.network,  # read for its config only
-                scheduler=None,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-                text_encoder_2=model.text_encoder_2,
-                tokenizer_2=model.tokenizer_2,
-            )
-        return self._pipe
-
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """Both encoders' states and masks, by the pipeline's code."""
         model = self.model
         out: dict[str, torch.Tensor] = {}
-        with pipeline_encoder(self._pipeline()) as pipe:
+        with self.encoder() as pipe:
             for index, length, suffix in ((0, 77, ""), (1, 256, "_t5")):
                 states, _, mask, _ = pipe.encode_prompt(
                     prompt,

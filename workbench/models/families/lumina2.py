@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.models.families.base import Family, TokenPoints, is_flow, pipeline_encoder
+from workbench.models.families.base import Family, TokenPoints, is_flow
 from workbench.models.schedule import FlowSchedule, Schedule
 
 
@@ -40,7 +40,6 @@ class Lumina2(TokenPoints, Family):
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
-        self._pipe: Any = None
         self._offsets: torch.Tensor | None = None  # caption lengths of the current call
 
     # ------------------------------------------------------------------ schedule
@@ -105,28 +104,10 @@ class Lumina2(TokenPoints, Family):
         return module.processor
 
     # ------------------------------------------------------------------ conditioning
-    def _pipeline(self) -> Any:
-        if self._pipe is None:
-            import diffusers
-
-            model = self.model
-            self._pipe = diffusers.Lumina2Pipeline(
-                transformer=model.network,  # read for its config only
-                scheduler=None,
-                vae=None,
-                text_encoder=model.text_encoder,
-                tokenizer=model.tokenizer,
-            )
-        return self._pipe
-
-    def text_length(self) -> int:
-        """Gemma tokens: the pipeline's 256, or the tokenizer's maximum where shorter."""
-        return min(self.max_sequence_length, int(self.model.tokenizer.model_max_length))
-
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """States ``[1, L, D]`` and mask ``[1, L]`` of the system prompt and ``prompt``."""
         model = self.model
-        with pipeline_encoder(self._pipeline()) as pipe:
+        with self.encoder() as pipe:
             states, mask, _, _ = pipe.encode_prompt(
                 prompt,
                 do_classifier_free_guidance=False,
@@ -140,7 +121,7 @@ class Lumina2(TokenPoints, Family):
     ) -> dict[str, torch.Tensor]:
         """The negative prompt (default empty) without the system prompt."""
         model = self.model
-        with pipeline_encoder(self._pipeline()) as pipe:
+        with self.encoder() as pipe:
             states, mask = pipe._get_gemma_prompt_embeds(
                 ["" if negative_prompt is None else negative_prompt],
                 device=model.device,

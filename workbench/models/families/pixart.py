@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from workbench.models.families.base import Family, TokenPoints, pipeline_encoder
+from workbench.models.families.base import Family, TokenPoints
 
 
 class PixArtAlpha(TokenPoints, Family):
@@ -32,32 +32,17 @@ class PixArtAlpha(TokenPoints, Family):
     #: The number of T5 tokens the pipeline pads a prompt to.
     max_sequence_length = 120
 
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self._pipe: Any = None
-
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """T5's states ``[1, L, D]`` and attention mask ``[1, L]`` by the pipeline's code."""
         model = self.model
-        if self._pipe is None:
-            import diffusers
-
-            pipe_class = getattr(diffusers, self.pipeline)
-            self._pipe = pipe_class(
-                tokenizer=model.tokenizer,
-                text_encoder=model.text_encoder,
-                transformer=model.network,  # read for its config only
-                vae=None,
-                scheduler=None,
-            )
         clean = all(importlib.util.find_spec(m) is not None for m in ("bs4", "ftfy"))
-        with pipeline_encoder(self._pipe) as pipe:
+        with self.encoder() as pipe:
             states, mask, _, _ = pipe.encode_prompt(
                 prompt,
                 do_classifier_free_guidance=False,
                 device=model.device,
                 clean_caption=clean,
-                max_sequence_length=self.max_sequence_length,
+                max_sequence_length=self.text_length(),
             )
         return {"encoder_hidden_states": states.to(model.dtype), "encoder_attention_mask": mask}
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from workbench.errors import WorkbenchError
-from workbench.models.families.base import Family, TokenPoints, pipeline_encoder
+from workbench.models.families.base import Family, TokenPoints
 
 
 class Sana(TokenPoints, Family):
@@ -37,10 +37,6 @@ class Sana(TokenPoints, Family):
     pipeline = "SanaPipeline"
     image_index = 0
     max_sequence_length = 300
-
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self._pipe: Any = None
 
     @classmethod
     def load_latent(cls, source: str | Path, options: dict[str, Any]) -> dict[str, Any]:
@@ -84,20 +80,6 @@ class Sana(TokenPoints, Family):
         return super().safe_processor(module)
 
     # ------------------------------------------------------------------ conditioning
-    def _pipeline(self) -> Any:
-        if self._pipe is None:
-            import diffusers
-
-            model = self.model
-            self._pipe = diffusers.SanaPipeline(
-                tokenizer=model.tokenizer,
-                text_encoder=model.text_encoder,
-                vae=None,
-                transformer=model.network,  # read for its config only
-                scheduler=None,
-            )
-        return self._pipe
-
     def instruction(self) -> list[str]:
         """The pipeline's default complex human instruction (read from its signature)."""
         import diffusers
@@ -108,12 +90,12 @@ class Sana(TokenPoints, Family):
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """Gemma-2's states ``[1, 300, D]`` and mask ``[1, 300]`` by the pipeline's code."""
         model = self.model
-        with pipeline_encoder(self._pipeline()) as pipe:
+        with self.encoder() as pipe:
             states, mask, _, _ = pipe.encode_prompt(
                 prompt,
                 do_classifier_free_guidance=False,
                 device=model.device,
-                max_sequence_length=self.max_sequence_length,
+                max_sequence_length=self.text_length(),
                 complex_human_instruction=self.instruction(),
             )
         return {"encoder_hidden_states": states.to(model.dtype), "encoder_attention_mask": mask}
@@ -125,12 +107,12 @@ class Sana(TokenPoints, Family):
         if not self.model.conditional:
             return self.empty_inputs()
         model = self.model
-        with pipeline_encoder(self._pipeline()) as pipe:
+        with self.encoder() as pipe:
             states, mask = pipe._get_gemma_prompt_embeds(
                 ["" if negative_prompt is None else negative_prompt],
                 device=model.device,
                 dtype=model.text_encoder.dtype,
-                max_sequence_length=self.max_sequence_length,
+                max_sequence_length=self.text_length(),
                 complex_human_instruction=False,
             )
         return {"encoder_hidden_states": states.to(model.dtype), "encoder_attention_mask": mask}

@@ -9,12 +9,10 @@ by default as ``StableDiffusion3Pipeline``. h points ``block.i``: a joint block 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.models.families.base import Family, TokenPoints, pipeline_encoder
+from workbench.models.families.base import Family, TokenPoints
 
 
 class StableDiffusion3(TokenPoints, Family):
@@ -33,10 +31,6 @@ class StableDiffusion3(TokenPoints, Family):
     pipeline = "StableDiffusion3Pipeline"
     image_index = 1
 
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self._pipe: Any = None
-
     def check(self) -> None:
         """Both CLIPs with their tokenizers, or none."""
         parts = self.model.parts
@@ -50,21 +44,7 @@ class StableDiffusion3(TokenPoints, Family):
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """``encoder_hidden_states`` and ``pooled_projections`` by the pipeline's own code."""
         model = self.model
-        if self._pipe is None:
-            import diffusers
-
-            self._pipe = diffusers.StableDiffusion3Pipeline(
-                transformer=model.network,  # read for its config only
-                scheduler=None,
-                vae=None,
-                text_encoder=model.text_encoder,
-                tokenizer=model.tokenizer,
-                text_encoder_2=model.text_encoder_2,
-                tokenizer_2=model.tokenizer_2,
-                text_encoder_3=model.text_encoder_3,
-                tokenizer_3=model.tokenizer_3,
-            )
-        with pipeline_encoder(self._pipe) as pipe:
+        with self.encoder() as pipe:
             states, _, pooled, _ = pipe.encode_prompt(
                 prompt, None, None, device=model.device, do_classifier_free_guidance=False
             )

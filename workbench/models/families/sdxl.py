@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.models.families.base import pipeline_encoder
 from workbench.models.families.sd import StableDiffusion
 
 
@@ -26,6 +25,7 @@ class StableDiffusionXL(StableDiffusion):
     default_guidance = 5.0
     text_encoders = {"": ("CLIPTextModel",), "_2": ("CLIPTextModelWithProjection",)}
     pipeline = "StableDiffusionXLPipeline"
+    encoder_extra = {"add_watermarker": False}
 
     @classmethod
     def recognise(cls, config: dict[str, Any], pipeline: str | None = None) -> bool:
@@ -34,10 +34,6 @@ class StableDiffusionXL(StableDiffusion):
             config.get("_class_name") == cls.network_class
             and config.get("addition_embed_type") == "text_time"
         )
-
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self._pipe: Any = None
 
     def check(self) -> None:
         """Both text encoders are needed (the refiner is refused)."""
@@ -52,20 +48,7 @@ class StableDiffusionXL(StableDiffusion):
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """diffusers' own ``encode_prompt`` on this model's encoders, plus ``time_ids``."""
         model = self.model
-        if self._pipe is None:
-            import diffusers
-
-            self._pipe = diffusers.StableDiffusionXLPipeline(
-                unet=model.network,  # read for its config only
-                scheduler=None,
-                vae=None,
-                add_watermarker=False,
-                text_encoder=model.text_encoder,
-                tokenizer=model.tokenizer,
-                text_encoder_2=model.text_encoder_2,
-                tokenizer_2=model.tokenizer_2,
-            )
-        with pipeline_encoder(self._pipe) as pipe:
+        with self.encoder() as pipe:
             states, _, pooled, _ = pipe.encode_prompt(
                 prompt, None, device=model.device, do_classifier_free_guidance=False
             )
