@@ -134,15 +134,12 @@ class Family:
     def load_text(
         cls, source: str | Path, dtype: torch.dtype, folders: set[str], **kwargs: Any
     ) -> dict[str, Any]:
-        """The text encoders and tokenizers of :attr:`text_encoders` (all of them, or, for
-        a family with :attr:`optional_text`, none when the first is absent)."""
-        if cls.optional_text and "text_encoder" not in folders:
-            return {}
+        """The text encoders and tokenizers of :attr:`text_encoders` that the folder holds
+        (:meth:`check` then refuses, in one line, a model that lacks one it needs)."""
         parts: dict[str, Any] = {}
         for suffix, allowed in cls.text_encoders.items():
-            if cls.optional_text and f"text_encoder{suffix}" not in folders:
-                continue
-            parts |= text_parts(source, dtype, suffix, allowed, **kwargs)
+            if f"text_encoder{suffix}" in folders:
+                parts |= text_parts(source, dtype, suffix, allowed, **kwargs)
         return parts
 
     def check(self) -> None:
