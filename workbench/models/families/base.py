@@ -115,8 +115,9 @@ class Family:
         fast = importlib.util.find_spec("accelerate") is not None
         model_options = {"low_cpu_mem_usage": fast, **options}
         network_cls = getattr(diffusers, cls.network_class)
+        cls.check_config(network_cls.load_config(source, subfolder=subfolder, **hub))
         parts: dict[str, Any] = {
-            "network": network_cls.from_pretrained(source, subfolder=subfolder, **model_options),
+            "network": load_strictly(network_cls, source, subfolder, **model_options),
             "scheduler": read_scheduler(source, "scheduler" if subfolder else None, **hub),
         }
         parts |= cls.load_latent(source, model_options)
@@ -128,7 +129,7 @@ class Family:
         """The VAE (``vae/``, ``AutoencoderKL``) of a latent family."""
         from diffusers import AutoencoderKL
 
-        return {"vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **options)}
+        return {"vae": load_strictly(AutoencoderKL, source, "vae", **options)}
 
     @classmethod
     def load_text(
@@ -142,8 +143,14 @@ class Family:
                 parts |= text_parts(source, dtype, suffix, allowed, **kwargs)
         return parts
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """One-line errors for a network config the family cannot run (called before any
+        weight is read, and again on construction)."""
+
     def check(self) -> None:
         """One-line errors for parts that cannot run together (called on construction)."""
+        self.check_config(dict(self.config))
         model = self.model
         for suffix in self.text_encoders:
             if self.optional_text and model.parts.get("text_encoder") is None:
@@ -634,8 +641,8 @@ def text_parts(
     if not show_progress(None):  # the package setting covers transformers' loading bar too
         bars.disable_progress_bar()
     try:
-        encoder = getattr(transformers, arch).from_pretrained(
-            source, subfolder=f"text_encoder{suffix}", **kwargs
+        encoder = load_strictly(
+            getattr(transformers, arch), source, f"text_encoder{suffix}", **kwargs
         )
     finally:
         if was_on:
@@ -645,6 +652,61 @@ def text_parts(
     tokenizer_class = transformers.CLIPTokenizer if clip else transformers.AutoTokenizer
     tokenizer = tokenizer_class.from_pretrained(source, subfolder=f"tokenizer{suffix}", **kwargs)
     return {f"text_encoder{suffix}": encoder, f"tokenizer{suffix}": tokenizer}
+
+
+@contextlib.contextmanager
+def _libraries_quiet() -> Iterator[None]:
+    """diffusers' and transformers' loggers at ERROR inside (their loading warnings are
+    turned into our one-line errors by :func:`load_strictly`), restored on exit."""
+    import diffusers
+    import transformers
+
+    loggers = (diffusers.utils.logging, transformers.utils.logging)
+    levels = [lib.get_verbosity() for lib in loggers]
+    try:
+        for lib in loggers:
+            lib.set_verbosity_error()
+        yield
+    finally:
+        for lib, level in zip(loggers, levels, strict=True):
+            lib.set_verbosity(level)
+
+
+def load_strictly(cls: Any, source: str | Path, subfolder: str | None, **options: Any) -> Any:
+    """``cls.from_pretrained`` that refuses, in one line, weights the files lack (which
+    the library would initialise at random), weights of another shape, and, for a
+    diffusers model, weights the model has no place for. A ``transformers`` text encoder
+    may carry extra weights (a checkpoint's unused heads): those are dropped, as
+    ``transformers`` does."""
+    where = f"{source}/{subfolder}" if subfolder else str(source)
+    try:
+        with _libraries_quiet():
+            model, info = cls.from_pretrained(
+                source, subfolder=subfolder, output_loading_info=True, **options
+            )
+    except RuntimeError as exc:  # torch's state-dict check: shapes that do not fit
+        import re
+
+        shapes = re.findall(r"size mismatch for ([\w.]+)", str(exc))
+        if not shapes:
+            raise
+        info = {"mismatched_keys": shapes}
+        model = None
+    problems = {
+        "missing from the weight files": info.get("missing_keys") or [],
+        "of another shape in the weight files": info.get("mismatched_keys") or [],
+    }
+    if model is not None and "transformers" not in type(model).__module__:
+        problems["in the weight files but not in the model"] = info.get("unexpected_keys") or []
+    for what, keys in problems.items():
+        keys = sorted(str(k if isinstance(k, str) else k[0]) for k in keys)
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            raise WorkbenchError(
+                f"{where}: weights {what}: {', '.join(keys[:3])}{more} (a damaged or "
+                "mismatched checkpoint; refused rather than run with random weights)"
+            )
+    return model
 
 
 def present(source: str | Path, **kwargs: Any) -> set[str]:

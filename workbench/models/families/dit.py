@@ -7,6 +7,8 @@ default as ``DiTPipeline`` (a doubled batch against the null class); h points ``
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from workbench.errors import WorkbenchError
@@ -28,9 +30,13 @@ class DiT(TokenPoints, Family):
         """A DiT takes no text encoder and must have classes."""
         if any(v is not None for k, v in self.model.parts.items() if k.startswith("text")):
             raise WorkbenchError("a DiT is class-conditional: it takes no text encoder")
-        if not self.config.get("num_embeds_ada_norm"):
-            raise WorkbenchError("a DiTTransformer2DModel without classes is not supported yet")
         super().check()
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """A DiT must have classes."""
+        if not config.get("num_embeds_ada_norm"):
+            raise WorkbenchError("a DiTTransformer2DModel without classes is not supported yet")
 
     @property
     def num_classes(self) -> int:

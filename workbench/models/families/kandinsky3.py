@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.models.families.base import Family, UNetPoints
+from workbench.models.families.base import Family, UNetPoints, load_strictly
 
 
 class Kandinsky3(UNetPoints, Family):
@@ -39,7 +39,7 @@ class Kandinsky3(UNetPoints, Family):
         """The ``movq/`` VQ model."""
         from diffusers import VQModel
 
-        return {"vae": VQModel.from_pretrained(source, subfolder="movq", **options)}
+        return {"vae": load_strictly(VQModel, source, "movq", **options)}
 
     # ------------------------------------------------------------------ shapes, latent
     @property

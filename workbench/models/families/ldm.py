@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.models.families.base import load_strictly
 from workbench.models.families.sd import StableDiffusion
 
 
@@ -100,4 +101,6 @@ def _component(source: str | Path, name: str, options: dict[str, Any]) -> Any:
         options = {k: v for k, v in options.items() if k not in ("torch_dtype",)}
     elif "transformers" in cls.__module__:
         options = {k: v for k, v in options.items() if k != "low_cpu_mem_usage"}
-    return cls.from_pretrained(source, subfolder=name, **options)
+    if name == "tokenizer":
+        return cls.from_pretrained(source, subfolder=name, **options)
+    return load_strictly(cls, source, name, **options)

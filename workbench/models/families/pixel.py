@@ -32,11 +32,14 @@ class PixelUNet(UNetPoints, Family):
         """No VAE: x_t is the image."""
         return {}
 
-    def check(self) -> None:
-        """Class-conditional U-Nets and text encoders are refused."""
-        config = self.config
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """Class-conditional U-Nets are refused."""
         if config.get("class_embed_type") is not None or config.get("num_class_embeds"):
             raise WorkbenchError("class-conditional UNet2DModel is not supported")
+
+    def check(self) -> None:
+        """Text encoders are refused."""
         if any(v is not None for k, v in self.model.parts.items() if k.startswith("text")):
             raise WorkbenchError("an unconditional UNet2DModel takes no text encoder")
         super().check()

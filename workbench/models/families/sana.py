@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from workbench.errors import WorkbenchError
-from workbench.models.families.base import Family, TokenPoints
+from workbench.models.families.base import Family, TokenPoints, load_strictly
 
 
 class Sana(TokenPoints, Family):
@@ -43,16 +43,16 @@ class Sana(TokenPoints, Family):
         """The ``vae/`` deep-compression autoencoder (``AutoencoderDC``)."""
         from diffusers import AutoencoderDC
 
-        return {"vae": AutoencoderDC.from_pretrained(source, subfolder="vae", **options)}
+        return {"vae": load_strictly(AutoencoderDC, source, "vae", **options)}
 
-    def check(self) -> None:
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
         """Sana-Sprint's guidance embedding is refused."""
-        if self.config.get("guidance_embeds"):
+        if config.get("guidance_embeds"):
             raise WorkbenchError(
                 "a Sana transformer with a guidance embedding (Sana-Sprint, its own "
                 "consistency sampler) is not supported yet"
             )
-        super().check()
 
     # ------------------------------------------------------------------ the autoencoder
     def vae_factor(self) -> int:

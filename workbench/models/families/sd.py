@@ -34,9 +34,9 @@ class StableDiffusion(UNetPoints, Family):
             super().recognise(config, pipeline) and config.get("addition_embed_type") != "text_time"
         )
 
-    def check(self) -> None:
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
         """Added, class or guidance-embedding conditions are refused in one line."""
-        config = self.config
         added = config.get("addition_embed_type")
         if added not in (None, "text_time"):
             raise WorkbenchError(
@@ -47,7 +47,6 @@ class StableDiffusion(UNetPoints, Family):
                 "UNet2DConditionModel with class or guidance-embedding conditions "
                 "(a latent consistency model's w embedding) is not supported yet"
             )
-        super().check()
 
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """CLIP's last hidden states ``[1, L, D]`` of the prompt padded to the tokenizer's
