@@ -39,3 +39,13 @@ def shapes32():
 def shapes64():
     """The bundled Lit Shapes model (64 px, 6.1M parameters). Treat as read-only."""
     return wb.load("shapes64", device="cpu")
+
+
+def edit_weights(path, change) -> None:
+    """Apply ``change`` to the state dict in the safetensors file ``path`` (a damaged
+    checkpoint for the strict-loading tests)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path)
+    change(state)
+    save_file(state, path)

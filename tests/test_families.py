@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import edit_weights
 from jacobian_check import assert_basis_matches_jacobian
 from tiny_families import (
     build_auraflow,
@@ -633,53 +634,14 @@ def test_calibration_sweeps_and_the_explorer_run_on_the_family(name, models, tmp
 
 
 # ---------------------------------------------------------------------- strict weights
-def _edit_weights(path, change):
-    from safetensors.torch import load_file, save_file
-
-    state = load_file(path)
-    change(state)
-    save_file(state, path)
-
-
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        (lambda s: s.pop("conv_out.bias"), "missing from the weight files: conv_out.bias"),
-        (
-            lambda s: s.__setitem__("extra.weight", torch.zeros(2)),
-            "in the weight files but not in the model: extra.weight",
-        ),
-        (
-            lambda s: s.__setitem__("conv_out.bias", torch.zeros(7)),
-            "of another shape in the weight files: conv_out.bias",
-        ),
-    ],
-)
-def test_a_damaged_network_checkpoint_is_refused_not_filled_at_random(
-    change, message, tmp_path, capsys
-):
-    from workbench.cli import main
-
-    wb.save(wb.load("shapes32", device="cpu"), tmp_path / "m")
-    _edit_weights(tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors", change)
-    with pytest.raises(WorkbenchError, match=re.escape(message)) as info:
-        wb.load(tmp_path / "m", device="cpu")
-    assert "\n" not in str(info.value)
-    capsys.readouterr()
-    assert main(["sample", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "x.npz")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and message in err  # diffusers' own warnings not passed on
-    assert not (tmp_path / "x.npz").exists()
-
-
 def test_a_text_encoder_missing_a_weight_is_refused_extra_ones_are_dropped(built, tmp_path):
     import shutil
 
     folder = tmp_path / "pixart"
     shutil.copytree(built["pixart"][0], folder)
     path = folder / "text_encoder" / "model.safetensors"
-    _edit_weights(path, lambda s: s.__setitem__("decoder.extra", torch.zeros(3)))
+    edit_weights(path, lambda s: s.__setitem__("decoder.extra", torch.zeros(3)))
     assert wb.load(folder, device="cpu").family == "pixart"  # a checkpoint's unused head
-    _edit_weights(path, lambda s: s.pop("encoder.final_layer_norm.weight"))
+    edit_weights(path, lambda s: s.pop("encoder.final_layer_norm.weight"))
     with pytest.raises(WorkbenchError, match="text_encoder: weights missing .*final_layer_norm"):
         wb.load(folder, device="cpu")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import edit_weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +23,7 @@ import workbench as wb
 from workbench.cli import main
 from workbench.engines.boundary import fit_boundary
 from workbench.engines.pullback import global_directions, local_basis, local_directions
+from workbench.errors import WorkbenchError
 from workbench.eval import sample_quality, score_directions
 from workbench.eval.sensitivity import h_sensitivity
 from workbench.store import Cache
@@ -518,3 +521,74 @@ def test_bad_explorer_arguments_are_one_line(tiny, options, message):
     assert "\n" not in str(err.value)
     with pytest.raises(wb.WorkbenchError, match="a library root is a folder path"):
         wb.DirectionLibrary(3)
+
+
+# ---------------------------------------------------------------------- damaged weights
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s.pop("conv_out.bias"), "missing from the weight files: conv_out.bias"),
+        (
+            lambda s: s.__setitem__("extra.weight", torch.zeros(2)),
+            "in the weight files but not in the model: extra.weight",
+        ),
+        (
+            lambda s: s.__setitem__("conv_out.bias", torch.zeros(7)),
+            "of another shape in the weight files: conv_out.bias",
+        ),
+    ],
+)
+def test_a_damaged_network_checkpoint_is_refused_not_filled_at_random(
+    change, message, tmp_path, capsys
+):
+    from workbench.cli import main
+
+    wb.save(wb.load("shapes32", device="cpu"), tmp_path / "m")
+    edit_weights(tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors", change)
+    with pytest.raises(WorkbenchError, match=re.escape(message)) as info:
+        wb.load(tmp_path / "m", device="cpu")
+    assert "\n" not in str(info.value)
+    capsys.readouterr()
+    assert main(["sample", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err  # diffusers' own warnings not passed on
+    assert not (tmp_path / "x.npz").exists()
+
+
+# ---------------------------------------------------------------------- presets
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("x_step", 0, "'x_step' must be positive"),
+        ("h_step", -2.5, "'h_step' must be positive"),
+        ("x_step", "6", "'x_step' must be a number"),
+        ("asymmetric", "no", "'asymmetric' must be true or false"),
+        ("h_window", "999,600", "'h_window' must be a list of 2 timesteps"),
+        ("h_window", None, "'h_window' must be a list of 2 timesteps"),
+        ("h_window", [600, 999], "'h_window' must be (high, low)"),
+        ("h_window", [999, -1], "'h_window' must be at least 0"),
+        ("num_inference_steps", 0, "'num_inference_steps' must be an integer >= 1"),
+        ("num_inference_steps", True, "'num_inference_steps' must be an integer >= 1"),
+        ("pullback_timesteps", [], "'pullback_timesteps' must name a timestep"),
+        ("mixing_step", float("nan"), "'mixing_step' must be finite"),
+        ("scene", "moon", "'scene' must be one of"),
+    ],
+)
+def test_a_preset_is_checked_field_by_field(field, value, says, tmp_path):
+    """In Python, from plain data and from a model folder's file: one line naming the
+    field; nothing is used."""
+    with pytest.raises(WorkbenchError, match=re.escape(says)):
+        wb.Preset(**{field: value})
+    data = wb.Preset().to_dict() | {field: value}
+    folder = tmp_path / "m"
+    wb.save(wb.load("tiny-test", device="cpu"), folder)
+    (folder / "workbench_preset.json").write_text(json.dumps(data))
+    with pytest.raises(WorkbenchError, match=re.escape(says)) as info:
+        wb.load(folder, device="cpu")
+    assert str(info.value).startswith(str(folder)) and "\n" not in str(info.value)
+
+
+def test_a_preset_must_be_a_preset():
+    with pytest.raises(WorkbenchError, match="preset must be a wb.Preset .* got dict"):
+        wb.load("tiny-test", device="cpu", preset={"x_step": 2.0})
+    assert wb.Preset.from_dict({"h_window": [999.0, 600.0]}).h_window == (999, 600)

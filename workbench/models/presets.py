@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,40 @@ class Preset:
     mixing_step: int | None = None
     scene: str | None = None
 
+    def __post_init__(self) -> None:
+        """Every field checked (one line naming the field): steps, positive step sizes,
+        timesteps, an ordered window, a real boolean, a known scene."""
+        _whole("num_inference_steps", self.num_inference_steps, low=1)
+        for name in ("x_step", "h_step"):
+            value = _number(name, getattr(self, name))
+            if not value > 0:
+                raise WorkbenchError(f"preset field {name!r} must be positive, got {value!r}")
+        _number("x_timestep", self.x_timestep, low=0)
+        window = _sequence("h_window", self.h_window, length=2)
+        if window[0] < window[1]:
+            raise WorkbenchError(
+                f"preset field 'h_window' must be (high, low) with high >= low, got {window}"
+            )
+        object.__setattr__(self, "h_window", window)
+        steps = _sequence("pullback_timesteps", self.pullback_timesteps)
+        if not steps:
+            raise WorkbenchError("preset field 'pullback_timesteps' must name a timestep")
+        object.__setattr__(self, "pullback_timesteps", steps)
+        if self.mixing_step is not None:
+            _number("mixing_step", self.mixing_step, low=0)
+        if not isinstance(self.asymmetric, bool):
+            raise WorkbenchError(
+                f"preset field 'asymmetric' must be true or false, got {self.asymmetric!r}"
+            )
+        if self.scene is not None:
+            from workbench.data.scenes import SCENES
+
+            known = (*SCENES, NO_SCENE)
+            if self.scene not in known:
+                raise WorkbenchError(
+                    f"preset field 'scene' must be one of {', '.join(known)}, got {self.scene!r}"
+                )
+
     def to_dict(self) -> dict[str, Any]:
         """The preset as plain JSON-ready data."""
         return dataclasses.asdict(self)
@@ -69,12 +104,7 @@ class Preset:
         unknown = sorted(set(data) - known)
         if unknown:
             raise WorkbenchError(f"unknown preset keys: {', '.join(unknown)}")
-        data = dict(data)
-        if "h_window" in data:
-            data["h_window"] = tuple(int(v) for v in data["h_window"])
-        if "pullback_timesteps" in data:
-            data["pullback_timesteps"] = tuple(int(v) for v in data["pullback_timesteps"])
-        return cls(**data)
+        return cls(**data)  # every field checked by __post_init__
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Preset | None:
@@ -88,7 +118,10 @@ class Preset:
             raise WorkbenchError(f"{path}: not a JSON preset ({exc})") from None
         if not isinstance(data, dict):
             raise WorkbenchError(f"{path}: a preset is a JSON object")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"{path}: {exc}") from None
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``workbench_preset.json`` into ``folder`` (created if need be), atomically,
@@ -115,3 +148,34 @@ class Preset:
     def replace(self, **changes: Any) -> Preset:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+def _number(name: str, value: Any, low: float | None = None) -> int | float:
+    """A real number (not a boolean, finite), at least ``low``; one line naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WorkbenchError(f"preset field {name!r} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise WorkbenchError(f"preset field {name!r} must be finite, got {value!r}")
+    if low is not None and value < low:
+        raise WorkbenchError(f"preset field {name!r} must be at least {low}, got {value!r}")
+    return value
+
+
+def _whole(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise WorkbenchError(f"preset field {name!r} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _sequence(name: str, value: Any, length: int | None = None) -> tuple:
+    """A list or tuple of timesteps (numbers >= 0), as a tuple; whole floats as ints."""
+    if not isinstance(value, list | tuple) or (length is not None and len(value) != length):
+        size = f"{length} " if length else ""
+        raise WorkbenchError(
+            f"preset field {name!r} must be a list of {size}timesteps, got {value!r}"
+        )
+    out = []
+    for item in value:
+        number = _number(name, item, low=0)
+        out.append(int(number) if float(number).is_integer() else number)
+    return tuple(out)

@@ -116,6 +116,11 @@ class DiffusionModel:
         resolution: int | None = None,
         **parts: Any,
     ) -> None:
+        if preset is not None and not isinstance(preset, Preset):
+            raise WorkbenchError(
+                f"preset must be a wb.Preset (wb.Preset.from_dict for plain data), "
+                f"got {type(preset).__name__}"
+            )
         unknown = set(parts) - set(TEXT_PARTS)
         if unknown:
             raise WorkbenchError(f"unknown model parts {sorted(unknown)}; known: vae, {TEXT_PARTS}")
