@@ -592,3 +592,70 @@ def test_a_preset_must_be_a_preset():
     with pytest.raises(WorkbenchError, match="preset must be a wb.Preset .* got dict"):
         wb.load("tiny-test", device="cpu", preset={"x_step": 2.0})
     assert wb.Preset.from_dict({"h_window": [999.0, 600.0]}).h_window == (999, 600)
+
+
+# ---------------------------------------------------------------------- image modes
+def _mode_cases(folder):
+    """(file, the values the file holds as [3, H, W] in [-1, 1]) per image mode."""
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 1, 64, dtype=np.float64).reshape(8, 8)
+    cases = []
+    grey16 = (ramp * 65535).round().astype(np.uint16)
+    Image.fromarray(grey16).save(folder / "grey16.png")
+    cases.append(("grey16.png", np.repeat(grey16[None] / 65535.0, 3, 0)))
+    Image.fromarray(ramp.astype(np.float32), mode="F").save(folder / "float.tif")
+    cases.append(("float.tif", np.repeat(ramp.astype(np.float32)[None], 3, 0)))
+    grey8 = (ramp * 255).round().astype(np.uint8)
+    Image.fromarray(grey8).save(folder / "grey8.png")
+    cases.append(("grey8.png", np.repeat(grey8[None] / 255.0, 3, 0)))
+    rgb = np.stack([grey8, 255 - grey8, np.full_like(grey8, 77)], -1)
+    rgba = np.concatenate([rgb, np.full_like(grey8, 10)[..., None]], -1)
+    Image.fromarray(rgba, mode="RGBA").save(folder / "rgba.png")
+    cases.append(("rgba.png", rgb.transpose(2, 0, 1) / 255.0))  # alpha dropped
+    la = np.stack([grey8, np.full_like(grey8, 200)], -1)
+    Image.fromarray(la, mode="LA").save(folder / "la.png")
+    cases.append(("la.png", np.repeat(grey8[None] / 255.0, 3, 0)))
+    palette = Image.fromarray(rgb, mode="RGB").quantize(colors=16)
+    palette.save(folder / "palette.png")
+    expected = np.asarray(palette.convert("RGB"), dtype=np.float64)
+    cases.append(("palette.png", expected.transpose(2, 0, 1) / 255.0))
+    return [(name, torch.tensor(values * 2 - 1, dtype=torch.float32)) for name, values in cases]
+
+
+def test_every_image_mode_is_read_at_its_own_range(tmp_path):
+    """16-bit, float, greyscale, RGBA, LA and palette files give the values they hold
+    (a 16-bit file of mean 0.0 in [-1, 1] no longer reads as +0.94)."""
+    from workbench.data.labelled import load_image
+
+    for name, expected in _mode_cases(tmp_path):
+        got = load_image(tmp_path / name, 8)
+        assert got.shape == (3, 8, 8), name
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=name)
+
+
+def test_bad_pixels_and_bomb_headers_are_refused_in_one_line(tmp_path):
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from workbench.data.labelled import load_image
+
+    Image.fromarray(np.full((8, 8), 3.0, np.float32), mode="F").save(tmp_path / "hot.tif")
+    Image.fromarray(np.full((8, 8), np.nan, np.float32), mode="F").save(tmp_path / "nan.tif")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "small.png")
+    data = bytearray((tmp_path / "small.png").read_bytes())  # IHDR: 100000 x 100000
+    data[16:24] = struct.pack(">II", 100_000, 100_000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (tmp_path / "bomb.png").write_bytes(bytes(data))
+    for name, says in (
+        ("hot.tif", "float pixels must lie in [0, 1]"),
+        ("nan.tif", "float pixels must lie in [0, 1]"),
+        ("bomb.png", "too large"),
+    ):
+        with pytest.raises(wb.WorkbenchError, match=re.escape(says)) as info:
+            load_image(tmp_path / name, 8)
+        assert "\n" not in str(info.value), name

@@ -12,9 +12,10 @@ Two layouts (``load_labelled``):
 ``positive`` may be left out when the two class names are an obvious pair: ``0``/``1``,
 ``false``/``true``, ``no``/``yes``, ``negative``/``positive`` (any case).
 
-Images are read as RGB, centre-cropped to a square and resized (bicubic) to the model's
-sample size, and returned in [-1, 1] as ``[N, 3, S, S]`` float32, in a stable order
-(sorted file names per class; CSV row order).
+Images are read by mode (8-bit modes through RGB, 16-bit and float greyscale at their own
+range; see :func:`load_image`), centre-cropped to a square and resized (bicubic) to the
+model's sample size, and returned in [-1, 1] as ``[N, 3, S, S]`` float32, in a stable
+order (sorted file names per class; CSV row order).
 """
 
 from __future__ import annotations
@@ -88,8 +89,20 @@ def read_images(source: str | Path, size: int) -> ReadImages:
     return ReadImages(torch.stack([load_image(p, size) for p in paths]), paths, resized)
 
 
+#: Modes of more than 8 bits a channel, read at their own range (not through 8-bit RGB):
+#: 16-bit greyscale (``I;16*``, or ``I`` as PNG's 16-bit files open) over [0, 65535], and
+#: 32-bit float (``F``, e.g. TIFF) over [0, 1].
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
 def load_image(path: str | Path, size: int) -> torch.Tensor:
-    """One image file as ``[3, size, size]`` in [-1, 1] (centre crop, bicubic resize)."""
+    """One image file as ``[3, size, size]`` in [-1, 1] (centre crop, bicubic resize).
+
+    Read by mode: 8-bit modes (greyscale, palette, RGB, RGBA and LA, whose alpha is
+    dropped, CMYK, ...) through RGB over [0, 255]; 16-bit greyscale over [0, 65535];
+    float greyscale over [0, 1], a file with values outside it refused in one line (not
+    used clipped). The header's size is checked before anything is decoded.
+    """
     path = Path(path)
     try:
         with warnings.catch_warnings():
@@ -99,10 +112,12 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise WorkbenchError(f"image {path} is too large ({w}x{h} pixels)")
-            img = img.convert("RGB")
             side = min(w, h)
             left, top = (w - side) // 2, (h - side) // 2
-            img = img.crop((left, top, left + side, top + side))
+            box = (left, top, left + side, top + side)
+            if img.mode in HIGH_BIT_MODES:
+                return _high_bit(img, box, size, path)
+            img = img.convert("RGB").crop(box)
             if side != size:
                 img = img.resize((size, size), Image.Resampling.BICUBIC)
             array = np.asarray(img, dtype=np.float32)
@@ -110,9 +125,34 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
         raise WorkbenchError(f"image not found: {path}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise WorkbenchError(f"image {path} is too large (a decompression bomb?)") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise WorkbenchError(f"cannot read image {path}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        if isinstance(exc, WorkbenchError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkbenchError(f"cannot read image {path}: {first}") from None
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def _high_bit(img: Image.Image, box: tuple[int, ...], size: int, path: Path) -> torch.Tensor:
+    """A 16-bit or float greyscale image at its own range, resized in float."""
+    array = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        if not np.isfinite(array).all():
+            raise WorkbenchError(f"image {path}: float pixels must lie in [0, 1], found NaN/inf")
+        if array.min() < 0 or array.max() > 1:
+            raise WorkbenchError(
+                f"image {path}: float pixels must lie in [0, 1], found "
+                f"[{array.min():.4g}, {array.max():.4g}]"
+            )
+    else:
+        if array.min() < 0 or array.max() > 65535:
+            raise WorkbenchError(f"image {path}: pixel values outside 16 bits")
+        array = array / 65535.0
+    grey = Image.fromarray(array.astype(np.float32), mode="F").crop(box)
+    if grey.size != (size, size):
+        grey = grey.resize((size, size), Image.Resampling.BICUBIC)
+    values = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)
+    return torch.from_numpy(values)[None].expand(3, -1, -1).clone() * 2.0 - 1.0
 
 
 def _pick_positive(names: list[str], positive: str | None, where: str) -> str:
