@@ -177,14 +177,32 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+#: The metadata field of a cache entry's checksum.
+CHECKSUM = "cache_checksum"
+
+
+def checksum(key: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a cache key and its tensors: names, dtypes, shapes and bytes, in name
+    order (what :class:`Cache` checks an entry against on every read)."""
+    digest = hashlib.sha256(key.encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class Cache:
     """Expensive results on disk, keyed by :func:`cache_key`.
 
     The folder defaults to ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``. The cache never
-    fails a run: an unreadable (corrupt, truncated) entry is reported as a warning, removed
-    and recomputed; an unwritable or full folder is reported and the result returned
-    uncached; temporary files that a killed writer left behind are removed once they are
-    older than :attr:`STALE_SECONDS`.
+    fails a run and never serves what it did not store: each entry carries a checksum of
+    its key and tensors (names, dtypes, shapes, bytes), checked on every read; an entry
+    that is unreadable (corrupt, truncated), changed on disk (bytes flipped, NaNs written,
+    a tensor swapped), copied under another key, or from a version without checksums is
+    reported in one warning, removed and recomputed; an unwritable or full folder is
+    reported and the result returned uncached; temporary files that a killed writer left
+    behind are removed once they are older than :attr:`STALE_SECONDS`.
     """
 
     STALE_SECONDS = STALE_SECONDS
@@ -203,12 +221,21 @@ class Cache:
         if not path.is_file():
             return None
         try:
-            return load_tensors(path)
-        except (WorkbenchError, OSError) as exc:
-            warnings.warn(f"cache entry {path} is unreadable ({exc}): recomputing", stacklevel=2)
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return None
+            tensors, metadata = load_tensors(path)
+        except (WorkbenchError, OSError, ValueError) as exc:
+            return self._drop(path, f"is unreadable ({exc})")
+        stored = metadata.pop(CHECKSUM, None) if isinstance(metadata, dict) else None
+        if stored is None or stored != checksum(key, tensors):
+            return self._drop(path, "does not match its checksum (changed on disk, or not ours)")
+        return tensors, metadata
+
+    @staticmethod
+    def _drop(path: Path, why: str) -> None:
+        """Warn once, remove the entry, and report it missing (it is then recomputed)."""
+        warnings.warn(f"cache entry {path} {why}: recomputing", stacklevel=3)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
 
     def put(
         self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
@@ -216,7 +243,8 @@ class Cache:
         """Store an entry; None (with a warning) if the cache cannot be written."""
         self.clean()
         try:
-            return save_tensors(self.path(key), tensors, metadata)
+            stamped = {**metadata, CHECKSUM: checksum(key, tensors)}
+            return save_tensors(self.path(key), tensors, stamped)
         except OSError as exc:
             warnings.warn(f"could not cache the result in {self.root} ({exc})", stacklevel=2)
             return None
