@@ -645,3 +645,29 @@ def test_a_text_encoder_missing_a_weight_is_refused_extra_ones_are_dropped(built
     edit_weights(path, lambda s: s.pop("encoder.final_layer_norm.weight"))
     with pytest.raises(WorkbenchError, match="text_encoder: weights missing .*final_layer_norm"):
         wb.load(folder, device="cpu")
+
+
+# ---------------------------------------------------------------------- the older families
+@pytest.mark.parametrize("which", ["pixel", "sd", "sdxl"])
+def test_strength_zero_is_sample_on_the_older_families(which, tmp_path):
+    """The families whose strength-0 row differed from ``wb.sample`` before edits ran on
+    the sampling grid (a "leading" SD config: 901, 801, ... for 10 steps, up to 0.083
+    apart): h edits and x edits at an on-grid timestep now equal it bit for bit."""
+    import tiny_sd
+
+    if which == "pixel":
+        model, cond = wb.load("tiny-test", device="cpu"), {}
+    else:
+        (tiny_sd.build if which == "sd" else tiny_sd.build_xl)(tmp_path / which)
+        model, cond = wb.load(tmp_path / which, device="cpu"), {"prompt": "a red square"}
+    model.micro_batch = 1
+    try:
+        sampled = wb.sample(model, seeds=[0, 1], num_steps=10, **cond)
+        t = wb.sampling.make_timesteps(model, 10)[2]
+        for space, options in (("h", {}), ("x", {"timestep": t})):
+            ds = wb.discover("random", model, k=2, space=space, **options)
+            result = wb.edit(model, ds, 0, [0.0, 2.0], seeds=[0, 1], num_steps=10, **cond)
+            assert torch.equal(result.images[0], sampled), space
+            assert not torch.equal(result.images[1], sampled), space
+    finally:
+        model.micro_batch = None
