@@ -659,3 +659,19 @@ def test_bad_pixels_and_bomb_headers_are_refused_in_one_line(tmp_path):
         with pytest.raises(wb.WorkbenchError, match=re.escape(says)) as info:
             load_image(tmp_path / name, 8)
         assert "\n" not in str(info.value), name
+
+
+# ---------------------------------------------------------------------- the Python API
+def test_the_api_refuses_what_is_not_a_model_in_one_line(tiny):
+    directions = wb.discover("random", tiny, k=2, space="h")
+    calls = {
+        "discover": lambda m: wb.discover("random", m, k=2),
+        "probe": lambda m: wb.probe("norm", m, n=2),
+        "sample": lambda m: wb.sample(m, seeds=[0]),
+        "edit": lambda m: wb.edit(m, directions, 0, [1.0], seeds=[0]),
+    }
+    for bad in ("shapes32", None, directions, 3):
+        for name, call in calls.items():
+            with pytest.raises(WorkbenchError, match="model must be a loaded model") as info:
+                call(bad)
+            assert "\n" not in str(info.value), (name, bad)

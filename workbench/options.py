@@ -431,6 +431,16 @@ H_POINT = Option(
 CONTEXT = (*CONDITIONING, H_POINT)
 
 
+def check_model(model: Any) -> None:
+    """A one-line error unless ``model`` is a loaded model (what ``wb.load`` returns)."""
+    if not all(hasattr(model, a) for a in ("conditioned", "h_at", "fingerprint")):
+        shown = repr(model) if isinstance(model, str | int | float | type(None)) else ""
+        raise WorkbenchError(
+            f"model must be a loaded model (model = wb.load(name_or_folder)), got "
+            f"{type(model).__name__} {shown}".rstrip()
+        )
+
+
 def in_context(fn: Callable, options: Sequence[Option] = CONTEXT) -> Callable:
     """``fn(model, ...)`` that also takes the :data:`CONTEXT` keywords among ``options``
     (``prompt``, ``negative_prompt``, ``guidance_scale``; ``h_point``) and runs within
@@ -451,6 +461,7 @@ def in_context(fn: Callable, options: Sequence[Option] = CONTEXT) -> Callable:
 
     @functools.wraps(fn)
     def run(model: Any, *args: Any, **kwargs: Any) -> Any:
+        check_model(model)
         given = {n: kwargs.pop(n, None) for n in names}
         prompt = {n: given[n] for n in conditioning_names}
         with model.conditioned(**prompt) as conditioning, model.h_at(given.get("h_point")) as at:

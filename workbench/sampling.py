@@ -36,6 +36,7 @@ from workbench.options import (
     SEEDS,
     Option,
     Spec,
+    check_model,
     validated,
 )
 from workbench.settings import show_progress
@@ -264,6 +265,7 @@ def sample(
     ``class_label``, guided against the null class) and returns them
     VAE-decoded, ``[B, *model.image_shape]`` (``decode=False``: the latents).
     """
+    check_model(model)
     if (seeds is None) == (x_T is None):
         raise WorkbenchError("give exactly one of seeds or x_T")
     x_T = model.noise(seeds) if x_T is None else x_T
