@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import edit_weights
+from family_checks import ENGINES, probes, write_images
 from jacobian_check import assert_basis_matches_jacobian
 from tiny_families import (
     build_auraflow,
@@ -353,22 +354,9 @@ def test_no_hook_is_left_after_an_exception(name, models):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_engine_and_probe_runs(name, models, tmp_path):
-    from PIL import Image
-
-    model = models[name]
-    _, height, width = model.image_shape
-    gen = torch.Generator().manual_seed(1)
-    for i in range(16):
-        pixels = torch.randint(0, 256, (height, width, 3), generator=gen, dtype=torch.uint8)
-        Image.fromarray(pixels.numpy()).save(tmp_path / f"{i:02d}.png")
-    cond = COND[name]
-    engines = {
-        "random": {"space": "h"},
-        "attention": {},
-        "pca": {"n": 4, "num_steps": 4, "progress": False},
-        "pullback": {"num_steps": 4, "max_iter": 3},
-        "local": {"num_steps": 4, "max_iter": 3, "outside": 2},
-    }
+    model, cond = models[name], COND[name]
+    images, labelled = write_images(tmp_path, model.image_shape)
+    engines = dict(ENGINES)
     assert set(engines) | {"boundary"} == set(wb.ENGINES)
     with_attention = [p for p in model.h_points() if model.arch.self_attention(p)]
     if model.arch.self_attention(model.h_point) is None:  # Kandinsky 3: its up blocks'
@@ -376,29 +364,15 @@ def test_every_engine_and_probe_runs(name, models, tmp_path):
     for engine, options in engines.items():
         ds = wb.discover(engine, model, k=2, **cond, **options)
         result = wb.edit(model, ds, 0, [-1.0, 1.0], seeds=[0], num_steps=4, **cond)
-        assert result.images.shape == (2, 1, 3, height, width), engine
+        assert result.images.shape == (2, 1, *model.image_shape), engine
         assert bool(torch.isfinite(result.images).all()), engine
-    probes = {
-        "norm": {"n": 8, "images": str(tmp_path)},
-        "mixing-step": {"n": 8, "images": str(tmp_path), "projections": 4},
-        "curvedness": {"n": 2, "points": 3, "timesteps": [801, 401]},
-        "spectrum": {"n": 1, "k": 2, "timesteps": [801], "probes": 2},
-        "consistency": {"n": 2, "k": 2, "timesteps": [801]},
-        "umap": {"n": 8, "timesteps": [801, 401], "umap_neighbors": 4, "neighbours_count": 3},
-    }
-    assert set(probes) == set(wb.PROBES)
-    for probe, options in probes.items():
+    assert set(probes(images)) == set(wb.PROBES)
+    for probe, options in probes(images).items():
         wb.probe(probe, model, num_steps=4, progress=False, **cond, **options)
-    for cls, level in (("bright", 200), ("dark", 50)):
-        (tmp_path / "labelled" / cls).mkdir(parents=True)
-        for i in range(12):
-            noise = torch.randint(-30, 31, (height, width, 3), generator=gen)
-            pixels = (level + noise).clamp(0, 255).to(torch.uint8).numpy()
-            Image.fromarray(pixels).save(tmp_path / "labelled" / cls / f"{i}.png")
     ds = wb.discover(
         "boundary",
         model,
-        labels=str(tmp_path / "labelled"),
+        labels=str(labelled),
         positive="bright",
         timestep=301,
         num_steps=4,
@@ -651,8 +625,9 @@ def test_a_text_encoder_missing_a_weight_is_refused_extra_ones_are_dropped(built
 @pytest.mark.parametrize("which", ["pixel", "sd", "sdxl"])
 def test_strength_zero_is_sample_on_the_older_families(which, tmp_path):
     """The families whose strength-0 row differed from ``wb.sample`` before edits ran on
-    the sampling grid (a "leading" SD config: 901, 801, ... for 10 steps, up to 0.083
-    apart): h edits and x edits at an on-grid timestep now equal it bit for bit."""
+    the sampling grid (a "leading" SD config: 901, 801, ... for 10 steps; the issue
+    measured up to 0.083 apart): h edits and x edits at an on-grid timestep now equal it
+    bit for bit (SD and SDXL fail under the old grid; the trailing pixel model did not)."""
     import tiny_sd
 
     if which == "pixel":

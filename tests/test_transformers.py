@@ -11,6 +11,7 @@ import pytest
 import tiny_dit
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from family_checks import ENGINES, probes, write_images
 from jacobian_check import assert_basis_matches_jacobian
 
 import workbench as wb
@@ -356,49 +357,28 @@ def test_the_cli_samples_with_a_class_label_and_a_prompt(dit_folder, sd3_folder,
 # ---------------------------------------------------------------------- every engine, probe
 @pytest.mark.parametrize("which", ["dit", "sd3"])
 def test_every_engine_and_probe_runs(which, request, tmp_path):
-    from PIL import Image
-
     model = request.getfixturevalue(which)
-    gen = torch.Generator().manual_seed(1)
-    for i in range(16):
-        pixels = torch.randint(0, 256, (16, 16, 3), generator=gen, dtype=torch.uint8)
-        Image.fromarray(pixels.numpy()).save(tmp_path / f"{i:02d}.png")
+    images, labelled = write_images(tmp_path, model.image_shape)
     cond = {"class_label": 3} if which == "dit" else {"prompt": "a red square"}
     cond["guidance_scale"] = 2.0
-    engines = {
-        "random": {"space": "h"},
-        "attention": {},
-        "pca": {"n": 4, "num_steps": 4, "progress": False},
-        "pullback": {"num_steps": 4, "max_iter": 3},
-        "local": {"num_steps": 4, "max_iter": 3, "outside": 2},  # centre box, pooled to x_t
-    }
-    assert set(engines) | {"boundary"} == set(wb.ENGINES)
-    for name, options in engines.items():
+    assert set(ENGINES) | {"boundary"} == set(wb.ENGINES)
+    for name, options in ENGINES.items():
         ds = wb.discover(name, model, k=2, **cond, **options)
         assert ds.params["conditioning"]["guidance_scale"] == 2.0, name
         result = wb.edit(model, ds, 0, [-1.0, 1.0], seeds=[0], num_steps=4, **cond)
         assert result.images.shape == (2, 1, 3, 16, 16), name
-    probes = {
-        "norm": {"n": 8, "images": str(tmp_path)},
-        "mixing-step": {"n": 8, "images": str(tmp_path), "projections": 4},
-        "curvedness": {"n": 2, "points": 3, "timesteps": [801, 401]},
-        "spectrum": {"n": 1, "k": 2, "timesteps": [801], "probes": 2},
-        "consistency": {"n": 2, "k": 2, "timesteps": [801]},
-        "umap": {"n": 8, "timesteps": [801, 401], "umap_neighbors": 4, "neighbours_count": 3},
-    }
-    assert set(probes) == set(wb.PROBES)
-    for name, options in probes.items():
+    assert set(probes(images)) == set(wb.PROBES)
+    for name, options in probes(images).items():
         result = wb.probe(name, model, num_steps=4, progress=False, **cond, **options)
         assert result.to_dict()["conditioning"]["guidance_scale"] == 2.0, name
-    for cls, level in (("bright", 200), ("dark", 50)):
-        (tmp_path / "labelled" / cls).mkdir(parents=True)
-        for i in range(12):
-            noise = torch.randint(-30, 31, (16, 16, 3), generator=gen)
-            pixels = (level + noise).clamp(0, 255).to(torch.uint8).numpy()
-            Image.fromarray(pixels).save(tmp_path / "labelled" / cls / f"{i}.png")
-    labels = str(tmp_path / "labelled")
     ds = wb.discover(
-        "boundary", model, labels=labels, positive="bright", timestep=301, num_steps=4, space="h"
+        "boundary",
+        model,
+        labels=str(labelled),
+        positive="bright",
+        timestep=301,
+        num_steps=4,
+        space="h",
     )
     assert ds.shape == model.h_shape and float(ds.scores[0]) >= 0.9  # held-out accuracy
     assert model.hook_count() == 0 and model.h_point == model.default_point

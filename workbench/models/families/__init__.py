@@ -27,7 +27,7 @@ from workbench.models.families.sd import StableDiffusion
 from workbench.models.families.sd3 import StableDiffusion3
 from workbench.models.families.sdxl import StableDiffusionXL
 
-__all__ = ["FAMILIES", "Family", "UNSUPPORTED", "family_for", "family_named", "refusal"]
+__all__ = ["FAMILIES", "Family", "UNSUPPORTED", "family_for", "refusal"]
 
 #: Every family, in the order they are asked to recognise a config.
 FAMILIES: tuple[type[Family], ...] = (
@@ -60,15 +60,6 @@ UNSUPPORTED: dict[str, str] = {
     "QwenImagePipeline": "Qwen-Image is not supported yet",
     "Flux2Pipeline": "FLUX.2 is not supported yet",
 }
-
-
-def family_named(name: str) -> type[Family]:
-    """The family with tag ``name`` (one-line error for an unknown one)."""
-    for family in FAMILIES:
-        if family.name == name:
-            return family
-    known = ", ".join(f.name for f in FAMILIES)
-    raise WorkbenchError(f"unknown model family {name!r}; known: {known}")
 
 
 def family_for(

@@ -152,10 +152,8 @@ class Family:
         """One-line errors for parts that cannot run together (called on construction)."""
         self.check_config(dict(self.config))
         model = self.model
-        for suffix in self.text_encoders:
-            if self.optional_text and model.parts.get("text_encoder") is None:
-                break
-            if model.parts.get(f"text_encoder{suffix}") is None and not self.optional_text:
+        for suffix in () if self.optional_text else self.text_encoders:
+            if model.parts.get(f"text_encoder{suffix}") is None:
                 raise WorkbenchError(
                     f"a {self.title} model needs its text_encoder{suffix} and tokenizer{suffix}"
                 )
@@ -552,11 +550,6 @@ class DualStreamPoints(TokenPoints):
     #: The network's attributes holding the two kinds of block.
     dual_blocks: ClassVar[str] = "transformer_blocks"
     single_blocks: ClassVar[str] = "single_transformer_blocks"
-
-    def blocks(self) -> list[nn.Module]:
-        """Dual-stream blocks, then single-stream blocks."""
-        net = self.model.network
-        return [*getattr(net, self.dual_blocks), *getattr(net, self.single_blocks)]
 
     def points(self) -> list[str]:
         """``block.i`` (dual-stream), then ``single.i`` (single-stream)."""

@@ -83,7 +83,14 @@ class HunyuanDiT(TokenPoints, Family):
 
     # ------------------------------------------------------------------ the network call
     def rotary(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pipeline's 2-D rotary embedding of the patch grid (its 8x VAE grid)."""
+        """The pipeline's 2-D rotary embedding of the patch grid (its 8x VAE grid),
+        computed once per device (it depends on the image size alone)."""
+        cached = self.__dict__.setdefault("_rotary", {})
+        if device not in cached:
+            cached[device] = self._rotary_of(device)
+        return cached[device]
+
+    def _rotary_of(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         from diffusers.models.embeddings import get_2d_rotary_pos_embed
         from diffusers.pipelines.hunyuandit.pipeline_hunyuandit import (
             get_resize_crop_region_for_grid,
