@@ -139,6 +139,19 @@ def test_every_bad_cli_case_is_one_line_exit_2_and_leaves_nothing(
         (lambda m: m.update(timestep=800.5), "metadata key 'timestep'"),
         (lambda m: m.update(labels=[1]), "metadata key 'labels'"),
         (lambda m: m.update(params=[1]), "metadata key 'params'"),
+        (lambda m: m.update(params={"edit": {"eta": 5}}), "'params.edit.eta': eta must be in"),
+        (lambda m: m.update(params={"edit": {"eta": "1"}}), "'params.edit.eta'"),
+        (lambda m: m.update(params={"edit": {"strengths": ["a"]}}), "'params.edit.strengths'"),
+        (lambda m: m.update(params={"edit": {"strengths": []}}), "'params.edit.strengths'"),
+        (lambda m: m.update(params={"edit": [1]}), "'params.edit'"),
+        (lambda m: m.update(params={"edit": {"mode": 3}}), "'params.edit.mode'"),
+        (lambda m: m.update(params={"edit": {"mode": "sideways"}}), "unknown edit mode"),
+        (lambda m: m.update(params={"edit": {"gamma": 1}}), "has no option 'gamma'"),
+        (lambda m: m.update(params={"offsets": [float("nan")]}), "'params.offsets'"),
+        (lambda m: m.update(params={"offsets": [0.0, 1.0]}), "2 recorded offsets for 1"),
+        (lambda m: m.update(params={"h_point": 3}), "'params.h_point'"),
+        (lambda m: m.update(format=None), "not a DirectionSet file"),
+        (lambda m: m.clear(), "not a DirectionSet file"),
     ],
 )
 def test_a_directions_file_with_bad_metadata_is_one_line(capsys, tmp_path, tiny, change, message):
@@ -148,6 +161,21 @@ def test_a_directions_file_with_bad_metadata_is_one_line(capsys, tmp_path, tiny,
     )
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_direction_metadata_that_is_not_json_is_one_line(capsys, tmp_path, tiny):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    vectors = wb.discover("random", tiny, k=1).vectors
+    for raw in ("{not json", "[1, 2]", "null"):
+        save_file({"vectors": vectors}, str(path), metadata={"workbench": raw})
+        code, _, err = run(
+            capsys, "edit", *M, "--directions", str(path), "--out", str(tmp_path / "o.npz")
+        )
+        assert code == 2 and err.count("\n") == 1, err
+        assert "bad.safetensors" in err
+        assert not (tmp_path / "o.npz").exists()
 
 
 def test_broken_model_folders_are_one_line(tmp_path, tiny):
@@ -259,6 +287,46 @@ def test_library_names_ending_in_a_newline_are_refused(tmp_path):
 
 
 # --------------------------------------------------------------------------- --out safety
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.pop("set"), "entry key 'set'"),
+        (lambda m: m.update(set=[1]), "entry key 'set'"),
+        (lambda m: m.update(strength="2"), "entry key 'strength'"),
+        (lambda m: m.update(mode=None), "entry key 'mode'"),
+        (lambda m: m.update(mode="sideways"), "unknown edit mode"),
+        (lambda m: m.update(num_steps=0), "entry key 'num_steps'"),
+        (lambda m: m.update(options=[1]), "entry key 'options'"),
+        (lambda m: m.update(note=3), "entry key 'note'"),
+        (lambda m: m["set"].pop("space"), "metadata key 'space'"),
+        (lambda m: m.update(format="other"), "not a named direction file"),
+    ],
+)
+def test_a_library_entry_with_bad_metadata_is_one_line(capsys, tmp_path, tiny, change, message):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from workbench.library import DirectionLibrary, NamedDirection
+
+    lib = DirectionLibrary(tmp_path / "lib")
+    unit = wb.discover("random", tiny, k=1)
+    lib.save(NamedDirection("good", unit, 1.0))
+    path = lib.save(NamedDirection("broken", unit, 1.0))
+    with safe_open(str(path), "pt") as f:  # the metadata as saved, then broken by ``change``
+        meta = json.loads(f.metadata()["workbench"])
+    change(meta)
+    save_file(load_file(path), str(path), metadata={"workbench": json.dumps(meta)})
+    out = str(tmp_path / "o.npz")
+    lib_args = ("--library", str(lib.root))
+    code, _, err = run(capsys, "library", "apply", "broken", *lib_args, *M, "--out", out)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not Path(out).exists()
+    code, listing, err = run(capsys, "library", "list", *lib_args)
+    assert code == 0 and err == ""  # the good entry listed, the broken one says why
+    rows = {line.split()[0]: line for line in listing.splitlines()[1:]}
+    assert "unreadable" not in rows["good"] and message in rows["broken"]
+
+
 def test_out_never_destroys_what_the_user_had(capsys, tmp_path):
     folder = tmp_path / "mydir"
     folder.mkdir()

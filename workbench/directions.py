@@ -21,6 +21,7 @@ import torch
 from workbench._version import __version__
 from workbench.display import short_repr, summary_html
 from workbench.errors import FingerprintMismatch, WorkbenchError, check_finite
+from workbench.options import EDIT_ETA, STRENGTHS
 from workbench.store import load_tensors, save_tensors
 
 if TYPE_CHECKING:
@@ -260,7 +261,9 @@ class DirectionSet:
     def load(cls, path: str | Path, model: DiffusionModel | None = None) -> DirectionSet:
         """Read a saved set; with ``model``, refuse it unless it belongs to that model."""
         tensors, meta = load_tensors(path)
-        if meta.get("format") != "workbench.DirectionSet/1" or "vectors" not in tensors:
+        if not isinstance(meta, dict) or meta.get("format") != "workbench.DirectionSet/1":
+            raise WorkbenchError(f"{path}: not a DirectionSet file")
+        if "vectors" not in tensors:
             raise WorkbenchError(f"{path}: not a DirectionSet file")
         return cls.from_saved(tensors, meta, path, model)
 
@@ -279,6 +282,12 @@ class DirectionSet:
         _check_metadata(meta, path)
         if list(tensors["vectors"].shape[1:]) != meta["shape"]:
             raise WorkbenchError(f"{path}: vectors do not have the recorded shape {meta['shape']}")
+        offsets = (meta.get("params") or {}).get("offsets")
+        if offsets is not None and len(offsets) != tensors["vectors"].shape[0]:
+            raise WorkbenchError(
+                f"{path}: {len(offsets)} recorded offsets for {tensors['vectors'].shape[0]} "
+                "directions"
+            )
         timestep = meta["timestep"]
         ds = cls(
             vectors=tensors["vectors"],
@@ -340,3 +349,38 @@ def _check_metadata(meta: Any, path: str | Path) -> None:
         isinstance(labels, list) and all(isinstance(v, str) for v in labels)
     ):
         raise bad("labels", "a list of strings")
+    _check_params(meta.get("params") or {}, path)
+
+
+def _check_params(params: dict[str, Any], path: str | Path) -> None:
+    """The parameters a set records that later calls read back (the point of h, a
+    boundary's offsets, the working edit), held to the types and ranges the command line
+    holds them to; one line naming the key."""
+
+    def bad(key: str, want: str, got: Any) -> WorkbenchError:
+        return WorkbenchError(f"{path}: metadata key 'params.{key}' must be {want}, got {got!r}")
+
+    point = params.get("h_point")
+    if point is not None and not isinstance(point, str):
+        raise bad("h_point", "a string like 'mid' or 'up.1'", point)
+    offsets = params.get("offsets")
+    if offsets is not None and not (
+        isinstance(offsets, list)
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in offsets)
+        and all(math.isfinite(v) for v in offsets)
+    ):
+        raise bad("offsets", "a list of finite numbers", offsets)
+    recorded = params.get("edit")
+    if recorded is None:
+        return
+    if not isinstance(recorded, dict):
+        raise bad("edit", "an object (the working edit's mode and options)", recorded)
+    if not isinstance(recorded.get("mode", ""), str):
+        raise bad("edit.mode", "a string", recorded["mode"])
+    for option in (EDIT_ETA, STRENGTHS):
+        if option.name in recorded:
+            try:
+                option.check(recorded[option.name])
+            except WorkbenchError as exc:
+                key = f"params.edit.{option.name}"
+                raise WorkbenchError(f"{path}: metadata key {key!r}: {exc}") from None

@@ -33,10 +33,12 @@ from workbench.models.wrapper import DiffusionModel
 from workbench.options import (
     BANK,
     CONDITIONING,
+    EDIT_ETA,
     INVERSION,
     NUM_STEPS,
     PROGRESS,
     SEEDS,
+    STRENGTHS,
     Option,
     Spec,
     in_context,
@@ -282,7 +284,7 @@ EDIT = Spec(
     "edit seeds or latents along one direction at several strengths",
     (
         Option("index", int, 0, "which direction of the set", low=0, required=True),
-        Option("strengths", "floats", None, "in preset steps, e.g. -3,0,3", required=True),
+        STRENGTHS,
         SEEDS,
         Option("x", object, None, "latents [N, C, H, W] at t_start instead of seeds", cli=False),
         Option(
@@ -303,14 +305,7 @@ EDIT = Spec(
             "distance, else additive)",
         ),
         NUM_STEPS,
-        Option(
-            "eta",
-            float,
-            None,
-            "DDIM eta from the edit on (default: the set's recorded, else 0: deterministic)",
-            low=0,
-            high=1,
-        ),
+        EDIT_ETA,
         Option("boost", float, 0.0, "last fraction of the steps run with eta 1", low=0, high=1),
         Option(
             "unedited",

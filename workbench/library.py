@@ -26,6 +26,7 @@ import torch
 from workbench.directions import DirectionSet
 from workbench.editing import MODES, EditResult, edit
 from workbench.errors import WorkbenchError
+from workbench.options import NUM_STEPS
 from workbench.store import load_tensors, save_tensors
 
 if TYPE_CHECKING:
@@ -191,11 +192,12 @@ class DirectionLibrary:
             known = ", ".join(self.names()) or "none"
             raise WorkbenchError(f"no direction {name!r} in {self.root} (known: {known})")
         tensors, meta = load_tensors(path)
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise WorkbenchError(f"{path}: not a named direction file")
+        _check_entry(meta, path)
         directions = DirectionSet.from_saved(tensors, meta["set"], path, model)
         return NamedDirection(
-            name=meta["name"],
+            name=name,
             directions=directions,
             strength=meta["strength"],
             mode=meta["mode"],
@@ -213,17 +215,27 @@ class DirectionLibrary:
         path.unlink()
 
     def entries(self) -> list[dict[str, Any]]:
-        """One summary row per entry (name, engine, space, timestep, strength, ...)."""
-        return [self.load(name).summary() for name in self.names()]
+        """One summary row per entry (name, engine, space, timestep, strength, ...); an
+        entry that cannot be read gives ``{"name": ..., "error": why}`` instead."""
+        rows = []
+        for name in self.names():
+            try:
+                rows.append(self.load(name).summary())
+            except WorkbenchError as exc:
+                rows.append({"name": name, "error": str(exc)})
+        return rows
 
     def table(self) -> str:
-        """The entries as a text table."""
+        """The entries as a text table (an unreadable entry says why on its row)."""
         rows = self.entries()
         if not rows:
             return f"(no directions in {self.root})"
         head = f"{'name':<24} {'engine':<10} {'space':<5} {'timestep':<12} {'strength':>8}  model"
         lines = [head]
         for r in rows:
+            if "error" in r:
+                lines.append(f"{r['name']:<24} unreadable: {r['error']}")
+                continue
             t = r["timestep"]
             when = f"{t[0]}-{t[1]}" if isinstance(t, (list, tuple)) else str(t)
             lines.append(
@@ -231,3 +243,28 @@ class DirectionLibrary:
                 f"{r['strength']:>8.3g}  {r['model_fingerprint']}"
             )
         return "\n".join(lines)
+
+
+def _check_entry(meta: dict[str, Any], path: Path) -> None:
+    """A library entry's metadata has what :meth:`DirectionLibrary.save` writes, with its
+    types (the set's own metadata is checked by ``DirectionSet.from_saved``)."""
+
+    def bad(key: str, want: str) -> WorkbenchError:
+        return WorkbenchError(f"{path}: entry key {key!r} must be {want}, got {meta.get(key)!r}")
+
+    if not isinstance(meta.get("set"), dict):
+        raise bad("set", "the direction set's metadata (an object)")
+    strength = meta.get("strength")
+    if isinstance(strength, bool) or not isinstance(strength, int | float):
+        raise bad("strength", "a number")
+    if not isinstance(meta.get("mode"), str):
+        raise bad("mode", "a string")
+    try:
+        NUM_STEPS.check(meta.get("num_steps"))
+    except WorkbenchError as exc:
+        raise WorkbenchError(f"{path}: entry key 'num_steps': {exc}") from None
+    if not isinstance(meta.get("options") or {}, dict):
+        raise bad("options", "an object")
+    for key in ("note", "created"):
+        if not isinstance(meta.get(key, ""), str):
+            raise bad(key, "a string")

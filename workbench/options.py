@@ -61,6 +61,7 @@ class Option:
     length: int | None = None  # "ints" only: the exact number of values
     aliases: tuple[str, ...] = ()  # older CLI spellings still accepted
     required: bool = False  # None is never accepted
+    off: Any = None  # a number that turns the thing off, accepted outside [low, high]
 
     @property
     def flag(self) -> str:
@@ -78,7 +79,8 @@ class Option:
         if self.choices:
             parts.append("one of " + ", ".join(self.choices))
         elif self.low is not None and self.high is not None:
-            parts.append(f"{_fmt(self.low)} to {_fmt(self.high)}")
+            bounds = f"{_fmt(self.low)} to {_fmt(self.high)}"
+            parts.append(bounds if self.off is None else f"{_fmt(self.off)} or {bounds}")
         elif self.low is not None:
             parts.append(f"at least {_fmt(self.low)}")
         if self.default is not None:
@@ -154,6 +156,8 @@ class Option:
             value = float(value)
             if not math.isfinite(value):
                 raise WorkbenchError(f"{where}{self.name} must be finite, got {value!r}")
+        if self.off is not None and value == self.off:
+            return value
         if (self.low is not None and value < self.low) or (
             self.high is not None and value > self.high
         ):
@@ -163,6 +167,8 @@ class Option:
                 bounds = f"at most {_fmt(self.high)}"
             else:
                 bounds = f"in [{_fmt(self.low)}, {_fmt(self.high)}]"
+            if self.off is not None:
+                bounds = f"{_fmt(self.off)} or {bounds}"
             raise WorkbenchError(f"{where}{self.name} must be {bounds}, got {value!r}")
         return value
 
@@ -419,6 +425,18 @@ CLASS_LABEL = Option(
     "class_label", int, None, "class label (class-conditional models, e.g. DiT)", low=0
 )
 CONDITIONING = (PROMPT, NEGATIVE_PROMPT, GUIDANCE_SCALE, CLASS_LABEL)
+
+#: The DDIM eta of an edit and its strengths: the command line's ranges, which the edit a
+#: direction file records is held to as well (``DirectionSet.load``).
+EDIT_ETA = Option(
+    "eta",
+    float,
+    None,
+    "DDIM eta from the edit on (default: the set's recorded, else 0: deterministic)",
+    low=0,
+    high=1,
+)
+STRENGTHS = Option("strengths", "floats", None, "in preset steps, e.g. -3,0,3", required=True)
 
 #: The activation point of h, for every engine and every probe that reads h.
 H_POINT = Option(

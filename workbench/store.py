@@ -159,7 +159,10 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         ) from exc
     if META_KEY not in raw:
         raise WorkbenchError(f"{path}: not a workbench file (no '{META_KEY}' metadata)")
-    return tensors, json.loads(raw[META_KEY])
+    try:
+        return tensors, json.loads(raw[META_KEY])
+    except ValueError:
+        raise WorkbenchError(f"{path}: its '{META_KEY}' metadata is not valid JSON") from None
 
 
 def save_npz(path: str | Path, **arrays: Any) -> Path:

@@ -199,8 +199,9 @@ CALIBRATE = Spec(
             int,
             64,
             "sampled and inverted trajectories for the mixing step (0: skip it)",
-            low=0,
+            low=8,  # the mixing-step probe's least
             high=4096,
+            off=0,
         ),
         SEED,
         INVERSION,
