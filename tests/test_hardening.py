@@ -743,3 +743,57 @@ def test_the_api_refuses_what_is_not_a_model_in_one_line(tiny):
             with pytest.raises(WorkbenchError, match="model must be a loaded model") as info:
                 call(bad)
             assert "\n" not in str(info.value), (name, bad)
+
+
+def _one_line(call, says):
+    with pytest.raises(WorkbenchError, match=re.escape(says)) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["d.safetensors", torch.zeros(3, 16, 16), None, [1], 3])
+def test_the_api_refuses_what_is_not_a_direction_set_in_one_line(tiny, bad):
+    boundary = wb.discover("random", tiny, k=1)
+    boundary.params["offsets"] = [0.0]
+    for call in (
+        lambda: wb.edit(tiny, bad, 0, [1.0], seeds=[0]),
+        lambda: wb.edit_set(tiny, bad, [1.0], seeds=[0]),
+        lambda: wb.judge(tiny, bad, strengths=[1.0], seeds=[0]),
+        lambda: wb.edit(tiny, boundary, 0, [1.0], seeds=[0], mode="distance", h=bad)
+        if bad is not None
+        else wb.edit(tiny, boundary, 0, [1.0], seeds=[0], mode="distance", hold=[bad]),
+    ):
+        _one_line(call, "must be a DirectionSet")
+
+
+def test_the_api_checks_tensors_caches_and_dtypes_up_front(tiny, tmp_path):
+    import numpy as np
+
+    d = wb.discover("random", tiny, k=1)
+    x = torch.zeros(1, *tiny.sample_shape)
+    image = torch.zeros(1, *tiny.image_shape)
+    _one_line(lambda: wb.edit(tiny, d, 0, [1.0], x=x.numpy()), "x must be a torch.Tensor")
+    _one_line(lambda: wb.edit(tiny, d, 0, [1.0], x=x[:0]), "x is an empty batch")
+    _one_line(lambda: wb.invert(tiny, x[:0]), "x is an empty batch")
+    _one_line(lambda: wb.edit(tiny, d, 0, [1.0], images=image[:0]), "empty batch")
+    _one_line(lambda: wb.edit(tiny, d, 0, [1.0], images=image.numpy()), "got ndarray")
+    for scale in (255 * image + 200, image + 1.5, image - 1.01):  # [0, 255], [0, 2], below
+        _one_line(lambda s=scale: wb.edit(tiny, d, 0, [1.0], images=s), "must be in [-1, 1]")
+        _one_line(lambda s=scale: wb.probe("norm", tiny, n=2, images=s), "must be in [-1, 1]")
+    _one_line(
+        lambda: wb.edit(tiny, d, 0, [1.0], images=torch.full_like(image, np.nan)), "images"
+    )
+    # float rounding past the ends is clamped, not refused: the same edit as the clamped images
+    edge = torch.ones_like(image)
+    rounded = wb.edit(tiny, d, 0, [1.0], images=edge * (1 + 1e-6), num_steps=4, progress=False)
+    exact = wb.edit(tiny, d, 0, [1.0], images=edge, num_steps=4, progress=False)
+    assert torch.equal(rounded.images, exact.images)
+    for bad in (3, 1.5, [tmp_path], object()):
+        _one_line(lambda b=bad: wb.discover("pullback", tiny, k=1, cache=b), "cache must be")
+    folder = tmp_path / "mine"  # a folder names a cache there
+    wb.discover("pullback", tiny, k=1, samples=1, cache=str(folder))
+    assert list(folder.glob("*.safetensors"))
+    _one_line(lambda: wb.sweep("spectrum", tiny, n=2, cache=False), "needs a cache")
+    for bad in ("half-ish", 3, torch.int64, torch.float64):
+        _one_line(lambda b=bad: wb.load("tiny-test", device="cpu", dtype=b), "dtype must be")
+    assert wb.load("tiny-test", device="cpu", dtype="float16").dtype == torch.float16

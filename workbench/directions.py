@@ -305,6 +305,18 @@ class DirectionSet:
         return ds
 
 
+def check_directions(value: Any, name: str = "directions") -> DirectionSet:
+    """``value`` if it is a :class:`DirectionSet`, else a one-line error that says how to
+    get one."""
+    if not isinstance(value, DirectionSet):
+        shown = f" {value!r}"[:80] if isinstance(value, str | Path) else ""
+        raise WorkbenchError(
+            f"{name} must be a DirectionSet (wb.discover(...) or wb.DirectionSet.load(path)), "
+            f"got {type(value).__name__}{shown}"
+        )
+    return value
+
+
 def _timestep(value: Any) -> int:
     """A timestep as int; a fractional or non-numeric one is refused, not truncated."""
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:

@@ -16,6 +16,7 @@ strength-0 row, where the mode leaves it unedited, computed once for all directi
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 from workbench.data.labelled import read_images
-from workbench.directions import DirectionSet
+from workbench.directions import DirectionSet, check_directions
 from workbench.display import short_repr, summary_html
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
@@ -383,6 +384,7 @@ def edit(
     Returns:
         :class:`EditResult` with images ``[S, N, C, H, W]``.
     """
+    check_directions(directions)
     # h-space directions are read and applied at the activation point they were found at
     point = directions.params.get("h_point") if directions.space == "h" else None
     with model.h_at(point):
@@ -467,6 +469,7 @@ def edit_set(
     strength 0 unedited (additive, guidance) that row is computed once for all directions
     (with ``bank`` and eta 0: read from it). Gives what :func:`edit` gives per direction
     (up to float rounding of the other batch size); one :class:`EditResult` per index."""
+    check_directions(directions)
     point = directions.params.get("h_point") if directions.space == "h" else None
     with model.h_at(point):
         directions.check_model(model)
@@ -526,8 +529,9 @@ def _check_strengths(strengths: Sequence[float]) -> list[float]:
 def _start(
     model: DiffusionModel, seeds: Sequence[int] | None, x: torch.Tensor | None
 ) -> torch.Tensor:
+    if x is not None:
+        model.check_x(x, "x")
     x = model.noise(seeds) if x is None else x.to(model.device, model.dtype)
-    model.check_x(x, "x")
     check_finite("x", x)
     return x
 
@@ -715,9 +719,12 @@ def own_images(model: DiffusionModel, images: torch.Tensor | str | Path) -> OwnI
     centre-cropped to a square and resized to the model's image size, said in one
     warning when any needed it)."""
     if isinstance(images, torch.Tensor):
-        model.check_images(images)
-        check_finite("images", images)
-        return OwnImages(images.float(), None)
+        return OwnImages(model.check_real_images(images), None)
+    if not isinstance(images, str | os.PathLike):
+        raise WorkbenchError(
+            "images must be an image file, a folder of them, or a tensor [N, "
+            f"{', '.join(map(str, model.image_shape))}] in [-1, 1], got {type(images).__name__}"
+        )
     channels, height, width = model.image_shape
     if channels != 3 or height != width:
         raise WorkbenchError(

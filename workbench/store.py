@@ -195,6 +195,23 @@ def checksum(key: str, tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def as_cache(value: Any) -> Cache | None:
+    """The cache a ``cache=`` argument names: None or True the user's, False none, a
+    :class:`Cache` itself, a folder path a cache in that folder; anything else refused."""
+    if value is None or value is True:
+        return Cache()
+    if value is False:
+        return None
+    if isinstance(value, Cache):
+        return value
+    if isinstance(value, str | os.PathLike) and str(value):
+        return Cache(value)
+    raise WorkbenchError(
+        "cache must be a workbench.store.Cache, a folder, None (the user's cache) or False "
+        f"(none), got {type(value).__name__} {value!r}"[:200]
+    )
+
+
 class Cache:
     """Expensive results on disk, keyed by :func:`cache_key`.
 

@@ -51,17 +51,17 @@ from workbench.directions import DirectionSet
 from workbench.engines import get_engine
 from workbench.engines.pullback import _basis_params, _sample_bases, directions_from_bases
 from workbench.errors import WorkbenchError, one_line
+from workbench.models.loading import DTYPES
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import MAX_SEED, PROGRESS, SEED, Option, Spec, in_context, validated
 from workbench.probes import ProbeResult, get_probe
 from workbench.probes.consistency import consistency_bases, consistency_from_bases
 from workbench.probes.spectrum import spectrum_from_values, spectrum_values
 from workbench.settings import show_progress
-from workbench.store import Cache, atomic_dir, cache_key, write_json
+from workbench.store import Cache, as_cache, atomic_dir, cache_key, write_json
 
 #: Options of a probe that a sweep sets itself (the samples, the progress bars).
 OWN = ("n", "seed", "progress")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -349,7 +349,9 @@ SWEEP_SPEC = Spec(
         Option("device", str, None, "device of the tasks (default: cuda where there is one)"),
         Option("dtype", str, "float32", "dtype of the models", choices=tuple(DTYPES)),
         Option("grid", object, None, "option values to sweep: {name: [values]}", cli=False),
-        Option("cache", object, None, "a store.Cache (default: the user's cache)", cli=False),
+        Option(
+            "cache", object, None, "a store.Cache or its folder (default: the user's)", cli=False
+        ),
         PROGRESS,
     ),
 )
@@ -459,6 +461,9 @@ def sweep(
         for s in sweepables
         for i, combo in enumerate(combos)
     }  # every option checked before any model loads
+    cache = as_cache(cache)
+    if cache is None:
+        raise WorkbenchError("a sweep needs a cache (its shards are kept there): not False")
 
     backend = _backend(backend)
     if backend == "ray":
@@ -476,7 +481,6 @@ def sweep(
         else:  # loaded here once: on the tasks' device in-process, else on the CPU
             here = worker_device if backend == "local" else "cpu"
             loaded.append((str(m), str(m), _model(str(m), here, dtype)))
-    cache = cache or Cache()
     seeds = list(range(seed, seed + n))
     chunks = [tuple(seeds[i : i + shard]) for i in range(0, n, shard)]
 

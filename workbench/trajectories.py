@@ -15,7 +15,7 @@ import torch
 
 from workbench.data.labelled import load_images
 from workbench.data.scenes import Scene, get_scene
-from workbench.errors import WorkbenchError, check_finite
+from workbench.errors import WorkbenchError
 from workbench.models.presets import NO_SCENE
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import (
@@ -31,7 +31,7 @@ from workbench.options import (
     validated,
 )
 from workbench.sampling import ddim, make_timesteps, refinements
-from workbench.store import Cache, cache_key
+from workbench.store import Cache, as_cache, cache_key
 
 
 def model_scene(model: DiffusionModel) -> Scene:
@@ -112,9 +112,7 @@ def paired_trajectories(
         images = reference_images(model, n, seed if image_seed is None else image_seed)
     elif isinstance(images, str | Path):
         images = load_images(images, model.image_shape[-1])
-    real = images
-    model.check_images(real)
-    check_finite("images", real)
+    real = model.check_real_images(images)
     _, sampled = ddim(
         model, model.noise(range(seed, seed + n)), grid, return_trajectory=True, progress=progress
     )
@@ -268,7 +266,11 @@ BANK_SPEC = Spec(
         INVERSION,
         Option("h", bool, True, "record h at every step"),
         Option(
-            "cache", object, None, "a store.Cache, None for the user's, False for none", cli=False
+            "cache",
+            object,
+            None,
+            "a store.Cache or its folder, None for the user's, False for none",
+            cli=False,
         ),
         PROGRESS,
         *CONDITIONING,
@@ -308,8 +310,7 @@ def trajectory_bank(
         images = reference_images(model, n, image_seed)
         source: dict = {"scene": model.preset.scene, "image_seed": image_seed, "m": n}
     else:
-        model.check_images(images)
-        check_finite("images", images)
+        images = model.check_real_images(images)
         source = {"images": hashlib.sha256(images.float().numpy().tobytes()).hexdigest()[:16]}
     conditioning = model.conditioning
     described = None if conditioning is None else conditioning.describe()
@@ -325,7 +326,7 @@ def trajectory_bank(
         conditioning=described,
         **source,
     )
-    store = None if cache is False else (cache or Cache())
+    store = as_cache(cache)
     hit = store.get(key) if store is not None else None
     if hit is None:
         recording = model.record_h() if h else contextlib.nullcontext([])

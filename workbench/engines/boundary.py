@@ -30,10 +30,10 @@ import torch
 
 from workbench.data.labelled import load_labelled
 from workbench.data.scenes import get_scene
-from workbench.directions import DirectionSet
+from workbench.directions import DirectionSet, check_directions
 from workbench.editing import EditPlan, register_mode
 from workbench.engines import register_engine
-from workbench.errors import WorkbenchError, check_finite
+from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import INVERSION, NUM_STEPS, PROGRESS, SEED, Option, Spec, validated
 from workbench.sampling import Step, StepHook, invert
@@ -255,8 +255,7 @@ def fit_boundary(
     if t is None:
         raise WorkbenchError("no mixing step for this model: run find_mixing_step(model) or pass t")
     t = model.check_timestep(t)
-    model.check_images(images)
-    check_finite("images", images)
+    images = model.check_real_images(images)
     labels = _check_labels(labels(images) if callable(labels) else labels, images.shape[0])
     gen = torch.Generator().manual_seed(seed)
     test = torch.zeros(labels.numel(), dtype=torch.bool)
@@ -421,6 +420,9 @@ def distance(
     of other attributes at the same step whose distances the move keeps unchanged
     (:func:`pull_to_distance`)."""
     for given in (directions, h) if h is not None else (directions,):
+        check_directions(given, "h" if given is h else "directions")
+    for held in hold:
+        check_directions(held, "each of hold")
         if "offsets" not in given.params:  # a direction, not a hyperplane
             raise WorkbenchError(
                 f"distance edits need a boundary (a set from the boundary engine, with its "

@@ -58,7 +58,7 @@ from workbench.models.wrapper import DiffusionModel
 from workbench.options import MAX_SEED, NUM_STEPS, SEED, Option, Spec, validated
 from workbench.sampling import ddim, make_timesteps
 from workbench.stats import principal_angles
-from workbench.store import Cache, cache_key
+from workbench.store import Cache, as_cache, cache_key
 
 
 class _Stopped:
@@ -479,7 +479,7 @@ def _sample_bases(
     """Local bases of the samples from ``seeds`` at ``t``, cached: ``(V [B, k, C, H, W],
     s [B, k], meta)``; x_t is reached by DDIM from each seed's x_T. ``chunk`` (columns
     per vmapped pass) bounds memory only and is not in the cache key."""
-    store = None if cache is False else (cache or Cache())
+    store = as_cache(cache)
     seeds = list(seeds)
     grid = make_timesteps(model, params["num_steps"], include=[t])
     # what else changes the basis (left out when absent, so older entries stay valid)
@@ -569,7 +569,13 @@ OPTIONS = (
         NUM_STEPS, help="DDIM steps over [0, T] to reach x_t (default: the preset's)"
     ),
     Option("samples", int, 1, "seeds seed..seed+N-1: their shared directions", low=1, high=4096),
-    Option("cache", object, None, "a store.Cache (default: the user's cache folder)", cli=False),
+    Option(
+        "cache",
+        object,
+        None,
+        "a store.Cache or its folder, None for the user's, False for none",
+        cli=False,
+    ),
 )
 
 

@@ -41,7 +41,7 @@ of :func:`workbench.eval.directions.score_directions` (``analysis/judge_agreemen
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from workbench.directions import DirectionSet
+from workbench.directions import DirectionSet, check_directions
 from workbench.editing import EditResult, edit
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
@@ -432,6 +432,8 @@ def what_to_edit(
     if isinstance(directions, DirectionSet):
         first = directions
     else:
+        if isinstance(directions, str | Path) or not isinstance(directions, Iterable):
+            check_directions(directions)  # a one-line error: not a set, not a list of sets
         directions = list(directions)
         if not directions or not all(isinstance(d, DirectionSet) for d in directions):
             raise WorkbenchError("directions must be a DirectionSet or one DirectionSet per seed")

@@ -147,6 +147,22 @@ def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any
     return {"family": family} | parts
 
 
+#: The parameter dtypes a model loads in, by name.
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def check_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``dtype`` (a torch dtype or its name, ``"float16"``) as one of :data:`DTYPES`, or a
+    one-line error."""
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    raise WorkbenchError(
+        f"dtype must be one of {', '.join(DTYPES)} (a torch dtype or its name), got {dtype!r}"
+    )
+
+
 def check_device(device: str | torch.device | None) -> torch.device:
     """``device`` as a usable torch device (default: CUDA when available, else the CPU),
     or a one-line error: an unknown name, ``meta``, a GPU this machine does not have."""
@@ -190,7 +206,7 @@ def _from_folder(folder: str | Path, dtype: torch.dtype) -> dict[str, Any]:
 def load(
     name_or_path: str | Path,
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     preset: Preset | None = None,
     resolution: int | None = None,
     **hub_kwargs: Any,
@@ -201,13 +217,14 @@ def load(
         name_or_path: a bundled name (see :func:`bundled_names`), a local diffusers folder,
             or a Hub id ``owner/name``.
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available, else CPU.
-        dtype: parameter dtype (float32 by default; Jacobian work wants float32).
+        dtype: parameter dtype, float32 (the default; Jacobian work wants it), float16
+            or bfloat16, as a torch dtype or its name.
         preset: overrides the model's preset (bundled table or ``workbench_preset.json``).
         resolution: image pixels per side to run at (default: the network config's size,
             or its family's default: 1024 for FLUX.1).
         hub_kwargs: passed to ``from_pretrained`` (``revision``, ``cache_dir``, ...).
     """
-    device = check_device(device)
+    device, dtype = check_device(device), check_dtype(dtype)
     name = str(name_or_path)
     if name == "tiny-test":
         unet, scheduler = _build_tiny()

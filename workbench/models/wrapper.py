@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, check_finite
 from workbench.models.families import Family, family_for
 from workbench.models.presets import Preset
 from workbench.models.schedule import FlowSchedule, Prediction, Schedule
@@ -39,6 +39,9 @@ from workbench.models.schedule import FlowSchedule, Prediction, Schedule
 __all__ = ["Conditioning", "DiffusionModel", "FlowSchedule", "Prediction", "Schedule"]
 
 TimestepLike = int | float | torch.Tensor
+
+#: How far past [-1, 1] a user's image may lie and still count as float rounding (clamped).
+IMAGE_SLACK = 1e-3
 
 #: The text encoders and tokenizers a model may hold, by their diffusers folder names.
 TEXT_PARTS = (
@@ -423,6 +426,8 @@ class DiffusionModel:
         if x.ndim != 4 or tuple(x.shape[1:]) != self.sample_shape:
             expected = ", ".join(map(str, self.sample_shape))
             raise WorkbenchError(f"{name} has shape {list(x.shape)}, expected [B, {expected}]")
+        if x.shape[0] == 0:
+            raise WorkbenchError(f"{name} is an empty batch (B = 0)")
 
     def _timesteps(self, t: TimestepLike, batch: int) -> torch.Tensor:
         if isinstance(t, torch.Tensor) and t.ndim == 1:
@@ -890,6 +895,24 @@ class DiffusionModel:
             raise WorkbenchError(
                 f"{name} have shape {list(images.shape)}, expected [B, {expected}]"
             )
+        if images.shape[0] == 0:
+            raise WorkbenchError(f"{name} are an empty batch (B = 0)")
+
+    def check_real_images(self, images: torch.Tensor, name: str = "images") -> torch.Tensor:
+        """A user's images ``[B, *image_shape]`` as float32 in [-1, 1], checked: a tensor
+        of the shape (:meth:`check_images`), finite, and within [-1, 1] up to float
+        rounding (``IMAGE_SLACK``, clamped); images on another scale (uint8 values, [0, 255]
+        floats) are refused in one line that says how to convert them."""
+        self.check_images(images, name)
+        check_finite(name, images)
+        images = images.float()
+        low, high = float(images.min()), float(images.max())
+        if low < -1 - IMAGE_SLACK or high > 1 + IMAGE_SLACK:
+            raise WorkbenchError(
+                f"{name} must be in [-1, 1], got values in [{low:.4g}, {high:.4g}] (from "
+                "[0, 255]: x / 127.5 - 1; from [0, 1]: 2 x - 1)"
+            )
+        return images.clamp(-1, 1)
 
     @torch.no_grad()
     def decode(self, x: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
