@@ -759,9 +759,11 @@ def test_the_api_refuses_what_is_not_a_direction_set_in_one_line(tiny, bad):
         lambda: wb.edit(tiny, bad, 0, [1.0], seeds=[0]),
         lambda: wb.edit_set(tiny, bad, [1.0], seeds=[0]),
         lambda: wb.judge(tiny, bad, strengths=[1.0], seeds=[0]),
-        lambda: wb.edit(tiny, boundary, 0, [1.0], seeds=[0], mode="distance", h=bad)
-        if bad is not None
-        else wb.edit(tiny, boundary, 0, [1.0], seeds=[0], mode="distance", hold=[bad]),
+        lambda: (
+            wb.edit(tiny, boundary, 0, [1.0], seeds=[0], mode="distance", h=bad)
+            if bad is not None
+            else wb.edit(tiny, boundary, 0, [1.0], seeds=[0], mode="distance", hold=[bad])
+        ),
     ):
         _one_line(call, "must be a DirectionSet")
 
@@ -780,9 +782,7 @@ def test_the_api_checks_tensors_caches_and_dtypes_up_front(tiny, tmp_path):
     for scale in (255 * image + 200, image + 1.5, image - 1.01):  # [0, 255], [0, 2], below
         _one_line(lambda s=scale: wb.edit(tiny, d, 0, [1.0], images=s), "must be in [-1, 1]")
         _one_line(lambda s=scale: wb.probe("norm", tiny, n=2, images=s), "must be in [-1, 1]")
-    _one_line(
-        lambda: wb.edit(tiny, d, 0, [1.0], images=torch.full_like(image, np.nan)), "images"
-    )
+    _one_line(lambda: wb.edit(tiny, d, 0, [1.0], images=torch.full_like(image, np.nan)), "images")
     # float rounding past the ends is clamped, not refused: the same edit as the clamped images
     edge = torch.ones_like(image)
     rounded = wb.edit(tiny, d, 0, [1.0], images=edge * (1 + 1e-6), num_steps=4, progress=False)
