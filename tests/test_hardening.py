@@ -200,6 +200,18 @@ def test_broken_model_folders_are_one_line(tmp_path, tiny):
     assert all("\n" not in m and "not a loadable" in m for m in cases.values()), cases
 
 
+@pytest.mark.parametrize("size", [-8, "32", 1e9, [16], [16, 0], True, 2**40])
+def test_a_config_with_a_bad_sample_size_is_one_line(capsys, tmp_path, tiny, size):
+    folder = tmp_path / "m"
+    wb.save(tiny, folder)
+    path = folder / "unet" / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"sample_size": size}))
+    code, _, err = run(capsys, "sample", "--model", str(folder), "--device", "cpu",
+                       "--seeds", "0", "--out", str(tmp_path / "s.npz"))  # fmt: skip
+    assert code == 2 and "sample_size must be a positive integer" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "s.npz").exists()
+
+
 # --------------------------------------------------------------------------- API fuzz
 bad_ints = st.one_of(
     st.floats(allow_nan=True).filter(lambda v: not float(v).is_integer() or math.isinf(v)),
@@ -797,3 +809,197 @@ def test_the_api_checks_tensors_caches_and_dtypes_up_front(tiny, tmp_path):
     for bad in ("half-ish", 3, torch.int64, torch.float64):
         _one_line(lambda b=bad: wb.load("tiny-test", device="cpu", dtype=b), "dtype must be")
     assert wb.load("tiny-test", device="cpu", dtype="float16").dtype == torch.float16
+
+
+# ------------------------------------------------- nothing of the user's replaced or left
+def _pngs(folder: Path, names: tuple[str, ...] = ("a.png", "b.png")) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.new("RGB", (16, 16), (40 * i, 90, 200)).save(folder / name)
+    return folder
+
+
+def _edit_image_args(directions_file, folder, out):
+    return [
+        "edit", *M, "--directions", str(directions_file), "--image", str(folder),
+        "--strengths", "-1,1", "--num-steps", "3", "--out", str(out),
+    ]  # fmt: skip
+
+
+def test_edit_image_replaces_no_edited_png_without_overwrite(capsys, tmp_path, directions_file):
+    folder = _pngs(tmp_path / "photos")
+    out = tmp_path / "e.npz"
+    assert run(capsys, *_edit_image_args(directions_file, folder, out))[0] == 0
+    edited = sorted((folder / "edited").iterdir())
+    assert len(edited) == 4
+    mine = edited[0]
+    mine.write_bytes(b"my retouched version")
+    again = tmp_path / "again.npz"
+    code, _, err = run(capsys, *_edit_image_args(directions_file, folder, again))
+    assert code == 2 and "exist already" in err and err.count("\n") == 1
+    assert mine.read_bytes() == b"my retouched version" and not again.exists()
+    code, _, _ = run(capsys, *_edit_image_args(directions_file, folder, again), "--overwrite")
+    assert code == 0 and mine.read_bytes()[:4] == b"\x89PNG" and again.exists()
+
+
+@pytest.mark.parametrize(
+    "breakage, says",
+    [
+        ("clash", "two images would write"),
+        ("edited-is-a-file", "is a file: the edited images go into a folder"),
+    ],
+)
+def test_edit_image_refuses_unwritable_pngs_before_the_edit(
+    capsys, tmp_path, directions_file, monkeypatch, breakage, says
+):
+    import workbench.editing as editing
+
+    folder = _pngs(tmp_path / "photos", ("a.png", "a.jpg") if breakage == "clash" else ("a.png",))
+    if breakage == "edited-is-a-file":
+        (folder / "edited").write_text("notes")
+    monkeypatch.setattr(editing, "own_images", _never)  # refused before the images are read
+    out = tmp_path / "e.npz"
+    code, _, err = run(capsys, *_edit_image_args(directions_file, folder, out))
+    assert code == 2 and says in err and err.count("\n") == 1
+    assert not out.exists() and not (folder / "edited").is_dir()
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("computed before the refusal")
+
+
+def test_a_failed_edit_leaves_no_out_and_no_pngs(capsys, tmp_path, directions_file, monkeypatch):
+    from PIL import Image
+
+    folder = _pngs(tmp_path / "photos")
+    calls = []
+
+    def full_disk(self, *args, **kwargs):  # the second PNG finds the disk full
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return save(self, *args, **kwargs)
+
+    save = Image.Image.save
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    out = tmp_path / "e.npz"
+    code, _, err = run(capsys, *_edit_image_args(directions_file, folder, out))
+    assert code == 2 and "No space left" in err and err.count("\n") == 1
+    assert not out.exists() and not (folder / "edited").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.png"]
+
+
+def test_calibrate_replaces_a_preset_only_with_overwrite_and_keeps_the_old_one(
+    capsys, tmp_path, monkeypatch
+):
+    import workbench.eval.calibration as calibration
+
+    target = tmp_path / "cal"
+    target.mkdir()
+    preset = target / "workbench_preset.json"
+    preset.write_text('{"x_step": 9.0}')
+    argv = ["calibrate", *M, "--out", str(target), "--n", "2", "--reach-n", "0"]
+    argv += ["--mixing-n", "0", "--num-steps", "4"]
+    with monkeypatch.context() as patched:
+        patched.setattr(calibration, "trajectory_norms", _never)  # refused before any compute
+        code, _, err = run(capsys, *argv)
+    assert code == 2 and "already holds workbench_preset.json" in err and err.count("\n") == 1
+    assert preset.read_text() == '{"x_step": 9.0}' and len(list(target.iterdir())) == 1
+    code, _, err = run(capsys, *argv, "--overwrite")
+    assert code == 0, err
+    assert (target / "workbench_preset.previous.json").read_text() == '{"x_step": 9.0}'
+    assert json.loads(preset.read_text())["x_step"] != 9.0
+    names = sorted(p.name for p in target.iterdir())
+    assert names == [
+        "workbench_calibration.html", "workbench_calibration.json",
+        "workbench_preset.json", "workbench_preset.previous.json",
+    ]  # fmt: skip
+    code, _, err = run(capsys, "calibrate", *M, "--out", str(target), "--mixing-n", "2")
+    assert code == 2 and "mixing_n must be 0 or in [8, 4096]" in err  # as its help says
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", *M, "--seeds", "0", "--steps", "2", "--out", "{o}.npz"],
+        ["discover", "random", *M, "--k", "1", "--out", "{o}.safetensors"],
+        ["probe", "norm", *M, "--n", "2", "--steps", "3", "--out", "{o}"],
+        ["sweep", "spectrum", "--model", "tiny-test", "--n", "2", "--out", "{o}"],
+        ["calibrate", *M, "--out", "{o}", "--mixing-n", "0", "--reach-n", "0"],
+        ["demo", *M, "--quick", "--out", "{o}"],
+    ],
+)
+def test_a_second_writer_of_one_out_is_refused_while_the_first_runs(capsys, tmp_path, argv):
+    """The first writer is another process holding the path's write lock (as a running
+    command does from its start to its end): the second exits 2 at once, writing nothing."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    argv = [a.replace("{o}", str(out)) for a in argv]
+    target = Path(argv[argv.index("--out") + 1])
+    target = target / "workbench_preset.json" if argv[0] == "calibrate" else target
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom workbench.store import write_lock\n"
+         f"with write_lock({str(target)!r}):\n print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        began = time.perf_counter()
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "being written by another workbench run" in err, err
+        assert f"pid {holder.pid}" in err and err.count("\n") == 1
+        assert time.perf_counter() - began < 10  # refused at once, not after the compute
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    from workbench.store import write_lock
+
+    with write_lock(target):  # a killed holder's lock went with it
+        pass
+
+
+def test_figures_without_an_exporter_are_refused_before_the_demo(capsys, tmp_path, monkeypatch):
+    import sys
+
+    import workbench.cli as cli
+    import workbench.viz.figures as figures
+
+    monkeypatch.setattr(cli, "_load", _never)  # refused before the model loads
+    monkeypatch.setattr(figures, "find_browser", lambda: None)
+    out = tmp_path / "figs"
+    began = time.perf_counter()
+    code, _, err = run(capsys, "figures", *M, "--quick", "--format", "pdf", "--out", str(out))
+    assert code == 2 and "need a Chrome or Chromium" in err and err.count("\n") == 1
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # not installed
+    code, _, err = run(capsys, "figures", *M, "--quick", "--format", "pdf", "--out", str(out))
+    assert code == 2 and "need kaleido" in err and err.count("\n") == 1
+    assert time.perf_counter() - began < 10 and not out.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_sweep_grids_are_checked_before_any_shard(capsys, tmp_path):
+    for grid, says in (
+        (["--grid", "k=4;8", "--grid", "k=2"], "names 'k' twice"),
+        (["--grid", "k=4;4"], "a value is given twice"),
+        (["--grid", "k=1;2"], "k must be in [2, 4096]"),  # the spectrum's fit needs 2
+    ):
+        argv = ["sweep", "spectrum", "--model", "tiny-test", "--n", "2", "--out", str(tmp_path)]
+        code, _, err = run(capsys, *argv[:-1], str(tmp_path / "o"), *grid)
+        assert code == 2 and says in err and err.count("\n") == 1, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_shape_prior_of_huge_weights_is_their_ratio_not_an_overflow():
+    from workbench.data.shapes import draw_shapes
+
+    drawn = draw_shapes(2000, torch.Generator().manual_seed(0), (1e308, 1e308, 1.0))
+    counts = torch.bincount(drawn, minlength=3)
+    assert counts[2] == 0 and abs(int(counts[0]) - 1000) < 120  # 1:1:1e-308
+    for bad in ((1e308, float("inf"), 1.0), (0.0, 0.0, 0.0)):
+        with pytest.raises(WorkbenchError, match="shape_probs"):
+            draw_shapes(4, torch.Generator(), bad)

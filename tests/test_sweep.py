@@ -196,6 +196,21 @@ def test_the_sweep_command_writes_each_point(tmp_path, monkeypatch, capsys):
     )
 
 
+def test_a_sweep_command_with_a_failed_shard_writes_no_out(tmp_path, monkeypatch, capsys):
+    from workbench.cli import main
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(
+        SWEEPS, "consistency", dataclasses.replace(SWEEPS["consistency"], shard=failing_shard)
+    )
+    out = tmp_path / "out"
+    args = ["sweep", "consistency", "--model", "tiny-test", "--n", "4", "--shard", "2",
+            "--backend", "local", "--timesteps", "800,400", "--out", str(out)]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 shard(s) failed" in err and "nothing was written" in err and not out.exists()
+
+
 # ----------------------------------------------------------------------------- on Ray
 
 

@@ -2,13 +2,19 @@
 bench.
 
 Every command refuses bad input with a one-line ``workbench: error: ...`` on stderr and
-exit status 2, and writes its outputs atomically (nothing partial is left behind).
+exit status 2, before any compute where the refusal needs none, and writes its outputs
+atomically (nothing partial is left behind). Nothing that exists is replaced without
+``--overwrite``; each output is held under a write lock while the command runs (a second
+command writing the same path is refused), and a command that fails leaves none of the
+outputs it was creating.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,6 +78,41 @@ def parse_floats(text: str, what: str = "strengths") -> list[float]:
     return values
 
 
+class _Outputs:
+    """The paths the running command writes (each ``--out``, a calibration's files, the
+    edited PNGs beside a user's images): each held under its write lock
+    (:func:`workbench.store.write_lock`) until the command ends; when it fails, those that
+    did not exist before it are removed."""
+
+    def __init__(self) -> None:
+        self.locks = contextlib.ExitStack()
+        self.new: list[Path] = []
+
+    def claim(self, path: Path, what: str = "--out", keep: bool = False) -> None:
+        """Hold ``path``'s write lock; ``keep``: leave it even when the command fails (a
+        training run's checkpoints)."""
+        from workbench.store import write_lock
+
+        self.locks.enter_context(write_lock(path, what))
+        if not keep and not os.path.lexists(path):
+            self.new.append(path)
+
+    def close(self, failed: bool) -> None:
+        """Remove what a failed command was creating; release the locks."""
+        try:
+            for path in self.new if failed else ():
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif os.path.lexists(path):
+                    path.unlink()
+        finally:
+            self.locks.close()
+
+
+#: The running command's outputs (a fresh one per :func:`main`).
+_OUTPUTS = _Outputs()
+
+
 def _writable(out: Path, flag: str = "--out") -> None:
     """Refuse, before any compute, an output path that cannot be written: an empty name,
     a parent that is a file or read-only, a name too long once the temp suffix is added."""
@@ -96,6 +137,7 @@ def _out_file(path: str, suffix: str, overwrite: bool = False) -> Path:
         raise WorkbenchError(f"--out must end in {suffix}, got {path!r}")
     if out.is_dir():
         raise WorkbenchError(f"--out {path!r} is a folder")
+    _OUTPUTS.claim(out)
     if out.exists() and not overwrite:
         raise WorkbenchError(f"--out {path!r} exists: give --overwrite to replace it")
     _writable(out)
@@ -109,6 +151,7 @@ def _out_dir(path: str, overwrite: bool = False) -> Path:
     _writable(out)
     if out.exists() and not out.is_dir():
         raise WorkbenchError(f"--out {path!r} is a file, not a folder")
+    _OUTPUTS.claim(out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise WorkbenchError(
             f"--out {path!r} is not empty: give --overwrite to replace it (its content goes)"
@@ -155,22 +198,43 @@ def cmd_discover(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {what}, shape {list(directions.shape)}")
 
 
+#: Where ``workbench calibrate --overwrite`` keeps the preset it replaces.
+PRESET_BACKUP = "workbench_preset.previous.json"
+
+
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """``workbench calibrate``: the model's preset measured, ``workbench_preset.json`` and
     the evidence (``workbench_calibration.json``/``.html``) written to the model folder or
-    ``--out``."""
-    from workbench.eval.calibration import CALIBRATE, calibrate
-    from workbench.models.presets import Preset
+    ``--out``; existing ones only with ``--overwrite``, the old preset kept beside them
+    (:data:`PRESET_BACKUP`)."""
+    from workbench.eval.calibration import CALIBRATE, Calibration, calibrate
+    from workbench.models.presets import PRESET_FILE, Preset
+    from workbench.store import write_text
 
     if args.out is None and not Path(args.model).is_dir():
         raise WorkbenchError(f"--model {args.model!r} is not a local folder: give --out DIR")
+    flag = "--out" if args.out is not None else "--model"
     target = Path(args.out if args.out is not None else args.model)
     if target.exists() and not target.is_dir():
-        raise WorkbenchError(f"--out {str(target)!r} is not a folder")
+        raise WorkbenchError(f"{flag} {str(target)!r} is not a folder")
+    _writable(target / PRESET_FILE, flag)
+    name = Calibration.name
+    files = [target / n for n in (PRESET_FILE, f"{name}.json", f"{name}.html", PRESET_BACKUP)]
+    for path in files:
+        _OUTPUTS.claim(path, flag)
+    there = [p.name for p in files[:3] if p.exists()]
+    if there and not args.overwrite:
+        raise WorkbenchError(
+            f"{flag} {str(target)!r} already holds {', '.join(there)}: give --overwrite to "
+            f"replace them (the old preset is kept as {PRESET_BACKUP})"
+        )
     model = _load(args)
     result = calibrate(model, **CALIBRATE.from_args(args))
+    result.save(target)  # the evidence first: the preset is replaced last, with a backup
+    old = target / PRESET_FILE
+    if old.is_file():
+        write_text(target / PRESET_BACKUP, old.read_text())
     preset = Preset.from_dict(result.preset).save_pretrained(target)
-    result.save(target)
     print(f"wrote {preset}: {result.summary()}")
     for note in result.notes:
         print(f"  {note}")
@@ -178,8 +242,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 def cmd_edit(args: argparse.Namespace) -> None:
     """``workbench edit``: edit seeds along saved directions, grid to PNG."""
+    from workbench.data.labelled import image_paths
     from workbench.directions import DirectionSet
-    from workbench.editing import EDIT, MODES, edit
+    from workbench.editing import EDIT, MODES, check_edited_paths, edit, edited_paths
 
     out = _out_file(args.out, ".npz", args.overwrite)
     strengths = None if args.strengths is None else parse_floats(args.strengths)
@@ -192,17 +257,23 @@ def cmd_edit(args: argparse.Namespace) -> None:
     options = EDIT.from_args(args, skip=_EDIT_OWN) | _mode_options(args, MODES)
     if args.mode is not None:
         options["mode"] = args.mode
+    if args.image is not None:  # the PNGs beside the images: checked and held before the edit
+        index = directions._check_index(options.get("index", 0))
+        pngs = edited_paths(image_paths(args.image), directions.name(index), strengths)
+        check_edited_paths(pngs, args.overwrite)
+        for path in [*dict.fromkeys(p.parent for p in pngs), *pngs]:  # edited/ if new, too
+            _OUTPUTS.claim(path, "edited image")
     result = edit(model, directions, strengths=strengths, seeds=seeds, images=args.image, **options)
-    result.save_npz(out)
-    shape = ", ".join(map(str, model.image_shape[1:]))
-    n = len(result.images[0])
-    print(f"wrote {out}: images uint8 [{len(strengths)}, {n}, {shape}, 3]")
-    if result.sources is not None:
-        written = result.save_beside_sources()
+    if result.sources is not None:  # the PNGs first, the --out last: a failure leaves neither
+        written = result.save_beside_sources(overwrite=args.overwrite)
         print(
             f"wrote {len(written)} edited images to {written[0].parent} (the images inverted "
             f"and sampled back unedited: MSE {result.reconstruction_mse:.4f} in [-1, 1])"
         )
+    result.save_npz(out)
+    shape = ", ".join(map(str, model.image_shape[1:]))
+    n = len(result.images[0])
+    print(f"wrote {out}: images uint8 [{len(strengths)}, {n}, {shape}, 3]")
 
 
 def cmd_judge(args: argparse.Namespace) -> None:
@@ -316,8 +387,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             raise WorkbenchError(
                 f"--grid {text!r}: give NAME=V1;V2 with NAME an option of {args.probe!r}"
             )
+        if name in grid:
+            raise WorkbenchError(f"--grid names {name!r} twice: give its values in one, V1;V2")
         option = sweepable.spec[name]
         grid[name] = [option.parse(v, sweepable.spec.owner) for v in values.split(";")]
+        if len(set(map(str, grid[name]))) != len(grid[name]):
+            raise WorkbenchError(f"--grid {text!r}: a value is given twice")
     result = sweep(
         args.probe,
         args.model or ["shapes32"],
@@ -326,14 +401,14 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         **sweepable.spec.from_args(args, skip=sweepable.own),
     )
     print(result.summary())
-    if result.results:
-        result.save(out)
-        print(f"wrote {out}: sweep.json and one folder per complete point")
-    if result.failures:
+    if result.failures:  # a failed command leaves no --out
         raise WorkbenchError(
-            f"{len(result.failures)} shard(s) failed (listed above); the finished ones are "
-            "cached: run the same command again to complete the sweep"
+            f"{len(result.failures)} shard(s) failed (listed above), so nothing was written "
+            f"to {str(out)!r}; the finished shards are cached: run the same command again to "
+            "complete the sweep"
         )
+    result.save(out)
+    print(f"wrote {out}: sweep.json and one folder per complete point")
 
 
 def _formats(text: str) -> str:
@@ -354,9 +429,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     ``workbench figures``: the same run's figures as static PDF, SVG or PNG files."""
     from workbench.demo import run_demo
 
+    fmt = getattr(args, "format", None)
+    if fmt is not None:
+        from workbench.viz.figures import check_exporter
+
+        check_exporter()  # before any compute
     _out_dir(args.out, args.overwrite)
     model = _load(args)
-    fmt = getattr(args, "format", None)
     path = run_demo(
         model,
         args.out,
@@ -385,6 +464,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     _writable(out)
     if out.exists() and not out.is_dir():
         raise WorkbenchError(f"--out {args.out!r} is a file, not a folder")
+    _OUTPUTS.claim(out, keep=True)  # a failed run keeps its checkpoints (resumable)
     is_run = (out / CHECKPOINT).is_dir() or (out / "model").is_dir()
     if out.is_dir() and any(out.iterdir()) and not is_run and not args.overwrite:
         raise WorkbenchError(
@@ -578,6 +658,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="folder for the preset and its evidence (default: the model's)"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an existing preset and evidence (the old preset kept as {PRESET_BACKUP})",
+    )
     CALIBRATE.add_arguments(p)
 
     p = command("library", "list, apply or remove named directions", cmd_library)
@@ -721,8 +806,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a one-line argparse error (2)
         return int(stop.code or 0)
+    global _OUTPUTS
+    _OUTPUTS, failed = _Outputs(), True
     try:
         args.func(args)
+        failed = False
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
@@ -742,6 +830,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        _OUTPUTS.close(failed)
     return 0
 
 

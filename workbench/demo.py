@@ -39,7 +39,7 @@ from workbench.probes import PROBES
 from workbench.sampling import sample
 from workbench.store import atomic_dir, write_json
 from workbench.trajectories import TrajectoryBank, model_scene, trajectory_bank
-from workbench.viz.figures import score_bars
+from workbench.viz.figures import check_exporter, score_bars
 from workbench.viz.images import edit_grid, image_grid, save_png
 from workbench.viz.report import Report
 
@@ -341,6 +341,8 @@ def run_demo(
     without a report)."""
     if quick and full:
         raise WorkbenchError("give --quick or --full, not both")
+    if figures:
+        check_exporter()  # before the run, not after it
     plan = QUICK if quick else FULL if full else DEFAULT
     n_seeds = plan.seeds if n_seeds is None else n_seeds
     num_steps = plan.num_steps if num_steps is None else num_steps

@@ -16,6 +16,7 @@ strength-0 row, where the mode leaves it unedited, computed once for all directi
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import warnings
@@ -244,24 +245,24 @@ class EditResult:
         """``[S, N, H, W, C]`` uint8."""
         return DiffusionModel.to_uint8(self.images)
 
-    def save_beside_sources(self) -> list[Path]:
+    def save_beside_sources(self, overwrite: bool = False) -> list[Path]:
         """Write each edited image as PNG into an ``edited/`` folder beside its source file
-        (``images=`` a file or folder): ``STEM_DIRECTION_STRENGTH.png``, atomically."""
+        (``images=`` a file or folder): ``STEM_DIRECTION_STRENGTH.png``, atomically; an
+        existing file is replaced only with ``overwrite`` (checked for all before any is
+        written)."""
         from PIL import Image
 
         if self.sources is None:
             raise WorkbenchError("these edits were not made from image files")
-        label = re.sub(r"[^\w.+-]+", "-", self.directions.name(self.index)).strip("-")
+        paths = edited_paths(self.sources, self.directions.name(self.index), self.strengths)
+        check_edited_paths(paths, overwrite)
         pixels = self.uint8().numpy()
-        written = []
-        for j, strength in enumerate(self.strengths):
-            for i, source in enumerate(self.sources):
-                path = source.parent / "edited" / f"{source.stem}_{label}_{strength:+g}.png"
-                path.parent.mkdir(exist_ok=True)
-                with atomic_path(path) as tmp:
-                    Image.fromarray(pixels[j, i]).save(tmp, format="PNG")
-                written.append(path)
-        return written
+        rows = itertools.product(range(pixels.shape[0]), range(pixels.shape[1]))
+        for (j, i), path in zip(rows, paths, strict=True):
+            path.parent.mkdir(exist_ok=True)
+            with atomic_path(path) as tmp:
+                Image.fromarray(pixels[j, i]).save(tmp, format="PNG")
+        return paths
 
     def save_npz(self, path: str | Path) -> Path:
         """``images`` uint8 ``[S, N, H, W, 3]``, ``strengths``, ``seeds`` (-1 if given latents)."""
@@ -275,6 +276,43 @@ class EditResult:
             mode=self.mode,
             engine=self.directions.engine,
             space=self.directions.space,
+        )
+
+
+def edited_paths(sources: Sequence[Path], label: str, strengths: Sequence[float]) -> list[Path]:
+    """Where :meth:`EditResult.save_beside_sources` writes the edit of each source image at
+    each strength (strength-major): ``edited/STEM_LABEL_STRENGTH.png`` beside it."""
+    label = re.sub(r"[^\w.+-]+", "-", label).strip("-")
+    return [
+        source.parent / "edited" / f"{source.stem}_{label}_{strength:+g}.png"
+        for strength in strengths
+        for source in sources
+    ]
+
+
+def check_edited_paths(paths: Sequence[Path], overwrite: bool = False) -> None:
+    """A one-line error unless every edited PNG of ``paths`` can be written: no two images
+    write one file (``a.png`` and ``a.jpg``), ``edited/`` is a writable folder (or can be
+    made), and no file is there already unless ``overwrite``."""
+    seen: dict[Path, int] = {}
+    for path in paths:
+        seen[path] = seen.get(path, 0) + 1
+    clash = next((p for p, count in seen.items() if count > 1), None)
+    if clash is not None:
+        raise WorkbenchError(
+            f"two images would write {clash} (same name, other suffix): rename one of them"
+        )
+    for folder in dict.fromkeys(p.parent for p in paths):
+        if folder.exists() and not folder.is_dir():
+            raise WorkbenchError(f"{folder} is a file: the edited images go into a folder there")
+        where = folder if folder.is_dir() else folder.parent
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise WorkbenchError(f"{where} is not writable: the edited images go there")
+    there = [p for p in paths if p.exists()]
+    if there and not overwrite:
+        raise WorkbenchError(
+            f"{len(there)} edited image(s) exist already, e.g. {there[0]}: give --overwrite "
+            "(overwrite=True) to replace them"
         )
 
 

@@ -109,6 +109,50 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def write_lock(path: str | Path, what: str = "") -> Iterator[None]:
+    """Hold the write lock of ``path`` for the block: a second writer of the same path (in
+    any process of this user on this machine) is refused in one line while the first holds
+    it. The lock is an ``flock`` on a file named by the path's hash in a private folder of
+    the temporary directory (nothing is written beside ``path``); a killed holder's lock
+    is released by the system. ``what`` names the path in the error (e.g. ``--out``)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        yield
+        return
+    target = os.path.realpath(path)
+    folder = Path(tempfile.gettempdir()) / f"workbench-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    lock = folder / f"{hashlib.sha256(target.encode()).hexdigest()[:32]}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            named = f"{what} {str(path)!r}" if what else repr(str(path))
+            raise WorkbenchError(
+                f"{named} is being written by another workbench run (pid {holder}): wait "
+                "for it to finish or choose another path"
+            ) from None
+        try:  # the file its previous holder removed meanwhile is no lock: take the new one
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` atomically (temp file, then rename)."""
     with atomic_path(path) as tmp:

@@ -66,6 +66,20 @@ class ReadImages:
 def read_images(source: str | Path, size: int) -> ReadImages:
     """One image file, or every image file directly in a folder (sorted by name), as
     :func:`load_image` reads them; counts those not already ``size`` x ``size``."""
+    paths = image_paths(source)
+    resized = 0
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                resized += img.size != (size, size)
+        except (UnidentifiedImageError, OSError):
+            pass  # load_image says what is wrong with it
+    return ReadImages(torch.stack([load_image(p, size) for p in paths]), paths, resized)
+
+
+def image_paths(source: str | Path) -> list[Path]:
+    """The image files :func:`read_images` reads: ``source`` itself, or every image file
+    directly in the folder ``source``, sorted by name."""
     source = Path(source)
     if source.is_dir():
         paths = sorted(
@@ -79,14 +93,7 @@ def read_images(source: str | Path, size: int) -> ReadImages:
         paths = [source]
     else:
         raise WorkbenchError(f"{source}: no such image file or folder")
-    resized = 0
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                resized += img.size != (size, size)
-        except (UnidentifiedImageError, OSError):
-            pass  # load_image says what is wrong with it
-    return ReadImages(torch.stack([load_image(p, size) for p in paths]), paths, resized)
+    return paths
 
 
 #: Modes of more than 8 bits a channel, read at their own range (not through 8-bit RGB):

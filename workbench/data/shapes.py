@@ -136,6 +136,8 @@ def draw_shapes(
         )
     if bool((probs < 0).any()) or float(probs.sum()) <= 0:
         raise WorkbenchError(f"{name}: weights must be >= 0, not all 0: {list(shape_probs)}")
+    if not bool(torch.isfinite(probs.sum())):  # huge weights (1e308) overflow their sum
+        probs = probs / probs.max()
     return torch.multinomial(probs / probs.sum(), n, replacement=True, generator=gen)
 
 

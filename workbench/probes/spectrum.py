@@ -224,7 +224,9 @@ def bases_over_timesteps(
     (
         Option("n", int, 4, "samples", low=1, high=4096),
         TIMESTEPS,
-        Option("k", int, 16, "singular values", low=1, high=4096),
+        Option(
+            "k", int, 16, "singular values (2 at least: the decay exponent's fit)", low=2, high=4096
+        ),
         Option("probes", int, 32, "random probes for the Frobenius norm", low=2, high=100_000),
         NUM_STEPS,
         SEED,

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,43 @@ def figure(result: Any, **kwargs: Any) -> go.Figure:
 FORMATS = ("pdf", "svg", "png")
 
 
+#: Executables of a Chrome or Chromium that kaleido can drive, looked for on ``PATH``.
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def find_browser() -> str | None:
+    """The Chrome or Chromium kaleido would drive: ``$BROWSER_PATH``, kaleido's own
+    download, or one on ``PATH``; None when there is none."""
+    try:
+        from choreographer.browsers.chromium import Chromium
+
+        found = Chromium.find_browser(skip_local=False)
+    except Exception:  # noqa: BLE001 - another version of the driver: look on PATH
+        found = os.environ.get("BROWSER_PATH") or next(
+            filter(None, map(shutil.which, BROWSERS)), None
+        )
+    return found
+
+
+def check_exporter() -> None:
+    """A one-line error unless static figures can be written (kaleido and a browser for
+    it); called before any compute by the commands that export."""
+    from workbench.errors import WorkbenchError
+
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise WorkbenchError(
+            "static figures need kaleido: pip install 'workbench[figures]' (and a Chrome or "
+            "Chromium, e.g. apt install chromium)"
+        ) from None
+    if find_browser() is None:
+        raise WorkbenchError(
+            "static figures need a Chrome or Chromium for kaleido to drive: apt install "
+            "chromium, or set BROWSER_PATH to one"
+        )
+
+
 def export(fig: go.Figure, path: str | Path, format: str | None = None, scale: float = 2.0) -> Path:
     """Write ``fig`` as a static PDF, SVG or PNG file (format from ``format`` or the
     suffix), atomically; see :func:`export_many`."""
@@ -133,13 +171,7 @@ def export_many(
     for fmt in formats:
         if fmt not in FORMATS:
             raise WorkbenchError(f"unknown figure format {fmt!r}; known: {', '.join(FORMATS)}")
-    try:
-        import kaleido  # noqa: F401
-    except ImportError:
-        raise WorkbenchError(
-            "static figures need kaleido: pip install 'workbench[figures]' (and a Chrome or "
-            "Chromium, e.g. apt install chromium)"
-        ) from None
+    check_exporter()
     import plotly.io as pio
 
     temps = [p.with_name(f".{p.name}.{os.getpid()}.part") for p in paths]

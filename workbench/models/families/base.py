@@ -40,6 +40,9 @@ from workbench.models.schedule import FlowSchedule, Schedule
 if TYPE_CHECKING:
     from workbench.models.wrapper import DiffusionModel
 
+#: Most positions per side of x_t a config may give (its sample_size).
+MAX_SIDE = 16384
+
 #: Scheduler classes whose sampler is not an ODE solver of the model's diffusion: a model
 #: that needs one of them is refused rather than sampled with another (reason given).
 FOREIGN_SAMPLERS = {
@@ -151,6 +154,7 @@ class Family:
     def check(self) -> None:
         """One-line errors for parts that cannot run together (called on construction)."""
         self.check_config(dict(self.config))
+        self.sample_shape  # noqa: B018 - a config's sample_size checked (one line)
         model = self.model
         for suffix in () if self.optional_text else self.text_encoders:
             if model.parts.get(f"text_encoder{suffix}") is None:
@@ -202,8 +206,15 @@ class Family:
             side = resolution // self.vae_factor() if self.latent else resolution
             return (self.in_channels, side, side)
         size = self.config.get("sample_size") or self.default_side()
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        return (self.in_channels, int(h), int(w))
+        sides = list(size) if isinstance(size, list | tuple) else [size, size]
+        if len(sides) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in sides
+        ):
+            raise WorkbenchError(
+                "the network config's sample_size must be a positive integer or a pair of "
+                f"them (at most {MAX_SIDE}), got {size!r}"
+            )
+        return (self.in_channels, *sides)
 
     def default_side(self) -> int:
         """Latent positions per side when the config has no ``sample_size``."""
