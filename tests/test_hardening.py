@@ -791,9 +791,16 @@ def test_the_api_checks_tensors_caches_and_dtypes_up_front(tiny, tmp_path):
     _one_line(lambda: wb.invert(tiny, x[:0]), "x is an empty batch")
     _one_line(lambda: wb.edit(tiny, d, 0, [1.0], images=image[:0]), "empty batch")
     _one_line(lambda: wb.edit(tiny, d, 0, [1.0], images=image.numpy()), "got ndarray")
-    for scale in (255 * image + 200, image + 1.5, image - 1.01):  # [0, 255], [0, 2], below
+    for scale in (255 * image + 200, image + 2.0, image - 1.6):  # [0, 255], [0, 2], below
         _one_line(lambda s=scale: wb.edit(tiny, d, 0, [1.0], images=s), "must be in [-1, 1]")
         _one_line(lambda s=scale: wb.probe("norm", tiny, n=2, images=s), "must be in [-1, 1]")
+    # a model's own overshoot (wb.sample output past 1) is clipped with a word
+    over = image.clone()
+    over[..., 0, 0] = 1.2
+    with pytest.warns(UserWarning, match=r"0\.\d+% of the values lie outside \[-1, 1\].*clipped"):
+        clipped = wb.edit(tiny, d, 0, [1.0], images=over, num_steps=4, progress=False)
+    plain = wb.edit(tiny, d, 0, [1.0], images=over.clamp(-1, 1), num_steps=4, progress=False)
+    assert torch.equal(clipped.images, plain.images)
     _one_line(lambda: wb.edit(tiny, d, 0, [1.0], images=torch.full_like(image, np.nan)), "images")
     # float rounding past the ends is clamped, not refused: the same edit as the clamped images
     edge = torch.ones_like(image)
@@ -806,7 +813,7 @@ def test_the_api_checks_tensors_caches_and_dtypes_up_front(tiny, tmp_path):
     wb.discover("pullback", tiny, k=1, samples=1, cache=str(folder))
     assert list(folder.glob("*.safetensors"))
     _one_line(lambda: wb.sweep("spectrum", tiny, n=2, cache=False), "needs a cache")
-    for bad in ("half-ish", 3, torch.int64, torch.float64):
+    for bad in ("half-ish", 3, torch.int64, torch.complex64):
         _one_line(lambda b=bad: wb.load("tiny-test", device="cpu", dtype=b), "dtype must be")
     assert wb.load("tiny-test", device="cpu", dtype="float16").dtype == torch.float16
 
@@ -1003,3 +1010,50 @@ def test_a_shape_prior_of_huge_weights_is_their_ratio_not_an_overflow():
     for bad in ((1e308, float("inf"), 1.0), (0.0, 0.0, 0.0)):
         with pytest.raises(WorkbenchError, match="shape_probs"):
             draw_shapes(4, torch.Generator(), bad)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+recorded_edits = st.dictionaries(
+    st.sampled_from(["mode", "eta", "strengths", "asymmetric", "gamma", "via_x", "other"]),
+    json_values | st.sampled_from(["additive", "guidance", "distance", 0.5, [1.0, -1.0]]),
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    params=st.fixed_dictionaries(
+        {},
+        optional={
+            "edit": recorded_edits | json_values,
+            "h_point": json_values | st.sampled_from(["mid", "up.0", "down.9"]),
+            "offsets": json_values | st.lists(st.floats(), min_size=1, max_size=2),
+        },
+    ),
+    space=st.sampled_from(["x", "h"]),
+)
+def test_fuzzed_recorded_parameters_are_used_or_refused_in_one_line(tiny, tmp_path, params, space):
+    """Whatever a direction file records as the parameters later calls read back (the
+    working edit, the point of h, a boundary's offsets), loading it and editing with it
+    either works or is a one-line WorkbenchError, never another exception."""
+    from safetensors.torch import save_file
+
+    d = wb.discover("random", tiny, k=1, space=space)
+    path = tmp_path / "fuzzed.safetensors"
+    meta = d.metadata() | {"params": params}
+    save_file({"vectors": d.vectors}, str(path), metadata={"workbench": json.dumps(meta)})
+    try:
+        directions = wb.DirectionSet.load(path, tiny)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wb.edit(tiny, directions, 0, [1.0], seeds=[0], num_steps=2, progress=False)
+    except WorkbenchError as exc:
+        assert "\n" not in str(exc)

@@ -43,7 +43,7 @@ def test_the_probes_and_edits_take_the_inversion(tiny):
     assert norm["ddim"].inverted.shape == norm["fixed-point"].inverted.shape
     assert not torch.equal(norm["ddim"].inverted, norm["fixed-point"].inverted)
     ds = wb.discover("random", tiny, k=1, space="x")
-    images = wb.sample(tiny, seeds=[7], num_steps=6)
+    images = wb.sample(tiny, seeds=[7], num_steps=6).clamp(-1, 1)  # images: in [-1, 1]
     plain = wb.edit(tiny, ds, 0, [0.0], images=images, num_steps=6)
     exact = wb.edit(tiny, ds, 0, [0.0], images=images, num_steps=6, inversion="fixed-point")
     assert exact.reconstruction_mse < plain.reconstruction_mse
@@ -57,7 +57,7 @@ def test_the_boundary_engine_takes_the_inversion(tiny):
     from workbench.engines.boundary import fit_boundary
     from workbench.sampling import invert
 
-    images = wb.sample(tiny, seeds=range(12), num_steps=6)
+    images = wb.sample(tiny, seeds=range(12), num_steps=6).clamp(-1, 1)  # images: in [-1, 1]
     labels = torch.arange(12) % 2 == 0
     fits = {
         m: fit_boundary(tiny, images, labels, t=500, space="x", num_steps=6, inversion=m)

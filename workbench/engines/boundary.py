@@ -421,13 +421,13 @@ def distance(
     (:func:`pull_to_distance`)."""
     for given in (directions, h) if h is not None else (directions,):
         check_directions(given, "h" if given is h else "directions")
-    for held in hold:
-        check_directions(held, "each of hold")
         if "offsets" not in given.params:  # a direction, not a hyperplane
             raise WorkbenchError(
                 f"distance edits need a boundary (a set from the boundary engine, with its "
                 f"offsets); got a {given.engine} set: use mode additive"
             )
+    for held in hold:
+        check_directions(held, "each of hold")
     if not isinstance(directions.timestep, int):
         raise WorkbenchError("distance edits need a boundary at one timestep")
     if via_x and (directions.space != "h" or h is not None):

@@ -148,7 +148,12 @@ def _from_pretrained(source: str | Path, torch_dtype: torch.dtype, **kwargs: Any
 
 
 #: The parameter dtypes a model loads in, by name.
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
 
 
 def check_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -217,8 +222,8 @@ def load(
         name_or_path: a bundled name (see :func:`bundled_names`), a local diffusers folder,
             or a Hub id ``owner/name``.
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available, else CPU.
-        dtype: parameter dtype, float32 (the default; Jacobian work wants it), float16
-            or bfloat16, as a torch dtype or its name.
+        dtype: parameter dtype, float32 (the default; Jacobian work wants it), float16,
+            bfloat16 or float64 (exact checks), as a torch dtype or its name.
         preset: overrides the model's preset (bundled table or ``workbench_preset.json``).
         resolution: image pixels per side to run at (default: the network config's size,
             or its family's default: 1024 for FLUX.1).

@@ -24,6 +24,7 @@ import json
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +41,11 @@ __all__ = ["Conditioning", "DiffusionModel", "FlowSchedule", "Prediction", "Sche
 
 TimestepLike = int | float | torch.Tensor
 
-#: How far past [-1, 1] a user's image may lie and still count as float rounding (clamped).
+#: How far past [-1, 1] a user's image may lie and still count as float rounding (clamped
+#: without a word), and how far it may overshoot as a model's own samples do (up to about
+#: 1.2 for shapes32; clipped with a warning); beyond that it is on another scale: refused.
 IMAGE_SLACK = 1e-3
+IMAGE_OVERSHOOT = 1.5
 
 #: The text encoders and tokenizers a model may hold, by their diffusers folder names.
 TEXT_PARTS = (
@@ -900,17 +904,27 @@ class DiffusionModel:
 
     def check_real_images(self, images: torch.Tensor, name: str = "images") -> torch.Tensor:
         """A user's images ``[B, *image_shape]`` as float32 in [-1, 1], checked: a tensor
-        of the shape (:meth:`check_images`), finite, and within [-1, 1] up to float
-        rounding (``IMAGE_SLACK``, clamped); images on another scale (uint8 values, [0, 255]
-        floats) are refused in one line that says how to convert them."""
+        of the shape (:meth:`check_images`), finite, and in [-1, 1]. Past it by float
+        rounding (:data:`IMAGE_SLACK`): clamped; by a model's own overshoot (up to
+        :data:`IMAGE_OVERSHOOT`, e.g. ``wb.sample`` output): clipped with a warning that
+        says how much; further (uint8 values, [0, 255] floats): refused in one line that
+        says how to convert them."""
         self.check_images(images, name)
         check_finite(name, images)
         images = images.float()
         low, high = float(images.min()), float(images.max())
-        if low < -1 - IMAGE_SLACK or high > 1 + IMAGE_SLACK:
+        if low < -IMAGE_OVERSHOOT or high > IMAGE_OVERSHOOT:
             raise WorkbenchError(
                 f"{name} must be in [-1, 1], got values in [{low:.4g}, {high:.4g}] (from "
                 "[0, 255]: x / 127.5 - 1; from [0, 1]: 2 x - 1)"
+            )
+        if low < -1 - IMAGE_SLACK or high > 1 + IMAGE_SLACK:
+            outside = float((images.abs() > 1).float().mean())
+            warnings.warn(
+                f"{name}: {outside:.2%} of the values lie outside [-1, 1] (in [{low:.4g}, "
+                f"{high:.4g}]) and are clipped to it",
+                UserWarning,
+                stacklevel=2,
             )
         return images.clamp(-1, 1)
 
