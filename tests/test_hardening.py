@@ -1057,3 +1057,16 @@ def test_fuzzed_recorded_parameters_are_used_or_refused_in_one_line(tiny, tmp_pa
             wb.edit(tiny, directions, 0, [1.0], seeds=[0], num_steps=2, progress=False)
     except WorkbenchError as exc:
         assert "\n" not in str(exc)
+
+
+def test_save_replaces_a_folder_only_with_overwrite(tmp_path, tiny):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    _one_line(lambda: wb.save(tiny, folder), "not empty: give overwrite=True")
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    _one_line(lambda: wb.save(tiny, folder / "notes.txt"), "is a file")
+    _one_line(lambda: wb.save("tiny-test", tmp_path / "x"), "model must be a loaded model")
+    wb.save(tiny, folder, overwrite=True)
+    assert not (folder / "notes.txt").exists()
+    assert wb.load(folder, device="cpu").fingerprint == tiny.fingerprint

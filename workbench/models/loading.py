@@ -15,6 +15,7 @@ DDIM, said once; a sampler of another kind (consistency models) is refused.
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -286,13 +287,25 @@ def load(
     return model.to(device)
 
 
-def save(model: DiffusionModel, folder: str | Path) -> Path:
+def save(model: DiffusionModel, folder: str | Path, overwrite: bool = False) -> Path:
     """Save ``model`` as a diffusers pipeline folder (``unet/`` or ``transformer/``,
     ``scheduler/``; ``vae/`` for a latent model; text encoders and tokenizers, in the
-    folders its family's pipeline names them; ``model_index.json``) plus its preset."""
+    folders its family's pipeline names them; ``model_index.json``) plus its preset,
+    atomically; an existing non-empty ``folder`` is replaced only with ``overwrite``."""
     import diffusers
 
+    from workbench.options import check_model
     from workbench.store import atomic_dir, write_json
+
+    check_model(model)
+    if not isinstance(folder, str | os.PathLike) or not str(folder):
+        raise WorkbenchError(f"folder must be a path, got {folder!r}")
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise WorkbenchError(f"{folder} is a file, not a folder")
+    if Path(folder).is_dir() and any(Path(folder).iterdir()) and not overwrite:
+        raise WorkbenchError(
+            f"{folder} is not empty: give overwrite=True to replace it (its content goes)"
+        )
 
     folders = model.arch.folders
     index: dict[str, Any] = {"_diffusers_version": diffusers.__version__}
