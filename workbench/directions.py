@@ -261,9 +261,8 @@ class DirectionSet:
     def load(cls, path: str | Path, model: DiffusionModel | None = None) -> DirectionSet:
         """Read a saved set; with ``model``, refuse it unless it belongs to that model."""
         tensors, meta = load_tensors(path)
-        if not isinstance(meta, dict) or meta.get("format") != "workbench.DirectionSet/1":
-            raise WorkbenchError(f"{path}: not a DirectionSet file")
-        if "vectors" not in tensors:
+        is_set = isinstance(meta, dict) and meta.get("format") == "workbench.DirectionSet/1"
+        if not is_set or "vectors" not in tensors:
             raise WorkbenchError(f"{path}: not a DirectionSet file")
         return cls.from_saved(tensors, meta, path, model)
 

@@ -393,6 +393,14 @@ INVERSION = Option(
     "step refined until it samples back exactly; latents reach the noise shell)",
     choices=("ddim", "fixed-point"),
 )
+#: Where expensive results are kept (``workbench.store.as_cache`` reads it).
+CACHE = Option(
+    "cache",
+    object,
+    None,
+    "a store.Cache or its folder, None for the user's, False for none",
+    cli=False,
+)
 #: The trajectories a run shares (``workbench.trajectories.TrajectoryBank``).
 BANK = Option(
     "bank",

@@ -19,6 +19,7 @@ from workbench.errors import WorkbenchError
 from workbench.models.presets import NO_SCENE
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import (
+    CACHE,
     CONDITIONING,
     INVERSION,
     MAX_SEED,
@@ -265,13 +266,7 @@ BANK_SPEC = Spec(
         ),
         INVERSION,
         Option("h", bool, True, "record h at every step"),
-        Option(
-            "cache",
-            object,
-            None,
-            "a store.Cache or its folder, None for the user's, False for none",
-            cli=False,
-        ),
+        CACHE,
         PROGRESS,
         *CONDITIONING,
     ),

@@ -55,7 +55,7 @@ from workbench.directions import DirectionSet
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import MAX_SEED, NUM_STEPS, SEED, Option, Spec, validated
+from workbench.options import CACHE, MAX_SEED, NUM_STEPS, SEED, Option, Spec, validated
 from workbench.sampling import ddim, make_timesteps
 from workbench.stats import principal_angles
 from workbench.store import Cache, as_cache, cache_key
@@ -569,13 +569,7 @@ OPTIONS = (
         NUM_STEPS, help="DDIM steps over [0, T] to reach x_t (default: the preset's)"
     ),
     Option("samples", int, 1, "seeds seed..seed+N-1: their shared directions", low=1, high=4096),
-    Option(
-        "cache",
-        object,
-        None,
-        "a store.Cache or its folder, None for the user's, False for none",
-        cli=False,
-    ),
+    CACHE,
 )
 
 
