@@ -18,6 +18,27 @@ def test_zero_strength_is_the_unedited_sample(tiny):
         assert (result.images[0] - result.images[1]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("mode, space", [("additive", "x"), ("additive", "h"), ("guidance", "x")])
+def test_the_edit_hook_at_strength_zero_changes_nothing(tiny, mode, space):
+    """Not the shared unedited row (which never runs the hook): the mode's own hook, made
+    for strength 0 and run in the sampling loop, gives the plain sample bit for bit; at
+    strength 1 the same hook moves it (so the comparison can fail)."""
+    ds = wb.discover("random", tiny, k=1, space=space, timestep=600)
+    plan = MODES[mode](tiny, ds, 0)
+    assert plan.zero_is_identity  # what lets edit() share the row: checked here
+    grid = wb.make_timesteps(tiny, 10, include=plan.include)
+    x, before = tiny.noise([0, 1]), tiny.micro_batch
+    tiny.micro_batch = 1  # one sample per call: batch composition cannot enter
+    try:
+        plain = ddim(tiny, x, grid)
+        zero = ddim(tiny, x, grid, edit=plan.make_hook(torch.zeros(2)))
+        one = ddim(tiny, x, grid, edit=plan.make_hook(torch.ones(2)))
+    finally:
+        tiny.micro_batch = before
+    assert torch.equal(zero, plain)
+    assert (one - plain).abs().max() > 1e-3
+
+
 def test_x_edit_moves_x_t_by_exactly_strength_times_step(tiny):
     ds = wb.discover("random", tiny, k=2, space="x", timestep=600)
     plan = MODES["additive"](tiny, ds, 1)
@@ -57,11 +78,21 @@ def test_h_edit_touches_exactly_the_window(tiny):
     assert touched == [t for t in grid if 400 <= t <= 800]
 
 
-def test_shared_trunk_equals_unshared(tiny):
-    ds = wb.discover("random", tiny, k=1, space="x", timestep=500)
-    a = wb.edit(tiny, ds, 0, [-1.0, 1.0], seeds=[0, 1, 2], num_steps=10, batch_size=256)
-    b = wb.edit(tiny, ds, 0, [-1.0, 1.0], seeds=[0, 1, 2], num_steps=10, batch_size=2)
+@pytest.mark.parametrize("space", ["x", "h"])
+def test_shared_trunk_equals_unshared(tiny, space):
+    """The edit runs the unedited trunk down to the edit once for every strength; each
+    strength's whole chain run on its own from x_T, the mode's hook in the loop, gives the
+    same images (and so does a smaller batch size)."""
+    ds = wb.discover("random", tiny, k=1, space=space, timestep=500)
+    strengths = [-1.0, 1.0]
+    a = wb.edit(tiny, ds, 0, strengths, seeds=[0, 1, 2], num_steps=10, batch_size=256)
+    b = wb.edit(tiny, ds, 0, strengths, seeds=[0, 1, 2], num_steps=10, batch_size=2)
     torch.testing.assert_close(a.images, b.images, rtol=1e-4, atol=1e-5)
+    plan = MODES["additive"](tiny, ds, 0)
+    for row, s in enumerate(strengths):
+        hook = plan.make_hook(torch.full((3,), s))
+        alone = ddim(tiny, tiny.noise([0, 1, 2]), a.timesteps, edit=hook)
+        torch.testing.assert_close(a.images[row], alone, rtol=1e-4, atol=1e-5)
 
 
 def test_edit_from_given_latents(tiny):

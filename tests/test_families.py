@@ -646,3 +646,24 @@ def test_strength_zero_is_sample_on_the_older_families(which, tmp_path):
             assert not torch.equal(result.images[1], sampled), space
     finally:
         model.micro_batch = None
+
+
+def test_each_familys_default_guidance_is_its_pipelines():
+    """The guidance scale a family uses when none is given is its diffusers pipeline's
+    default (read from the pipeline's ``__call__`` signature)."""
+    import inspect
+
+    import diffusers
+
+    from workbench.models.families import FAMILIES
+
+    checked = 0
+    for family in FAMILIES:
+        if family.pipeline is None:
+            continue
+        call = inspect.signature(getattr(diffusers, family.pipeline).__call__)
+        if "guidance_scale" in call.parameters:
+            default = call.parameters["guidance_scale"].default
+            assert family.default_guidance == default, family.__name__
+            checked += 1
+    assert checked >= 14

@@ -202,3 +202,18 @@ def test_a_preset_round_trips_beside_any_model(tmp_path, monkeypatch):
     assert "\n" not in str(err.value)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert wb.Preset.from_pretrained("nobody/no-such-model") is None
+
+
+def test_refresh_fingerprint_sees_writes_the_version_counters_miss(other_tiny):
+    """A write through ``.data`` leaves the version counter alone, so the cached
+    fingerprint stays; ``refresh_fingerprint()`` recomputes it from the weights."""
+    model = wb.load("tiny-test", device="cpu")
+    before = model.fingerprint
+    weight = model.unet.conv_out.bias
+    saved = weight.detach().clone()
+    weight.data.add_(1.0)  # invisible to autograd's version counter
+    assert model.fingerprint == before  # the documented blind spot
+    after = model.refresh_fingerprint()
+    assert after != before and model.fingerprint == after
+    weight.data.copy_(saved)
+    assert model.refresh_fingerprint() == before

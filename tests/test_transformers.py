@@ -383,3 +383,56 @@ def test_every_engine_and_probe_runs(which, request, tmp_path):
     assert ds.shape == model.h_shape and float(ds.scores[0]) >= 0.9  # held-out accuracy
     assert model.hook_count() == 0 and model.h_point == model.default_point
     assert model._conditioning is None
+
+
+@pytest.mark.parametrize("which, cond", [("dit", {"class_label": 3}), ("sd3", {"prompt": "a"})])
+def test_the_default_guidance_is_the_family_pipelines(which, cond, request):
+    """No guidance_scale given: a prompt or class is guided at the scale the family's
+    diffusers pipeline uses by default (its ``__call__`` signature), and the sample is the
+    one guided at that scale given explicitly; without a prompt or class, unguided."""
+    import inspect
+
+    import diffusers
+
+    model = request.getfixturevalue(which)
+    pipeline = getattr(diffusers, model.arch.pipeline)
+    expected = inspect.signature(pipeline.__call__).parameters["guidance_scale"].default
+    with model.conditioned(**cond) as conditioning:
+        assert conditioning.guidance_scale == expected > 1 and conditioning.guided
+    default = wb.sample(model, seeds=[0], num_steps=3, **cond)
+    explicit = wb.sample(model, seeds=[0], num_steps=3, guidance_scale=expected, **cond)
+    unguided = wb.sample(model, seeds=[0], num_steps=3, guidance_scale=1.0, **cond)
+    assert torch.equal(default, explicit) and not torch.equal(default, unguided)
+    with model.conditioned() as bare:
+        assert bare is None or not bare.guided
+
+
+def test_micro_batches_cover_the_doubled_guidance_batch(dit):
+    """With guidance every call runs the conditional and unconditional halves together
+    (twice the batch); ``micro_batch = 1`` still makes each sample's result independent
+    of the others in the batch, bit for bit, and within float rounding of one call."""
+    cond = {"class_label": 3, "num_steps": 3, "decode": False}  # the network's part only
+    dit.micro_batch = 1
+    try:
+        both = wb.sample(dit, seeds=[0, 1, 2], **cond)
+        alone = wb.sample(dit, seeds=[1], **cond)
+    finally:
+        dit.micro_batch = None
+    assert torch.equal(both[1:2], alone)
+    torch.testing.assert_close(wb.sample(dit, seeds=[0, 1, 2], **cond), both, rtol=0, atol=1e-4)
+
+
+def test_the_explorer_edits_a_class_conditional_model_under_its_class(dit, tmp_path):
+    """The explorer's samples and slider edits are the class-guided ones: what wb.sample
+    and wb.edit give with the same class label."""
+    from workbench.viz import Explorer
+
+    explorer = Explorer(dit, engine="random", k=1, seeds=[0, 1], num_steps=3,
+                        library=tmp_path, class_label=3, threads=0)  # fmt: skip
+    guided = wb.sample(dit, seeds=[0, 1], num_steps=3, class_label=3)
+    assert torch.equal(explorer._originals[(0, 1)], guided)
+    explorer.sliders[0].value = 2.0
+    edited = wb.edit(dit, explorer.directions, 0, [2.0], seeds=[0, 1], num_steps=3, class_label=3)
+    assert torch.equal(explorer.result.images, edited.images)
+    other = wb.edit(dit, explorer.directions, 0, [2.0], seeds=[0, 1], num_steps=3, class_label=4)
+    assert not torch.equal(explorer.result.images, other.images)

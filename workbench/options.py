@@ -451,7 +451,8 @@ H_POINT = Option(
     "h_point",
     str,
     None,
-    "block output used as h: mid (default), down.i or up.i (model.h_points())",
+    "block output used as h: a U-Net's mid (its default), down.i or up.i; a transformer's "
+    "block.i (default: the middle one), FLUX's also single.i (model.h_points())",
 )
 #: The options :func:`in_context` handles for a function that does not take them itself.
 CONTEXT = (*CONDITIONING, H_POINT)

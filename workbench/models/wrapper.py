@@ -729,10 +729,13 @@ class DiffusionModel:
     def raw(
         self, x_t: torch.Tensor, t: TimestepLike, delta_h: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The U-Net's output as trained (eps, v or x0), with h shifted by ``delta_h``.
+        """The network's output as trained (eps, v, x0 or a flow velocity, by the family's
+        call: timestep scaling, packing, guidance), with h shifted by ``delta_h``.
 
-        ``delta_h`` is added to the mid-block output; it must broadcast against
-        ``[B, *h_shape]`` (e.g. ``[B, C, H, W]``, ``[C, H, W]`` or ``[C, 1, 1]``).
+        ``delta_h`` is added to the output of the block that is h (the current point,
+        :meth:`h_at`; by default :attr:`default_point`: a U-Net's mid block, a
+        transformer's middle block); it must broadcast against ``[B, *h_shape]`` (e.g.
+        ``[B, C, H, W]``, ``[C, H, W]`` or ``[C, 1, 1]``).
         """
         self.check_x(x_t)
         batch = x_t.shape[0]
@@ -965,11 +968,6 @@ class DiffusionModel:
         """``[..., C, H, W]`` in [-1, 1] -> ``[..., H, W, C]`` uint8 (CPU)."""
         x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return x.movedim(-3, -1).contiguous()
-
-    @staticmethod
-    def from_uint8(images: torch.Tensor) -> torch.Tensor:
-        """``[..., H, W, C]`` uint8 -> ``[..., C, H, W]`` float in [-1, 1]."""
-        return images.movedim(-1, -3).float() / 127.5 - 1.0
 
 
 def _cast_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
