@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import workbench as wb
-from workbench.cli import main, parse_floats, parse_seeds
+from workbench.cli import main, parse_floats
 from workbench.errors import WorkbenchError
+from workbench.options import SEEDS
 
 M = ["--model", "tiny-test"]
 
@@ -19,12 +20,13 @@ def run(capsys, *argv):
 
 
 def test_parsers():
-    assert parse_seeds("0-3") == [0, 1, 2, 3]
-    assert parse_seeds("1,4,9") == [1, 4, 9]
+    assert SEEDS.parse("0-3") == (0, 1, 2, 3)
+    assert SEEDS.parse("1,4,9") == (1, 4, 9)
+    assert SEEDS.parse(" 0-2, 9 ") == (0, 1, 2, 9)
     assert parse_floats("-3,0,3") == [-3.0, 0.0, 3.0]
-    for bad in ("a", "3-1", "-2"):
-        with pytest.raises(WorkbenchError):
-            parse_seeds(bad)
+    for bad in ("a", "3-1", "-2", "1,,2", "2-"):
+        with pytest.raises(WorkbenchError, match="seeds"):
+            SEEDS.parse(bad)
     with pytest.raises(WorkbenchError):
         parse_floats("1,nan")
 
@@ -80,7 +82,8 @@ def test_sample_discover_edit_probe_demo(capsys, tmp_path):
     "argv, message",
     [
         (["sample", "--model", "nope", "--out", "o.npz"], "unknown model"),
-        (["sample", *M, "--seeds", "x", "--out", "o.npz"], "bad seeds"),
+        (["sample", *M, "--seeds", "x", "--out", "o.npz"], "seeds must be a list like 0-7"),
+        (["sample", *M, "--seeds", "", "--out", "o.npz"], "seeds must be a list like 0-7"),
         (["sample", *M, "--out", "o.txt"], "must end in .npz"),
         (
             ["discover", "random", *M, "--timestep", "1000", "--out", "o.safetensors"],

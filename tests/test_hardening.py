@@ -67,7 +67,7 @@ def _cli_cases(d: str) -> list[tuple[list[str], str]]:
     s = ["--out", "o.safetensors"]
     return [
         # numbers: ranges, finiteness, integer-ness, sizes
-        (["sample", *M, "--seeds", "99999999999999999999999", *o], "bad seeds"),
+        (["sample", *M, "--seeds", "99999999999999999999999", *o], "seeds must be in"),
         (["sample", *M, "--seeds", "0-99999999999", *o], "more than"),
         (["sample", *M, "--eta", "1e308", *o], "eta must be in [0, 1]"),
         (["sample", *M, "--eta", "-1", *o], "eta must be in [0, 1]"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -23,9 +24,9 @@ from typing import TYPE_CHECKING
 from workbench.errors import WorkbenchError, one_line
 from workbench.options import (
     CONDITIONING,
-    MAX_COUNT,
     MAX_SEED,
     NUM_STEPS,
+    SEEDS,
     Option,
     Spec,
     argparse_type,
@@ -38,33 +39,6 @@ if TYPE_CHECKING:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-7"``, ``"1,4,9"`` or ``"3"`` -> list of ints."""
-    seeds: list[int] = []
-    too_many = False
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
-                lo_i, hi_i = int(lo), int(hi)
-                if hi_i < lo_i:
-                    raise ValueError
-                if hi_i - lo_i + len(seeds) >= MAX_COUNT:
-                    too_many = True
-                    break
-                seeds.extend(range(lo_i, hi_i + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise WorkbenchError(f"bad seeds {text!r}: use e.g. 0-63 or 1,4,9") from None
-    if too_many:
-        raise WorkbenchError(f"bad seeds {text!r}: more than {MAX_COUNT} seeds")
-    if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
-        raise WorkbenchError(f"bad seeds {text!r}: seeds are integers in [0, 2**63)")
-    return seeds
 
 
 def parse_floats(text: str, what: str = "strengths") -> list[float]:
@@ -175,7 +149,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from workbench.store import save_npz
 
     out = _out_file(args.out, ".npz", args.overwrite)
-    seeds = parse_seeds(args.seeds)
+    seeds = list(args.seeds)
     model = _load(args)
     images = sample(
         model, seeds=seeds, num_steps=args.num_steps, eta=args.eta, **_CONDITIONING.from_args(args)
@@ -250,7 +224,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     strengths = None if args.strengths is None else parse_floats(args.strengths)
     if args.image is not None and args.seeds is not None:
         raise WorkbenchError("give --seeds or --image, not both")
-    seeds = None if args.image is not None else parse_seeds(args.seeds or "0-7")
+    seeds = None if args.image is not None else list(args.seeds or range(8))
     model = _load(args)
     directions = DirectionSet.load(args.directions, model=model)
     strengths = strengths or _recorded_strengths(directions, [-3.0, 0.0, 3.0])
@@ -288,19 +262,18 @@ def cmd_judge(args: argparse.Namespace) -> None:
 
     out = None if args.out is None else _out_file(args.out, ".json", args.overwrite)
     strengths = None if args.strengths is None else parse_floats(args.strengths)
-    seeds = parse_seeds(args.seeds)
     model = _load(args)
     directions = DirectionSet.load(args.directions, model=model)
     strengths = strengths or _recorded_strengths(directions, [-2.0, -1.0, 0.0, 1.0, 2.0])
     options = (
-        JUDGE.from_args(args, skip=_EDIT_OWN)
+        JUDGE.from_args(args, skip=_JUDGE_OWN)
         | _JUDGE_EDIT.from_args(args)
         | _CONDITIONING.from_args(args)
         | _mode_options(args, MODES)
     )
     if args.mode is not None:
         options["mode"] = args.mode
-    scores = judge_directions(model, directions, strengths=strengths, seeds=seeds, **options)
+    scores = judge_directions(model, directions, strengths=strengths, **options)
     print(scores.table())
     if out is not None:
         write_text(out, json.dumps(scores.to_dict(), indent=1) + "\n")
@@ -319,8 +292,11 @@ _JUDGE_EDIT = Spec("function", "judge edits", "how the judged edits are made", (
 #: The text conditioning of a text-to-image model, on every command that samples.
 _CONDITIONING = Spec("text", "conditioning", "a text-to-image model's prompt", CONDITIONING)
 
-#: The edit command's own spellings of these (``0-7`` seed ranges, ``-3,0,3``, the modes).
+#: The edit command's own spellings of these (the seeds, not with ``--image``; the
+#: strengths, by default the set's recorded ones; the modes, with their options).
 _EDIT_OWN = ("strengths", "seeds", "mode")
+#: The judge command's (its seeds are its description's).
+_JUDGE_OWN = ("strengths", "mode")
 
 
 def _mode_options(args: argparse.Namespace, modes: dict) -> dict:
@@ -348,7 +324,7 @@ def cmd_library(args: argparse.Namespace) -> None:
     if not args.out:
         raise WorkbenchError("library apply needs --out FILE.npz")
     out = _out_file(args.out, ".npz", args.overwrite)
-    seeds = parse_seeds(args.seeds)
+    seeds = list(args.seeds)
     model = _load(args)
     named = library.load(args.name, model)
     strengths = parse_floats(args.strengths) if args.strengths else None
@@ -582,6 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
             mode.spec.add_arguments(p, skip=tuple(seen))
             seen |= {o.name for o in mode.spec.options}
 
+    def seeds_arg(
+        p: argparse.ArgumentParser, default: str | None = "0-7", text: str | None = None
+    ) -> None:
+        """``--seeds``: the ``seeds`` option type (``0-7``, ``1,4,9``, ``0-3,9``)."""
+        p.add_argument(
+            "--seeds",
+            default=None if default is None else SEEDS.parse(default),
+            type=argparse_type(dataclasses.replace(SEEDS, required=True)),  # "" is no seeds
+            metavar="SEEDS",
+            help=text or f"{SEEDS.help} (default {default})",
+        )
+
     def model_args(p: argparse.ArgumentParser, default: str | None = "shapes32") -> None:
         p.add_argument(
             "--model",
@@ -595,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("sample", "sample images from seeds", cmd_sample)
     model_args(p)
-    p.add_argument("--seeds", default="0-7")
+    seeds_arg(p)
     num(p, "num_steps", int, None, "DDIM steps (default: the preset's)", 1, 10000, ("--steps",))
     num(p, "eta", float, 0.0, "DDIM eta (0: deterministic)", 0, 1)
     _CONDITIONING.add_arguments(p)
@@ -617,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated, in preset steps (default: the set's working strengths, else -3,0,3)",
     )
-    p.add_argument("--seeds", default=None, help="seeds of x_T (default 0-7)")
+    seeds_arg(p, None, "seeds of x_T, e.g. 0-7 or 1,4,9 (default 0-7; not with --image)")
     p.add_argument(
         "--image",
         default=None,
@@ -643,10 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated, in preset steps (default: the set's working strengths, else "
         "-2,-1,0,1,2)",
     )
-    p.add_argument("--seeds", default="0-7", help="seeds of x_T")
     p.add_argument("--out", default=None, help="FILE.json for the scores (optional)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    JUDGE.add_arguments(p, skip=_EDIT_OWN)
+    JUDGE.add_arguments(p, skip=_JUDGE_OWN)
     _JUDGE_EDIT.add_arguments(p)
     _CONDITIONING.add_arguments(p)
     mode_args(p, (*JUDGE._index, *_JUDGE_EDIT._index, *_CONDITIONING._index))
@@ -670,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default=None, help="direction name (apply, remove)")
     p.add_argument("--library", default=None, help="folder (default: $WORKBENCH_LIBRARY)")
     model_args(p)
-    p.add_argument("--seeds", default="0-7")
+    seeds_arg(p)
     p.add_argument("--strengths", default=None, help="default: the saved strength")
     p.add_argument("--out", default=None, help="FILE.npz (apply)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -39,8 +39,10 @@ MAX_COUNT = 1_000_000
 class Option:
     """One option of an engine, probe or edit mode.
 
-    ``type`` is ``int``, ``float``, ``str``, ``bool``, ``"path"`` (a string or path) or
-    ``"ints"``/``"floats"`` (a non-empty sequence, ``999,600,200`` on the CLI); any other type (e.g.
+    ``type`` is ``int``, ``float``, ``str``, ``bool``, ``"path"`` (a string or path),
+    ``"ints"``/``"floats"`` (a non-empty sequence, ``999,600,200`` on the CLI) or
+    ``"seeds"`` (integers like ``"ints"``, written ``0-7``, ``0,3,5`` or ``0-3,9`` on the
+    CLI, ranges inclusive); any other type (e.g.
     ``object``) is passed through unchecked, for the function to check. ``low`` and
     ``high`` bound numbers (inclusive); ``choices`` bound strings; ``nullable`` lets
     ``None`` stand for "the model's default" (the preset's), which ``default=None``
@@ -84,7 +86,7 @@ class Option:
         elif self.low is not None:
             parts.append(f"at least {_fmt(self.low)}")
         if self.default is not None:
-            many = self.type in ("ints", "floats")
+            many = self.type in ("ints", "floats", "seeds")
             shown = ",".join(map(str, self.default)) if many else self.default
             parts.append(f"default {shown}")
         return "; ".join(parts)
@@ -98,8 +100,8 @@ class Option:
             if self.accepts_none:
                 return None
             raise WorkbenchError(f"{where}{self.name} must not be None")
-        if self.type in ("ints", "floats"):
-            kind = int if self.type == "ints" else float
+        if self.type in ("ints", "floats", "seeds"):
+            kind = float if self.type == "floats" else int
             plural = "integers" if kind is int else "numbers"
             if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
                 value = value.tolist()  # numpy arrays, tensors
@@ -180,9 +182,11 @@ class Option:
         if text == "" and self.accepts_none:
             return None
         try:
-            if self.type in ("ints", "floats"):
+            if self.type == "seeds":
+                value: Any = _seed_list(text)
+            elif self.type in ("ints", "floats"):
                 kind = int if self.type == "ints" else float
-                value: Any = [kind(v) for v in text.split(",") if v.strip()]
+                value = [kind(v) for v in text.split(",") if v.strip()]
             elif self.type is int:
                 value = int(text)
             elif self.type is float:
@@ -199,9 +203,30 @@ class Option:
                 float: "a number",
                 bool: "true or false",
                 "floats": "numbers like -3,0,3",
+                "seeds": "a list like 0-7, 1,4,9 or 0-3,9",
             }.get(self.type, "integers like 999,600,200")
             raise WorkbenchError(f"{where}{self.name} must be {kind}, got {text!r}") from None
         return self.check(value, owner)
+
+
+def _seed_list(text: str) -> list[int] | range:
+    """``"0-7"``, ``"1,4,9"``, ``"0-3,9"`` as integers (a single range stays a ``range``, so
+    that a huge one is refused by its length without being built); ``ValueError`` if it
+    is not such a list."""
+    parts = [p.strip() for p in text.split(",")]
+    spans = []
+    for part in parts:
+        low, dash, high = part.partition("-")
+        if not low or (dash and not high):
+            raise ValueError(part)
+        spans.append(range(int(low), int(high) + 1) if dash else range(int(low), int(low) + 1))
+        if dash and int(high) < int(low):
+            raise ValueError(part)
+    if len(spans) == 1:
+        return spans[0]
+    if sum(len(s) for s in spans) > MAX_COUNT:
+        return range(MAX_COUNT + 1)  # refused by the count check, named as too many
+    return [v for s in spans for v in s]
 
 
 def _fmt(value: float) -> str:
@@ -383,7 +408,7 @@ IMAGES = Option(
     "real images: a folder of image files, or (API) a tensor [m, C, H, W] in [-1, 1] "
     "(default: the model's scene)",
 )
-SEEDS = Option("seeds", "ints", None, "seeds of x_T, e.g. 0-7 or 1,4,9", low=0, high=MAX_SEED)
+SEEDS = Option("seeds", "seeds", None, "seeds of x_T, e.g. 0-7 or 1,4,9", low=0, high=MAX_SEED)
 #: How real images are inverted (``sampling.invert``'s methods).
 INVERSION = Option(
     "inversion",

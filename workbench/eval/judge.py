@@ -452,7 +452,7 @@ def what_to_edit(
 #: The options that say what is edited, shared with ``score_directions``.
 INDICES = Option("indices", "ints", None, "which directions (default: all)", low=0)
 STRENGTHS = Option("strengths", "floats", (-2.0, -1.0, 0.0, 1.0, 2.0), "in preset steps")
-SEEDS = Option("seeds", "ints", tuple(range(8)), "seeds of x_T", low=0, high=MAX_SEED)
+SEEDS = Option("seeds", "seeds", tuple(range(8)), "seeds of x_T, e.g. 0-7", low=0, high=MAX_SEED)
 #: The options of :func:`judge_directions` (the edit's own go on to ``wb.edit``).
 JUDGE = Spec(
     "function",
