@@ -200,7 +200,7 @@ def test_mixing_step_is_a_probe_of_the_cli(capsys, tmp_path):
             "tiny-test",
             "--n",
             "8",
-            "--steps",
+            "--num-steps",
             "4",
             "--out",
             str(tmp_path / "p"),

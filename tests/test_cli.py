@@ -37,14 +37,14 @@ def test_sample_discover_edit_probe_demo(capsys, tmp_path):
         assert code == 0, err
         return out
 
-    ok("sample", *M, "--seeds", "0-3", "--steps", "5", "--out", str(tmp_path / "s.npz"))
+    ok("sample", *M, "--seeds", "0-3", "--num-steps", "5", "--out", str(tmp_path / "s.npz"))
     assert np.load(tmp_path / "s.npz")["images"].shape == (4, 16, 16, 3)
 
     for space in ("x", "h"):
         d = str(tmp_path / f"{space}.safetensors")
         ok("discover", "random", *M, "--space", space, "--k", "3", "--out", d)
         out = str(tmp_path / f"e{space}.npz")
-        edit = ["--index", "2", "--strengths", "-3,0,3", "--seeds", "0-1", "--steps", "5"]
+        edit = ["--index", "2", "--strengths", "-3,0,3", "--seeds", "0-1", "--num-steps", "5"]
         ok("edit", *M, "--directions", d, *edit, "--out", out)
         images = np.load(out)["images"]
         assert images.shape == (3, 2, 16, 16, 3) and images.dtype == np.uint8
@@ -53,12 +53,12 @@ def test_sample_discover_edit_probe_demo(capsys, tmp_path):
     ok("discover", "attention", *M, "--matrix", "ov", "--k", "4", "--out", str(d))
     assert wb.DirectionSet.load(d).params["matrix"] == "ov"
     d = tmp_path / "pca.safetensors"
-    ok("discover", "pca", *M, "--n", "4", "--steps", "4", "--k", "2", "--out", str(d))
+    ok("discover", "pca", *M, "--n", "4", "--num-steps", "4", "--k", "2", "--out", str(d))
     assert wb.DirectionSet.load(d).shape == (32, 4, 4)
 
-    ok("probe", "norm", *M, "--n", "4", "--steps", "5", "--out", str(tmp_path / "p"))
+    ok("probe", "norm", *M, "--n", "4", "--num-steps", "5", "--out", str(tmp_path / "p"))
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["norm.html", "norm.json"]
-    timesteps = ["--timesteps", "999,500", "--steps", "4"]
+    timesteps = ["--timesteps", "999,500", "--num-steps", "4"]
     ok("probe", "curvedness", *M, "--n", "2", *timesteps, "--out", str(tmp_path / "c"))
     written = json.loads((tmp_path / "c" / "curvedness.json").read_text())
     assert written["timesteps"] == [999, 500] and len(written["ratio"][0]) == 2
@@ -74,7 +74,7 @@ def test_sample_discover_edit_probe_demo(capsys, tmp_path):
     # every engine's edits judged without ground truth: a table and a caption per grid
     assert report.count("class='workbench-judge'") == 8 and "consistency" in report
 
-    out = ok("bench", *M, "--n", "2", "--steps", "2", "--repeats", "1")
+    out = ok("bench", *M, "--n", "2", "--num-steps", "2", "--repeats", "1")
     assert "sample 2 x 2 steps" in out
 
 
@@ -152,7 +152,7 @@ def test_train_command_on_the_tiny_architecture(capsys, tmp_path):
         "train",
         "--architecture",
         "tiny",
-        "--steps",
+        "--train-steps",
         "2",
         "--batch-size",
         "2",
@@ -179,7 +179,7 @@ def test_train_command_on_the_tiny_architecture(capsys, tmp_path):
 def test_discover_boundary_and_edit_at_distance(capsys, tmp_path):
     out = tmp_path / "b.safetensors"
     argv = ["discover", "boundary", *M, "--attribute", "right", "--images", "40"]
-    code, text, err = run(capsys, *argv, "--steps", "4", "--out", str(out))
+    code, text, err = run(capsys, *argv, "--num-steps", "4", "--out", str(out))
     assert code == 0, err
     ds = wb.DirectionSet.load(out)
     assert ds.engine == "boundary" and len(ds) == 1 and ds.timestep == 500
@@ -192,3 +192,26 @@ def test_discover_boundary_and_edit_at_distance(capsys, tmp_path):
     )
     assert code == 2 and "attribute must be one of" in err
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_old_spellings_work_and_say_their_new_name(capsys):
+    """One word, one meaning: --steps (DDIM steps) is --num-steps, demo's --seeds (a count)
+    is --n-seeds, train's --steps (training steps) is --train-steps; each old spelling
+    still sets the same option and says the new name in one stderr line."""
+    from workbench.cli import build_parser
+
+    parser = build_parser()
+    cases = [
+        (["sample", "--steps", "3", "--out", "s.npz"], "num_steps", "--num-steps"),
+        (["probe", "norm", "--steps", "3", "--out", "p"], "num_steps", "--num-steps"),
+        (["demo", "--seeds", "3"], "n_seeds", "--n-seeds"),
+        (["train", "--steps", "3"], "train_steps", "--train-steps"),
+    ]
+    for argv, dest, new in cases:
+        old = parser.parse_args(argv)
+        spelling = next(a for a in argv if a in ("--steps", "--seeds"))
+        assert capsys.readouterr().err == f"workbench: warning: {spelling} is now {new}\n"
+        current = [new if a in ("--steps", "--seeds") else a for a in argv]
+        assert getattr(parser.parse_args(current), dest) == getattr(old, dest) == 3
+        assert capsys.readouterr().err == ""
+    assert parser.parse_args(["sample", "--seeds", "0-2,7", "--out", "s.npz"]).seeds == (0, 1, 2, 7)

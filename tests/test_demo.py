@@ -189,7 +189,7 @@ def test_workbench_figures_writes_a_pdf_and_an_svg_of_every_figure(tmp_path, mon
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    argv = ["figures", "--model", "tiny-test", "--quick", "--steps", "3", "--seeds", "2"]
+    argv = ["figures", "--model", "tiny-test", "--quick", "--num-steps", "3", "--n-seeds", "2"]
     assert main([*argv, "--format", "pdf,svg", "--out", str(out)]) == 0
     assert not (out / "report.html").exists()
     files = {}

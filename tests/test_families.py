@@ -539,16 +539,15 @@ def test_the_cli_samples_and_edits_every_family(name, built, tmp_path):
     if name != "flux-schnell":
         prompt += ["--guidance-scale", "2"]
     out = tmp_path / "s.npz"
-    assert (
-        main(["sample", *model, *prompt, "--seeds", "0-1", "--steps", "3", "--out", str(out)]) == 0
-    )
+    argv = ["sample", *model, *prompt, "--seeds", "0-1", "--num-steps", "3", "--out", str(out)]
+    assert main(argv) == 0
     images = np.load(out)["images"]
     side = 8 if small else {"sana": 32, "hunyuandit": 64}.get(name, 16)
     assert images.shape == (2, side, side, 3) and images.dtype == np.uint8
     d = str(tmp_path / "d.safetensors")
     assert main(["discover", "random", *model, *prompt, "--k", "2", "--out", d]) == 0
     e = str(tmp_path / "e.npz")
-    edit = ["edit", *model, *prompt, "--directions", d, "--seeds", "0", "--steps", "3"]
+    edit = ["edit", *model, *prompt, "--directions", d, "--seeds", "0", "--num-steps", "3"]
     assert main([*edit, "--out", e]) == 0
     assert np.load(e)["images"].shape[1:] == (1, side, side, 3)
 

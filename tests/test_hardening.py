@@ -72,8 +72,8 @@ def _cli_cases(d: str) -> list[tuple[list[str], str]]:
         (["sample", *M, "--eta", "1e308", *o], "eta must be in [0, 1]"),
         (["sample", *M, "--eta", "-1", *o], "eta must be in [0, 1]"),
         (["sample", *M, "--eta", "nan", *o], "eta must be finite"),
-        (["sample", *M, "--steps", "0", *o], "num_steps must be in [1, 10000]"),
-        (["sample", *M, "--steps", "2.5", *o], "num_steps must be an integer"),
+        (["sample", *M, "--num-steps", "0", *o], "num_steps must be in [1, 10000]"),
+        (["sample", *M, "--num-steps", "2.5", *o], "num_steps must be an integer"),
         (["discover", "random", *M, "--k", "100000000", *s], "k must be in [1, 4096]"),
         (["discover", "random", *M, "--seed", "1e23", *s], "seed must be an integer"),
         (["discover", "random", *M, "--form", "z", *s], "form must be one of full, channel"),
@@ -89,7 +89,7 @@ def _cli_cases(d: str) -> list[tuple[list[str], str]]:
         (["train", "--lr", "nan", "--out", "t"], "lr must be finite"),
         (["train", "--max-minutes", "nan", "--out", "t"], "max_minutes must be finite"),
         (["probe", "norm", *M, "--n", "0", "--out", "p"], "n must be in [2, 100000]"),
-        (["probe", "norm", *M, "--steps", "0", "--out", "p"], "num_steps must be in"),
+        (["probe", "norm", *M, "--num-steps", "0", "--out", "p"], "num_steps must be in"),
         (["probe", "curvedness", *M, "--timesteps", "5000", "--out", "p"], "out of range"),
         (["edit", *M, "--directions", d, "--index", "-1", *o], "index must be at least 0"),
         (["edit", *M, "--directions", d, "--strengths", "1,nan", *o], "need finite numbers"),
@@ -344,24 +344,23 @@ def test_out_never_destroys_what_the_user_had(capsys, tmp_path):
     folder.mkdir()
     (folder / "keep.txt").write_text("mine")
     code, _, err = run(
-        capsys, "probe", "norm", *M, "--n", "2", "--steps", "3", "--out", str(folder)
+        capsys, "probe", "norm", *M, "--n", "2", "--num-steps", "3", "--out", str(folder)
     )
     assert code == 2 and "not empty: give --overwrite" in err and err.count("\n") == 1
     assert (folder / "keep.txt").read_text() == "mine"
 
     npz = tmp_path / "s.npz"
     npz.write_bytes(b"old")
-    code, _, err = run(capsys, "sample", *M, "--seeds", "0", "--steps", "2", "--out", str(npz))
+    code, _, err = run(capsys, "sample", *M, "--seeds", "0", "--num-steps", "2", "--out", str(npz))
     assert code == 2 and "exists: give --overwrite" in err
     assert npz.read_bytes() == b"old"
     code, _, _ = run(
-        capsys, "sample", *M, "--seeds", "0", "--steps", "2", "--out", str(npz), "--overwrite"
+        capsys, "sample", *M, "--seeds", "0", "--num-steps", "2", "--out", str(npz), "--overwrite"
     )
     assert code == 0 and npz.read_bytes()[:2] == b"PK"  # replaced by a real npz
 
-    code, _, _ = run(
-        capsys, "probe", "norm", *M, "--n", "2", "--steps", "3", "--out", str(folder), "--overwrite"
-    )
+    argv = ["probe", "norm", *M, "--n", "2", "--num-steps", "3", "--out", str(folder)]
+    code, _, _ = run(capsys, *argv, "--overwrite")
     assert code == 0 and sorted(p.name for p in folder.iterdir()) == ["norm.html", "norm.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
 
@@ -370,7 +369,8 @@ def test_train_refuses_a_folder_that_is_not_a_run(capsys, tmp_path):
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "thesis.tex").write_text("x")
-    code, _, err = run(capsys, "train", "--preset", "tiny", "--steps", "1", "--out", str(folder))
+    argv = ["train", "--preset", "tiny", "--train-steps", "1", "--out", str(folder)]
+    code, _, err = run(capsys, *argv)
     assert code == 2 and "holds other files" in err
     assert [p.name for p in folder.iterdir()] == ["thesis.tex"]
 
@@ -484,7 +484,7 @@ def test_kill_9_leaves_no_visible_output_and_the_next_run_removes_the_orphans(tm
     fresh.mkdir()
     _age(orphan)
     _age(dead_write)
-    assert main(["probe", "norm", *M, "--n", "2", "--steps", "3", "--out", str(out)]) == 0
+    assert main(["probe", "norm", *M, "--n", "2", "--num-steps", "3", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["norm.html", "norm.json"]
     assert not orphan.exists() and not dead_write.exists() and fresh.exists()
 
@@ -930,9 +930,9 @@ def test_calibrate_replaces_a_preset_only_with_overwrite_and_keeps_the_old_one(
 @pytest.mark.parametrize(
     "argv",
     [
-        ["sample", *M, "--seeds", "0", "--steps", "2", "--out", "{o}.npz"],
+        ["sample", *M, "--seeds", "0", "--num-steps", "2", "--out", "{o}.npz"],
         ["discover", "random", *M, "--k", "1", "--out", "{o}.safetensors"],
-        ["probe", "norm", *M, "--n", "2", "--steps", "3", "--out", "{o}"],
+        ["probe", "norm", *M, "--n", "2", "--num-steps", "3", "--out", "{o}"],
         ["sweep", "spectrum", "--model", "tiny-test", "--n", "2", "--out", "{o}"],
         ["calibrate", *M, "--out", "{o}", "--mixing-n", "0", "--reach-n", "0"],
         ["demo", *M, "--quick", "--out", "{o}"],

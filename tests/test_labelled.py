@@ -115,7 +115,7 @@ def test_cli_discovers_a_boundary_from_a_labelled_folder(capsys, tmp_path):
 
     _folder(tmp_path / "classes", n=40)
     out = tmp_path / "b.safetensors"
-    argv = ["discover", "boundary", "--model", "tiny-test", "--device", "cpu", "--steps", "3"]
+    argv = ["discover", "boundary", "--model", "tiny-test", "--device", "cpu", "--num-steps", "3"]
     argv += ["--timestep", "500", "--labels", str(tmp_path / "classes")]
     assert main([*argv, "--positive", "right", "--out", str(out)]) == 0
     ds = wb.DirectionSet.load(out)

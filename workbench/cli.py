@@ -28,6 +28,7 @@ from workbench.options import (
     NUM_STEPS,
     SEEDS,
     Option,
+    Renamed,
     Spec,
     argparse_type,
 )
@@ -450,7 +451,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = TrainConfig(
         out=args.out,
-        steps=args.steps,
+        steps=args.train_steps,
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
@@ -537,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             o.flag,
             *aliases,
+            action=Renamed,
+            old=aliases,
             dest=name,
             default=default,
             type=argparse_type(o),
@@ -720,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", "train a bundled model (shapes32, shapes64) from scratch", cmd_train)
     out_args(p, "run folder (resumed if it holds a checkpoint)", default="runs/train")
-    num(p, "steps", int, 6000, "training steps", 1, 10**8)
+    num(p, "train_steps", int, 6000, "training steps", 1, 10**8, ("--steps",))
     num(p, "batch_size", int, 128, "images per step", 1, 65536)
     num(p, "lr", float, 2e-4, "learning rate", 1e-12, 1.0)
     num(p, "seed", int, 0, "random seed", 0, MAX_SEED)

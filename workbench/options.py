@@ -22,6 +22,7 @@ import inspect
 import math
 import numbers
 import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -234,6 +235,24 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+class Renamed(argparse.Action):
+    """Stores an option's value; given under an older spelling (``old``), it also says the
+    current one, in one line on stderr (the old spelling still works)."""
+
+    def __init__(self, option_strings: list[str], dest: str, old: Sequence[str] = (), **kw: Any):
+        self.old = tuple(old)
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        """Store ``values``; warn when ``option_string`` is an older spelling."""
+        if option_string in self.old:
+            print(
+                f"workbench: warning: {option_string} is now {self.option_strings[0]}",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
 def argparse_type(option: Option, owner: str = "") -> Callable[[str], Any]:
     """An argparse ``type=`` that parses and checks with ``option`` (one-line errors)."""
 
@@ -317,6 +336,7 @@ class Spec:
             if o.type is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             else:
+                kwargs |= {"action": Renamed, "old": o.aliases}
                 kwargs["type"] = argparse_type(o, self.owner)
                 kwargs["metavar"] = (
                     o.name.upper() if not o.choices else "{" + ",".join(o.choices) + "}"
