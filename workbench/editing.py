@@ -413,12 +413,12 @@ def edit(
         unedited: also run each sample unedited on the same grid with the same step noise
             (``EditResult.unedited``): the reference every mode is compared with (a
             ``distance`` edit at strength 0 moves onto the boundary; it is not unedited).
-        prompt, negative_prompt, guidance_scale, class_label: a text-to-image or
-            class-conditional model's conditioning (see :meth:`DiffusionModel.conditioned`).
         bank: a :class:`~workbench.trajectories.TrajectoryBank`: where its grid and seeds
             are the edit's, the unedited trunk (and, without step noise, the unedited
             samples) are read from it instead of computed.
-        options: passed to the mode.
+        options: passed to the mode; also a text-to-image or class-conditional model's
+            conditioning, ``prompt``, ``negative_prompt``, ``guidance_scale`` and
+            ``class_label`` (see :meth:`DiffusionModel.conditioned`).
     Returns:
         :class:`EditResult` with images ``[S, N, C, H, W]``.
     """

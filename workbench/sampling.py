@@ -152,7 +152,8 @@ def ddim(
         timesteps: strictly monotone integers, ``-1`` allowed at the clean end.
         eta: DDIM stochasticity (sampling only; inversion is deterministic).
         generator: one generator, or one per sample, for the eta > 0 noise.
-        edit, callback: hooks, see the module docstring.
+        edit: hooks that may change the step (x, h), see the module docstring.
+        callback: hooks that only watch each step, see the module docstring.
         return_trajectory: also return every intermediate x (on the CPU).
         refine: inversion only: fixed-point refinements of each step (0: plain DDIM
             inversion). Plain inversion evaluates the network at the lower x and solves
