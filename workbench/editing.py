@@ -422,6 +422,35 @@ def edit(
     Returns:
         :class:`EditResult` with images ``[S, N, C, H, W]``.
     """
+    return _edit_many(
+        model, directions, [index], strengths, seeds, x, images, t_start, mode, num_steps,
+        eta, boost, progress, batch_size, unedited, inversion, bank, options,
+    )[0]  # fmt: skip
+
+
+def _edit_many(
+    model: DiffusionModel,
+    directions: DirectionSet,
+    indices: Sequence[int] | None,
+    strengths: Sequence[float],
+    seeds: Sequence[int] | None,
+    x: torch.Tensor | None,
+    images: torch.Tensor | str | Path | None,
+    t_start: int | None,
+    mode: str | None,
+    num_steps: int | None,
+    eta: float | None,
+    boost: float,
+    progress: bool | None,
+    batch_size: int,
+    unedited: bool,
+    inversion: str,
+    bank: TrajectoryBank | None,
+    options: dict[str, Any],
+) -> list[EditResult]:
+    """The one edit path of :func:`edit` and :func:`edit_set`: directions ``indices``
+    (default: all) of ``directions`` at ``strengths``, from seeds, latents or the user's
+    images, in one batched run; one :class:`EditResult` per index."""
     check_directions(directions)
     # h-space directions are read and applied at the activation point they were found at
     point = directions.params.get("h_point") if directions.space == "h" else None
@@ -431,15 +460,20 @@ def edit(
         strengths = _check_strengths(strengths)
         if sum(v is not None for v in (seeds, x, images)) != 1:
             raise WorkbenchError("give exactly one of seeds, x or images")
+        indices = list(range(len(directions))) if indices is None else [int(i) for i in indices]
+        for i in indices:
+            if not 0 <= i < len(directions):
+                raise WorkbenchError(f"index {i} is out of range for {len(directions)} directions")
         own = own_images(model, images) if images is not None else None
         if own is None:
             x = _start(model, seeds, x)
-        plan = MODES[mode](model, directions, index, **options)
-        grid = _edit_grid(model, num_steps, t_start, plan.include)
+        plans = [MODES[mode](model, directions, i, **options) for i in indices]
+        grid = _edit_grid(model, num_steps, t_start, sorted({t for p in plans for t in p.include}))
         # the images sampled back unedited give the reconstruction error: deterministically
         # they are the unedited row of the edit itself (its trunk shared), else a pass of
         # their own
         in_batch = own is not None and not eta and not boost
+        error = None
         if own is not None:  # invert on the edit's own grid: strength 0 retraces it
             clean = model.encode(own.images.to(model.device))
             refine = refinements(inversion)
@@ -448,32 +482,35 @@ def edit(
                 again = model.decode(ddim(model, x, grid, progress=progress))
                 error = float(((again - own.images.to(again)) ** 2).mean())
         run = _EditRun(model, grid, strengths, seeds, eta, boost, progress, batch_size, bank)
-        (images,), reference = run([plan], x, unedited or in_batch)
+        edited, reference = run(plans, x, unedited or in_batch)
         if in_batch:
             error = float(((reference - own.images.to(reference)) ** 2).mean())
-        return EditResult(
-            images=images,
-            unedited=reference if unedited else None,
-            strengths=strengths,
-            seeds=None if seeds is None else [int(s) for s in seeds],
-            index=index,
-            mode=mode,
-            directions=directions,
-            timesteps=grid,
-            options=dict(options) | {"eta": eta, "boost": boost},
-            sources=own.paths if own is not None else None,
-            reconstruction_mse=error if own is not None else None,
-        )
+        return [
+            EditResult(
+                images=images_i,
+                unedited=reference if unedited else None,
+                strengths=strengths,
+                seeds=None if seeds is None else [int(s) for s in seeds],
+                index=i,
+                mode=mode,
+                directions=directions,
+                timesteps=grid,
+                options=dict(options) | {"eta": eta, "boost": boost},
+                sources=own.paths if own is not None else None,
+                reconstruction_mse=error,
+            )
+            for i, images_i in zip(indices, edited, strict=True)
+        ]
 
 
-#: The options of :func:`edit_set`: :func:`edit`'s for seeds and latents, every direction.
+#: The options of :func:`edit_set`: :func:`edit`'s, for several directions.
 EDIT_SET = Spec(
     "function",
     "edit_set",
     "edit seeds or latents along several directions of a set at several strengths, batched",
     (
         Option("indices", "ints", None, "which directions of the set (default: all)", low=0),
-        *(o for o in EDIT.options if o.name not in ("index", "images", "inversion")),
+        *(o for o in EDIT.options if o.name != "index"),
     ),
 )
 
@@ -498,46 +535,22 @@ def edit_set(
     progress: bool | None = None,
     batch_size: int = 256,
     unedited: bool = False,
+    images: torch.Tensor | str | Path | None = None,
+    inversion: str = "ddim",
     bank: TrajectoryBank | None = None,
     **options: Any,
 ) -> list[EditResult]:
-    """:func:`edit` for every direction ``indices`` (default: all) of ``directions``, as one
+    """:func:`edit` for every direction ``indices`` (default: all) of ``directions`` (from
+    seeds, latents or the user's images, as :func:`edit` takes them), as one
     batched pass: the unedited trunk down to the edit timestep is computed once (or read
     from ``bank`` when its grid and seeds are the edit's), and where the mode leaves
     strength 0 unedited (additive, guidance) that row is computed once for all directions
     (with ``bank`` and eta 0: read from it). Gives what :func:`edit` gives per direction
     (up to float rounding of the other batch size); one :class:`EditResult` per index."""
-    check_directions(directions)
-    point = directions.params.get("h_point") if directions.space == "h" else None
-    with model.h_at(point):
-        directions.check_model(model)
-        mode, eta, options = _recorded_edit(directions, mode, eta, options)
-        strengths = _check_strengths(strengths)
-        if (seeds is None) == (x is None):
-            raise WorkbenchError("give exactly one of seeds or x")
-        x = _start(model, seeds, x)
-        indices = list(range(len(directions))) if indices is None else [int(i) for i in indices]
-        for i in indices:
-            if not 0 <= i < len(directions):
-                raise WorkbenchError(f"index {i} is out of range for {len(directions)} directions")
-        plans = [MODES[mode](model, directions, i, **options) for i in indices]
-        grid = _edit_grid(model, num_steps, t_start, sorted({t for p in plans for t in p.include}))
-        run = _EditRun(model, grid, strengths, seeds, eta, boost, progress, batch_size, bank)
-        images, reference = run(plans, x, unedited)
-        return [
-            EditResult(
-                images=edited,
-                unedited=reference if unedited else None,
-                strengths=strengths,
-                seeds=None if seeds is None else [int(s) for s in seeds],
-                index=i,
-                mode=mode,
-                directions=directions,
-                timesteps=grid,
-                options=dict(options) | {"eta": eta, "boost": boost},
-            )
-            for i, edited in zip(indices, images, strict=True)
-        ]
+    return _edit_many(
+        model, directions, indices, strengths, seeds, x, images, t_start, mode, num_steps,
+        eta, boost, progress, batch_size, unedited, inversion, bank, options,
+    )  # fmt: skip
 
 
 def _recorded_edit(
@@ -775,7 +788,7 @@ def own_images(model: DiffusionModel, images: torch.Tensor | str | Path) -> OwnI
             f"{read.resized} of {len(read.paths)} images centre-cropped and resized to "
             f"{height}x{width} px for {model.name}",
             UserWarning,
-            stacklevel=5,  # own_images, edit, the context and option wrappers, the caller
+            stacklevel=6,  # own_images, _edit_many, edit, its two wrappers, the caller
         )
     return OwnImages(read.images, read.paths)
 

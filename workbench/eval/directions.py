@@ -54,7 +54,7 @@ from workbench.eval.judge import (
     SEEDS,
     STRENGTHS,
     ImageScores,
-    edited_with_reference,
+    edits_with_reference,
     image_scores,
     what_to_edit,
 )
@@ -283,10 +283,8 @@ def score_directions(
     model_scene(model)  # refused before any edit on a model without a scene
     # every strength and the unedited sample on the same grid and noise: the reference in
     # every mode (a distance edit at strength 0 is not unedited)
-    edits = [
-        edited_with_reference(model, directions, index, strengths, seeds, progress, **edit_options)
-        for index in indices
-    ]
+    edits = edits_with_reference(model, directions, indices, strengths, seeds, progress,
+                                 **edit_options)  # fmt: skip
     return score_edits(model, edits, strengths, [first.name(i) for i in indices])
 
 

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.directions import DirectionSet, check_directions
-from workbench.editing import EditResult, edit
+from workbench.editing import EditResult, edit_set
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import MAX_SEED, PROGRESS, Option, Spec, validated
@@ -385,38 +385,42 @@ def edited_with_reference(
     **edit_options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Direction ``index`` edited at ``strengths`` for every seed, and the unedited samples:
-    ``([S, N, C, H, W], [N, C, H, W])``. ``directions`` is one set applied to every seed, or
-    one set per seed (direction ``index`` of set ``j`` edits seed ``j``)."""
+    ``([S, N, C, H, W], [N, C, H, W])``; :func:`edits_with_reference` of one index."""
+    return edits_with_reference(
+        model, directions, [index], strengths, seeds, progress, **edit_options
+    )[0]
+
+
+def edits_with_reference(
+    model: DiffusionModel,
+    directions: DirectionSet | Sequence[DirectionSet],
+    indices: Sequence[int],
+    strengths: Sequence[float],
+    seeds: Sequence[int],
+    progress: bool | None = None,
+    **edit_options: Any,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each direction of ``indices`` edited at ``strengths`` for every seed, and the
+    unedited samples: ``([S, N, C, H, W], [N, C, H, W])`` per index, from one batched
+    :func:`~workbench.edit_set` run (the unedited trunk and row shared by all directions).
+    ``directions`` is one set applied to every seed, or one set per seed (direction ``i``
+    of set ``j`` edits seed ``j``: one run per seed)."""
+    indices = list(indices)
     if isinstance(directions, DirectionSet):
         runs = [
-            edit(
-                model,
-                directions,
-                index,
-                strengths,
-                seeds=seeds,
-                progress=progress,
-                unedited=True,
-                **edit_options,
-            )
-        ]
+            edit_set(model, directions, strengths, indices=indices, seeds=seeds,
+                     progress=progress, unedited=True, **edit_options)
+        ]  # fmt: skip
     else:
         runs = [
-            edit(
-                model,
-                ds,
-                index,
-                strengths,
-                seeds=[seed],
-                progress=False,
-                unedited=True,
-                **edit_options,
-            )
+            edit_set(model, ds, strengths, indices=indices, seeds=[seed], progress=False,
+                     unedited=True, **edit_options)
             for ds, seed in zip(directions, seeds, strict=True)
-        ]
-    images = torch.cat([r.images for r in runs], dim=1)
-    reference = torch.cat([r.unedited for r in runs])
-    return images, reference
+        ]  # fmt: skip
+    reference = torch.cat([run[0].unedited for run in runs])
+    return [
+        (torch.cat([run[k].images for run in runs], dim=1), reference) for k in range(len(indices))
+    ]
 
 
 def what_to_edit(
@@ -510,12 +514,11 @@ def judge_directions(
     """
     first, indices, strengths, seeds = what_to_edit(directions, indices, strengths, seeds)
     probe = _probe(model, labelled, positive, probe)
-    rows = []
-    for index in indices:
-        images, reference = edited_with_reference(
-            model, directions, index, strengths, seeds, progress, **edit_options
-        )
-        rows.append(image_scores(images, reference, strengths, region, probe))
+    edits = edits_with_reference(model, directions, indices, strengths, seeds, progress,
+                                 **edit_options)  # fmt: skip
+    rows = [
+        image_scores(edited, reference, strengths, region, probe) for edited, reference in edits
+    ]
     names = [first.name(i) for i in indices]
     return ImageScores.from_rows(names, strengths, rows, len(seeds), region, probe)
 
