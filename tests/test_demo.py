@@ -215,3 +215,19 @@ def test_a_static_figure_in_an_unknown_format_is_a_one_line_error(tmp_path):
     with pytest.raises(WorkbenchError, match="unknown figure format 'gif'"):
         export(go.Figure(), tmp_path / "a.gif")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # a quick demo on the random model: about a minute
+def test_the_demo_shows_one_progress_bar(tiny, tmp_path, monkeypatch, capsys):
+    """With progress bars on, the demo's only bar is its own overall one ("demo: STAGE"):
+    no stage's inner bar (sampling, inversion, iterations) shows under it."""
+    import re
+
+    import workbench.settings as settings
+
+    monkeypatch.setattr(settings, "progress", True)
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    run_demo(tiny, tmp_path / "out", quick=True)
+    shown = re.split(r"[\r\n]+", capsys.readouterr().err)
+    bars = {line.split(":")[0].strip() for line in shown if re.search(r"\d+%\|", line)}
+    assert bars == {"demo"}, bars

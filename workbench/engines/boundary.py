@@ -507,6 +507,7 @@ OPTIONS = (
     ),
     Option("positive", str, None, "with labels: the class that is True"),
     INVERSION,
+    PROGRESS,
 )
 
 
@@ -527,6 +528,7 @@ def boundary_directions(
     labels: str | Path | None = None,
     positive: str | None = None,
     inversion: str = "ddim",
+    progress: bool | None = None,
 ) -> DirectionSet:
     """The boundary normal of the model's scene's ``attribute`` (labelled by the read-out) at
     ``timestep`` (default: the preset's mixing step), from ``images`` generated images;
@@ -534,7 +536,7 @@ def boundary_directions(
     of the user's attribute whose class ``positive`` is True, from those images."""
     options = {
         "t": timestep, "space": space, "num_steps": num_steps, "seed": seed,
-        "inversion": inversion,
+        "inversion": inversion, "progress": progress,
     }  # fmt: skip
     if labels is not None:  # named after the positive class
         fit = fit_boundary(model, labels, positive=positive, **options)
