@@ -215,3 +215,44 @@ def test_old_spellings_work_and_say_their_new_name(capsys):
         assert getattr(parser.parse_args(current), dest) == getattr(old, dest) == 3
         assert capsys.readouterr().err == ""
     assert parser.parse_args(["sample", "--seeds", "0-2,7", "--out", "s.npz"]).seeds == (0, 1, 2, 7)
+
+
+def _flags(parser, *path):
+    """The option flags of the (sub)command at ``path`` of ``parser``."""
+    import argparse
+
+    for name in path:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+def test_each_commands_flags_come_from_its_description():
+    """Every option a description puts on the command line (``cli=True``) is a flag of its
+    command, under the description's name and older spellings: each engine's on discover,
+    each probe's on probe, each sweepable's on sweep, edit's and its modes' on edit,
+    judge's, calibrate's and sample's conditioning on theirs."""
+    from workbench.cli import _CONDITIONING, build_parser
+    from workbench.editing import EDIT, MODES
+    from workbench.engines import ENGINES
+    from workbench.eval.calibration import CALIBRATE
+    from workbench.eval.judge import JUDGE
+    from workbench.probes import PROBES
+    from workbench.sweep import SWEEPS
+
+    parser = build_parser()
+
+    def expected(spec, skip=()):
+        return {
+            f for o in spec.options if o.cli and o.name not in skip for f in (o.flag, *o.aliases)
+        }
+
+    checks = [(("discover", n), e.spec, ()) for n, e in ENGINES.items()]
+    checks += [(("probe", n), p.spec, ()) for n, p in PROBES.items()]
+    checks += [(("sweep", n), s.spec, s.own) for n, s in SWEEPS.items()]
+    checks += [(("edit",), EDIT, ("strengths", "mode")), (("judge",), JUDGE, ("strengths", "mode"))]
+    checks += [(("edit",), m.spec, ()) for m in MODES.values()]
+    checks += [(("calibrate",), CALIBRATE, ()), (("sample",), _CONDITIONING, ())]
+    for path, spec, skip in checks:
+        missing = expected(spec, skip) - _flags(parser, *path)
+        assert not missing, (path, spec.owner, missing)
