@@ -63,12 +63,14 @@ class _Outputs:
         self.locks = contextlib.ExitStack()
         self.new: list[Path] = []
 
-    def claim(self, path: Path, what: str = "--out", keep: bool = False) -> None:
-        """Hold ``path``'s write lock; ``keep``: leave it even when the command fails (a
-        training run's checkpoints)."""
+    def claim(self, path: Path, what: str = "--out", keep: bool = False, lock: bool = True) -> None:
+        """Hold ``path``'s write lock (unless not ``lock``: a file in a folder held as a
+        whole); ``keep``: leave it even when the command fails (a training run's
+        checkpoints)."""
         from workbench.store import write_lock
 
-        self.locks.enter_context(write_lock(path, what))
+        if lock:
+            self.locks.enter_context(write_lock(path, what))
         if not keep and not os.path.lexists(path):
             self.new.append(path)
 
@@ -233,11 +235,14 @@ def cmd_edit(args: argparse.Namespace) -> None:
     if args.mode is not None:
         options["mode"] = args.mode
     if args.image is not None:  # the PNGs beside the images: checked and held before the edit
-        index = directions._check_index(options.get("index", 0))
+        index = options.get("index", 0)
+        directions.select([index])  # an index out of range refused here, before the edit
         pngs = edited_paths(image_paths(args.image), directions.name(index), strengths)
         check_edited_paths(pngs, args.overwrite)
-        for path in [*dict.fromkeys(p.parent for p in pngs), *pngs]:  # edited/ if new, too
-            _OUTPUTS.claim(path, "edited image")
+        for folder in dict.fromkeys(p.parent for p in pngs):  # each edited/ held as a whole
+            _OUTPUTS.claim(folder, "the edited images' folder")
+        for path in pngs:
+            _OUTPUTS.claim(path, lock=False)
     result = edit(model, directions, strengths=strengths, seeds=seeds, images=args.image, **options)
     if result.sources is not None:  # the PNGs first, the --out last: a failure leaves neither
         written = result.save_beside_sources(overwrite=args.overwrite)
