@@ -463,7 +463,9 @@ def _edit_many(
         indices = list(range(len(directions))) if indices is None else [int(i) for i in indices]
         for i in indices:
             if not 0 <= i < len(directions):
-                raise WorkbenchError(f"index {i} is out of range for {len(directions)} directions")
+                raise WorkbenchError(
+                    f"direction index {i} out of range for {len(directions)} directions"
+                )
         own = own_images(model, images) if images is not None else None
         if own is None:
             x = _start(model, seeds, x)
