@@ -29,6 +29,18 @@ def probes(images: Path) -> dict[str, dict]:
     }
 
 
+def labelled_boundary(model, labelled: Path, space: str):
+    """The boundary of the ``bright`` class of ``labelled`` (``write_images``) at t = 301,
+    fitted in ``space``; then no hook, point or conditioning is left on ``model``."""
+    import workbench as wb
+
+    ds = wb.discover("boundary", model, labels=str(labelled), positive="bright", timestep=301,
+                     num_steps=4, space=space)  # fmt: skip
+    assert model.hook_count() == 0 and model.h_point == model.default_point
+    assert model._conditioning is None
+    return ds
+
+
 def write_images(folder: Path, shape: tuple[int, int, int]) -> tuple[Path, Path]:
     """16 random images in ``folder`` and a ``labelled/`` folder of 12 bright and 12 dark
     ones (classes ``bright``/``dark``), all of image shape ``(3, H, W)``; the two folders."""

@@ -12,6 +12,7 @@ from workbench.engines.boundary import (
     svm_normal,
 )
 from workbench.models.presets import Preset
+from workbench.models.wrapper import IMAGE_OVERSHOOT
 from workbench.probes.mixing import find_mixing_step
 from workbench.sampling import Step, make_timesteps
 
@@ -170,13 +171,14 @@ def test_mixing_step_follows_its_definition_and_the_data(tiny, monkeypatch):
     """The model's own samples invert back onto its sampled chain: agreement at every
     timestep, so the mixing step is the top of the grid; blank images invert off the shell:
     no agreement, no mixing step. Either way the step is the definition's (both statistics
-    under the tolerance there and at every step below). The random model's samples lie far
-    past [-1, 1] (to 2.7), which real images do not: they are passed as they are, not
-    through the real-image check, which would refuse them."""
+    under the tolerance there and at every step below). The random model's samples lie
+    further past [-1, 1] than the real-image check allows (asserted): they are passed as
+    they are, not through that check, which would refuse them."""
     from workbench.stats import last_agreeing
 
     monkeypatch.setattr(tiny, "check_real_images", lambda images, name="images": images)
     own = wb.sample(tiny, seeds=range(100, 132), num_steps=5)
+    assert float(own.abs().max()) > IMAGE_OVERSHOOT
     found = find_mixing_step(tiny, n=32, num_steps=5, images=own)
     blank = find_mixing_step(tiny, n=32, num_steps=5, images=torch.zeros(32, *tiny.sample_shape))
     for result in (found, blank):

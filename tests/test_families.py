@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import edit_weights
-from family_checks import ENGINES, probes, write_images
+from family_checks import ENGINES, labelled_boundary, probes, write_images
 from jacobian_check import assert_basis_matches_jacobian
 from tiny_families import (
     build_auraflow,
@@ -369,18 +369,8 @@ def test_every_engine_and_probe_runs(name, models, tmp_path):
     assert set(probes(images)) == set(wb.PROBES)
     for probe, options in probes(images).items():
         wb.probe(probe, model, num_steps=4, progress=False, **cond, **options)
-    ds = wb.discover(
-        "boundary",
-        model,
-        labels=str(labelled),
-        positive="bright",
-        timestep=301,
-        num_steps=4,
-        space="x",
-    )
+    ds = labelled_boundary(model, labelled, "x")
     assert ds.shape == model.sample_shape
-    assert model.hook_count() == 0 and model.h_point == model.default_point
-    assert model._conditioning is None
 
 
 # ---------------------------------------------------------------------- guidance kinds

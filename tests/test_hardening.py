@@ -1070,3 +1070,14 @@ def test_save_replaces_a_folder_only_with_overwrite(tmp_path, tiny):
     wb.save(tiny, folder, overwrite=True)
     assert not (folder / "notes.txt").exists()
     assert wb.load(folder, device="cpu").fingerprint == tiny.fingerprint
+
+
+def test_the_overshoot_allowance_covers_a_trained_models_own_samples(shapes32):
+    """Why a user's images may pass [-1, 1] by up to IMAGE_OVERSHOOT (clipped with a word):
+    the bundled model's own few-step samples do pass 1, and stay within it."""
+    from workbench.models.wrapper import IMAGE_OVERSHOOT
+
+    own = wb.sample(shapes32, seeds=range(32), num_steps=5, progress=False)
+    assert 1 < float(own.abs().max()) < IMAGE_OVERSHOOT
+    with pytest.warns(UserWarning, match="clipped"):
+        assert float(shapes32.check_real_images(own).abs().max()) == 1.0

@@ -11,7 +11,7 @@ import pytest
 import tiny_dit
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from family_checks import ENGINES, probes, write_images
+from family_checks import ENGINES, labelled_boundary, probes, write_images
 from jacobian_check import assert_basis_matches_jacobian
 
 import workbench as wb
@@ -371,18 +371,8 @@ def test_every_engine_and_probe_runs(which, request, tmp_path):
     for name, options in probes(images).items():
         result = wb.probe(name, model, num_steps=4, progress=False, **cond, **options)
         assert result.to_dict()["conditioning"]["guidance_scale"] == 2.0, name
-    ds = wb.discover(
-        "boundary",
-        model,
-        labels=str(labelled),
-        positive="bright",
-        timestep=301,
-        num_steps=4,
-        space="h",
-    )
+    ds = labelled_boundary(model, labelled, "h")
     assert ds.shape == model.h_shape and float(ds.scores[0]) >= 0.9  # held-out accuracy
-    assert model.hook_count() == 0 and model.h_point == model.default_point
-    assert model._conditioning is None
 
 
 @pytest.mark.parametrize("which, cond", [("dit", {"class_label": 3}), ("sd3", {"prompt": "a"})])

@@ -42,8 +42,9 @@ __all__ = ["Conditioning", "DiffusionModel", "FlowSchedule", "Prediction", "Sche
 TimestepLike = int | float | torch.Tensor
 
 #: How far past [-1, 1] a user's image may lie and still count as float rounding (clamped
-#: without a word), and how far it may overshoot as a model's own samples do (up to about
-#: 1.2 for shapes32; clipped with a warning); beyond that it is on another scale: refused.
+#: without a word), and how far it may overshoot as a model's own samples do (shapes32's
+#: pass 1 and stay under it: tests/test_hardening.py; clipped with a warning); beyond that
+#: it is on another scale: refused.
 IMAGE_SLACK = 1e-3
 IMAGE_OVERSHOOT = 1.5
 
