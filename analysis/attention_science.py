@@ -1,7 +1,7 @@
 """Every attention variant, the h-space baselines and random h-directions, scored on a
 Shapes model's ground truth (``shapes32``: Shapes; ``shapes64``: Lit Shapes).
 
-    python analysis/attention_science.py [--model shapes32] [--device cpu] [--seeds 16]
+    python analysis/attention_science.py [--model shapes32] [--device cpu] [--n-seeds 16]
         [--strengths -16,-8,8,16] [--sets attn-q,...] [--out docs/attention_science.json]
 
 Direction sets (8 each, unit norm, so equal strengths are equal norms of the h edit):
@@ -51,6 +51,7 @@ from workbench.engines.boundary import SCENE_ATTRIBUTES, fit_boundary
 from workbench.eval import score_directions
 from workbench.eval.sensitivity import h_sensitivity
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import add_renamed
 from workbench.sampling import invert
 from workbench.store import write_json
 
@@ -161,11 +162,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes32")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seeds", type=int, default=16)
+    add_renamed(parser, "--n-seeds", "--seeds", type=int, default=16)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--strengths", default="-16,-8,8,16", help="in units of h_step")
     parser.add_argument("--pca-n", type=int, default=128, help="trajectories for PCA")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (preset's)")
+    add_renamed(
+        parser, "--num-steps", "--steps", type=int, default=None, help="DDIM steps (preset's)"
+    )
     parser.add_argument("--x-strengths", default="-2,-1,1,2", help="in units of x_step")
     parser.add_argument("--boundary-n", type=int, default=256, help="images for boundary-h")
     parser.add_argument("--boundary-t", type=int, default=None, help="default: mid h window")
@@ -173,7 +176,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/attention_science.json")
     args = parser.parse_args()
     model = wb.load(args.model, device=args.device)
-    seeds = list(range(3000, 3000 + args.seeds))
+    seeds = list(range(3000, 3000 + args.n_seeds))
     strengths = [float(s) for s in args.strengths.split(",")]
     makers = {
         f"attn-{m}": (lambda m=m: attention_directions(model, k=args.k, matrix=m)) for m in MATRICES
@@ -187,7 +190,7 @@ def main() -> None:
                 n=args.pca_n,
                 form=form,
                 seed=1000,
-                num_steps=args.steps,
+                num_steps=args.num_steps,
                 progress=False,
             )
         )
@@ -196,10 +199,10 @@ def main() -> None:
         )
     makers["pca-full-sym"] = makers["pca-full"]
     makers["boundary-h"] = lambda: boundary_normals(
-        model, args.boundary_n, args.boundary_t, args.steps
+        model, args.boundary_n, args.boundary_t, args.num_steps
     )
     makers["pullback-x"] = lambda: wb.discover(
-        "pullback", model, k=args.k, samples=4, seed=0, num_steps=args.steps
+        "pullback", model, k=args.k, samples=4, seed=0, num_steps=args.num_steps
     )
     makers["random-x"] = lambda: wb.discover("random", model, k=args.k, space="x", seed=7)
     controls = ("random-channel", "random-full", "random-x")  # first: every ratio needs one
@@ -224,7 +227,7 @@ def main() -> None:
         "strengths": strengths,
         "h_step": model.preset.h_step,
         "h_window": list(model.preset.h_window),
-        "num_steps": args.steps or model.preset.num_inference_steps,
+        "num_steps": args.num_steps or model.preset.num_inference_steps,
         "sets": {},
     }
     report["scene"] = model.preset.scene or "shapes"
@@ -237,7 +240,7 @@ def main() -> None:
         options = {"asymmetric": False} if name.endswith("-sym") else {}
         edit_s = timed(
             lambda ds=ds, options=options: wb.edit(
-                model, ds, 0, [1.0], seeds=[0], num_steps=args.steps, progress=False, **options
+                model, ds, 0, [1.0], seeds=[0], num_steps=args.num_steps, progress=False, **options
             ),
             3,
         )
@@ -246,7 +249,7 @@ def main() -> None:
             ds,
             strengths=x_strengths if ds.space == "x" else strengths,
             seeds=seeds,
-            num_steps=args.steps,
+            num_steps=args.num_steps,
             progress=False,
             **options,
         )

@@ -26,7 +26,7 @@ from workbench.bench import BenchReport, timed
 from workbench.directions import DirectionSet
 from workbench.engines.attention import all_variants, attention_directions
 from workbench.engines.pullback import local_basis
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
     trunk, rest = grid[: grid.index(t) + 1], len(grid) - 1 - grid.index(t)
 
     def pullback_pipeline() -> None:
-        x_t = ddim(model, model.noise([0]), trunk, progress=False)
+        x_t = run_chain(model, model.noise([0]), trunk, progress=False)
         basis = local_basis(model, x_t, t, k=args.k, dtype=model.dtype)
         ds = DirectionSet(
             vectors=basis.V[0],

@@ -25,6 +25,7 @@ from workbench.bench import BenchReport, timed
 from workbench.data.readout import read_factors
 from workbench.data.shapes import generate
 from workbench.engines.boundary import fit_boundary, shapes_labels
+from workbench.options import add_renamed
 from workbench.probes.mixing import find_mixing_step
 
 
@@ -32,7 +33,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes32")
     parser.add_argument("--n", type=int, default=64, help="images sampled / edited")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps over the whole chain")
+    add_renamed(
+        parser,
+        "--num-steps",
+        "--steps",
+        type=int,
+        default=50,
+        help="DDIM steps over the whole chain",
+    )
     parser.add_argument("--search-n", type=int, default=128)
     parser.add_argument("--images", type=int, default=200, help="labelled images for the fit")
     parser.add_argument("--t", type=int, default=59, help="boundary timestep")
@@ -45,27 +53,29 @@ def main() -> None:
         info={
             "device": str(model.device),
             "threads": str(torch.get_num_threads()),
-            "steps": str(args.steps),
+            "steps": str(args.num_steps),
             "t": str(args.t),
         },
     )
     images, _ = generate(2 * args.images, size=model.sample_shape[1], seed=31337)
     images = images[read_factors(images).valid][: args.images]
     labels, _ = shapes_labels(images, args.attribute)
-    grid_steps = max(1, (args.t + 1) * args.steps // model.num_train_timesteps)
+    grid_steps = max(1, (args.t + 1) * args.num_steps // model.num_train_timesteps)
 
-    baseline = f"sample {args.n} images ({args.steps} steps)"
+    baseline = f"sample {args.n} images ({args.num_steps} steps)"
     report.add(
         baseline,
         timed(
-            lambda: wb.sample(model, seeds=range(args.n), num_steps=args.steps, progress=False),
+            lambda: wb.sample(model, seeds=range(args.n), num_steps=args.num_steps, progress=False),
             args.repeats,
         ),
     )
     report.add(
         f"mixing-step search (n = {args.search_n})",
         timed(
-            lambda: find_mixing_step(model, n=args.search_n, num_steps=args.steps, progress=False),
+            lambda: find_mixing_step(
+                model, n=args.search_n, num_steps=args.num_steps, progress=False
+            ),
             1,
             warmup=0,
         ),

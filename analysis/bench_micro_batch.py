@@ -19,6 +19,7 @@ import time
 import torch
 
 import workbench as wb
+from workbench.options import add_renamed
 
 
 def timed(model: wb.DiffusionModel, seeds: list[int], steps: int) -> tuple[float, torch.Tensor]:
@@ -31,32 +32,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes32")
     parser.add_argument("--micro-batch", type=int, default=8)
-    parser.add_argument("--seeds", default="1,8,64")
-    parser.add_argument("--steps", type=int, default=20)
+    add_renamed(parser, "--batch-sizes", "--seeds", default="1,8,64")
+    add_renamed(parser, "--num-steps", "--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     model = wb.load(args.model, device="cpu")
     timed(model, [0], 2)  # warm-up
     print(
-        f"{args.model}, {args.steps} DDIM steps, micro-batch {args.micro_batch}, "
+        f"{args.model}, {args.num_steps} DDIM steps, micro-batch {args.micro_batch}, "
         f"{torch.get_num_threads()} threads"
     )
     print("| seeds | default s | micro-batch s | ratio | max diff, batch 1 vs all (default) |")
     print("| --- | --- | --- | --- | --- |")
-    for n in [int(v) for v in args.seeds.split(",")]:
+    for n in [int(v) for v in args.batch_sizes.split(",")]:
         seeds = list(range(n))
         plain, micro = [], []
         for _ in range(args.repeats):
             model.micro_batch = None
-            t, together = timed(model, seeds, args.steps)
+            t, together = timed(model, seeds, args.num_steps)
             plain.append(t)
             model.micro_batch = args.micro_batch
-            t, chunked = timed(model, seeds, args.steps)
+            t, chunked = timed(model, seeds, args.num_steps)
             micro.append(t)
         model.micro_batch = None
-        alone = torch.cat([timed(model, [s], args.steps)[1] for s in seeds])
+        alone = torch.cat([timed(model, [s], args.num_steps)[1] for s in seeds])
         model.micro_batch = args.micro_batch
-        alone_micro = torch.cat([timed(model, [s], args.steps)[1] for s in seeds])
+        alone_micro = torch.cat([timed(model, [s], args.num_steps)[1] for s in seeds])
         assert torch.equal(alone_micro, chunked), "micro-batches must be exact"
         p, m = statistics.median(plain), statistics.median(micro)
         diff = float((alone - together).abs().max())

@@ -43,7 +43,8 @@ import torch
 
 import workbench as wb
 from workbench.engines.pullback import local_basis
-from workbench.sampling import ddim, make_timesteps
+from workbench.options import add_renamed
+from workbench.sampling import make_timesteps, run_chain
 from workbench.stats import principal_angles
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -201,7 +202,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtypes", default="float32,float16,bfloat16")
     parser.add_argument("--ks", default="8,50")
-    parser.add_argument("--steps", type=int, default=50)
+    add_renamed(parser, "--num-steps", "--steps", type=int, default=50)
     parser.add_argument("--t", type=int, default=601)
     parser.add_argument("--chunk", type=int, default=None)
     parser.add_argument("--prompt", default="a photo of a red square", help="sd15")
@@ -219,7 +220,7 @@ def main() -> None:
         "torch": torch.__version__,
         "model": args.model,
         "size": args.size,
-        "steps": args.steps,
+        "steps": args.num_steps,
         "t": args.t,
         "results": rows,
     }
@@ -241,14 +242,16 @@ def main() -> None:
         with model.conditioned(**condition):
             wb.sample(model, seeds=[0], num_steps=2, progress=False)  # warm-up
             seconds, _ = timed(
-                lambda m=model: wb.sample(m, seeds=[0], num_steps=args.steps, progress=False),
+                lambda m=model: wb.sample(m, seeds=[0], num_steps=args.num_steps, progress=False),
                 device,
             )
             row["sample_s"], row["sample_peak_GiB"] = seconds, peak_gib(device)
             save(args.out, result)
             if x_t is None:  # the same x_t for every dtype: float32's seed-0 trajectory
-                grid = make_timesteps(model, args.steps, include=[args.t])
-                x_t = ddim(model, model.noise([0]), grid[: grid.index(args.t) + 1], progress=False)
+                grid = make_timesteps(model, args.num_steps, include=[args.t])
+                x_t = run_chain(
+                    model, model.noise([0]), grid[: grid.index(args.t) + 1], progress=False
+                )
                 x_t = x_t.float().cpu()
             for k in ks:
                 (seconds, basis), chunk = basis_at(model, x_t, args.t, k, args.chunk, dtype, device)

@@ -48,7 +48,7 @@ import torch
 
 import workbench as wb
 from workbench.engines.pullback import local_basis
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 from workbench.stats import principal_angles
 
 
@@ -67,7 +67,7 @@ def load_model(name: str, device: str, dtype: torch.dtype) -> wb.DiffusionModel:
 def start_point(model, t: int) -> torch.Tensor:
     grid = make_timesteps(model, None, include=[t])
     x = model.noise([0])
-    return ddim(model, x, grid[: grid.index(t) + 1], progress=False) if grid.index(t) else x
+    return run_chain(model, x, grid[: grid.index(t) + 1], progress=False) if grid.index(t) else x
 
 
 def published(model, x, t: int, k: int, iters: int, trace, seed: int = 0) -> None:

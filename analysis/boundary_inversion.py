@@ -17,6 +17,7 @@ import time
 
 import workbench as wb
 from workbench.eval.directions import score_directions
+from workbench.options import add_renamed
 from workbench.store import write_json
 
 
@@ -31,7 +32,9 @@ def main() -> None:
         help="inversion:timestep pairs, comma-separated",
     )
     parser.add_argument("--images", type=int, default=128, help="labelled images fitted")
-    parser.add_argument("--seeds", type=int, default=16, help="sampled seeds edited and scored")
+    add_renamed(
+        parser, "--n-seeds", "--seeds", type=int, default=16, help="sampled seeds edited and scored"
+    )
     parser.add_argument("--num-steps", type=int, default=50)
     parser.add_argument(
         "--strengths",
@@ -67,7 +70,7 @@ def main() -> None:
             model,
             directions,
             strengths=strengths,
-            seeds=range(args.seeds),
+            seeds=range(args.n_seeds),
             num_steps=args.num_steps,
             progress=False,
         )

@@ -43,7 +43,7 @@ from workbench.data.shapes import FACTOR_NAMES, factor_spreads, generate
 from workbench.engines.boundary import SHAPES_ATTRIBUTES, fit_boundary, shapes_labels
 from workbench.eval.directions import factor_changes
 from workbench.probes.mixing import find_mixing_step
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 from workbench.store import write_json, write_text
 from workbench.viz.figures import FORMATS, export
 
@@ -89,7 +89,7 @@ def edit_scores(
     boundary ``normal`` (x- or h-space one-direction set; distance in its step units;
     ``options`` for the distance mode, e.g. ``via_x``)."""
     grid = make_timesteps(model, steps_to_t, t_start=t)
-    reference = ddim(model, latents, grid, progress=False)
+    reference = run_chain(model, latents, grid, progress=False)
     result = wb.edit(
         model,
         normal,

@@ -3,7 +3,7 @@ network, Jacobian passes included) per demo stage, each engine, probe and edit r
 (``run_demo(share=False)``), shared (one trajectory bank, batched edits), and shared again
 with the bank cached.
 
-    python analysis/demo_sharing.py --model tiny-test --steps 10
+    python analysis/demo_sharing.py --model tiny-test --num-steps 10
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from pathlib import Path
 
 import workbench as wb
 import workbench.demo as demo
+from workbench.options import add_renamed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-test")
-    parser.add_argument("--steps", type=int, default=10, help="DDIM steps of the demo")
-    parser.add_argument("--seeds", type=int, default=4, help="seeds per edit grid")
+    add_renamed(
+        parser, "--num-steps", "--steps", type=int, default=10, help="DDIM steps of the demo"
+    )
+    add_renamed(parser, "--n-seeds", "--seeds", type=int, default=4, help="seeds per edit grid")
     args = parser.parse_args()
     model = wb.load(args.model)
     rows = {"n": 0}
@@ -53,7 +56,11 @@ def main() -> None:
                 demo._Stages.stage = counted(run)
                 rows["n"] = 0
                 demo.run_demo(
-                    model, Path(tmp) / run, n_seeds=args.seeds, num_steps=args.steps, share=share
+                    model,
+                    Path(tmp) / run,
+                    n_seeds=args.n_seeds,
+                    num_steps=args.num_steps,
+                    share=share,
                 )
                 totals[run] = rows["n"]
         finally:

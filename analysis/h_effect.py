@@ -2,9 +2,9 @@
 ``workbench calibrate`` reads the h window from (``workbench.eval.sensitivity.h_reach``;
 docs/findings.md, "Where h reaches the image").
 
-    python analysis/h_effect.py --model shapes64 --n 32 --steps 50 \
+    python analysis/h_effect.py --model shapes64 --n 32 --num-steps 50 \
         --out docs/measurements/h_effect_shapes64.json
-    python analysis/h_effect.py --model shapes64 --n 16 --steps 50 --direction pullback \
+    python analysis/h_effect.py --model shapes64 --n 16 --num-steps 50 --direction pullback \
         --out docs/measurements/h_effect_shapes64_pullback.json
 
 For each step of the grid, ``n`` trajectories get h shifted at that step only, by
@@ -28,6 +28,7 @@ import torch
 
 import workbench as wb
 from workbench.eval.sensitivity import h_reach, reach_window
+from workbench.options import add_renamed
 from workbench.store import write_json
 
 
@@ -35,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes32")
     parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=50)
+    add_renamed(parser, "--num-steps", "--steps", type=int, default=50)
     parser.add_argument("--relative", type=float, default=0.25)
     parser.add_argument("--direction", choices=["random", "pullback"], default="random")
     parser.add_argument("--device", default=None)
@@ -44,7 +45,7 @@ def main() -> None:
     model = wb.load(args.model, device=args.device)
     start = time.perf_counter()
     curve = h_reach(
-        model, n=args.n, num_steps=args.steps, relative=args.relative, direction=args.direction
+        model, n=args.n, num_steps=args.num_steps, relative=args.relative, direction=args.direction
     )
     seconds = time.perf_counter() - start
     timesteps, effect = curve.timesteps, curve.effect

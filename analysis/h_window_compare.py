@@ -35,6 +35,7 @@ import torch
 import workbench as wb
 from workbench.engines import get_engine
 from workbench.eval.directions import score_directions
+from workbench.options import add_renamed
 from workbench.sampling import make_timesteps
 from workbench.store import write_json
 
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--windows", nargs="+", default=["999,600", "999,479"])
     parser.add_argument("--engines", nargs="+", default=["pca"])
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--seeds", type=int, default=16)
+    add_renamed(parser, "--n-seeds", "--seeds", type=int, default=16)
     parser.add_argument("--strengths", default="-2,0,2")
     parser.add_argument("--num-steps", type=int, default=20)
     parser.add_argument("--equal-total", action="store_true")
@@ -76,7 +77,7 @@ def main() -> None:
             start = time.perf_counter()
             windowed = dataclasses.replace(directions, timestep=list(window))  # same vectors
             scores = score_directions(
-                model, windowed, strengths=strengths, seeds=range(args.seeds),
+                model, windowed, strengths=strengths, seeds=range(args.n_seeds),
                 num_steps=args.num_steps, progress=False,
             )  # fmt: skip
             top = max(scores.levels)

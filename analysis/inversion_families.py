@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 import workbench as wb
-from workbench.sampling import ddim, make_timesteps, refinements
+from workbench.options import add_renamed
+from workbench.sampling import make_timesteps, refinements, run_chain
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import tiny_dit  # noqa: E402  (the tiny configs)
@@ -32,11 +33,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="4,5,6,7")
     parser.add_argument("--sample-steps", type=int, default=10)
-    parser.add_argument("--steps", default="10,20,40,80")
+    add_renamed(parser, "--num-steps", "--steps", default="10,20,40,80")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    grids = [int(n) for n in args.steps.split(",")]
+    grids = [int(n) for n in args.num_steps.split(",")]
     result: dict = {"command": "python " + " ".join(sys.argv), "seeds": seeds, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         families = {
@@ -53,9 +54,9 @@ def main() -> None:
                     grid = make_timesteps(model, n)
                     for method in ("ddim", "fixed-point"):
                         began = time.perf_counter()
-                        x_T = ddim(model, x0, grid[::-1], refine=refinements(method))
+                        x_T = run_chain(model, x0, grid[::-1], refine=refinements(method))
                         seconds = time.perf_counter() - began
-                        again = ddim(model, x_T, grid)
+                        again = run_chain(model, x_T, grid)
                         err = (again - x0).flatten(1).norm(dim=1) / x0.flatten(1).norm(dim=1)
                         rows.append(
                             {

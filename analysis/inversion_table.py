@@ -24,8 +24,9 @@ import torch
 
 import workbench as wb
 from workbench.data.scenes import get_scene
+from workbench.options import add_renamed
 from workbench.probes.mixing import find_mixing_step
-from workbench.sampling import ddim, invert, make_timesteps
+from workbench.sampling import invert, make_timesteps, run_chain
 
 METHODS = (("ddim", 0), ("fixed-point", 3), ("fixed-point", 10))
 
@@ -33,7 +34,7 @@ METHODS = (("ddim", 0), ("fixed-point", 3), ("fixed-point", 10))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--steps", default="20,50")
+    add_renamed(parser, "--num-steps", "--steps", default="20,50")
     parser.add_argument("--mixing-n", type=int, default=64)
     parser.add_argument("--mixing-steps", type=int, default=20)
     parser.add_argument("--out", default=None)
@@ -42,7 +43,7 @@ def main() -> None:
     model = wb.load("shapes32", device="cpu")
     images = get_scene(None).generate(args.n, size=32, seed=3)[0]
     rows = []
-    for steps in (int(s) for s in args.steps.split(",")):
+    for steps in (int(s) for s in args.num_steps.split(",")):
         grid = make_timesteps(model, steps)
         base = None
         for method, refine in METHODS:
@@ -50,7 +51,7 @@ def main() -> None:
             x_T = invert(model, images, steps, method=method, refine=refine, progress=False)
             seconds = time.perf_counter() - began
             base = seconds if base is None else base
-            back = ddim(model, x_T, grid, progress=False)
+            back = run_chain(model, x_T, grid, progress=False)
             mse = float(((back - images) ** 2).mean())
             norms = x_T.flatten(1).norm(dim=1) / math.sqrt(model.d)
             rows.append(

@@ -8,14 +8,14 @@ each, the boundary one) is edited with the demo's edit settings at ``--seeds`` s
 ``--steps`` grid, and the same images are scored twice: against the Shapes read-out
 (``score_directions``: effect per unit strength of each factor, in factor spreads) and
 without it (``workbench.eval.judge``: RMS image change per unit strength, locality,
-consistency across seeds, and the change of linear probes fitted on rendered Shapes images
+consistency across seeds, and the change of linear classifiers fitted on rendered Shapes images
 for three attributes: large, right, light background).
 
 Reported: Spearman rank correlations over all directions between
 - the image effect and the ground-truth effect (dominant factor, and summed over factors),
   also among the directions that move some factor measurably (dominant effect at least
   ``--floor`` factor spreads per unit strength: the harder ranking, without the mute ones);
-- each probe's change (absolute) and the ground-truth effect (absolute) on its factor;
+- each classifier's change (absolute) and the ground-truth effect (absolute) on its factor;
 - locality and consistency against the ground-truth effect and purity (descriptive: they
   say how an edit changes an image, not how much);
 plus every direction's scores, and per set the field's standard scores beside the
@@ -41,25 +41,26 @@ from workbench.demo import DEMO_DISCOVERIES, STRENGTHS
 from workbench.engines import ENGINES
 from workbench.eval.directions import read_changes, score_edits
 from workbench.eval.disentanglement import disentanglement, edit_success, masked_ssim
-from workbench.eval.judge import LinearProbe, image_scores
+from workbench.eval.judge import LinearClassifier, image_scores
 from workbench.eval.judge import edited_with_reference as edited
+from workbench.options import add_renamed
 from workbench.stats import spearman
 
-#: (probe name, factor, positive when the factor is above its median)
-PROBES = (("large", "scale"), ("right", "x"), ("light-background", "background"))
+#: (classifier name, factor, positive when the factor is above its median)
+CLASSIFIERS = (("large", "scale"), ("right", "x"), ("light-background", "background"))
 
 
-def fit_probes(n: int, seed: int) -> tuple[dict[str, LinearProbe], dict[str, float]]:
-    """One linear probe per attribute of :data:`PROBES`, on ``n`` rendered Shapes images,
+def fit_classifiers(n: int, seed: int) -> tuple[dict[str, LinearClassifier], dict[str, float]]:
+    """One linear classifier per attribute of :data:`CLASSIFIERS`, on ``n`` rendered Shapes images,
     and the cross-validated accuracy each would have on the pooled pixels alone (without
     the contrast map)."""
     images, factors = get_scene(None).generate(n, size=32, seed=seed)
     out, pixels_only = {}, {}
-    for name, factor in PROBES:
+    for name, factor in CLASSIFIERS:
         value = getattr(factors, factor)
         labels = value > value.median()
-        out[name] = LinearProbe.fit(images, labels, name, f"not {name}")
-        plain = LinearProbe.fit(images, labels, name, f"not {name}", contrast=False)
+        out[name] = LinearClassifier.fit(images, labels, name, f"not {name}")
+        plain = LinearClassifier.fit(images, labels, name, f"not {name}", contrast=False)
         pixels_only[name] = plain.accuracy
     return out, pixels_only
 
@@ -67,17 +68,17 @@ def fit_probes(n: int, seed: int) -> tuple[dict[str, LinearProbe], dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--probe-images", type=int, default=2000)
+    add_renamed(parser, "--n-seeds", "--seeds", type=int, default=16)
+    add_renamed(parser, "--num-steps", "--steps", type=int, default=20)
+    parser.add_argument("--classifier-images", type=int, default=2000)
     parser.add_argument("--floor", type=float, default=0.05)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     settings.progress = False
     torch.manual_seed(0)
     model = wb.load("shapes32", device="cpu")
-    probes, pixels_only = fit_probes(args.probe_images, seed=11)
-    seeds = list(range(args.seeds))
+    classifiers, pixels_only = fit_classifiers(args.classifier_images, seed=11)
+    seeds = list(range(args.n_seeds))
     rows, sets = [], {}
     scene = get_scene(None)
     began = time.perf_counter()
@@ -96,7 +97,7 @@ def main() -> None:
                     index,
                     strengths,
                     seeds,
-                    num_steps=args.steps,
+                    num_steps=args.num_steps,
                     **edit_options,
                 )
                 truth = score_edits(
@@ -105,9 +106,9 @@ def main() -> None:
                 effect = float(truth.image.effect[0])
                 locality = float(truth.image.locality[0])
                 consistency = float(truth.image.consistency[0])
-                probe = {
-                    name: image_scores(images, reference, strengths, probe=p)[3]
-                    for name, p in probes.items()
+                classifier = {
+                    name: image_scores(images, reference, strengths, classifier=p)[3]
+                    for name, p in classifiers.items()
                 }
                 moved = [i for i, s in enumerate(strengths) if s != 0]
                 ssim, _ = masked_ssim(
@@ -134,14 +135,14 @@ def main() -> None:
                         "image_effect": effect,
                         "locality": locality,
                         "consistency": consistency,
-                        "probe": probe,
+                        "classifier": classifier,
                     }
                 )
                 print(
                     f"{label:<16}{directions.name(index):<22} truth {truth.dominant[0]:<11}"
                     f"{rows[-1]['truth_dominant_effect']:7.3f}  image effect {effect:.4f} "
-                    f"locality {locality:.2f} consistency {consistency:.2f}  probes "
-                    + " ".join(f"{v:+.2f}" for v in probe.values()),
+                    f"locality {locality:.2f} consistency {consistency:.2f}  classifiers "
+                    + " ".join(f"{v:+.2f}" for v in classifier.values()),
                     flush=True,
                 )
     seconds = time.perf_counter() - began
@@ -169,25 +170,25 @@ def main() -> None:
         "consistency~truth_dominant_effect": agree("consistency", "truth_dominant_effect"),
         "consistency~truth_purity": agree("consistency", "truth_purity"),
     }
-    for name, factor in PROBES:
-        if not probes[name].reads:
+    for name, factor in CLASSIFIERS:
+        if not classifiers[name].reads:
             continue  # its scores are withheld
-        change = torch.tensor([abs(r["probe"][name]) for r in rows])
+        change = torch.tensor([abs(r["classifier"][name]) for r in rows])
         truth = torch.tensor([abs(r["truth_signed_effect"][factor]) for r in rows])
-        agreement[f"|probe {name}|~|truth {factor} effect|"] = spearman(change, truth)
-        # signed: does the probe move the way the factor does?
-        change = torch.tensor([r["probe"][name] for r in moving])
+        agreement[f"|classifier {name}|~|truth {factor} effect|"] = spearman(change, truth)
+        # signed: does the classifier move the way the factor does?
+        change = torch.tensor([r["classifier"][name] for r in moving])
         truth = torch.tensor([r["truth_signed_effect"][factor] for r in moving])
-        agreement[f"probe {name}~truth {factor} effect (signed, {len(moving)} moving)"] = spearman(
-            change, truth
+        agreement[f"classifier {name}~truth {factor} effect (signed, {len(moving)} moving)"] = (
+            spearman(change, truth)
         )
     print(
-        f"\n{len(rows)} directions ({visible} change images visibly), {args.seeds} seeds, "
-        f"{args.steps} steps, {seconds:.0f} s"
+        f"\n{len(rows)} directions ({visible} change images visibly), {args.n_seeds} seeds, "
+        f"{args.num_steps} steps, {seconds:.0f} s"
     )
     for key, value in agreement.items():
         print(f"Spearman {key:<60}{value:+.2f}")
-    for name, p in probes.items():
+    for name, p in classifiers.items():
         print(f"{p.describe()}; on pixels alone {pixels_only[name]:.2f}")
     per_set = {}
     print(f"\n{'set':<16}{'purity':>8}{'D':>6}{'C':>6}{'I':>6}{'gap':>6}{'success':>9}{'SSIM':>7}")
@@ -212,11 +213,11 @@ def main() -> None:
     result = {
         "command": "python " + " ".join(sys.argv),
         "model": "shapes32",
-        "seeds": args.seeds,
-        "num_steps": args.steps,
-        "probe_images": args.probe_images,
-        "probe_accuracy": {name: p.accuracy for name, p in probes.items()},
-        "probe_accuracy_pixels_only": pixels_only,
+        "seeds": args.n_seeds,
+        "num_steps": args.num_steps,
+        "classifier_images": args.classifier_images,
+        "classifier_accuracy": {name: p.accuracy for name, p in classifiers.items()},
+        "classifier_accuracy_pixels_only": pixels_only,
         "seconds": seconds,
         "directions_with_visible_change": visible,
         "spearman": agreement,

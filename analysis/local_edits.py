@@ -41,6 +41,7 @@ from workbench.engines.pullback import local_directions
 from workbench.eval.directions import read_changes
 from workbench.eval.disentanglement import KEEP, MOVE, masked_ssim
 from workbench.eval.judge import edited_with_reference
+from workbench.options import add_renamed
 from workbench.store import write_text
 
 OBJECT = ("shape", "hue", "scale", "x", "y")
@@ -92,9 +93,9 @@ def measure(model, ds, index, seed, box, steps, scene, size, strength) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=16)
+    add_renamed(parser, "--n-seeds", "--seeds", type=int, default=16)
     parser.add_argument("--k", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=20)
+    add_renamed(parser, "--num-steps", "--steps", type=int, default=20)
     parser.add_argument("--strength", type=float, default=2.0)
     parser.add_argument("--spectrum-n", type=int, default=2)
     parser.add_argument("--spectrum-k", type=int, default=48)
@@ -105,17 +106,17 @@ def main() -> None:
     model = wb.load("shapes32", device="cpu")
     scene, size = get_scene(None), 32
     t = default_timestep(model)
-    seeds = list(range(args.seeds + 1))  # the last one only receives transfers
-    images = wb.sample(model, seeds=seeds, num_steps=args.steps)
+    seeds = list(range(args.n_seeds + 1))  # the last one only receives transfers
+    images = wb.sample(model, seeds=seeds, num_steps=args.num_steps)
     read = scene.read(images)
     boxes = [object_box(read.factors, i, size) for i in range(len(seeds))]
     began = time.perf_counter()
     methods: dict[str, list] = {}
-    pullback = local_directions(model, seeds[:-1], k=args.k, timestep=t, num_steps=args.steps)
+    pullback = local_directions(model, seeds[:-1], k=args.k, timestep=t, num_steps=args.num_steps)
     random = wb.discover("random", model, k=args.k, timestep=t, seed=7)
     leaks = []
     for j, seed in enumerate(seeds[:-1]):
-        common = {"k": args.k, "seed": seed, "box": boxes[j], "num_steps": args.steps}
+        common = {"k": args.k, "seed": seed, "box": boxes[j], "num_steps": args.num_steps}
         local = wb.discover("local", model, **common)
         plain = wb.discover("local", model, outside=0, **common)
         leaks += local.params["leak"]
@@ -126,7 +127,7 @@ def main() -> None:
             ("random", random),
         ):
             for index in range(args.k):
-                where = (args.steps, scene, size, args.strength)
+                where = (args.num_steps, scene, size, args.strength)
                 own = measure(model, ds, index, seed, boxes[j], *where)
                 moved = measure(model, ds, index, seeds[j + 1], boxes[j + 1], *where)
                 methods.setdefault(name, []).append({"seed": seed, "own": own, "transfer": moved})
@@ -156,7 +157,9 @@ def main() -> None:
             "transfer_ssim_outside": mean("ssim_outside", "transfer"),
         }
     seconds = time.perf_counter() - began
-    print(f"\n{args.seeds} samples x {args.k} directions, {args.steps} steps, t = {t}: ", end="")
+    print(
+        f"\n{args.n_seeds} samples x {args.k} directions, {args.num_steps} steps, t = {t}: ", end=""
+    )
     print(f"{seconds:.0f} s")
     head = "method                ssim in  ssim out  out/in  bg change  object  success  transfer"
     print(head)
@@ -177,9 +180,9 @@ def main() -> None:
             n=args.spectrum_n,
             timesteps=(999, 800, 600, 400, 200),
             k=args.spectrum_k,
-            probes=16,
+            hutchinson=16,
             max_iter=10,
-            num_steps=args.steps,
+            num_steps=args.num_steps,
             target=target,
         )
         print(result.summary(), flush=True)
@@ -193,9 +196,9 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "model": "shapes32",
         "timestep": t,
-        "seeds": args.seeds,
+        "seeds": args.n_seeds,
         "k": args.k,
-        "num_steps": args.steps,
+        "num_steps": args.num_steps,
         "strengths": [-args.strength, 0.0, args.strength],
         "thresholds": {"move": MOVE, "keep": KEEP, "ssim_outside": 0.9},
         "seconds": seconds,

@@ -1,6 +1,6 @@
 """Pullback directions on the Shapes model, scored against the ground-truth factors.
 
-    python analysis/pullback_science.py [--model shapes32] [--timesteps 880,580] [--seeds 16]
+    python analysis/pullback_science.py [--model shapes32] [--timesteps 880,580] [--n-seeds 16]
 
 At each timestep (early/coarse first), three sets of 8 x-space directions are edited with
 the ``additive`` mode (x_t + strength * x_step * v, then DDIM to 0) on the same seeds and
@@ -32,6 +32,7 @@ import torch
 import workbench as wb
 from workbench.engines.pullback import local_directions
 from workbench.eval import score_directions
+from workbench.options import add_renamed
 from workbench.store import write_json
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes32")
     parser.add_argument("--timesteps", default=None, help="default: the preset's")
-    parser.add_argument("--seeds", type=int, default=16)
+    add_renamed(parser, "--n-seeds", "--seeds", type=int, default=16)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--strengths", default="-2,-1,-0.5,0.5,1,2")
     parser.add_argument("--mode", default="additive")
@@ -52,7 +53,7 @@ def main() -> None:
         if args.timesteps
         else list(model.preset.pullback_timesteps)
     )
-    seeds = list(range(2000, 2000 + args.seeds))
+    seeds = list(range(2000, 2000 + args.n_seeds))
     strengths = [float(s) for s in args.strengths.split(",")]
     report: dict = {
         "model": args.model,

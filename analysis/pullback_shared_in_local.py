@@ -20,19 +20,20 @@ import torch
 
 import workbench as wb
 from workbench.engines.pullback import local_directions
+from workbench.options import add_renamed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes32")
     parser.add_argument("--timestep", type=int, default=880)
-    parser.add_argument("--seeds", type=int, default=16)
+    add_renamed(parser, "--n-seeds", "--seeds", type=int, default=16)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--top", type=int, default=2)
     parser.add_argument("--tol-deg", type=float, default=0.5)
     args = parser.parse_args()
     model = wb.load(args.model)
-    seeds = list(range(2000, 2000 + args.seeds))
+    seeds = list(range(2000, 2000 + args.n_seeds))
     options = dict(k=args.k, timestep=args.timestep, tol_deg=args.tol_deg)
     local = local_directions(model, seeds, **options)
     shared = wb.discover("pullback", model, seed=seeds[0], samples=len(seeds), **options)

@@ -27,6 +27,7 @@ from workbench.data.readout import read_factors
 from workbench.data.shapes import generate
 from workbench.eval import sample_quality, score_directions
 from workbench.eval.sensitivity import calibrate
+from workbench.options import add_renamed
 from workbench.store import write_json
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--n-quality", type=int, default=512)
     parser.add_argument("--n-invert", type=int, default=64)
     parser.add_argument("--score-seeds", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=50)
+    add_renamed(parser, "--num-steps", "--steps", type=int, default=50)
     parser.add_argument("--out", default="docs/shapes32_report.json")
     args = parser.parse_args()
     model = wb.load(args.model)
@@ -52,17 +53,17 @@ def main() -> None:
         "threads": torch.get_num_threads(),
     }
 
-    q = sample_quality(model, n=args.n_quality, num_steps=args.steps, progress=False)
+    q = sample_quality(model, n=args.n_quality, num_steps=args.num_steps, progress=False)
     report["sample_quality"] = q.to_dict() | {"passes": q.passes()}
 
     images, _ = generate(args.n_invert, size=model.sample_shape[1], seed=424242)
-    x_T = wb.invert(model, images, num_steps=args.steps, progress=False)
-    recon = wb.sample(model, x_T=x_T, num_steps=args.steps, progress=False)
+    x_T = wb.invert(model, images, num_steps=args.num_steps, progress=False)
+    recon = wb.sample(model, x_T=x_T, num_steps=args.num_steps, progress=False)
     a, b = read_factors(images), read_factors(recon)
     pos = ((a.factors.x - b.factors.x) ** 2 + (a.factors.y - b.factors.y) ** 2).sqrt()
     report["inversion"] = {
         "n": args.n_invert,
-        "steps": args.steps,
+        "steps": args.num_steps,
         "psnr_mean_db": float(psnr(images, recon).mean()),
         "psnr_min_db": float(psnr(images, recon).min()),
         "position_error_mean_px": float(pos.mean()),
@@ -75,7 +76,9 @@ def main() -> None:
     report["random_control"] = {}
     for space, form in (("x", "full"), ("h", "channel")):
         ds = wb.discover("random", model, k=4, space=space, form=form, seed=0)
-        scores = score_directions(model, ds, strengths=[-2, 2], seeds=seeds, num_steps=args.steps)
+        scores = score_directions(
+            model, ds, strengths=[-2, 2], seeds=seeds, num_steps=args.num_steps
+        )
         report["random_control"][space] = {
             "table": scores.table(),
             "purity_mean": float(scores.purity.mean()),
@@ -89,7 +92,7 @@ def main() -> None:
     wb.sample(model, seeds=range(64), num_steps=50, progress=False)
     report["sampling_64x50_seconds"] = time.perf_counter() - start
 
-    report["calibration"] = calibrate(model, num_steps=args.steps)
+    report["calibration"] = calibrate(model, num_steps=args.num_steps)
     write_json(args.out, report)
     print(json.dumps({k: v for k, v in report.items() if k != "random_control"}, indent=2))
     for space, r in report["random_control"].items():

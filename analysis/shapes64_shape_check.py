@@ -1,6 +1,6 @@
 """Are shapes64's missing squares the model's or the read-out's?
 
-    python analysis/shapes64_shape_check.py --steps 20,50 --grids DIR \\
+    python analysis/shapes64_shape_check.py --num-steps 20,50 --grids DIR \\
         --out docs/measurements/shapes64_shape_check.json
 
 Samples seeds 0..N-1 at each step count, reads the shape of every sample, and writes the
@@ -16,6 +16,7 @@ import time
 import torch
 
 import workbench as wb
+from workbench.options import add_renamed
 from workbench.store import write_json
 from workbench.trajectories import model_scene
 from workbench.viz.images import image_grid, save_png
@@ -25,14 +26,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes64")
     parser.add_argument("--n", type=int, default=96)
-    parser.add_argument("--steps", default="20,50,200")
+    add_renamed(parser, "--num-steps", "--steps", default="20,50,200")
     parser.add_argument("--grids", default=None, help="folder for the per-shape grids")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     model = wb.load(args.model, device="cpu")
     scene = model_scene(model)
     rows = {}
-    for steps in [int(s) for s in args.steps.split(",")]:
+    for steps in [int(s) for s in args.num_steps.split(",")]:
         began = time.perf_counter()
         images = wb.sample(model, seeds=range(args.n), num_steps=steps, progress=False)
         read = scene.read(images)

@@ -61,7 +61,7 @@ def _train_command(args: argparse.Namespace, out: Path, cut: str, minutes: float
         str(out),
         "--cut-skips",
         cut,
-        "--steps",
+        "--train-steps",
         str(args.max_steps),
         "--batch-size",
         str(args.batch_size),

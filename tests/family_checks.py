@@ -23,7 +23,7 @@ def probes(images: Path) -> dict[str, dict]:
         "norm": {"n": 8, "images": str(images)},
         "mixing-step": {"n": 8, "images": str(images), "projections": 4},
         "curvedness": {"n": 2, "points": 3, "timesteps": [801, 401]},
-        "spectrum": {"n": 1, "k": 2, "timesteps": [801], "probes": 2},
+        "spectrum": {"n": 1, "k": 2, "timesteps": [801], "hutchinson": 2},
         "consistency": {"n": 2, "k": 2, "timesteps": [801]},
         "umap": {"n": 8, "timesteps": [801, 401], "umap_neighbors": 4, "neighbours_count": 3},
     }

@@ -20,7 +20,7 @@ def test_calibration_writes_a_preset_that_loads_back(tiny, tmp_path):
     result = wb.calibrate(tiny, n=4, num_steps=10, mixing_n=0, reach_n=0)
     p = result.preset
     grid = wb.make_timesteps(tiny, 10, include=[tiny.preset.x_timestep])
-    x_t = wb.ddim(tiny, tiny.noise(range(4)), grid[: grid.index(tiny.preset.x_timestep) + 1])
+    x_t = wb.run_chain(tiny, tiny.noise(range(4)), grid[: grid.index(tiny.preset.x_timestep) + 1])
     assert p["x_step"] == pytest.approx(0.1 * float(x_t.flatten(1).norm(dim=1).mean()), abs=0.01)
     assert p["h_step"] > 0 and p["num_inference_steps"] == 10
     assert p["mixing_step"] == tiny.preset.mixing_step  # not searched: kept

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import workbench as wb
-from workbench.cli import main, parse_floats
+from workbench.cli import main
 from workbench.errors import WorkbenchError
-from workbench.options import SEEDS
+from workbench.options import SEEDS, STRENGTHS
 
 M = ["--model", "tiny-test"]
 
@@ -23,12 +23,13 @@ def test_parsers():
     assert SEEDS.parse("0-3") == (0, 1, 2, 3)
     assert SEEDS.parse("1,4,9") == (1, 4, 9)
     assert SEEDS.parse(" 0-2, 9 ") == (0, 1, 2, 9)
-    assert parse_floats("-3,0,3") == [-3.0, 0.0, 3.0]
+    assert STRENGTHS.parse("-3,0,3") == (-3.0, 0.0, 3.0)
     for bad in ("a", "3-1", "-2", "1,,2", "2-"):
         with pytest.raises(WorkbenchError, match="seeds"):
             SEEDS.parse(bad)
-    with pytest.raises(WorkbenchError):
-        parse_floats("1,nan")
+    for bad in ("1,nan", "", "a"):
+        with pytest.raises(WorkbenchError, match="strengths"):
+            STRENGTHS.parse(bad)
 
 
 def test_sample_discover_edit_probe_demo(capsys, tmp_path):
@@ -164,7 +165,7 @@ def test_train_command_on_the_tiny_architecture(capsys, tmp_path):
     assert (out / "model" / "training.json").is_file()
     assert (out / "checkpoint" / "state.json").is_file()
     code, _, err = run(capsys, "train", "--preset", "nope", "--out", str(out))
-    assert code == 2 and "unknown architecture" in err
+    assert code == 2 and "architecture must be one of shapes32" in err
     code, _, err = run(capsys, *argv, "--cut-skips", "first", "--out", str(tmp_path / "x"))
     assert code == 2 and "--cut-skips" in err and len(err.strip().splitlines()) == 1
     for prior in ("1,2", "a,b,c", "1,-1,1"):
@@ -228,17 +229,22 @@ def _flags(parser, *path):
 
 
 def test_each_commands_flags_come_from_its_description():
-    """Every option a description puts on the command line (``cli=True``) is a flag of its
-    command, under the description's name and older spellings: each engine's on discover,
-    each probe's on probe, each sweepable's on sweep, edit's and its modes' on edit,
-    judge's, calibrate's and sample's conditioning on theirs."""
+    """Every command's flags are its descriptions' options, both ways: every option a
+    description puts on the command line (``cli=True``) is a flag of its command, under
+    the description's name and older spellings, and the command has no other flag than
+    those, the shared model and output flags and the few it names as its own (so no flag
+    is written by hand beside a description)."""
+    from workbench.bench import BENCH
     from workbench.cli import _CONDITIONING, build_parser
+    from workbench.demo import DEMO
     from workbench.editing import EDIT, MODES
     from workbench.engines import ENGINES
     from workbench.eval.calibration import CALIBRATE
     from workbench.eval.judge import JUDGE
     from workbench.probes import PROBES
-    from workbench.sweep import SWEEPS
+    from workbench.sampling import SAMPLE
+    from workbench.sweep import SWEEP_SPEC, SWEEPS
+    from workbench.train import TRAIN
 
     parser = build_parser()
 
@@ -247,12 +253,44 @@ def test_each_commands_flags_come_from_its_description():
             f for o in spec.options if o.cli and o.name not in skip for f in (o.flag, *o.aliases)
         }
 
-    checks = [(("discover", n), e.spec, ()) for n, e in ENGINES.items()]
-    checks += [(("probe", n), p.spec, ()) for n, p in PROBES.items()]
-    checks += [(("sweep", n), s.spec, s.own) for n, s in SWEEPS.items()]
-    checks += [(("edit",), EDIT, ("strengths", "mode")), (("judge",), JUDGE, ("strengths", "mode"))]
-    checks += [(("edit",), m.spec, ()) for m in MODES.values()]
-    checks += [(("calibrate",), CALIBRATE, ()), (("sample",), _CONDITIONING, ())]
-    for path, spec, skip in checks:
-        missing = expected(spec, skip) - _flags(parser, *path)
-        assert not missing, (path, spec.owner, missing)
+    model = {"--model", "--device", "--resolution"}
+    out = {"--out", "--overwrite"}
+    modes = {"--mode"}.union(*(expected(m.spec) for m in MODES.values()))
+    edit_own = ("strengths", "seeds", "mode")
+    checks = [(("discover", n), (e.spec,), model | out) for n, e in ENGINES.items()]
+    checks += [(("probe", n), (p.spec,), model | out) for n, p in PROBES.items()]
+    checks += [
+        (("sweep", n), (s.spec.without(*s.own), SWEEP_SPEC), {"--model", "--grid"} | out)
+        for n, s in SWEEPS.items()
+    ]
+    own = {"--directions", "--strengths", "--seeds", "--image"}
+    mode_specs = [m.spec for m in MODES.values()]
+    checks += [(("edit",), (EDIT.without(*edit_own), *mode_specs),
+                model | out | own | modes)]  # fmt: skip
+    checks += [
+        (("judge",), (JUDGE.without("strengths", "mode"), _CONDITIONING, *mode_specs),
+         model | out | modes | {"--directions", "--strengths", "--num-steps", "--steps"}),
+        (("calibrate",), (CALIBRATE,), model | out),
+        (("sample",), (SAMPLE, _CONDITIONING), model | out),
+        (("bench",), (BENCH, _CONDITIONING), model),
+        (("demo",), (DEMO,), model | out),
+        (("figures",), (DEMO,), model | out | {"--format"}),
+        (("train",), (TRAIN,), out),
+        (("library",), (_CONDITIONING,), model | out | {"--library", "--seeds", "--strengths"}),
+    ]  # fmt: skip
+    for path, specs, shared in checks:
+        flags = _flags(parser, *path) - {"-h", "--help"}
+        described = set().union(*(expected(spec) for spec in specs))
+        assert described <= flags, (path, described - flags)
+        negated = {f"--no-{o.flag[2:]}" for spec in specs for o in spec.options if o.type is bool}
+        assert flags <= described | negated | shared, (path, flags - described - shared)
+    assert {tuple(p) for p, _, _ in checks} >= {
+        (c,) for c in _subcommands(parser) if c not in ("discover", "probe", "sweep")
+    }
+
+
+def _subcommands(parser):
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)

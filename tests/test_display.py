@@ -12,7 +12,7 @@ SMALL = {
     "norm": {"n": 8, "num_steps": 4},
     "mixing-step": {"n": 8, "num_steps": 4},
     "curvedness": {"n": 2, "points": 3, "timesteps": [801], "num_steps": 4},
-    "spectrum": {"n": 1, "k": 2, "timesteps": [999], "num_steps": 4, "probes": 2},
+    "spectrum": {"n": 1, "k": 2, "timesteps": [999], "num_steps": 4, "hutchinson": 2},
     "consistency": {"n": 2, "k": 2, "timesteps": [801], "num_steps": 4},
     "umap": {"n": 8, "num_steps": 4, "umap_neighbors": 4, "neighbours_count": 3},
 }

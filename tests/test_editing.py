@@ -3,7 +3,7 @@ import torch
 
 import workbench as wb
 from workbench.editing import MODES
-from workbench.sampling import Step, ddim
+from workbench.sampling import Step, run_chain
 
 
 def test_zero_strength_is_the_unedited_sample(tiny):
@@ -13,7 +13,7 @@ def test_zero_strength_is_the_unedited_sample(tiny):
     ):
         result = wb.edit(tiny, ds, 0, [-2.0, 0.0, 2.0], seeds=[0, 1], num_steps=10)
         assert result.images.shape == (3, 2, 3, 16, 16)
-        plain = ddim(tiny, tiny.noise([0, 1]), result.timesteps)
+        plain = run_chain(tiny, tiny.noise([0, 1]), result.timesteps)
         torch.testing.assert_close(result.images[1], plain, rtol=1e-4, atol=1e-4)
         assert (result.images[0] - result.images[1]).abs().max() > 1e-3
 
@@ -30,9 +30,9 @@ def test_the_edit_hook_at_strength_zero_changes_nothing(tiny, mode, space):
     x, before = tiny.noise([0, 1]), tiny.micro_batch
     tiny.micro_batch = 1  # one sample per call: batch composition cannot enter
     try:
-        plain = ddim(tiny, x, grid)
-        zero = ddim(tiny, x, grid, edit=plan.make_hook(torch.zeros(2)))
-        one = ddim(tiny, x, grid, edit=plan.make_hook(torch.ones(2)))
+        plain = run_chain(tiny, x, grid)
+        zero = run_chain(tiny, x, grid, edit=plan.make_hook(torch.zeros(2)))
+        one = run_chain(tiny, x, grid, edit=plan.make_hook(torch.ones(2)))
     finally:
         tiny.micro_batch = before
     assert torch.equal(zero, plain)
@@ -67,7 +67,7 @@ def test_h_edit_touches_exactly_the_window(tiny):
             assert step.asymmetric == tiny.preset.asymmetric
 
     plan = MODES["additive"](tiny, ds, 0)
-    result = ddim(
+    result = run_chain(
         tiny,
         tiny.noise([0]),
         wb.make_timesteps(tiny, 20),
@@ -91,7 +91,7 @@ def test_shared_trunk_equals_unshared(tiny, space):
     plan = MODES["additive"](tiny, ds, 0)
     for row, s in enumerate(strengths):
         hook = plan.make_hook(torch.full((3,), s))
-        alone = ddim(tiny, tiny.noise([0, 1, 2]), a.timesteps, edit=hook)
+        alone = run_chain(tiny, tiny.noise([0, 1, 2]), a.timesteps, edit=hook)
         torch.testing.assert_close(a.images[row], alone, rtol=1e-4, atol=1e-5)
 
 
@@ -143,7 +143,7 @@ def test_quality_boosting_touches_only_the_last_steps(tiny):
 
     grid = plain.timesteps
     seen = []
-    ddim(
+    run_chain(
         tiny,
         tiny.noise([0]),
         grid,

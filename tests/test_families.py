@@ -252,7 +252,7 @@ def test_sampling_equals_the_diffusers_pipeline(name, models, built):
             continue
         latents = _run_pipeline(name, pipe, x, ours, theirs, "latent")
         with model.conditioned(**ours):
-            mine = wb.sampling.ddim(model, x, wb.sampling.make_timesteps(model, 4))
+            mine = wb.sampling.run_chain(model, x, wb.sampling.make_timesteps(model, 4))
         mine = _pipeline_latents(name, pipe, mine)
         assert float((mine - latents).abs().max()) <= 1e-4, (name, ours)
     assert model.hook_count() == 0
@@ -272,7 +272,7 @@ def test_the_strength_zero_row_is_sample(name, models):
         t = round(wb.sampling.make_timesteps(model, 4)[1])
         grid = wb.sampling.make_timesteps(model, 4, include=[t])
         with model.conditioned(**cond):
-            on_grid = model.decode(wb.sampling.ddim(model, model.noise([0, 1]), grid))
+            on_grid = model.decode(wb.sampling.run_chain(model, model.noise([0, 1]), grid))
         if grid == wb.sampling.make_timesteps(model, 4):
             assert torch.equal(on_grid, sampled)
         for space, options, reference in (("h", {}, sampled), ("x", {"timestep": t}, on_grid)):

@@ -85,17 +85,17 @@ def test_residual_frobenius_of_a_planted_linear_map():
     f = lambda x: x @ A.T  # noqa: E731
     x = torch.zeros(2, d, dtype=torch.float64)
     V = v[:, :4].T.expand(2, 4, d)
-    est, se = residual_frobenius_sq(f, x, V, probes=400)
+    est, se = residual_frobenius_sq(f, x, V, vectors=400)
     tail = float(s[4:].pow(2).sum())
     assert float((est - tail).abs().max()) < 4 * float(se.max()) and float(se.max()) < 0.1 * tail
     full = v[:, :m].T.expand(2, m, d)  # the whole row space: nothing left
-    assert float(residual_frobenius_sq(f, x, full, probes=8)[0].max()) < 1e-20
+    assert float(residual_frobenius_sq(f, x, full, vectors=8)[0].max()) < 1e-20
 
 
 def test_spectrum_probe_against_the_materialised_jacobian(tmp_path):
     model = wb.load("tiny-test", dtype=torch.float64, device="cpu")
     result = get_probe("spectrum")(
-        model, n=2, timesteps=(600,), k=4, probes=64, num_steps=5, max_iter=8
+        model, n=2, timesteps=(600,), k=4, hutchinson=64, num_steps=5, max_iter=8
     )
     assert result.s.shape == (1, 2, 4) and result.timesteps == [600]
     x = sampled_states(model, [0, 1], [600], num_steps=5)[600][0]  # the probe's sample 0
@@ -211,5 +211,6 @@ def test_states_at_the_first_grid_point_are_x_T(tiny):
 
     states = sampled_states(tiny, [0, 1], [999], num_steps=4)
     assert torch.equal(states[999], tiny.noise([0, 1]))
-    result = wb.probe("spectrum", tiny, n=1, k=2, timesteps=[999], num_steps=4, probes=4)
+    with pytest.warns(FutureWarning, match="'probes' is now called 'hutchinson'"):
+        result = wb.probe("spectrum", tiny, n=1, k=2, timesteps=[999], num_steps=4, probes=4)
     assert result.timesteps == [999]

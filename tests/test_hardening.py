@@ -92,7 +92,7 @@ def _cli_cases(d: str) -> list[tuple[list[str], str]]:
         (["probe", "norm", *M, "--num-steps", "0", "--out", "p"], "num_steps must be in"),
         (["probe", "curvedness", *M, "--timesteps", "5000", "--out", "p"], "out of range"),
         (["edit", *M, "--directions", d, "--index", "-1", *o], "index must be at least 0"),
-        (["edit", *M, "--directions", d, "--strengths", "1,nan", *o], "need finite numbers"),
+        (["edit", *M, "--directions", d, "--strengths", "1,nan", *o], "strengths must be finite"),
         (["edit", *M, "--directions", d, "--gamma", "0.5", *o], "has no option 'gamma'"),
         (["edit", *M, "--directions", d, "--boost", "2", *o], "boost must be in [0, 1]"),
         # devices
@@ -507,15 +507,15 @@ def test_micro_batches_make_results_independent_of_the_batch_size(tiny):
     assert torch.equal(edits[0].images, edits[1].images)
     assert torch.equal(edits[0].images, edits[2].images)
 
-    from workbench.sampling import ddim, make_timesteps
+    from workbench.sampling import make_timesteps, run_chain
 
     grid = make_timesteps(model, 3)
     with model.record_h() as seen:
-        ddim(model, model.noise(range(11)), grid)
+        run_chain(model, model.noise(range(11)), grid)
     assert len(seen) == 3 and all(h.shape == (11, *model.h_shape) for h in seen)
     model.micro_batch = None
     with model.record_h() as plain:
-        ddim(model, model.noise(range(11)), grid)
+        run_chain(model, model.noise(range(11)), grid)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(seen, plain, strict=True))
     with pytest.raises(wb.WorkbenchError, match="micro_batch"):
         model.micro_batch = 0

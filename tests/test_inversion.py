@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.sampling import ddim, invert, make_timesteps
+from workbench.sampling import invert, make_timesteps, run_chain
 
 
 def test_a_fixed_point_step_samples_back_onto_its_input(tiny):
@@ -17,8 +17,8 @@ def test_a_fixed_point_step_samples_back_onto_its_input(tiny):
     t, t_up = grid[-2], grid[-3]
     errors = {}
     for refine in (0, 20):
-        x_up = ddim(tiny, x, [t, t_up], refine=refine)
-        down = ddim(tiny, x_up, [t_up, t])
+        x_up = run_chain(tiny, x, [t, t_up], refine=refine)
+        down = run_chain(tiny, x_up, [t_up, t])
         errors[refine] = float((down - x).norm() / x.norm())
     assert errors[20] < 1e-5 < errors[0], errors
 
@@ -29,7 +29,7 @@ def test_fixed_point_inversion_reconstructs_better_on_the_same_grid(tiny):
     mse = {}
     for method in ("ddim", "fixed-point"):
         x_T = invert(tiny, images, 8, method=method)
-        mse[method] = float(((ddim(tiny, x_T, grid) - images) ** 2).mean())
+        mse[method] = float(((run_chain(tiny, x_T, grid) - images) ** 2).mean())
     assert mse["fixed-point"] < 0.1 * mse["ddim"], mse
     with pytest.raises(wb.WorkbenchError, match="unknown inversion 'edict'") as err:
         invert(tiny, images, 8, method="edict")

@@ -1,5 +1,5 @@
 """Scores that need no ground truth (workbench.eval.judge): each score on planted edits,
-the probe on planted classes, the API and CLI on the tiny model, and agreement with the
+the classifier on planted classes, the API and CLI on the tiny model, and agreement with the
 ground truth on shapes32."""
 
 import json
@@ -17,7 +17,7 @@ from workbench.errors import WorkbenchError
 from workbench.eval.directions import score_edits
 from workbench.eval.judge import (
     VISIBLE,
-    LinearProbe,
+    LinearClassifier,
     edited_with_reference,
     image_scores,
     judge_directions,
@@ -77,11 +77,11 @@ def test_consistency_is_one_for_the_same_change_and_near_zero_for_unrelated_ones
 def test_an_invisible_change_has_no_locality_or_consistency():
     reference = torch.zeros(3, 3, 8, 8)
     tiny_change = torch.full((3, 3, 8, 8), VISIBLE / 10)  # x 2 (strength) / 2 (scale) < VISIBLE
-    effect, locality, consistency, probe = image_scores(
+    effect, locality, consistency, classifier = image_scores(
         _edits(tiny_change, reference), reference, STRENGTHS
     )
     assert 0 < effect < VISIBLE and math.isnan(locality) and math.isnan(consistency)
-    assert probe is None
+    assert classifier is None
 
 
 def _planted_classes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,17 +95,17 @@ def _planted_classes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_probe_reads_a_planted_attribute_and_measures_its_change():
     images, labels = _planted_classes(80, 0)
-    probe = LinearProbe.fit(images, labels, "bright-left", "plain")
-    assert probe.accuracy > 0.9 and probe.gap > 0
-    assert "bright-left" in probe.describe()
+    classifier = LinearClassifier.fit(images, labels, "bright-left", "plain")
+    assert classifier.accuracy > 0.9 and classifier.gap > 0
+    assert "bright-left" in classifier.describe()
     reference, _ = _planted_classes(6, 1)
     towards = torch.zeros(6, 3, 16, 16)
     towards[:, :, :, :8] = 0.25  # a unit strength brightens the left half by half the planting
-    up = image_scores(_edits(towards, reference), reference, STRENGTHS, probe=probe)[3]
-    down = image_scores(_edits(-towards, reference), reference, STRENGTHS, probe=probe)[3]
+    up = image_scores(_edits(towards, reference), reference, STRENGTHS, classifier=classifier)[3]
+    down = image_scores(_edits(-towards, reference), reference, STRENGTHS, classifier=classifier)[3]
     elsewhere = torch.zeros(6, 3, 16, 16)
-    elsewhere[:, :, :, 8:] = 0.25  # the right half: not what the probe reads
-    off = image_scores(_edits(elsewhere, reference), reference, STRENGTHS, probe=probe)[3]
+    elsewhere[:, :, :, 8:] = 0.25  # the right half: not what the classifier reads
+    off = image_scores(_edits(elsewhere, reference), reference, STRENGTHS, classifier=classifier)[3]
     assert up > 0.2 and down == pytest.approx(-up, rel=1e-6)
     assert abs(off) < up / 3
 
@@ -120,7 +120,7 @@ def test_bad_input_is_one_line():
     with pytest.raises(WorkbenchError, match="region"):
         image_scores(edits, reference, STRENGTHS, region=1.5)
     with pytest.raises(WorkbenchError, match="2 images of each class"):
-        LinearProbe.fit(torch.zeros(4, 3, 8, 8), torch.tensor([1, 0, 0, 0]))
+        LinearClassifier.fit(torch.zeros(4, 3, 8, 8), torch.tensor([1, 0, 0, 0]))
 
 
 def _write_labelled(root, n: int = 24):
@@ -138,7 +138,7 @@ def test_judge_directions_on_the_tiny_model(tiny, tmp_path):
     ds = wb.discover("random", tiny, k=2, space="x")
     scores = judge_directions(tiny, ds, seeds=range(3), strengths=[-1, 1], num_steps=4)
     assert scores.names == [ds.name(0), ds.name(1)] and scores.strengths == [-1.0, 0.0, 1.0]
-    assert bool((scores.effect > 0).all()) and scores.probe is None
+    assert bool((scores.effect > 0).all()) and scores.classifier is None
     # the same edits scored by hand
     images, reference = edited_with_reference(tiny, ds, 1, [-1.0, 0.0, 1.0], [0, 1, 2], num_steps=4)
     assert image_scores(images, reference, [-1.0, 0.0, 1.0])[0] == pytest.approx(
@@ -149,7 +149,7 @@ def test_judge_directions_on_the_tiny_model(tiny, tmp_path):
     assert scores.figure().layout.title.text.startswith("Directions judged")
 
     _write_labelled(tmp_path / "sizes")
-    probed = judge_directions(
+    classified = judge_directions(
         tiny,
         ds,
         indices=[0],
@@ -159,13 +159,13 @@ def test_judge_directions_on_the_tiny_model(tiny, tmp_path):
         labelled=tmp_path / "sizes",
         positive="large",
     )
-    assert probed.probe is not None and math.isfinite(float(probed.probe[0]))
-    assert "'large' vs 'small'" in probed.probe_about
+    assert classified.classifier is not None and math.isfinite(float(classified.classifier[0]))
+    assert "'large' vs 'small'" in classified.classifier_about
     with pytest.raises(WorkbenchError, match="give labelled="):
         judge_directions(tiny, ds, positive="large")
-    probe = LinearProbe.fit(*_planted_classes(20, 0))
+    classifier = LinearClassifier.fit(*_planted_classes(20, 0))
     with pytest.raises(WorkbenchError, match="not both"):
-        judge_directions(tiny, ds, labelled=tmp_path / "sizes", probe=probe)
+        judge_directions(tiny, ds, labelled=tmp_path / "sizes", classifier=classifier)
     with pytest.raises(WorkbenchError, match="region must be"):
         judge_directions(tiny, ds, region=0)
 
@@ -211,27 +211,27 @@ def test_cli_judge_writes_the_scores(tiny, tmp_path, capsys):
 
 
 def test_scores_without_ground_truth_rank_as_the_ground_truth_on_shapes32(shapes32):
-    """The image effect ranks directions as the read-out's effect does, and a probe of a
+    """The image effect ranks directions as the read-out's effect does, and a classifier of a
     light background fitted on rendered images ranks them as the read-out's background
     effect does (the pullback directions move the background, the random ones hardly)."""
     images, factors = get_scene(None).generate(600, size=32, seed=11)
     light = factors.background > factors.background.median()
-    probe = LinearProbe.fit(images, light, "light", "dark")
-    assert probe.accuracy > 0.9
+    classifier = LinearClassifier.fit(images, light, "light", "dark")
+    assert classifier.accuracy > 0.9
     sets = [
         wb.discover("pullback", shapes32, k=3, max_iter=20),
         wb.discover("random", shapes32, k=3, space="x"),
     ]
     strengths, seeds = [-3.0, 0.0, 3.0], list(range(6))
-    effect, truth, probed, background = [], [], [], []
+    effect, truth, classified, background = [], [], [], []
     for ds in sets:
         for i in range(len(ds)):
             edits = edited_with_reference(shapes32, ds, i, strengths, seeds, num_steps=10)
             scores = score_edits(shapes32, [edits], strengths, [ds.name(i)])
             effect.append(float(scores.image.effect[0]))
             truth.append(float(scores.effect[0].max()))
-            probed.append(abs(image_scores(*edits, strengths, probe=probe)[3]))
+            classified.append(abs(image_scores(*edits, strengths, classifier=classifier)[3]))
             index = scores.factors.index("background")
             background.append(abs(float(scores.signed_effect[0][index])))
     assert spearman(torch.tensor(effect), torch.tensor(truth)) > 0.6
-    assert spearman(torch.tensor(probed), torch.tensor(background)) > 0.6
+    assert spearman(torch.tensor(classified), torch.tensor(background)) > 0.6

@@ -44,7 +44,7 @@ def test_combined_edit_equals_editing_along_each_direction_at_once(tiny):
             step.x = step.x + x_step * (2.0 * dirs.vectors[0] - 1.0 * dirs.vectors[1])
 
     grid = wb.make_timesteps(tiny, 10, include=[t])
-    by_hand = wb.ddim(tiny, tiny.noise([3]), grid, edit=hook)
+    by_hand = wb.run_chain(tiny, tiny.noise([3]), grid, edit=hook)
     assert torch.allclose(combined, by_hand, atol=1e-4)
 
 

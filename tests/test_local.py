@@ -11,7 +11,7 @@ import workbench as wb
 from workbench.engines.local import centre_box, default_timestep, region_mask
 from workbench.engines.pullback import target_map
 from workbench.errors import WorkbenchError
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_basis_of_each_target_matches_the_materialised_jacobian(tiny64, target, 
 def _x_t(model, seed, t, num_steps):
     """x_t as the engine reaches it."""
     grid = make_timesteps(model, num_steps, include=[t])
-    return ddim(model, model.noise([seed]), grid[: grid.index(t) + 1], progress=False)
+    return run_chain(model, model.noise([seed]), grid[: grid.index(t) + 1], progress=False)
 
 
 def test_projection_keeps_the_outside_unchanged_to_first_order(tiny64):
@@ -136,7 +136,7 @@ def test_pullback_engine_and_spectrum_probe_take_the_target(tiny):
     assert "target" not in plain.params and plain.name(0) == "pullback-t500[0]"
     assert not torch.allclose(ds.vectors, plain.vectors, atol=1e-3)
     spectrum = wb.probe(
-        "spectrum", tiny, n=2, timesteps=(800, 300), k=4, probes=4, max_iter=5, num_steps=5,
+        "spectrum", tiny, n=2, timesteps=(800, 300), k=4, hutchinson=4, max_iter=5, num_steps=5,
         target="x0",
     )  # fmt: skip
     assert spectrum.target == "x0" and "dx0_hat/dx_t" in spectrum.summary()

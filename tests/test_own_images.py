@@ -11,7 +11,7 @@ from PIL import Image
 
 import workbench as wb
 from workbench.data.scenes import get_scene
-from workbench.sampling import ddim
+from workbench.sampling import run_chain
 
 #: google/ddpm-cifar10-32's U-Net (35.7M parameters), with random weights here.
 DDPM_CIFAR10 = dict(
@@ -52,8 +52,8 @@ def test_your_images_are_inverted_on_the_edits_grid_and_edited(shapes32, tmp_pat
         warnings.simplefilter("error")
         again = wb.edit(shapes32, ds, 0, [0.0], images=tensor, num_steps=20)
     grid = again.timesteps
-    x_T = ddim(shapes32, tensor, grid[::-1])
-    back = ddim(shapes32, x_T, grid)
+    x_T = run_chain(shapes32, tensor, grid[::-1])
+    back = run_chain(shapes32, x_T, grid)
     # the same chain, run in a batch with the unedited reference row: equal up to the
     # batch-size rounding of docs/architecture.md, "Determinism"
     assert torch.allclose(again.images[0], back, atol=1e-5)

@@ -3,7 +3,7 @@ import torch
 
 import workbench as wb
 from workbench.engines.pca import principal_directions
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 
 
 def test_principal_directions_recover_planted_axes():
@@ -22,7 +22,7 @@ def test_principal_directions_recover_planted_axes():
 def test_recorded_h_is_the_h_of_the_trajectory(tiny):
     grid = make_timesteps(tiny, 5)
     with tiny.record_h() as seen:
-        _, traj = ddim(tiny, tiny.noise([0, 1]), grid, return_trajectory=True)
+        _, traj = run_chain(tiny, tiny.noise([0, 1]), grid, return_trajectory=True)
     assert len(seen) == 5 and tiny.hook_count() == 0
     for i, t in enumerate(grid[:-1]):
         torch.testing.assert_close(seen[i], tiny.h(traj.x[i], t), rtol=1e-5, atol=1e-5)

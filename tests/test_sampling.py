@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.sampling import Step, ddim, make_timesteps
+from workbench.sampling import Step, make_timesteps, run_chain
 
 
 def test_make_timesteps(tiny):
@@ -46,14 +46,14 @@ def test_inversion_then_sampling_reproduces_x0(tiny):
     assert float((rec - x0).abs().max()) < 0.02 * float(x0.abs().max())
     # partial inversion to an intermediate step, then back down the same grid
     x_t = wb.invert(tiny, x0, num_steps=40, t_stop=500)
-    back = ddim(tiny, x_t, make_timesteps(tiny, 40, t_start=500))
+    back = run_chain(tiny, x_t, make_timesteps(tiny, 40, t_start=500))
     assert float((back - x0).abs().max()) < 0.02 * float(x0.abs().max())
 
 
 def test_trajectory_and_callbacks(tiny):
     seen = []
     grid = make_timesteps(tiny, 8)
-    x, traj = ddim(
+    x, traj = run_chain(
         tiny,
         tiny.noise([0, 1]),
         grid,
@@ -69,19 +69,21 @@ def test_trajectory_and_callbacks(tiny):
 def test_edit_hook_changes_x_and_zero_delta_asymmetric_is_identity(tiny):
     grid = make_timesteps(tiny, 8)
     x_T = tiny.noise([0])
-    plain = ddim(tiny, x_T, grid)
+    plain = run_chain(tiny, x_T, grid)
 
     def zero_asym(step: Step) -> None:
         step.delta_h = torch.zeros(tiny.h_shape)
         step.asymmetric = True
 
-    torch.testing.assert_close(ddim(tiny, x_T, grid, edit=zero_asym), plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        run_chain(tiny, x_T, grid, edit=zero_asym), plain, rtol=1e-5, atol=1e-5
+    )
 
     def push(step: Step) -> None:
         if step.index == 2:
             step.x = step.x + 0.5
 
-    assert (ddim(tiny, x_T, grid, edit=push) - plain).abs().max() > 1e-3
+    assert (run_chain(tiny, x_T, grid, edit=push) - plain).abs().max() > 1e-3
 
 
 def test_asymmetric_step_differs_from_symmetric(tiny):
@@ -96,21 +98,21 @@ def test_asymmetric_step_differs_from_symmetric(tiny):
 
         return hook
 
-    sym = ddim(tiny, x_T, grid, edit=edit(False))
-    asym = ddim(tiny, x_T, grid, edit=edit(True))
+    sym = run_chain(tiny, x_T, grid, edit=edit(False))
+    asym = run_chain(tiny, x_T, grid, edit=edit(True))
     assert (sym - asym).abs().max() > 1e-4
 
 
 def test_ddim_refuses_bad_grids(tiny):
     x = tiny.noise([0])
     with pytest.raises(wb.WorkbenchError, match="strictly"):
-        ddim(tiny, x, [999, 500, 700])
+        run_chain(tiny, x, [999, 500, 700])
     with pytest.raises(wb.WorkbenchError, match="eta"):
-        ddim(tiny, x, [-1, 500, 999], eta=1.0)
+        run_chain(tiny, x, [-1, 500, 999], eta=1.0)
     with pytest.raises(wb.WorkbenchError, match="exactly one"):
         wb.sample(tiny)
     with pytest.raises(wb.WorkbenchError, match="NaN"):
-        ddim(tiny, torch.full((1, 3, 16, 16), float("nan")), [999, -1])
+        run_chain(tiny, torch.full((1, 3, 16, 16), float("nan")), [999, -1])
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
@@ -147,3 +149,11 @@ def test_inversion_holds_the_raw_output_not_eps():
     x0 = wb.sample(model, seeds=range(4), num_steps=50)
     rec = wb.sample(model, x_T=wb.invert(model, x0, num_steps=50), num_steps=50)
     assert float((rec - x0).abs().max() / x0.abs().max()) < 0.015
+
+
+def test_ddim_is_the_older_name_of_run_chain(tiny):
+    """``ddim`` (it also ran the flow Euler step) still works, warns, and gives the same."""
+    grid = make_timesteps(tiny, 4)
+    with pytest.warns(FutureWarning, match="ddim is now run_chain"):
+        old = wb.ddim(tiny, tiny.noise([0]), grid)
+    torch.testing.assert_close(old, run_chain(tiny, tiny.noise([0]), grid), rtol=0, atol=0)

@@ -8,7 +8,7 @@ from diffusers import DDIMScheduler
 
 import workbench as wb
 from workbench.models.schedule import Schedule
-from workbench.sampling import ddim
+from workbench.sampling import run_chain
 
 SD_LIKE = dict(  # Stable Diffusion's scheduler config (as DDIM)
     beta_start=0.00085,
@@ -79,7 +79,7 @@ def test_our_loop_equals_diffusers_ddim_step(tiny, prediction_type, eta):
         for t in scheduler.timesteps:
             out = model.unet(x, t).sample
             x = scheduler.step(out, t, x, eta=eta, generator=gen).prev_sample
-    ours = ddim(
+    ours = run_chain(
         model, x_T, wb.make_timesteps(model, n), eta=eta, generator=torch.Generator().manual_seed(3)
     )
     assert (ours - x).abs().max() < 1e-5

@@ -175,8 +175,9 @@ def test_a_long_prompt_is_truncated_with_a_warning(sd):
         sd.encode_prompt(" ".join(["red"] * 40))
 
 
-def test_every_sampling_command_runs_on_the_folder(sd_folder, tmp_path, capsys):
-    """sample, discover, edit and probe on the Stable Diffusion folder, prompted."""
+def test_every_sampling_command_runs_on_the_folder(sd, sd_folder, tmp_path, capsys):
+    """sample (images, and latents with --no-decode), discover, edit and probe on the
+    Stable Diffusion folder, prompted."""
     import numpy as np
 
     from workbench.cli import main
@@ -191,6 +192,11 @@ def test_every_sampling_command_runs_on_the_folder(sd_folder, tmp_path, capsys):
         == 0
     )
     assert np.load(tmp_path / "s.npz")["images"].shape == (3, 16, 16, 3)
+    raw = ["sample", *model, *prompt, *steps, "--seeds", "0-2", "--batch-size", "2"]
+    assert main([*raw, "--no-decode", "--out", str(tmp_path / "l.npz")]) == 0
+    latents = np.load(tmp_path / "l.npz")["latents"]  # the VAE latents, decoded to the images
+    decoded = sd.to_uint8(sd.decode(torch.from_numpy(latents))).numpy()
+    np.testing.assert_allclose(decoded, np.load(tmp_path / "s.npz")["images"], atol=1)
     d = str(tmp_path / "d.safetensors")
     assert main(["discover", "pullback", *model, *prompt, *steps, "--k", "2", "--out", d]) == 0
     found = wb.DirectionSet.load(d)
@@ -281,7 +287,7 @@ def test_every_engine_and_probe_runs_on_the_folder(sd, photos):
         "norm": {"n": 8, "images": str(photos)},
         "mixing-step": {"n": 8, "images": str(photos), "projections": 4},
         "curvedness": {"n": 2, "points": 3, "timesteps": [801, 401]},
-        "spectrum": {"n": 1, "k": 2, "timesteps": [801], "probes": 4},
+        "spectrum": {"n": 1, "k": 2, "timesteps": [801], "hutchinson": 4},
         "consistency": {"n": 2, "k": 2, "timesteps": [801, 401]},
         "umap": {"n": 8, "timesteps": [801, 401], "umap_neighbors": 4, "neighbours_count": 3},
     }

@@ -18,7 +18,7 @@ import workbench as wb
 from workbench.engines.pullback import local_basis
 from workbench.errors import WorkbenchError
 from workbench.probes.consistency import consistency_bases
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 from workbench.stats import principal_angles
 from workbench.store import Cache
 from workbench.sweep import SWEEPS, sweep
@@ -44,7 +44,7 @@ def test_a_sample_basis_does_not_depend_on_its_batch(tiny):
     """With per-sample seeds a sample's basis is the same alone or in a batch (rounding):
     its own random start, and it stops on its own."""
     grid = make_timesteps(tiny, None, include=[600])
-    x = ddim(tiny, tiny.noise([0, 1, 2]), grid[: grid.index(600) + 1], progress=False)
+    x = run_chain(tiny, tiny.noise([0, 1, 2]), grid[: grid.index(600) + 1], progress=False)
     both = local_basis(tiny, x, 600, k=3, sample_seeds=[0, 1, 2], tol_deg=0.5)
     for i in (0, 2):
         alone = local_basis(tiny, x[i : i + 1], 600, k=3, sample_seeds=[i], tol_deg=0.5)

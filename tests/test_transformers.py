@@ -17,7 +17,7 @@ from jacobian_check import assert_basis_matches_jacobian
 import workbench as wb
 from workbench.engines.attention import default_module
 from workbench.models.schedule import FlowSchedule
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +209,8 @@ def test_inversion_then_sampling_reconstructs_the_latent(sd3, dit):
         for n in (10, 40):
             with model.conditioned(guidance_scale=1.0, **cond):
                 grid = make_timesteps(model, n)
-                x_T = ddim(model, x0, grid[::-1])
-                again = ddim(model, x_T, grid)
+                x_T = run_chain(model, x0, grid[::-1])
+                again = run_chain(model, x_T, grid)
             errors.append(float((again - x0).norm() / x0.norm()))
         assert errors[1] < errors[0] and errors[1] < 0.05, (model.family, errors)
 
@@ -296,7 +296,7 @@ def test_the_strength_zero_row_is_plain_sampling(which, request):
             include = [ds.timestep] if space == "x" else []
             grid = make_timesteps(model, 5, include=include)
             with model.conditioned(**cond):
-                plain = model.decode(ddim(model, model.noise([0, 1]), grid))
+                plain = model.decode(run_chain(model, model.noise([0, 1]), grid))
             assert torch.equal(result.images[0], plain), space
             assert not torch.equal(result.images[1], result.images[0]), space
             if space == "h":

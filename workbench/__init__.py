@@ -17,7 +17,13 @@ from workbench.eval.judge import judge_directions as judge
 from workbench.library import DirectionLibrary, NamedDirection
 from workbench.models import DiffusionModel, Preset, load, save
 from workbench.probes import PROBES, probe
-from workbench.sampling import ddim, invert, make_timesteps, sample
+from workbench.sampling import (
+    ddim,  # noqa: F401  (the older name of run_chain; warns)
+    invert,
+    make_timesteps,
+    run_chain,
+    sample,
+)
 from workbench.sweep import SweepResult, sweep
 from workbench.trajectories import TrajectoryBank, trajectory_bank
 
@@ -42,7 +48,7 @@ __all__ = [
     "TrajectoryBank",
     "WorkbenchError",
     "calibrate",
-    "ddim",
+    "run_chain",
     "discover",
     "edit",
     "edit_set",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import NUM_STEPS, Option, Spec, validated
 from workbench.sampling import sample
 
 
@@ -54,6 +56,20 @@ def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> list[f
     return out
 
 
+#: The options of :func:`bench_sampling` (``workbench bench``).
+BENCH = Spec(
+    "function",
+    "bench",
+    "time sampling on a model",
+    (
+        Option("n", int, 64, "images", low=1, high=100_000),
+        replace(NUM_STEPS, default=50, help="sampling steps", nullable=False),
+        Option("repeats", int, 3, "timed runs", low=1, high=1000),
+    ),
+)
+
+
+@functools.partial(validated, BENCH)
 def bench_sampling(
     model: DiffusionModel, n: int = 64, num_steps: int = 50, repeats: int = 3
 ) -> BenchReport:

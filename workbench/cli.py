@@ -22,16 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.errors import WorkbenchError, one_line
-from workbench.options import (
-    CONDITIONING,
-    MAX_SEED,
-    NUM_STEPS,
-    SEEDS,
-    Option,
-    Renamed,
-    Spec,
-    argparse_type,
-)
+from workbench.options import CONDITIONING, DEVICE, NUM_STEPS, SEEDS, STRENGTHS, Option, Spec
 
 if TYPE_CHECKING:
     from workbench.directions import DirectionSet
@@ -40,17 +31,6 @@ if TYPE_CHECKING:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def parse_floats(text: str, what: str = "strengths") -> list[float]:
-    """Parse comma-separated numbers; a one-line error names ``what`` otherwise."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise WorkbenchError(f"bad {what} {text!r}: use e.g. -3,0,3") from None
-    if not values or any(v != v or abs(v) == float("inf") for v in values):
-        raise WorkbenchError(f"bad {what} {text!r}: need finite numbers")
-    return values
 
 
 class _Outputs:
@@ -148,18 +128,21 @@ def _load(args: argparse.Namespace):
 # ---------------------------------------------------------------------------- commands
 def cmd_sample(args: argparse.Namespace) -> None:
     """``workbench sample``: images (and x_T) of seeds to an ``.npz``."""
-    from workbench.sampling import sample
+    from workbench.sampling import SAMPLE, sample
     from workbench.store import save_npz
 
     out = _out_file(args.out, ".npz", args.overwrite)
-    seeds = list(args.seeds)
+    options = SAMPLE.from_args(args)
+    seeds = list(options["seeds"])
     model = _load(args)
-    images = sample(
-        model, seeds=seeds, num_steps=args.num_steps, eta=args.eta, **_CONDITIONING.from_args(args)
-    )
-    save_npz(out, images=model.to_uint8(images).numpy(), seeds=seeds)
-    shape = ", ".join(map(str, model.image_shape[1:]))
-    print(f"wrote {out}: images uint8 [{len(seeds)}, {shape}, 3]")
+    result = sample(model, **options)
+    if options.get("decode", True) or not model.latent:
+        save_npz(out, images=model.to_uint8(result).numpy(), seeds=seeds)
+        shape = ", ".join(map(str, model.image_shape[1:]))
+        print(f"wrote {out}: images uint8 [{len(seeds)}, {shape}, 3]")
+    else:
+        save_npz(out, latents=result.float().cpu().numpy(), seeds=seeds)
+        print(f"wrote {out}: latents float32 {list(result.shape)}")
 
 
 def cmd_discover(args: argparse.Namespace) -> None:
@@ -188,6 +171,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from workbench.models.presets import PRESET_FILE, Preset
     from workbench.store import write_text
 
+    if args.model is None:
+        raise WorkbenchError("calibrate needs --model: the folder of the model to calibrate")
     if args.out is None and not Path(args.model).is_dir():
         raise WorkbenchError(f"--model {args.model!r} is not a local folder: give --out DIR")
     flag = "--out" if args.out is not None else "--model"
@@ -224,7 +209,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     from workbench.editing import EDIT, MODES, check_edited_paths, edit, edited_paths
 
     out = _out_file(args.out, ".npz", args.overwrite)
-    strengths = None if args.strengths is None else parse_floats(args.strengths)
+    strengths = None if args.strengths is None else list(args.strengths)
     if args.image is not None and args.seeds is not None:
         raise WorkbenchError("give --seeds or --image, not both")
     seeds = None if args.image is not None else list(args.seeds or range(8))
@@ -258,7 +243,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
 
 def cmd_judge(args: argparse.Namespace) -> None:
     """``workbench judge``: edit along saved directions and score the edits without ground
-    truth (effect, locality, consistency, and a linear probe's change with --labelled)."""
+    truth (effect, locality, consistency, and a linear classifier's change with --labelled)."""
     import json
 
     from workbench.directions import DirectionSet
@@ -267,7 +252,7 @@ def cmd_judge(args: argparse.Namespace) -> None:
     from workbench.store import write_text
 
     out = None if args.out is None else _out_file(args.out, ".json", args.overwrite)
-    strengths = None if args.strengths is None else parse_floats(args.strengths)
+    strengths = None if args.strengths is None else list(args.strengths)
     model = _load(args)
     directions = DirectionSet.load(args.directions, model=model)
     strengths = strengths or _recorded_strengths(directions, [-2.0, -1.0, 0.0, 1.0, 2.0])
@@ -333,7 +318,7 @@ def cmd_library(args: argparse.Namespace) -> None:
     seeds = list(args.seeds)
     model = _load(args)
     named = library.load(args.name, model)
-    strengths = parse_floats(args.strengths) if args.strengths else None
+    strengths = None if args.strengths is None else list(args.strengths)
     with model.conditioned(**_CONDITIONING.from_args(args)):
         result = named.apply(model, seeds=seeds, strengths=strengths)
     result.save_npz(out)
@@ -394,13 +379,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _formats(text: str) -> str:
-    """``--format``: one or more of pdf, svg, png, comma-separated (an argparse type)."""
+    """``--format``: one or more of pdf, svg, png, comma-separated."""
     from workbench.viz.figures import FORMATS
 
     given = [f.strip().lower() for f in text.split(",") if f.strip()]
     bad = [f for f in given if f not in FORMATS]
     if not given or bad:
-        raise argparse.ArgumentTypeError(
+        raise WorkbenchError(
             f"unknown figure format {', '.join(bad) or repr(text)}; known: {', '.join(FORMATS)}"
         )
     return ",".join(dict.fromkeys(given))
@@ -409,26 +394,19 @@ def _formats(text: str) -> str:
 def cmd_demo(args: argparse.Namespace) -> None:
     """``workbench demo``: every engine and probe on one model, with a report;
     ``workbench figures``: the same run's figures as static PDF, SVG or PNG files."""
-    from workbench.demo import run_demo
+    from workbench.demo import DEMO, run_demo
 
     fmt = getattr(args, "format", None)
     if fmt is not None:
         from workbench.viz.figures import check_exporter
 
+        fmt = _formats(fmt)
         check_exporter()  # before any compute
+    if args.quick and args.full:
+        raise WorkbenchError("give --quick or --full, not both")
     _out_dir(args.out, args.overwrite)
     model = _load(args)
-    path = run_demo(
-        model,
-        args.out,
-        n_seeds=args.n_seeds,
-        num_steps=args.num_steps,
-        quick=args.quick,
-        full=args.full,
-        verbose=args.verbose,
-        figures=fmt,
-        report=fmt is None,
-    )
+    path = run_demo(model, args.out, **DEMO.from_args(args), figures=fmt, report=fmt is None)
     if fmt is None:
         print(f"wrote {path}")
     else:
@@ -438,7 +416,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     """``workbench train``: train (or resume) a bundled architecture on its scene."""
     from workbench.models.loading import check_device
-    from workbench.train import CHECKPOINT, TrainConfig, train
+    from workbench.train import CHECKPOINT, TRAIN, TrainConfig, train
 
     if args.device is not None:
         check_device(args.device)
@@ -454,328 +432,204 @@ def cmd_train(args: argparse.Namespace) -> None:
             "write the run (checkpoint/, model/) among them"
         )
 
-    config = TrainConfig(
-        out=args.out,
-        steps=args.train_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        preset=args.preset,
-        eval_samples=args.eval_samples,
-        max_minutes=args.max_minutes,
-        cut_skips=_cut_skips(args.cut_skips),
-        init_from=args.init_from,
-        shape_prior=_shape_prior(args.shape_prior),
-    )
+    config = TrainConfig.of(args.out, **TRAIN.from_args(args))
     folder = train(config)
     print(f"wrote {folder}")
 
 
-def _comma_list(text: str, convert: Callable, flag: str, expected: str) -> tuple:
-    """``text`` split at commas and converted (one-line error naming ``flag``)."""
-    try:
-        return tuple(convert(v) for v in text.split(","))
-    except ValueError:
-        raise WorkbenchError(f"{flag}: expected {expected}: {text!r}") from None
-
-
-def _shape_prior(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    return _comma_list(text, float, "--shape-prior", "three weights like 0.32,0.42,0.26")
-
-
-def _cut_skips(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    if text.strip().lower() == "none":
-        return ()
-    return _comma_list(text, int, "--cut-skips", "up-block indices like 0,1 or none")
-
-
 def cmd_bench(args: argparse.Namespace) -> None:
     """``workbench bench``: time sampling on a model."""
-    from workbench.bench import bench_sampling
+    from workbench.bench import BENCH, bench_sampling
 
     model = _load(args)
     with model.conditioned(**_CONDITIONING.from_args(args)):
-        report = bench_sampling(model, n=args.n, num_steps=args.num_steps, repeats=args.repeats)
+        report = bench_sampling(model, **BENCH.from_args(args))
     print(report.table())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``workbench`` argument parser, options derived from the registered descriptions."""
+# ---------------------------------------------------------------------------- the parser
+def _model_options(default: str | None = "shapes32") -> Spec:
+    """``--model``, ``--device``, ``--resolution``: which model each command loads."""
+    from workbench.models.families.base import MAX_SIDE
+
+    return Spec(
+        "command",
+        "model",
+        "the model",
+        (
+            Option("model", str, default, "bundled name, folder or Hub id"),
+            DEVICE,
+            Option(
+                "resolution",
+                int,
+                None,
+                "image pixels per side (default: the model's; FLUX.1: 1024)",
+                low=8,
+                high=MAX_SIDE,
+            ),
+        ),
+    )
+
+
+def _out_options(what: str, default: str | None = None, required: bool = True) -> Spec:
+    """``--out`` (``what``: the file or folder written) and ``--overwrite``."""
+    replace_text = "replace --out if it exists (atomically)"
+    return Spec(
+        "command",
+        "out",
+        what,
+        (
+            Option("out", "path", default, what, required=required and default is None),
+            Option("overwrite", bool, False, replace_text),
+        ),
+    )
+
+
+def _own(name: str, *options: Option) -> Spec:
+    """A command's own options (filled in on the command line)."""
+    return Spec("command", name, name, options)
+
+
+#: ``workbench sweep``'s own: its models and the grid of option values.
+_SWEEP_OWN = Spec(
+    "command",
+    "sweep",
+    "a sweep's models and grid",
+    (
+        Option(
+            "model",
+            str,
+            None,
+            "bundled name, folder or Hub id (repeat for several; default shapes32)",
+            repeat=True,
+        ),
+        Option(
+            "grid",
+            str,
+            None,
+            "an option's values to sweep, NAME=V1;V2, e.g. 'k=4;8' (repeat for several)",
+            repeat=True,
+        ),
+    ),
+)
+_DIRECTIONS = Option("directions", "path", None, "FILE.safetensors from discover", required=True)
+
+
+def _strengths(default: str) -> Option:
+    """``--strengths`` of a command that defaults to recorded ones (``default`` says which)."""
+    return dataclasses.replace(STRENGTHS, required=False, help=f"{STRENGTHS.help} ({default})")
+
+
+def _commands() -> dict[str, tuple[Callable, str, tuple[Spec, ...]]]:
+    """The commands that are not one registry entry each: name -> (function, summary, the
+    descriptions whose options are its flags, the first of a name winning)."""
+    from workbench.bench import BENCH
+    from workbench.demo import DEMO
     from workbench.editing import EDIT, MODES
+    from workbench.eval.calibration import CALIBRATE
+    from workbench.eval.judge import JUDGE
+    from workbench.sampling import SAMPLE
+    from workbench.train import TRAIN
+
+    mode = _own(
+        "mode",
+        Option(
+            "mode",
+            str,
+            None,
+            "edit mode (default: the one the direction file records, else additive)",
+            choices=tuple(sorted(MODES)),
+        ),
+    )
+    modes = (mode, *(m.spec for m in MODES.values()))
+    seeds = dataclasses.replace(SEEDS, default=tuple(range(8)))
+    demo = (_model_options(), DEMO.command())
+    recorded = "default: the set's working strengths, else"
+    return {
+        "sample": (cmd_sample, SAMPLE.summary, (
+            _model_options(), SAMPLE.command(seeds=range(8)), _out_options("FILE.npz"),
+        )),
+        "edit": (cmd_edit, "edit seeds along one direction at several strengths", (
+            _model_options(), _out_options("FILE.npz"), EDIT.without(*_EDIT_OWN, "seeds"),
+            _own("edit", _DIRECTIONS, _strengths(f"{recorded} -3,0,3"), dataclasses.replace(
+                SEEDS, help=f"{SEEDS.help} (default 0-7; not with --image)"), Option(
+                "image", "path", None, "your image file or folder of them, edited instead of "
+                "seeds (PNGs written to an edited/ folder beside them)")),
+            *modes,
+        )),
+        "judge": (cmd_judge, JUDGE.summary, (
+            _model_options(), JUDGE.without(*_JUDGE_OWN), _JUDGE_EDIT, _CONDITIONING,
+            _own("judge", _DIRECTIONS, _strengths(f"{recorded} -2,-1,0,1,2")),
+            _out_options("FILE.json for the scores (optional)", required=False), *modes,
+        )),
+        "calibrate": (cmd_calibrate, CALIBRATE.summary, (
+            _model_options(default=None), CALIBRATE, _out_options(
+                "folder for the preset and its evidence (default: the model's)", required=False),
+        )),
+        "library": (cmd_library, "list, apply or remove named directions", (
+            _model_options(), _CONDITIONING, _out_options("FILE.npz (apply)", required=False),
+            _own("library", Option("library", "path", None, "folder (default: "
+                 "$WORKBENCH_LIBRARY)"), seeds, _strengths("default: the saved strength")),
+        )),
+        "demo": (cmd_demo, DEMO.summary, (*demo, _out_options("output folder", "runs/demo"))),
+        "figures": (cmd_demo, "write the demo's figures as PDF, SVG or PNG files", (
+            *demo, _out_options("output folder (the files go into its figures/)",
+                                "runs/figures"),
+            _own("figures", Option("format", str, "pdf", "pdf, svg or png, or several: pdf,svg")),
+        )),
+        "train": (cmd_train, TRAIN.summary, (
+            TRAIN, _out_options("run folder (resumed if it holds a checkpoint)", "runs/train"),
+        )),
+        "bench": (cmd_bench, "time sampling on a model", (
+            _model_options(), BENCH.command(), _CONDITIONING,
+        )),
+    }  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``workbench`` argument parser: every flag from a registered description (the
+    engines', probes', sweepables', edit modes' and each command's own)."""
     from workbench.engines import ENGINES
     from workbench.probes import PROBES
+    from workbench.sweep import SWEEP_SPEC, SWEEPS
 
     parser = _Parser(prog="workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(
-        name: str, help_text: str, func: Callable[[argparse.Namespace], None]
+        into: argparse._SubParsersAction, name: str, summary: str, specs: Sequence[Spec]
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=func)
+        """A (sub)command with the flags of ``specs``, each name once (the first wins)."""
+        p = into.add_parser(name, help=summary, description=summary)
+        taken: set[str] = set()
+        for spec in specs:
+            spec.add_arguments(p, skip=tuple(taken))
+            taken |= set(spec.names)
         return p
 
-    def out_args(p: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
-        p.add_argument("--out", required=default is None, default=default, help=what)
-        p.add_argument(
-            "--overwrite", action="store_true", help="replace --out if it exists (atomically)"
-        )
-
-    def num(
-        p: argparse.ArgumentParser,
-        name: str,
-        kind: type,
-        default: float | None,
-        text: str,
-        low: float,
-        high: float | None = None,
-        aliases: tuple[str, ...] = (),
-        nullable: bool = False,
-    ) -> None:
-        """A numeric option, parsed and range-checked by its :class:`Option`."""
-        o = Option(name, kind, default, text, low=low, high=high, nullable=nullable)
-        p.add_argument(
-            o.flag,
-            *aliases,
-            action=Renamed,
-            old=aliases,
-            dest=name,
-            default=default,
-            type=argparse_type(o),
-            metavar=name.upper(),
-            help=o.describe(),
-        )
-
-    def mode_args(p: argparse.ArgumentParser, taken: Sequence[str]) -> None:
-        """``--mode`` and each edit mode's own options (once per name; ``taken``: names the
-        command has already)."""
-        p.add_argument(
-            "--mode",
-            choices=sorted(MODES),
-            default=None,
-            help="edit mode (default: the one the direction file records, else additive)",
-        )
-        seen: set[str] = set(taken)
-        for mode in MODES.values():
-            mode.spec.add_arguments(p, skip=tuple(seen))
-            seen |= {o.name for o in mode.spec.options}
-
-    def seeds_arg(
-        p: argparse.ArgumentParser, default: str | None = "0-7", text: str | None = None
-    ) -> None:
-        """``--seeds``: the ``seeds`` option type (``0-7``, ``1,4,9``, ``0-3,9``)."""
-        p.add_argument(
-            "--seeds",
-            default=None if default is None else SEEDS.parse(default),
-            type=argparse_type(dataclasses.replace(SEEDS, required=True)),  # "" is no seeds
-            metavar="SEEDS",
-            help=text or f"{SEEDS.help} (default {default})",
-        )
-
-    def model_args(p: argparse.ArgumentParser, default: str | None = "shapes32") -> None:
-        p.add_argument(
-            "--model",
-            default=default,
-            required=default is None,
-            help="bundled name, folder or Hub id",
-        )
-        p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-        text = "image pixels per side (default: the model's; FLUX.1: 1024)"
-        num(p, "resolution", int, None, text, 8, 16384)
-
-    p = command("sample", "sample images from seeds", cmd_sample)
-    model_args(p)
-    seeds_arg(p)
-    num(p, "num_steps", int, None, "DDIM steps (default: the preset's)", 1, 10000, ("--steps",))
-    num(p, "eta", float, 0.0, "DDIM eta (0: deterministic)", 0, 1)
-    _CONDITIONING.add_arguments(p)
-    out_args(p, "FILE.npz")
-
-    p = command("discover", "find directions with an engine", cmd_discover)
-    esub = p.add_subparsers(dest="engine", required=True, parser_class=_Parser)
-    for name, engine in sorted(ENGINES.items()):
-        ep = esub.add_parser(name, help=engine.summary, description=engine.summary)
-        model_args(ep)
-        out_args(ep, "FILE.safetensors")
-        engine.spec.add_arguments(ep)
-
-    p = command("edit", "edit seeds along one direction at several strengths", cmd_edit)
-    model_args(p)
-    p.add_argument("--directions", required=True, help="FILE.safetensors from discover")
-    p.add_argument(
-        "--strengths",
-        default=None,
-        help="comma-separated, in preset steps (default: the set's working strengths, else -3,0,3)",
-    )
-    seeds_arg(p, None, "seeds of x_T, e.g. 0-7 or 1,4,9 (default 0-7; not with --image)")
-    p.add_argument(
-        "--image",
-        default=None,
-        help="your image file or folder of them, edited instead of seeds (PNGs written to "
-        "an edited/ folder beside them)",
-    )
-    out_args(p, "FILE.npz")
-    EDIT.add_arguments(p, skip=_EDIT_OWN)
-    mode_args(p, EDIT._index)
-
-    from workbench.eval.judge import JUDGE
-
-    p = command(
-        "judge",
-        "score directions without ground truth: effect, locality, consistency, probe",
-        cmd_judge,
-    )
-    model_args(p)
-    p.add_argument("--directions", required=True, help="FILE.safetensors from discover")
-    p.add_argument(
-        "--strengths",
-        default=None,
-        help="comma-separated, in preset steps (default: the set's working strengths, else "
-        "-2,-1,0,1,2)",
-    )
-    p.add_argument("--out", default=None, help="FILE.json for the scores (optional)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    JUDGE.add_arguments(p, skip=_JUDGE_OWN)
-    _JUDGE_EDIT.add_arguments(p)
-    _CONDITIONING.add_arguments(p)
-    mode_args(p, (*JUDGE._index, *_JUDGE_EDIT._index, *_CONDITIONING._index))
-
-    from workbench.eval.calibration import CALIBRATE
-
-    p = command("calibrate", "measure a model's preset; write workbench_preset.json", cmd_calibrate)
-    model_args(p, default=None)
-    p.add_argument(
-        "--out", default=None, help="folder for the preset and its evidence (default: the model's)"
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help=f"replace an existing preset and evidence (the old preset kept as {PRESET_BACKUP})",
-    )
-    CALIBRATE.add_arguments(p)
-
-    p = command("library", "list, apply or remove named directions", cmd_library)
-    p.add_argument("action", choices=["list", "apply", "remove"])
-    p.add_argument("name", nargs="?", default=None, help="direction name (apply, remove)")
-    p.add_argument("--library", default=None, help="folder (default: $WORKBENCH_LIBRARY)")
-    model_args(p)
-    seeds_arg(p)
-    p.add_argument("--strengths", default=None, help="default: the saved strength")
-    p.add_argument("--out", default=None, help="FILE.npz (apply)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    _CONDITIONING.add_arguments(p)
-
-    p = command("probe", "run a geometry probe", cmd_probe)
-    psub = p.add_subparsers(dest="probe", required=True, parser_class=_Parser)
-    for name, probe in sorted(PROBES.items()):
-        pp = psub.add_parser(name, help=probe.spec.summary, description=probe.spec.summary)
-        model_args(pp)
-        out_args(pp, "output folder")
-        probe.spec.add_arguments(pp)
-
-    from workbench.sweep import SWEEP_SPEC, SWEEPS
-
-    p = command("sweep", "a probe over many samples, models and options, in shards", cmd_sweep)
-    ssub = p.add_subparsers(dest="probe", required=True, parser_class=_Parser)
-    for name, sweepable in sorted(SWEEPS.items()):
-        sp = ssub.add_parser(name, help=sweepable.spec.summary, description=sweepable.spec.summary)
-        sp.add_argument(
-            "--model",
-            action="append",
-            help="bundled name, folder or Hub id (repeat for several; default shapes32)",
-        )
-        sp.add_argument(
-            "--grid",
-            action="append",
-            metavar="NAME=V1;V2",
-            help="an option's values to sweep, e.g. 'k=4;8' (repeat for several options)",
-        )
-        out_args(sp, "output folder")
-        SWEEP_SPEC.add_arguments(sp)
-        sweepable.spec.add_arguments(sp, skip=sweepable.own)
-
-    def demo_args(p: argparse.ArgumentParser) -> None:
-        model_args(p)
-        num(p, "n_seeds", int, None, "seeds per grid (default 4; --full 6)", 1, 1000, ("--seeds",))
-        steps_help = "DDIM steps (default 20; --full: the preset's)"
-        num(p, "num_steps", int, None, steps_help, 1, 10**4, ("--steps",))
-        p.add_argument("--quick", action="store_true", help="toy sizes (a smoke test)")
-        p.add_argument(
-            "--full",
-            action="store_true",
-            help="thorough sizes (the preset's steps, 6 seeds, the mixing step from 128 "
-            "trajectories, 128 boundary images)",
-        )
-        p.add_argument(
-            "--verbose", action="store_true", help="every stage's own progress bars, not one bar"
-        )
-
-    p = command("demo", "discover, edit and probe on a model; write report.html", cmd_demo)
-    demo_args(p)
-    out_args(p, "output folder", default="runs/demo")
-    p = command("figures", "write the demo's figures as PDF, SVG or PNG files", cmd_demo)
-    demo_args(p)
-    out_args(p, "output folder (the files go into its figures/)", default="runs/figures")
-    p.add_argument(
-        "--format", default="pdf", type=_formats, help="pdf, svg or png, or several: pdf,svg"
-    )
-
-    p = command("train", "train a bundled model (shapes32, shapes64) from scratch", cmd_train)
-    out_args(p, "run folder (resumed if it holds a checkpoint)", default="runs/train")
-    num(p, "train_steps", int, 6000, "training steps", 1, 10**8, ("--steps",))
-    num(p, "batch_size", int, 128, "images per step", 1, 65536)
-    num(p, "lr", float, 2e-4, "learning rate", 1e-12, 1.0)
-    num(p, "seed", int, 0, "random seed", 0, MAX_SEED)
-    p.add_argument("--device", default=None)
-    num(p, "checkpoint_every", int, 500, "steps between checkpoints", 1, 10**8)
-    p.add_argument(
-        "--architecture",
-        "--preset",  # the older spelling (a preset is a model's editing defaults)
-        dest="preset",
-        default="shapes32",
-        help="shapes32, shapes64 (Lit Shapes), tiny or tiny-lit (tests)",
-    )
-    p.add_argument(
-        "--cut-skips",
-        default=None,
-        help="up blocks whose skips are cut, e.g. 0,1, or none (default: the architecture's)",
-    )
-    p.add_argument(
-        "--init-from",
-        default=None,
-        help="exported model folder to go on from when --out has no checkpoint "
-        "(e.g. workbench/models/bundled/shapes64)",
-    )
-    p.add_argument(
-        "--shape-prior",
-        default=None,
-        help="class prior of the training data, weights for disc,square,triangle "
-        "(default: uniform, the scene's); for a fine-tune that corrects a model's class shares",
-    )
-    num(p, "eval_samples", int, 512, "samples for the final quality report", 0, 100_000)
-    num(
-        p,
-        "max_minutes",
-        float,
-        None,
-        "wall-clock budget: stop early (checkpoint, export, report) when it is spent",
-        1e-6,
-        10**7,
-        nullable=True,
-    )
-
-    p = command("bench", "time sampling on a model", cmd_bench)
-    model_args(p)
-    num(p, "n", int, 64, "images", 1, 100_000)
-    num(p, "num_steps", int, 50, "DDIM steps", 1, 10000, ("--steps",))
-    num(p, "repeats", int, 3, "timed runs", 1, 1000)
-    _CONDITIONING.add_arguments(p)
+    groups = {  # one subcommand per registry entry: its description, the model, --out
+        "discover": ("find directions with an engine", cmd_discover, "engine", ENGINES,
+                     "FILE.safetensors"),
+        "probe": ("run a geometry probe", cmd_probe, "probe", PROBES, "output folder"),
+        "sweep": ("a probe over many samples, models and options, in shards", cmd_sweep,
+                  "probe", SWEEPS, "output folder"),
+    }  # fmt: skip
+    for group, (summary, func, dest, registry, what) in groups.items():
+        p = sub.add_parser(group, help=summary, description=summary)
+        p.set_defaults(func=func)
+        entries = p.add_subparsers(dest=dest, required=True, parser_class=_Parser)
+        for name, entry in sorted(registry.items()):
+            spec = entry.spec
+            if group == "sweep":
+                specs = (_SWEEP_OWN, SWEEP_SPEC, spec.without(*entry.own))
+            else:
+                specs = (_model_options(), spec)
+            command(entries, name, spec.summary, (*specs, _out_options(what)))
+    for name, (func, summary, specs) in _commands().items():
+        command(sub, name, summary, specs).set_defaults(func=func)
+    library = sub.choices["library"]
+    library.add_argument("action", choices=["list", "apply", "remove"])
+    library.add_argument("name", nargs="?", default=None, help="direction name (apply, remove)")
     return parser
 
 

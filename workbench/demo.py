@@ -17,10 +17,11 @@ time taken (on a model with a scene to read out), then each probe's finding in o
 
 from __future__ import annotations
 
+import functools
 import html
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from workbench.errors import WorkbenchError
 from workbench.eval.directions import DirectionScores, score_edits
 from workbench.eval.judge import ImageScores, judge_edit
 from workbench.models.wrapper import DiffusionModel
+from workbench.options import NUM_STEPS, Option, Spec, validated
 from workbench.probes import PROBES
 from workbench.sampling import sample
 from workbench.store import atomic_dir, write_json
@@ -140,7 +142,7 @@ QUICK = DemoSettings(
     boundary_images=32,
     probes={
         "curvedness": {"n": 2, "timesteps": (999, 200), "points": 4},
-        "spectrum": {"n": 1, "timesteps": (999, 200), "k": 4, "probes": 8, "max_iter": 3},
+        "spectrum": {"n": 1, "timesteps": (999, 200), "k": 4, "hutchinson": 8, "max_iter": 3},
         "consistency": {"n": 2, "timesteps": (999, 200), "k": 4, "max_iter": 3},
         "umap": {"umap_neighbors": 5, "neighbours_count": 3},
     },
@@ -313,6 +315,42 @@ def _probe(
     return probe(model, **options)
 
 
+#: The options of :func:`run_demo` (``workbench demo`` and ``workbench figures``).
+DEMO = Spec(
+    "function",
+    "demo",
+    "discover, edit and probe on a model; write report.html",
+    (
+        Option(
+            "n_seeds",
+            int,
+            None,
+            f"seeds per grid (default {DEFAULT.seeds}; --full {FULL.seeds})",
+            low=1,
+            high=1000,
+            aliases=("--seeds",),
+        ),
+        replace(
+            NUM_STEPS, help=f"sampling steps (default {DEFAULT.num_steps}; --full: the preset's)"
+        ),
+        Option("k", int, 3, "directions per engine", low=1, high=64, cli=False),
+        Option("quick", bool, False, "toy sizes (a smoke test)"),
+        Option(
+            "full",
+            bool,
+            False,
+            f"thorough sizes (the preset's steps, {FULL.seeds} seeds, the mixing step from "
+            f"{FULL.mixing} trajectories, {FULL.boundary_images} boundary images)",
+        ),
+        Option("verbose", bool, False, "every stage's own progress bars, not one bar"),
+        Option("share", bool, True, "one trajectory bank and batched edits", cli=False),
+        Option("figures", str, None, "pdf, svg or png, or several: pdf,svg", cli=False),
+        Option("report", bool, True, "write report.html", cli=False),
+    ),
+)
+
+
+@functools.partial(validated, DEMO, first=2)
 def run_demo(
     model: DiffusionModel,
     out: str | Path,

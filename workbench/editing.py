@@ -46,7 +46,7 @@ from workbench.options import (
     in_context,
     validated,
 )
-from workbench.sampling import Step, StepHook, ddim, make_timesteps, refinements
+from workbench.sampling import Step, StepHook, make_timesteps, refinements, run_chain
 from workbench.store import atomic_path, save_npz
 from workbench.trajectories import TrajectoryBank
 
@@ -402,8 +402,8 @@ def edit(
             ``distance``; options given here win), else ``additive``. What a strength
             means is the mode's: a displacement in preset steps (``additive``), a target
             signed distance in preset steps (``distance``: 0 lands on the boundary), the
-            sign and scale of the probe step (``guidance``).
-        num_steps: DDIM steps over ``[0, t_start]`` (default: the preset's).
+            sign and scale of the trial step (``guidance``).
+        num_steps: sampling steps over ``[0, t_start]`` (default: the preset's).
         eta: DDIM eta from the edit's first step on (default: the set's recorded, else 0:
             deterministic). With seeds, the
             step noise of a seed is drawn from its own generator and is the same at every
@@ -479,9 +479,9 @@ def _edit_many(
         if own is not None:  # invert on the edit's own grid: strength 0 retraces it
             clean = model.encode(own.images.to(model.device))
             refine = refinements(inversion)
-            x = ddim(model, clean, grid[::-1], progress=progress, refine=refine)
+            x = run_chain(model, clean, grid[::-1], progress=progress, refine=refine)
             if not in_batch:
-                again = model.decode(ddim(model, x, grid, progress=progress))
+                again = model.decode(run_chain(model, x, grid, progress=progress))
                 error = float(((again - own.images.to(again)) ** 2).mean())
         run = _EditRun(model, grid, strengths, seeds, eta, boost, progress, batch_size, bank)
         edited, reference = run(plans, x, unedited or in_batch)
@@ -700,7 +700,7 @@ class _EditRun:
         out, at, current = {}, 0, x
         for s in splits:
             if s > at:
-                current = ddim(model, current, grid[at : s + 1], progress=self.progress)
+                current = run_chain(model, current, grid[at : s + 1], progress=self.progress)
                 at = s
             out[s] = current
         return out
@@ -740,7 +740,7 @@ class _EditRun:
                 for _ in range(batch.shape[0] // m)
                 for s in seeds
             ]
-        out = ddim(
+        out = run_chain(
             model,
             batch,
             self.grid[split:],
@@ -800,7 +800,14 @@ def own_images(model: DiffusionModel, images: torch.Tensor | str | Path) -> OwnI
     "the published x-space guidance: repeated steps along eps(x + s delta v) - eps(x)",
     (
         Option("gamma", float, 0.1, "step size of each repeat", low=0, high=100),
-        Option("delta", float, 1.0, "probe step, in x_step units", low=0, high=1000),
+        Option(
+            "delta",
+            float,
+            1.0,
+            "trial step along v whose eps change is followed, in x_step units",
+            low=0,
+            high=1000,
+        ),
         Option("repeats", int, 16, "repeats", low=1, high=10000),
     ),
 )
@@ -815,13 +822,13 @@ def guidance(
     """The published x-space guidance (pullback engine, docs/methods.md section 1) at the
     direction's timestep t: ``x <- x + gamma * (eps(x + s * delta * v, t) - eps(x, t))``,
     repeated ``repeats`` times from the previous result; ``s`` is the strength (its sign
-    gives +v or -v). ``delta`` is the norm of the probe step, in units of ``x_step``.
+    gives +v or -v). ``delta`` is the norm of the trial step, in units of ``x_step``.
     Defaults: the published CelebA values (gamma 0.1, delta 1, 16 repeats)."""
     if directions.space != "x":
         raise WorkbenchError("guidance edits x-space directions only")
     v = directions.vector(index, model).to(model.device, model.dtype)
     t_edit = int(directions.timestep)  # type: ignore[arg-type]
-    probe = delta * model.preset.x_step * v
+    trial = delta * model.preset.x_step * v
 
     def make_hook(strengths: torch.Tensor) -> StepHook:
         def hook(step: Step) -> None:
@@ -830,7 +837,7 @@ def guidance(
             s = _per_sample(strengths, step.x)
             x = step.x
             for _ in range(repeats):
-                x = x + gamma * (model.eps(x + s * probe, t_edit) - model.eps(x, t_edit))
+                x = x + gamma * (model.eps(x + s * trial, t_edit) - model.eps(x, t_edit))
             step.x = x
 
         return hook

@@ -2,7 +2,7 @@
 
 A :class:`NamedDirection` is one unit direction (a :class:`DirectionSet` with ``k = 1``,
 which carries the engine, space, timestep and model fingerprint) plus how it was applied:
-the strength, the edit mode and its options, the number of DDIM steps. Applying it again
+the strength, the edit mode and its options, the number of sampling steps. Applying it again
 with the same seeds runs exactly the same :func:`~workbench.editing.edit` call, so with
 eta 0 the images are the same bit for bit (``tests/test_library.py``).
 
@@ -56,7 +56,7 @@ class NamedDirection:
             fingerprint travel with it).
         strength: in units of the preset's step for the space (as in :func:`edit`).
         mode: edit mode (``"additive"``, ``"guidance"``, ``"distance"``, ...).
-        num_steps: DDIM steps used (``None``: the preset's).
+        num_steps: sampling steps used (``None``: the preset's).
         options: the mode's options.
         note: free text.
         created: ISO time of saving.

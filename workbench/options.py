@@ -25,7 +25,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.errors import WorkbenchError
@@ -65,6 +65,7 @@ class Option:
     aliases: tuple[str, ...] = ()  # older CLI spellings still accepted
     required: bool = False  # None is never accepted
     off: Any = None  # a number that turns the thing off, accepted outside [low, high]
+    repeat: bool = False  # CLI: the flag may be given several times, its values a list
 
     @property
     def flag(self) -> str:
@@ -89,6 +90,8 @@ class Option:
         if self.default is not None:
             many = self.type in ("ints", "floats", "seeds")
             shown = ",".join(map(str, self.default)) if many else self.default
+            if self.type == "seeds":
+                shown = _spans(self.default)
             parts.append(f"default {shown}")
         return "; ".join(parts)
 
@@ -230,6 +233,17 @@ def _seed_list(text: str) -> list[int] | range:
     return [v for s in spans for v in s]
 
 
+def _spans(values: Sequence[Any]) -> str:
+    """Seeds as the CLI takes them, runs of three or more as ranges: ``0-7``, ``0-3,9``."""
+    parts, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[i - 1] + 1:
+            run = values[start:i]
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)))
+            start = i
+    return ",".join(parts)
+
+
 def _fmt(value: float) -> str:
     """A bound as people write it: 9223372036854775807, 0.5, 1e-06."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
@@ -251,6 +265,13 @@ class Renamed(argparse.Action):
                 file=sys.stderr,
             )
         setattr(namespace, self.dest, values)
+
+
+def add_renamed(parser: argparse.ArgumentParser, flag: str, old: str, **kwargs: Any) -> None:
+    """``parser.add_argument(flag, ...)`` that also takes ``old``, an older spelling that
+    still works and says the new one on stderr (:class:`Renamed`); for scripts' own
+    parsers."""
+    parser.add_argument(flag, old, action=Renamed, old=(old,), **kwargs)
 
 
 def argparse_type(option: Option, owner: str = "") -> Callable[[str], Any]:
@@ -326,18 +347,54 @@ class Spec:
                 raise WorkbenchError(f"{self.owner} has no option {name!r}; options: {known}")
         return out
 
-    def add_arguments(self, parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
-        """One CLI argument per option with ``cli=True`` (default ``None`` on the command
-        line: an option not given is not passed, so the function's default applies)."""
+    def command(self, **defaults: Any) -> Spec:
+        """This description as a command's own (kind ``command``, its options filled in
+        on the command line, :meth:`add_arguments`), with the command's defaults where
+        they differ (``seeds=range(8)`` on ``workbench sample``), each checked."""
+        unknown = sorted(set(defaults) - set(self._index))
+        if unknown:
+            raise ValueError(f"{self.owner} has no option {unknown[0]!r}")
+        options = tuple(
+            replace(o, default=o.check(defaults[o.name], self.owner)) if o.name in defaults else o
+            for o in self.options
+        )
+        return Spec("command", self.name, self.summary, options)
+
+    def without(self, *names: str) -> Spec:
+        """This description less the named options (a command spells them its own way)."""
+        kept = tuple(o for o in self.options if o.name not in names)
+        return Spec(self.kind, self.name, self.summary, kept)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The options' names, in order."""
+        return tuple(o.name for o in self.options)
+
+    def add_arguments(
+        self, parser: argparse.ArgumentParser, skip: Sequence[str] = (), fill: bool | None = None
+    ) -> None:
+        """One CLI argument per option with ``cli=True``. An option not given is ``None`` on
+        the command line, so it is not passed and the function's default applies; but
+        with ``fill`` (by default for a command's own description, :meth:`command`) the
+        option's default is the argument's, a ``required`` option without a default must
+        be given, and a switch that is off by default is a plain flag (``--quick``)."""
+        fill = self.kind == "command" if fill is None else fill
         for o in self.options:
             if not o.cli or o.name in skip:
                 continue
             kwargs: dict[str, Any] = {"default": None, "help": o.describe(), "dest": o.name}
-            if o.type is bool:
-                kwargs["action"] = argparse.BooleanOptionalAction
+            if fill:
+                kwargs["default"] = o.default
+                kwargs["required"] = o.required and o.default is None
+            if o.repeat:
+                kwargs |= {"action": "append", "type": argparse_type(o, self.owner)}
+            elif o.type is bool:
+                plain = fill and o.default is False  # a command's own switch: --quick
+                kwargs["action"] = "store_true" if plain else argparse.BooleanOptionalAction
             else:
                 kwargs |= {"action": Renamed, "old": o.aliases}
                 kwargs["type"] = argparse_type(o, self.owner)
+            if o.type is not bool:
                 kwargs["metavar"] = (
                     o.name.upper() if not o.choices else "{" + ",".join(o.choices) + "}"
                 )
@@ -399,11 +456,13 @@ TIMESTEP = Option(
     control=True,
 )
 SEED = Option("seed", int, 0, "random seed", low=0, high=MAX_SEED)
+#: Where a command runs.
+DEVICE = Option("device", str, None, "cpu, cuda, cuda:1, ... (default: cuda if available)")
 NUM_STEPS = Option(
     "num_steps",
     int,
     None,
-    "DDIM steps over [0, T] (default: the preset's)",
+    "sampling steps over [0, T] (default: the preset's)",
     low=1,
     high=10000,
     aliases=("--steps",),

@@ -1,8 +1,11 @@
-"""DDIM sampling and DDIM inversion: one explicit loop, edits plug in through callbacks.
+"""Sampling and inversion: one explicit loop (:func:`run_chain`), edits plug in through
+callbacks.
 
-The loop walks a list of integer timesteps (``-1`` is the clean end, alpha-bar = 1).
-Going down (sampling) it evaluates the U-Net at the current timestep. Going up
-(inversion) it evaluates the U-Net on x_t at the target timestep and, holding that raw
+The loop walks the Markov chain along a list of timesteps (``-1`` is the clean end,
+alpha-bar = 1) with the model's own deterministic step: DDIM for a noise schedule, the
+Euler step of the flow for a rectified-flow model (:attr:`Schedule.label` names it).
+Going down (sampling) it evaluates the network at the current timestep. Going up
+(inversion) it evaluates the network on x_t at the target timestep and, holding that raw
 output (eps, v or x0) fixed, solves the deterministic sampling step exactly for the
 noisier latent; so inversion then sampling on the same grid is exact up to the change of
 the U-Net output between x_t and x_next. (Converting to eps first, as is common, is wrong
@@ -20,8 +23,10 @@ Two hooks, k-diffusion style, take a :class:`Step`:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -131,8 +136,14 @@ def _sampling_step(
     return x_next, Prediction(eps=pred.eps, x0=x0)
 
 
+def ddim(*args: Any, **kwargs: Any) -> Any:
+    """The older name of :func:`run_chain` (it also runs a flow model's Euler step)."""
+    warnings.warn("workbench.sampling.ddim is now run_chain", FutureWarning, stacklevel=2)
+    return run_chain(*args, **kwargs)
+
+
 @torch.no_grad()
-def ddim(
+def run_chain(
     model: DiffusionModel,
     x: torch.Tensor,
     timesteps: Sequence[int],
@@ -145,7 +156,9 @@ def ddim(
     clip_x0: bool | None = None,
     refine: int = 0,
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
-    """Run DDIM from ``x`` at ``timesteps[0]`` along ``timesteps`` (down: sample, up: invert).
+    """Run the chain from ``x`` at ``timesteps[0]`` along ``timesteps`` (down: sample, up:
+    invert), with the schedule's deterministic step (DDIM; the flow's Euler step), plus
+    ``eta`` noise when sampling.
 
     Args:
         x: ``[B, C, H, W]`` at ``timesteps[0]``.
@@ -299,7 +312,7 @@ def _sample_batches(
                 for s in seeds[start : start + batch_size]
             ]
         outs.append(
-            ddim(
+            run_chain(
                 model,
                 x_T[start : start + batch_size],
                 timesteps,
@@ -332,12 +345,12 @@ def invert(
     the result on that same grid retraces the same timesteps. ``method``: ``"ddim"``
     (plain DDIM inversion, one network call per step) or ``"fixed-point"`` (each step
     refined by up to ``refine`` (default :data:`FIXED_POINT_REFINE`) fixed-point iterations
-    until sampling it back lands on its input, see :func:`ddim`'s ``refine``): the same
+    until sampling it back lands on its input, see :func:`run_chain`'s ``refine``): the same
     sampler, so edits, probes and engines take its latents unchanged.
     """
     grid = make_timesteps(model, num_steps, t_start=t_stop)
     x0 = model.encode(x0) if model.latent else x0
-    return ddim(
+    return run_chain(
         model,
         x0,
         grid[::-1],
@@ -353,7 +366,7 @@ FIXED_POINT_REFINE = 10
 
 
 def refinements(method: str, refine: int | None = None) -> int:
-    """The ``refine`` of :func:`ddim` for an inversion ``method`` (one-line error for an
+    """The ``refine`` of :func:`run_chain` for an inversion ``method`` (one-line error for an
     unknown one)."""
     if method not in INVERSION.choices:
         raise WorkbenchError(f"unknown inversion {method!r}; known: {', '.join(INVERSION.choices)}")

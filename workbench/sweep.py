@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from workbench.directions import DirectionSet
 from workbench.engines import get_engine
-from workbench.engines.pullback import _basis_params, _sample_bases, directions_from_bases
+from workbench.engines.pullback import basis_params, directions_from_bases, sample_bases
 from workbench.errors import WorkbenchError, one_line
 from workbench.models.loading import DTYPES
 from workbench.models.wrapper import DiffusionModel
@@ -151,18 +151,12 @@ def _pullback_timestep(model: DiffusionModel, timestep: int | None) -> int:
     return model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
 
 
-def _pullback_params(options: dict[str, Any]) -> dict[str, Any]:
-    names = ("k", "oversample", "max_iter", "tol_deg", "num_steps", "method", "target")
-    defaults = get_engine("pullback").spec.defaults()
-    return _basis_params(*(options.get(name, defaults[name]) for name in names))
-
-
 def _pullback_shard(
     model: DiffusionModel, seeds: list[int], timestep: int | None = None,
     chunk: int | None = None, progress: bool | None = None, **options: Any,
 ) -> Values:  # fmt: skip
     t = _pullback_timestep(model, timestep)
-    V, s, meta = _sample_bases(model, t, seeds, _pullback_params(options), False, chunk)
+    V, s, meta = sample_bases(model, t, seeds, False, chunk=chunk, **options)
     n = len(seeds)
     return {
         "V": V.cpu(),
@@ -176,7 +170,7 @@ def _pullback_combine(
     model: DiffusionModel, values: Values, seeds: list[int], timestep: int | None = None,
     **options: Any,
 ) -> DirectionSet:  # fmt: skip
-    params = _pullback_params(options) | {
+    params = basis_params(**options) | {
         "seed": seeds[0],
         "iterations": int(values["iterations"].max()),
         "converged": bool(values["converged"].all()),

@@ -24,7 +24,7 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from workbench.models.configs import ARCHITECTURES, CUT_SKIPS, SCENE_OF, ZERO_SN
 from workbench.models.loading import PRESETS
 from workbench.models.presets import PRESET_FILE, Preset
 from workbench.models.skips import cut_skips, zero_cut_skips
+from workbench.options import DEVICE, SEED, Option, Spec
 from workbench.store import atomic_dir, write_json
 
 CHECKPOINT = "checkpoint"  # folder under ``out``
@@ -75,11 +76,109 @@ class TrainConfig:
     #: under-produce a class (shapes64); the sample bar is still measured against the scene
     shape_prior: tuple[float, ...] | None = None
 
+    @classmethod
+    def of(cls, out: str, **options: Any) -> TrainConfig:
+        """A config from :data:`TRAIN`'s options (checked; ``cut_skips`` as text: ``0,1`` or
+        ``none``)."""
+        values = TRAIN.validate(options)
+        values["steps"] = values.pop("train_steps", cls.steps)
+        values["preset"] = values.pop("architecture", cls.preset)
+        text = values.get("cut_skips")
+        if isinstance(text, str):
+            try:
+                values["cut_skips"] = (
+                    () if text.strip().lower() == "none" else tuple(int(v) for v in text.split(","))
+                )
+            except ValueError:
+                raise WorkbenchError(
+                    f"--cut-skips: expected up-block indices like 0,1 or none, got {text!r}"
+                ) from None
+        return cls(out=out, **values)
+
     def skips_cut(self) -> tuple[int, ...]:
         """The up blocks whose skip connections are cut."""
         if self.cut_skips is None:
             return CUT_SKIPS.get(self.preset, ())
         return tuple(int(b) for b in self.cut_skips)
+
+
+#: The options of a training run as ``workbench train`` takes them (the config's names but
+#: ``train_steps`` for ``steps``, ``architecture`` for ``preset``; :meth:`TrainConfig.of`).
+TRAIN = Spec(
+    "command",
+    "train",
+    "train a bundled model (shapes32, shapes64) from scratch",
+    (
+        Option(
+            "train_steps",
+            int,
+            TrainConfig.steps,
+            "training steps",
+            low=1,
+            high=10**8,
+            aliases=("--steps",),
+        ),
+        Option("batch_size", int, TrainConfig.batch_size, "images per step", low=1, high=65536),
+        Option("lr", float, TrainConfig.lr, "learning rate", low=1e-12, high=1.0),
+        replace(SEED, default=TrainConfig.seed),
+        DEVICE,
+        Option(
+            "checkpoint_every",
+            int,
+            TrainConfig.checkpoint_every,
+            "steps between checkpoints",
+            low=1,
+            high=10**8,
+        ),
+        Option(
+            "architecture",
+            str,
+            TrainConfig.preset,
+            "the architecture and the scene it is trained on (tiny, tiny-lit: tests)",
+            choices=tuple(ARCHITECTURES),
+            aliases=("--preset",),  # the older spelling (a preset is a model's edit defaults)
+        ),
+        Option(
+            "cut_skips",
+            str,
+            None,
+            "up blocks whose skips are cut, e.g. 0,1, or none (default: the architecture's)",
+        ),
+        Option(
+            "init_from",
+            "path",
+            None,
+            "exported model folder to go on from when --out has no checkpoint (e.g. "
+            "workbench/models/bundled/shapes64)",
+        ),
+        Option(
+            "shape_prior",
+            "floats",
+            None,
+            "class prior of the training data, weights for disc,square,triangle (default: "
+            "uniform, the scene's); for a fine-tune that corrects a model's class shares",
+            low=0,
+            length=3,
+        ),
+        Option(
+            "eval_samples",
+            int,
+            TrainConfig.eval_samples,
+            "samples for the final quality report",
+            low=0,
+            high=100_000,
+        ),
+        Option(
+            "max_minutes",
+            float,
+            None,
+            "wall-clock budget: stop early (checkpoint, export, report) when it is spent",
+            low=1e-6,
+            high=10**7,
+            nullable=True,
+        ),
+    ),
+)
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:

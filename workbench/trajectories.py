@@ -31,7 +31,7 @@ from workbench.options import (
     in_context,
     validated,
 )
-from workbench.sampling import ddim, make_timesteps, refinements
+from workbench.sampling import make_timesteps, refinements, run_chain
 from workbench.store import Cache, as_cache, cache_key
 
 
@@ -114,11 +114,11 @@ def paired_trajectories(
     elif isinstance(images, str | Path):
         images = load_images(images, model.image_shape[-1])
     real = model.check_real_images(images)
-    _, sampled = ddim(
+    _, sampled = run_chain(
         model, model.noise(range(seed, seed + n)), grid, return_trajectory=True, progress=progress
     )
     latents = model.encode(real)  # a latent model's x_0; the images themselves in pixel space
-    _, inverted = ddim(
+    _, inverted = run_chain(
         model, latents, grid[::-1], return_trajectory=True, progress=progress, refine=refine
     )
     return PairedTrajectories(
@@ -326,11 +326,11 @@ def trajectory_bank(
     if hit is None:
         recording = model.record_h() if h else contextlib.nullcontext([])
         with recording as seen:
-            _, forward = ddim(
+            _, forward = run_chain(
                 model, model.noise(seeds), grid, return_trajectory=True, progress=progress
             )
         latents = model.encode(images)
-        _, backward = ddim(
+        _, backward = run_chain(
             model, latents, grid[::-1], return_trajectory=True, progress=progress, refine=refine
         )
         tensors = {"sampled": forward.x.float(), "inverted": backward.x.float()}

@@ -36,19 +36,16 @@ import torch
 from workbench.directions import DirectionSet, sign_fixed
 from workbench.engines import register_engine
 from workbench.engines.pullback import (
-    MAX_ITER,
-    METHOD,
-    OVERSAMPLE,
     TARGET,
-    TOL_DEG,
+    basis_options,
     check_mask,
     local_basis,
     target_map,
 )
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
-from workbench.options import NUM_STEPS, Option
-from workbench.sampling import ddim, make_timesteps
+from workbench.options import Option
+from workbench.sampling import make_timesteps, run_chain
 
 #: Default edit timestep, as a fraction of the chain (LOCO-Edit edits at intermediate
 #: noise, where x0_hat is locally linear and J low-rank).
@@ -89,11 +86,7 @@ OPTIONS = (
         "the map's output: x0 (the posterior mean, as published) or eps",
         choices=("x0", "eps"),
     ),
-    OVERSAMPLE,
-    MAX_ITER,
-    TOL_DEG,
-    METHOD,
-    NUM_STEPS,
+    *basis_options("oversample", "max_iter", "tol_deg", "method", "num_steps"),
 )
 
 
@@ -159,7 +152,7 @@ def local_edit_directions(
     grid = make_timesteps(model, num_steps, include=[t])
     x_t = model.noise([seed])
     if grid.index(t) > 0:
-        x_t = ddim(model, x_t, grid[: grid.index(t) + 1], progress=False)
+        x_t = run_chain(model, x_t, grid[: grid.index(t) + 1], progress=False)
     basis = dict(
         oversample=oversample, max_iter=max_iter, tol_deg=tol_deg, seed=seed,
         dtype=model.dtype, method=method, target=target,

@@ -23,7 +23,7 @@ from workbench.engines import register_engine
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import BANK, NUM_STEPS, SINGLE_STEP, WINDOW, Option
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 from workbench.trajectories import TrajectoryBank
 
 
@@ -80,7 +80,7 @@ def pca_directions(
         seen = bank.sampled_h(model, grid, range(seed, seed + n))
     else:
         with model.record_h() as seen:
-            ddim(model, model.noise(range(seed, seed + n)), grid, progress=progress)
+            run_chain(model, model.noise(range(seed, seed + n)), grid, progress=progress)
     rows = []
     for i, t in enumerate(grid[:-1]):
         if t in wanted:

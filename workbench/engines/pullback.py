@@ -56,7 +56,7 @@ from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import CACHE, MAX_SEED, NUM_STEPS, SEED, Option, Spec, validated
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 from workbench.stats import principal_angles
 from workbench.store import Cache, as_cache, cache_key
 
@@ -152,6 +152,59 @@ TOL_DEG = Option("tol_deg", float, 0.1, "stop when the basis moves less (degrees
 METHOD = Option(
     "method", str, "krylov", "block Krylov or subspace iteration", choices=("krylov", "subspace")
 )
+#: The sampling steps that reach x_t from x_T before a basis is computed there.
+REACH_STEPS = dataclasses.replace(
+    NUM_STEPS, help="sampling steps over [0, T] to reach x_t (default: the preset's)"
+)
+#: The options of a basis at x_t, one group for every engine, probe and sweep that computes
+#: one (the pullback and local engines, :func:`local_directions`, the consistency and
+#: spectrum probes, :func:`sample_bases`); :func:`basis_options` gives a subset with an
+#: owner's defaults.
+BASIS_OPTIONS = (OVERSAMPLE, MAX_ITER, TOL_DEG, METHOD, TARGET, CHUNK, REACH_STEPS)
+#: The probes' basis tolerance: their statistics over many bases and timesteps move by less
+#: than their sampling error between 0.1 and 0.5 degrees, so they stop at 0.5 (five times
+#: fewer iterations near convergence); a direction set's own basis stops at 0.1.
+PROBE_TOL_DEG = 0.5
+
+
+def basis_options(*names: str, **defaults: Any) -> tuple[Option, ...]:
+    """The :data:`BASIS_OPTIONS` named (all of them if none is), in that order, with the
+    owner's ``defaults`` where they differ (``tol_deg=PROBE_TOL_DEG``)."""
+    chosen = [o for o in BASIS_OPTIONS if not names or o.name in names]
+    unknown = set(names) - {o.name for o in chosen} | set(defaults) - {o.name for o in chosen}
+    if unknown:
+        raise ValueError(f"not basis options: {sorted(unknown)}")
+    return tuple(
+        dataclasses.replace(o, default=defaults[o.name]) if o.name in defaults else o
+        for o in chosen
+    )
+
+
+#: The basis options of the probes that compute bases (consistency, spectrum).
+PROBE_BASIS_OPTIONS = basis_options(
+    "max_iter", "tol_deg", "oversample", "method", "chunk", tol_deg=PROBE_TOL_DEG
+)
+
+
+def basis_params(k: int = 8, **options: Any) -> dict[str, Any]:
+    """The parameters of a basis from ``options`` (any others ignored; each left out at its
+    :data:`BASIS_OPTIONS` default): what :func:`sample_bases` uses and caches by and what
+    the direction sets record (the target only when it is not h, so that the cache entries
+    of h bases made before targets existed stay valid; ``chunk`` never: it changes the
+    result only by rounding)."""
+    unknown = sorted(set(options) - {o.name for o in BASIS_OPTIONS})
+    if unknown:
+        raise WorkbenchError(f"not a basis option: {unknown[0]!r}")
+    params: dict[str, Any] = {"k": k}
+    for o in BASIS_OPTIONS:
+        if o.name != "chunk":
+            params[o.name] = options.get(o.name, o.default)
+    if params["target"] == "h":
+        del params["target"]
+    order = ("k", "oversample", "max_iter", "tol_deg", "num_steps", "method", "target")
+    return {name: params[name] for name in order if name in params}
+
+
 LOCAL_BASIS = Spec(
     "function",
     "local_basis",
@@ -468,17 +521,21 @@ def global_directions(basis: LocalBasis, k: int | None = None) -> tuple[torch.Te
     return vectors.reshape(k, *basis.V.shape[2:]), (s[:k] / b**0.5).to(basis.s.dtype)
 
 
-def _sample_bases(
+def sample_bases(
     model: DiffusionModel,
     t: int,
     seeds: Sequence[int],
-    params: dict[str, Any],
-    cache: Cache | None | bool,
-    chunk: int | None = None,
+    cache: Cache | None | bool = None,
+    k: int = 8,
+    **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Local bases of the samples from ``seeds`` at ``t``, cached: ``(V [B, k, C, H, W],
-    s [B, k], meta)``; x_t is reached by DDIM from each seed's x_T. ``chunk`` (columns
-    per vmapped pass) bounds memory only and is not in the cache key."""
+    """Local bases of the samples from ``seeds`` at ``t``, each from its own random start,
+    cached: ``(V [B, k, C, H, W], s [B, k], meta)`` with ``meta`` the iterations and
+    whether they converged; x_t is reached by DDIM from each seed's x_T. ``options``: the
+    :data:`BASIS_OPTIONS` (their defaults where left out); ``chunk`` (columns per vmapped
+    pass) bounds memory only and is not in the cache key (:func:`basis_params`)."""
+    params = basis_params(k, **options)
+    chunk = options.get("chunk")
     store = as_cache(cache)
     seeds = list(seeds)
     grid = make_timesteps(model, params["num_steps"], include=[t])
@@ -506,7 +563,7 @@ def _sample_bases(
         return tensors["V"], tensors["s"], meta
     x_t = model.noise(seeds)
     if grid.index(t) > 0:
-        x_t = ddim(model, x_t, grid[: grid.index(t) + 1], progress=False)
+        x_t = run_chain(model, x_t, grid[: grid.index(t) + 1], progress=False)
     basis = local_basis(
         model,
         x_t,
@@ -528,29 +585,6 @@ def _sample_bases(
     return basis.V, basis.s, meta
 
 
-def _basis_params(
-    k: int,
-    oversample: int,
-    max_iter: int,
-    tol_deg: float,
-    num_steps: int | None,
-    method: str,
-    target: str = "h",
-) -> dict[str, Any]:
-    """The parameters of a basis: what :func:`_sample_bases` uses and caches by, and what
-    the direction sets record (the target only when it is not h, so that the cache
-    entries of h bases made before targets existed stay valid)."""
-    params = {
-        "k": k,
-        "oversample": oversample,
-        "max_iter": max_iter,
-        "tol_deg": tol_deg,
-        "num_steps": num_steps,
-        "method": method,
-    }
-    return params if target == "h" else params | {"target": target}
-
-
 def _labels(t: int, k: int, target: str) -> list[str]:
     """Direction names: ``pullback-t880[0]``, or ``pullback-x0-t599[0]`` for another target."""
     stem = "pullback" if target == "h" else f"pullback-{target}"
@@ -559,15 +593,7 @@ def _labels(t: int, k: int, target: str) -> list[str]:
 
 #: The pullback engine's options (its basis parameters, the sample count).
 OPTIONS = (
-    OVERSAMPLE,
-    MAX_ITER,
-    TOL_DEG,
-    METHOD,
-    TARGET,
-    CHUNK,
-    dataclasses.replace(
-        NUM_STEPS, help="DDIM steps over [0, T] to reach x_t (default: the preset's)"
-    ),
+    *BASIS_OPTIONS,
     Option("samples", int, 1, "seeds seed..seed+N-1: their shared directions", low=1, high=4096),
     CACHE,
 )
@@ -599,9 +625,12 @@ def pullback_directions(
     changes the result only by rounding and is not in the cache key.
     """
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
-    params = _basis_params(k, oversample, max_iter, tol_deg, num_steps, method, target)
-    V, s, meta = _sample_bases(model, t, range(seed, seed + samples), params, cache, chunk)
-    return directions_from_bases(model, t, V, s, params | {"seed": seed} | meta)
+    options = dict(oversample=oversample, max_iter=max_iter, tol_deg=tol_deg, method=method)
+    options |= dict(num_steps=num_steps, target=target)
+    V, s, meta = sample_bases(
+        model, t, range(seed, seed + samples), cache, k, chunk=chunk, **options
+    )
+    return directions_from_bases(model, t, V, s, basis_params(k, **options) | {"seed": seed} | meta)
 
 
 def directions_from_bases(
@@ -640,8 +669,8 @@ def _local_checked(fn: Callable) -> Callable:
             ),
             Option("k", int, 8, "basis size", low=1, high=100_000),
             Option("timestep", int, None, "default: the preset's x_timestep", low=0),
-            *OPTIONS[:-2],  # oversample, max_iter, tol_deg, method, target, chunk, num_steps
-            OPTIONS[-1],  # cache
+            *BASIS_OPTIONS,
+            CACHE,
         ),
     )
     return validated(spec, fn)
@@ -670,8 +699,10 @@ def local_directions(
     if not seeds:
         raise WorkbenchError("give at least one seed")
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
-    params = _basis_params(k, oversample, max_iter, tol_deg, num_steps, method, target)
-    V, s, meta = _sample_bases(model, t, seeds, params, cache, chunk)
+    options = dict(oversample=oversample, max_iter=max_iter, tol_deg=tol_deg, method=method)
+    options |= dict(num_steps=num_steps, target=target)
+    V, s, meta = sample_bases(model, t, seeds, cache, k, chunk=chunk, **options)
+    params = basis_params(k, **options)
     return [
         DirectionSet(
             vectors=V[j],

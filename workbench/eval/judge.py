@@ -20,17 +20,17 @@ no edit). From the difference images ``d = (edited - unedited) / 2`` (intensitie
   images only, as for locality; NaN with fewer than two): 1 when the edit does the same
   thing to every sample, pixel for pixel; near 0 when what changes depends on the sample
   (e.g. an object moved at different places).
-- **probe** (when labelled images are given): a logistic-regression probe is fitted on
+- **classifier** (when labelled images are given): a logistic-regression classifier is fitted on
   the labelled images, and the score is the signed slope of its decision-function change
   against the strength, divided by the gap between the classes' mean decisions: 1 means
   that a unit of strength carries an image from the negative class's typical decision to
   the positive one's. Its features are the image pooled to at most 32 x 32 pixels and,
   beside it, the image's contrast map (per pixel, ``sum_c |x_c - median_c|``: how far the
   pixel is from the image's median colour), standardised: on raw pixels alone a linear
-  probe cannot read where or how large something is when its colour varies (on Shapes,
+  classifier cannot read where or how large something is when its colour varies (on Shapes,
   "large" and "right" stay at chance; ``analysis/judge_agreement.py`` measures both). The
-  probe's cross-validated accuracy is reported beside it, and below
-  :data:`MIN_PROBE_ACCURACY` its scores are withheld (NaN): a probe at chance reads
+  classifier's cross-validated accuracy is reported beside it, and below
+  :data:`MIN_CLASSIFIER_ACCURACY` its scores are withheld (NaN): a classifier at chance reads
   nothing.
 
 On the bundled Shapes models these scores are checked against the ground-truth effect
@@ -60,10 +60,10 @@ if TYPE_CHECKING:
 
     from workbench.data.labelled import LabelledImages
 
-#: Pixels per side the probe's features are pooled to (at most).
-PROBE_SIDE = 32
-#: Cross-validated accuracy below which a probe's scores are withheld (NaN).
-MIN_PROBE_ACCURACY = 0.6
+#: Pixels per side the classifier's features are pooled to (at most).
+CLASSIFIER_SIDE = 32
+#: Cross-validated accuracy below which a classifier's scores are withheld (NaN).
+MIN_CLASSIFIER_ACCURACY = 0.6
 #: Default locality region: the fraction of pixels that change most.
 REGION = 0.1
 #: Smallest change of a pixel (intensities in [0, 1]) that counts as visible: half a grey
@@ -72,7 +72,7 @@ VISIBLE = 0.5 / 255
 
 
 @dataclass
-class LinearProbe:
+class LinearClassifier:
     """A linear read-out of one attribute, fitted on labelled images.
 
     ``decision(images)`` is the classifier's signed score (positive: the ``positive``
@@ -96,7 +96,7 @@ class LinearProbe:
         negative: str = "negative",
         seed: int = 0,
         contrast: bool = True,
-    ) -> LinearProbe:
+    ) -> LinearClassifier:
         """Fit on ``images`` ``[N, C, H, W]`` in [-1, 1] with boolean ``labels`` ``[N]``
         (``contrast=False``: on the pooled image alone, without its contrast map)."""
         from sklearn.linear_model import LogisticRegression
@@ -107,14 +107,14 @@ class LinearProbe:
         labels = torch.as_tensor(labels).bool().reshape(-1)
         if images.ndim != 4 or images.shape[0] != labels.shape[0]:
             raise WorkbenchError(
-                f"probe: need images [N, C, H, W] and N labels, got {list(images.shape)} "
+                f"classifier: need images [N, C, H, W] and N labels, got {list(images.shape)} "
                 f"and {labels.shape[0]}"
             )
-        check_finite("probe images", images)
+        check_finite("classifier images", images)
         smaller = int(min(labels.sum(), (~labels).sum()))
         if smaller < 2:
             raise WorkbenchError(
-                f"probe: need at least 2 images of each class, got {int(labels.sum())} "
+                f"classifier: need at least 2 images of each class, got {int(labels.sum())} "
                 f"{positive} and {int((~labels).sum())} {negative}"
             )
         x, y = _features(images, contrast), labels.numpy()
@@ -128,7 +128,7 @@ class LinearProbe:
         return cls(classifier, positive, negative, accuracy, gap, n, contrast)
 
     @classmethod
-    def from_labelled(cls, labelled: LabelledImages) -> LinearProbe:
+    def from_labelled(cls, labelled: LabelledImages) -> LinearClassifier:
         """Fit on images read by :func:`workbench.data.labelled.load_labelled`."""
         return cls.fit(labelled.images, labelled.labels, labelled.positive, labelled.negative)
 
@@ -139,30 +139,34 @@ class LinearProbe:
 
     @property
     def reads(self) -> bool:
-        """Whether the probe reads its attribute (accuracy >= :data:`MIN_PROBE_ACCURACY`)."""
-        return self.accuracy >= MIN_PROBE_ACCURACY
+        """Whether it reads its attribute (accuracy >= :data:`MIN_CLASSIFIER_ACCURACY`)."""
+        return self.accuracy >= MIN_CLASSIFIER_ACCURACY
 
     def describe(self) -> str:
-        """One line: what the probe reads and how well."""
+        """One line: what the classifier reads and how well."""
         text = (
-            f"linear probe {self.positive!r} vs {self.negative!r} ({self.n} images, "
+            f"linear classifier {self.positive!r} vs {self.negative!r} ({self.n} images, "
             f"cross-validated accuracy {self.accuracy:.2f})"
         )
         if not self.reads:
-            text += f": below {MIN_PROBE_ACCURACY}, it reads nothing; its scores are withheld"
+            text += f": below {MIN_CLASSIFIER_ACCURACY}, it reads nothing; its scores are withheld"
         return text
 
 
+#: The older name of :class:`LinearClassifier`.
+LinearProbe = LinearClassifier
+
+
 def _features(images: torch.Tensor, contrast: bool = True):
-    """The probe's features (numpy ``[N, F]``): the image and (``contrast``) its contrast
+    """The classifier's features (numpy ``[N, F]``): the image and (``contrast``) its contrast
     map (per pixel ``sum_c |x_c - median_c(x)|``), each pooled to at most
-    :data:`PROBE_SIDE` pixels per side, flattened side by side."""
+    :data:`CLASSIFIER_SIDE` pixels per side, flattened side by side."""
     images = images.detach().to("cpu", torch.float32)
     parts = [images]
     if contrast:
         median = images.flatten(2).median(-1).values[:, :, None, None]
         parts.append((images - median).abs().sum(1, keepdim=True))
-    side = min(PROBE_SIDE, images.shape[-1])
+    side = min(CLASSIFIER_SIDE, images.shape[-1])
     for i, part in enumerate(parts):
         if part.shape[-2:] != (side, side):
             part = F.adaptive_avg_pool2d(part, (side, side))
@@ -181,8 +185,8 @@ class ImageScores:
     consistency: torch.Tensor
     n_seeds: int
     region: float
-    probe: torch.Tensor | None = None
-    probe_about: str | None = None
+    classifier: torch.Tensor | None = None
+    classifier_about: str | None = None
 
     @classmethod
     def from_rows(
@@ -192,7 +196,7 @@ class ImageScores:
         rows: Sequence[tuple[float, float, float, float | None]],
         n_seeds: int,
         region: float = REGION,
-        probe: LinearProbe | None = None,
+        classifier: LinearClassifier | None = None,
     ) -> ImageScores:
         """Gather :func:`image_scores` ``rows``, one per direction."""
         return cls(
@@ -203,23 +207,23 @@ class ImageScores:
             consistency=torch.tensor([r[2] for r in rows]),
             n_seeds=n_seeds,
             region=region,
-            probe=None if probe is None else torch.tensor([r[3] for r in rows]),
-            probe_about=None if probe is None else probe.describe(),
+            classifier=None if classifier is None else torch.tensor([r[3] for r in rows]),
+            classifier_about=None if classifier is None else classifier.describe(),
         )
 
     def table(self) -> str:
         """The scores as a text table, one row per direction."""
         head = f"{'direction':<24}{'effect':>9}{'locality':>10}{'consistency':>13}"
-        head += f"{'probe':>8}" if self.probe is not None else ""
+        head += f"{'classifier':>12}" if self.classifier is not None else ""
         lines = [head]
         for i, name in enumerate(self.names):
             row = f"{name:<24}{float(self.effect[i]):>9.4f}{float(self.locality[i]):>10.2f}"
             row += f"{float(self.consistency[i]):>13.2f}"
-            if self.probe is not None:
-                row += f"{float(self.probe[i]):>8.2f}"
+            if self.classifier is not None:
+                row += f"{float(self.classifier[i]):>12.2f}"
             lines.append(row)
-        if self.probe_about:
-            lines.append(f"probe: {self.probe_about}")
+        if self.classifier_about:
+            lines.append(f"classifier: {self.classifier_about}")
         return "\n".join(lines)
 
     def caption(self, i: int) -> str:
@@ -228,8 +232,8 @@ class ImageScores:
             f"effect {float(self.effect[i]):.3f}/step, locality {float(self.locality[i]):.2f}, "
             f"consistency {float(self.consistency[i]):.2f}"
         )
-        if self.probe is not None:
-            text += f", probe {float(self.probe[i]):+.2f}"
+        if self.classifier is not None:
+            text += f", classifier {float(self.classifier[i]):+.2f}"
         return text
 
     def to_dict(self) -> dict:
@@ -241,8 +245,8 @@ class ImageScores:
             "effect": self.effect.tolist(),
             "locality": self.locality.tolist(),
             "consistency": self.consistency.tolist(),
-            "probe": None if self.probe is None else self.probe.tolist(),
-            "probe_about": self.probe_about,
+            "classifier": None if self.classifier is None else self.classifier.tolist(),
+            "classifier_about": self.classifier_about,
             "n_seeds": self.n_seeds,
             "region": self.region,
         }
@@ -255,7 +259,7 @@ class ImageScores:
         import html
 
         cols = ["effect / step", f"locality ({self.region:g})", "consistency"]
-        cols += ["probe / step"] if self.probe is not None else []
+        cols += ["classifier / step"] if self.classifier is not None else []
         head = "".join(f"<th>{html.escape(c)}</th>" for c in ["direction", *cols])
         rows = []
         for i, name in enumerate(self.names):
@@ -264,12 +268,12 @@ class ImageScores:
                 f"{float(self.locality[i]):.2f}",
                 f"{float(self.consistency[i]):.2f}",
             ]
-            if self.probe is not None:
-                cells.append(f"{float(self.probe[i]):+.2f}")
+            if self.classifier is not None:
+                cells.append(f"{float(self.classifier[i]):+.2f}")
             rows.append(
                 f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells)
             )
-        note = f"<p>{html.escape(self.probe_about)}</p>" if self.probe_about else ""
+        note = f"<p>{html.escape(self.classifier_about)}</p>" if self.classifier_about else ""
         return (
             f"<table class='workbench-judge'><tr>{head}</tr>{''.join(rows)}</table>"
             f"<p>{self.n_seeds} seeds, strengths {self.strengths}</p>{note}"
@@ -285,8 +289,8 @@ class ImageScores:
             ("locality", f"share in top {self.region:.0%} pixels"),
             ("consistency", "correlation across seeds"),
         ]
-        if self.probe is not None:
-            panels.append(("probe", "class gap per step"))
+        if self.classifier is not None:
+            panels.append(("classifier", "class gap per step"))
         fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels])
         for col, (attr, label) in enumerate(panels, 1):
             fig.add_trace(
@@ -308,9 +312,9 @@ def image_scores(
     reference: torch.Tensor,
     strengths: Sequence[float],
     region: float = REGION,
-    probe: LinearProbe | None = None,
+    classifier: LinearClassifier | None = None,
 ) -> tuple[float, float, float, float | None]:
-    """(effect, locality, consistency, probe) of one direction from edited ``images``
+    """(effect, locality, consistency, classifier) of one direction from edited ``images``
     ``[S, N, C, H, W]`` at ``strengths`` ``[S]`` and the unedited ``reference``
     ``[N, C, H, W]``, all in [-1, 1] (module docstring); strength-0 rows are ignored."""
     s = torch.as_tensor(list(strengths), dtype=torch.float64)
@@ -353,26 +357,26 @@ def image_scores(
     consistency = sum(pairs) / len(pairs) if pairs else float("nan")
 
     change = None
-    if probe is not None and not probe.reads:
+    if classifier is not None and not classifier.reads:
         change = float("nan")
-    elif probe is not None:
-        if probe.gap == 0:
-            raise WorkbenchError("the probe does not separate its classes (gap 0)")
-        before = probe.decision(reference)  # [N]
-        after = probe.decision(images[moved].flatten(0, 1)).reshape(n_s, n)
-        delta = (after - before[None]) / probe.gap
+    elif classifier is not None:
+        if classifier.gap == 0:
+            raise WorkbenchError("the classifier does not separate its classes (gap 0)")
+        before = classifier.decision(reference)  # [N]
+        after = classifier.decision(images[moved].flatten(0, 1)).reshape(n_s, n)
+        delta = (after - before[None]) / classifier.gap
         sv = s[:, None].expand_as(delta)
         change = float((sv * delta).sum() / (sv * sv).sum())
     return effect, locality, consistency, change
 
 
 def judge_edit(
-    result: EditResult, region: float = REGION, probe: LinearProbe | None = None
+    result: EditResult, region: float = REGION, classifier: LinearClassifier | None = None
 ) -> tuple[float, float, float, float | None]:
     """:func:`image_scores` of one :func:`~workbench.edit` result. The reference is
     ``result.unedited`` when it was asked for; an additive edit that includes strength 0
     uses that row instead (:meth:`~workbench.editing.EditResult.reference`)."""
-    return image_scores(result.images, result.reference(), result.strengths, region, probe)
+    return image_scores(result.images, result.reference(), result.strengths, region, classifier)
 
 
 def edited_with_reference(
@@ -461,7 +465,7 @@ SEEDS = Option("seeds", "seeds", tuple(range(8)), "seeds of x_T, e.g. 0-7", low=
 JUDGE = Spec(
     "function",
     "judge_directions",
-    "edit and score directions without ground truth (effect, locality, consistency, probe)",
+    "edit and score directions without ground truth (effect, locality, consistency, classifier)",
     (
         INDICES,
         STRENGTHS,
@@ -470,10 +474,17 @@ JUDGE = Spec(
             "labelled",
             "path",
             None,
-            "labelled images for the probe score: a folder of two class folders or a CSV",
+            "labelled images for the classifier score: a folder of two class folders or a CSV",
         ),
         Option("positive", str, None, "the positive class of the labelled images"),
-        Option("probe", object, None, "a fitted LinearProbe instead of labelled", cli=False),
+        Option(
+            "classifier",
+            object,
+            None,
+            "a fitted LinearClassifier instead of labelled",
+            cli=False,
+            aliases=("--probe",),  # the older name
+        ),
         Option(
             "region",
             float,
@@ -500,7 +511,7 @@ def judge_directions(
     seeds: Sequence[int] = tuple(range(8)),
     labelled: str | Path | None = None,
     positive: str | None = None,
-    probe: LinearProbe | None = None,
+    classifier: LinearClassifier | None = None,
     region: float = REGION,
     progress: bool | None = None,
     **edit_options: Any,
@@ -508,34 +519,37 @@ def judge_directions(
     """Edit each direction and score it without ground truth (module docstring).
 
     ``labelled`` (a folder of two class folders or a CSV of ``path,label``, with
-    ``positive`` naming the positive class unless the pair is obvious) or a fitted ``probe``
-    adds the probe score. Edit options (``mode``, ``num_steps``,
+    ``positive`` naming the positive class unless the pair is obvious) or a fitted ``classifier``
+    adds the classifier score. Edit options (``mode``, ``num_steps``,
     ``eta``, prompts, ...) go on to :func:`~workbench.edit`.
     """
     first, indices, strengths, seeds = what_to_edit(directions, indices, strengths, seeds)
-    probe = _probe(model, labelled, positive, probe)
+    classifier = _classifier(model, labelled, positive, classifier)
     edits = edits_with_reference(model, directions, indices, strengths, seeds, progress,
                                  **edit_options)  # fmt: skip
     rows = [
-        image_scores(edited, reference, strengths, region, probe) for edited, reference in edits
+        image_scores(edited, reference, strengths, region, classifier)
+        for edited, reference in edits
     ]
     names = [first.name(i) for i in indices]
-    return ImageScores.from_rows(names, strengths, rows, len(seeds), region, probe)
+    return ImageScores.from_rows(names, strengths, rows, len(seeds), region, classifier)
 
 
-def _probe(
+def _classifier(
     model: DiffusionModel,
     labelled: str | Path | None,
     positive: str | None,
-    probe: LinearProbe | None,
-) -> LinearProbe | None:
-    """The probe given, or fitted on ``labelled`` (read at the model's image size), or None."""
-    if probe is not None:
+    classifier: LinearClassifier | None,
+) -> LinearClassifier | None:
+    """The classifier given, or fitted on ``labelled`` (read at the model's image size), or None."""
+    if classifier is not None:
         if labelled is not None:
-            raise WorkbenchError("give labelled= or probe=, not both")
-        if not isinstance(probe, LinearProbe):
-            raise WorkbenchError(f"probe must be a LinearProbe, got {type(probe).__name__}")
-        return probe
+            raise WorkbenchError("give labelled= or classifier=, not both")
+        if not isinstance(classifier, LinearClassifier):
+            raise WorkbenchError(
+                f"classifier must be a LinearClassifier, got {type(classifier).__name__}"
+            )
+        return classifier
     if labelled is None:
         if positive is not None:
             raise WorkbenchError("positive= names a class of labelled images: give labelled=")
@@ -546,6 +560,6 @@ def _probe(
     if channels != 3 or height != width:
         raise WorkbenchError(
             f"model {model.name!r} makes {channels}-channel {height}x{width} images: labelled "
-            "image files cannot be compared with them; fit a LinearProbe on tensors instead"
+            "image files cannot be compared with them; fit a LinearClassifier on tensors instead"
         )
-    return LinearProbe.from_labelled(load_labelled(labelled, height, positive))
+    return LinearClassifier.from_labelled(load_labelled(labelled, height, positive))

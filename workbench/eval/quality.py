@@ -60,7 +60,7 @@ SAMPLE_QUALITY = Spec(
     "samples against the ground truth of the model's scene",
     (
         Option("n", int, 512, "samples", low=1, high=1_000_000),
-        Option("num_steps", int, 50, "DDIM steps", low=1, high=10000),
+        Option("num_steps", int, 50, "sampling steps", low=1, high=10000),
         SEED,
         PROGRESS,
     ),

@@ -34,7 +34,7 @@ from workbench.engines.pullback import local_basis
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import IMAGES, SEED, Option, Spec, validated
-from workbench.sampling import Step, ddim, make_timesteps
+from workbench.sampling import Step, make_timesteps, run_chain
 from workbench.settings import show_progress
 from workbench.trajectories import model_scene
 
@@ -127,7 +127,9 @@ def trajectory_norms(
     trajectories sampled from seeds ``seed..`` (h from the sampling forwards themselves)."""
     seeds = range(seed, seed + n)
     with model.record_h() as seen:
-        _, traj = ddim(model, model.noise(seeds), grid, return_trajectory=True, progress=progress)
+        _, traj = run_chain(
+            model, model.noise(seeds), grid, return_trajectory=True, progress=progress
+        )
     x_norms = [float(x.flatten(1).norm(dim=1).mean()) for x in traj.x[:-1]]
     h_norms = [float(h.flatten(1).norm(dim=1).mean()) for h in seen]
     return x_norms, h_norms
@@ -261,7 +263,7 @@ def h_reach(
     gen = torch.Generator().manual_seed(seed + 1)  # the directions; seed..: the noise
     with torch.no_grad():
         with model.record_h() as seen:
-            final, traj = ddim(
+            final, traj = run_chain(
                 model, model.noise(range(seed, seed + n)), grid, return_trajectory=True,
                 progress=False,
             )  # fmt: skip
@@ -284,7 +286,7 @@ def h_reach(
                 if step.index == 0:
                     step.delta_h = shift
 
-            x = ddim(model, traj.x[i], grid[i:], edit=at_first, progress=False).float()
+            x = run_chain(model, traj.x[i], grid[i:], edit=at_first, progress=False).float()
             change = (x - final).flatten(1).norm(dim=1) / final.flatten(1).norm(dim=1)
             effect.append(float(change.mean()))
     return HReach(

@@ -31,7 +31,7 @@ class Preset:
     """Editing defaults of one model.
 
     Attributes:
-        num_inference_steps: DDIM steps used by sampling and editing by default.
+        num_inference_steps: sampling steps used by sampling and editing by default.
         x_step: norm of an x-space perturbation of strength 1.
         h_step: total norm (over ``[C, H, W]``) of an h-space perturbation of strength 1.
         x_timestep: default timestep of x-space edits and of x-space discovery.

@@ -8,7 +8,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 
 #: default timesteps of the probes: coarse (near T) to fine (near 0)
 DEFAULT_TIMESTEPS = (999, 800, 600, 400, 200)
@@ -44,7 +44,7 @@ def sampled_states(
     lowest = grid.index(min(timesteps))
     if lowest == 0:  # the only timestep asked for is where the chain starts: x_T itself
         return {grid[0]: model.noise(list(seeds))}
-    _, trajectory = ddim(
+    _, trajectory = run_chain(
         model,
         model.noise(list(seeds)),
         grid[: lowest + 1],

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from workbench.engines.pullback import PROBE_BASIS_OPTIONS, PROBE_TOL_DEG
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
@@ -214,8 +215,7 @@ class Consistency(ProbeResult):
         Option("k", int, 8, "basis size", low=1, high=4096),
         NUM_STEPS,
         SEED,
-        Option("tol_deg", float, 0.5, "basis tolerance (degrees)", low=0, high=90),
-        Option("max_iter", int, 30, "most basis iterations", low=1, high=10000),
+        *PROBE_BASIS_OPTIONS,
         PROGRESS,
         H_POINT,
     ),
@@ -227,17 +227,21 @@ def consistency(
     k: int = 8,
     num_steps: int | None = None,
     seed: int = 0,
-    tol_deg: float = 0.5,
+    tol_deg: float = PROBE_TOL_DEG,
     max_iter: int = 30,
     progress: bool | None = None,
+    oversample: int = 4,
+    method: str = "krylov",
+    chunk: int | None = None,
 ) -> Consistency:
     """Consistency of the local bases of ``n`` samples (seeds ``seed..``) at each timestep.
 
     Each sample's basis starts from its own seed and stops on its own, so the statistics
     of ``n`` samples equal those combined from shards of them (:func:`consistency_bases`
     per shard, :func:`consistency_from_bases` on all; what ``wb.sweep`` does)."""
+    basis = dict(tol_deg=tol_deg, max_iter=max_iter, oversample=oversample, method=method)
     bases = consistency_bases(
-        model, range(seed, seed + n), timesteps, k, num_steps, tol_deg, max_iter, progress
+        model, range(seed, seed + n), timesteps, k, num_steps, progress, chunk=chunk, **basis
     )
     return consistency_from_bases(model, timesteps, **bases)
 
@@ -248,19 +252,19 @@ def consistency_bases(
     timesteps: Sequence[int] | None = None,
     k: int = 8,
     num_steps: int | None = None,
-    tol_deg: float = 0.5,
-    max_iter: int = 30,
     progress: bool | None = None,
+    **basis: Any,
 ) -> dict[str, torch.Tensor]:
     """The local bases of the samples from ``seeds`` at each timestep, samples first:
-    ``V`` ``[n, T, k, d]`` (x-space) and ``U`` ``[n, T, k, m]`` (h-space), on the CPU."""
+    ``V`` ``[n, T, k, d]`` (x-space) and ``U`` ``[n, T, k, m]`` (h-space), on the CPU.
+    ``basis``: the probe's basis options (its defaults where left out)."""
     seeds = list(seeds)
     timesteps = check_timesteps(model, timesteps)
     states = sampled_states(model, seeds, timesteps, num_steps, progress)
+    basis = {"tol_deg": PROBE_TOL_DEG} | basis
     bases = bases_over_timesteps(
-        model, states, timesteps, k, seeds[0], progress, tol_deg=tol_deg, max_iter=max_iter,
-        sample_seeds=seeds,
-    )  # fmt: skip
+        model, states, timesteps, k, seeds[0], progress, sample_seeds=seeds, **basis
+    )
     n = len(seeds)
     stack = lambda part: torch.stack(  # noqa: E731
         [getattr(bases[t], part).reshape(n, k, -1).cpu() for t in timesteps], dim=1

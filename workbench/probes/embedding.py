@@ -26,7 +26,7 @@ from workbench.models.wrapper import DiffusionModel
 from workbench.options import BANK, H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
 from workbench.probes import ProbeResult, register_probe
 from workbench.probes.common import grid_with
-from workbench.sampling import ddim, make_timesteps
+from workbench.sampling import make_timesteps, run_chain
 from workbench.stats import spearman
 from workbench.trajectories import TrajectoryBank
 
@@ -195,7 +195,7 @@ def umap_embedding(
         images = bank.at(model, grid, range(seed, seed + n), -1)
     else:
         with model.record_h() as seen:
-            images = ddim(model, model.noise(range(seed, seed + n)), grid, progress=progress)
+            images = run_chain(model, model.noise(range(seed, seed + n)), grid, progress=progress)
     rows = [seen[steps.index(t)].flatten(1) for t in chosen]
     data = torch.cat(rows)
     total = data.shape[0]

@@ -6,7 +6,7 @@ For ``n`` samples at each timestep, the top-``k`` singular values of J come from
 pullback engine's :func:`~workbench.engines.pullback.local_basis` (warm-started from the
 previous timestep's basis). The rest of the spectrum is summarised by the squared
 Frobenius norm, estimated without materialising J: ||J||_F^2 = sum_{i<=k} s_i^2 +
-||J (I - V V^T)||_F^2, the second term by Hutchinson's estimator on probes projected off
+||J (I - V V^T)||_F^2, the second term by Hutchinson's estimator on random vectors projected off
 the top-k basis (E ||J P z||^2 = ||J P||_F^2 for z ~ N(0, I), P the projector), so the
 dominant part is exact and only the tail is sampled (the idea of Hutch++). Per sample and
 timestep:
@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from workbench.engines.pullback import TARGET, LocalBasis, local_basis, target_map
+from workbench.engines.pullback import (
+    PROBE_BASIS_OPTIONS,
+    PROBE_TOL_DEG,
+    TARGET,
+    LocalBasis,
+    local_basis,
+    target_map,
+)
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
@@ -41,7 +48,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 
-#: Offset of the seeds of the Hutchinson probes from the sample seeds.
+#: Offset of the seeds of the Hutchinson vectors from the sample seeds.
 HUTCHINSON_STREAM = 1 << 40
 
 
@@ -61,37 +68,39 @@ def residual_frobenius_sq(
     f: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     V: torch.Tensor,
-    probes: int = 32,
+    vectors: int = 32,
     seed: int = 0,
     sample_seeds: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hutchinson estimate of ||J (I - V V^T)||_F^2 per sample, J the Jacobian of the
     batched map ``f`` at ``x`` ``[B, ...]``; ``V`` ``[B, k, ...]`` orthonormal rows.
 
-    Returns (estimate ``[B]``, standard error ``[B]``); ``probes`` >= 2 Gaussian probes,
+    Returns (estimate ``[B]``, standard error ``[B]``); ``vectors`` >= 2 Gaussian vectors,
     pushed forward in one vmapped jvp, drawn from ``seed`` for the batch at once or, with
     ``sample_seeds``, each sample's from its own seed (then a sample's estimate does not
     depend on the rest of its batch).
     """
-    if probes < 2:
-        raise WorkbenchError(f"probes must be at least 2, got {probes}")
+    if vectors < 2:
+        raise WorkbenchError(f"vectors must be at least 2, got {vectors}")
     b = x.shape[0]
     basis = V.reshape(b, V.shape[1], -1).to(x.dtype)
     if sample_seeds is None:
         gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(probes, *x.shape, generator=gen, dtype=torch.float64)
+        z = torch.randn(vectors, *x.shape, generator=gen, dtype=torch.float64)
     else:  # a stream apart from the basis's start, which the sample seed itself draws
         gens = [torch.Generator().manual_seed(HUTCHINSON_STREAM + int(s)) for s in sample_seeds]
         one = tuple(x.shape[1:])
-        z = torch.stack([torch.randn(probes, *one, generator=g, dtype=torch.float64) for g in gens])
-        z = z.transpose(0, 1)  # [probes, B, ...]
+        z = torch.stack(
+            [torch.randn(vectors, *one, generator=g, dtype=torch.float64) for g in gens]
+        )
+        z = z.transpose(0, 1)  # [vectors, B, ...]
     z = z.to(x.device, x.dtype)
-    flat = z.reshape(probes, b, -1)
+    flat = z.reshape(vectors, b, -1)
     flat = flat - torch.einsum("pbd,bkd,bke->pbe", flat, basis, basis)
     z = flat.reshape(z.shape)
     out = torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1])(z)
-    sq = out.reshape(probes, b, -1).double().pow(2).sum(-1)  # [probes, B]
-    return sq.mean(0), sq.std(0) / probes**0.5
+    sq = out.reshape(vectors, b, -1).double().pow(2).sum(-1)  # [vectors, B]
+    return sq.mean(0), sq.std(0) / vectors**0.5
 
 
 @dataclass(repr=False)
@@ -227,11 +236,18 @@ def bases_over_timesteps(
         Option(
             "k", int, 16, "singular values (2 at least: the decay exponent's fit)", low=2, high=4096
         ),
-        Option("probes", int, 32, "random probes for the Frobenius norm", low=2, high=100_000),
+        Option(
+            "hutchinson",
+            int,
+            32,
+            "random vectors of Hutchinson's estimate of the Frobenius norm",
+            low=2,
+            high=100_000,
+            aliases=("--probes",),  # the older name
+        ),
         NUM_STEPS,
         SEED,
-        Option("tol_deg", float, 0.5, "basis tolerance (degrees)", low=0, high=90),
-        Option("max_iter", int, 30, "most basis iterations", low=1, high=10000),
+        *PROBE_BASIS_OPTIONS,
         PROGRESS,
         H_POINT,
         TARGET,
@@ -242,22 +258,26 @@ def spectrum(
     n: int = 4,
     timesteps: Sequence[int] | None = None,
     k: int = 16,
-    probes: int = 32,
+    hutchinson: int = 32,
     num_steps: int | None = None,
     seed: int = 0,
-    tol_deg: float = 0.5,
+    tol_deg: float = PROBE_TOL_DEG,
     max_iter: int = 30,
     progress: bool | None = None,
     target: str = "h",
+    oversample: int = 4,
+    method: str = "krylov",
+    chunk: int | None = None,
 ) -> Spectrum:
     """Spectra of J for ``n`` samples (seeds ``seed..``) at each timestep.
 
-    Each sample's basis and Hutchinson probes come from its own seed, so the spectra of
+    Each sample's basis and Hutchinson vectors come from its own seed, so the spectra of
     ``n`` samples equal those combined from shards of them (:func:`spectrum_values` per
     shard, :func:`spectrum_from_values` on all; what ``wb.sweep`` does)."""
+    basis = dict(tol_deg=tol_deg, max_iter=max_iter, oversample=oversample, method=method)
     values = spectrum_values(
-        model, range(seed, seed + n), timesteps, k, probes, num_steps, tol_deg, max_iter,
-        progress, target,
+        model, range(seed, seed + n), timesteps, k, hutchinson, num_steps, progress, target,
+        chunk=chunk, **basis,
     )  # fmt: skip
     return spectrum_from_values(model, timesteps, target=target, **values)
 
@@ -267,29 +287,30 @@ def spectrum_values(
     seeds: Sequence[int],
     timesteps: Sequence[int] | None = None,
     k: int = 16,
-    probes: int = 32,
+    hutchinson: int = 32,
     num_steps: int | None = None,
-    tol_deg: float = 0.5,
-    max_iter: int = 30,
     progress: bool | None = None,
     target: str = "h",
+    **basis: Any,
 ) -> dict[str, torch.Tensor]:
     """Per sample of ``seeds`` and timestep, samples first: the top-``k`` singular values
     ``s`` ``[n, T, k]``, the estimated ``frobenius_sq`` and its standard error
-    ``frobenius_se`` ``[n, T]``, and ``converged`` ``[n, T]`` (the whole batch's)."""
+    ``frobenius_se`` ``[n, T]``, and ``converged`` ``[n, T]`` (the whole batch's).
+    ``basis``: the probe's basis options (its defaults where left out)."""
     seeds = list(seeds)
     timesteps = check_timesteps(model, timesteps)
     states = sampled_states(model, seeds, timesteps, num_steps, progress)
+    basis = {"tol_deg": PROBE_TOL_DEG} | basis
     bases = bases_over_timesteps(
-        model, states, timesteps, k, seeds[0], progress, tol_deg=tol_deg, max_iter=max_iter,
-        target=target, sample_seeds=seeds,
+        model, states, timesteps, k, seeds[0], progress, target=target, sample_seeds=seeds,
+        **basis,
     )  # fmt: skip
     s, frob, se = [], [], []
     for t in timesteps:
         basis = bases[t]
         with model.jacobian_safe():
             rest, rest_se = residual_frobenius_sq(
-                target_map(model, t, target)[0], states[t], basis.V, probes,
+                target_map(model, t, target)[0], states[t], basis.V, hutchinson,
                 sample_seeds=seeds,
             )  # fmt: skip
         top = basis.s.double().cpu()

@@ -91,7 +91,7 @@ class Explorer:
             "samples": 4}``); those with a control set it, the others are passed on as
             given.
         library: where named directions go (default: :class:`DirectionLibrary`'s folder).
-        num_steps: DDIM steps (default: the preset's).
+        num_steps: sampling steps (default: the preset's).
         batch: how many samples are shown side by side.
         upscale: pixel size of the shown images.
     """
