@@ -294,3 +294,33 @@ def test_the_cli_edits_a_boundary_file_as_it_records(tiny, tmp_path, capsys):
     saved = np.load(out)
     assert str(saved["mode"]) == "distance"
     assert np.allclose(saved["strengths"], fit.h.params["edit"]["strengths"])
+
+
+@pytest.mark.slow
+def test_the_cli_defaults_move_size_most_and_keep_the_images_valid(shapes32, tmp_path, capsys):
+    """``workbench discover boundary --attribute large --model shapes32`` and then the edit
+    ``workbench edit`` makes with no mode or strengths (the set's recorded working edit),
+    scored with the read-out on 16 seeds: size is the factor it moves, at least twice as
+    far as random x directions moved as far in x_t at the same step, and at least 90% of
+    the edited images stay valid (one object the read-out can read)."""
+    from workbench.cli import main
+    from workbench.engines.boundary import distance_move
+    from workbench.eval import score_directions
+
+    out = tmp_path / "large.safetensors"
+    argv = ["discover", "boundary", "--attribute", "large", "--model", "shapes32"]
+    assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0, capsys.readouterr().err
+    ds = wb.DirectionSet.load(out, model=shapes32)
+    strengths = [s for s in ds.params["edit"]["strengths"] if s != 0]  # what edit applies
+    seeds = range(16)
+    scores = score_directions(shapes32, ds, strengths=strengths, seeds=seeds, progress=False)
+    assert scores.dominant[0] == "scale" and float(scores.validity[0]) >= 0.9, scores.table()
+    move = float(distance_move(shapes32, ds, [min(strengths), max(strengths)], seeds).mean())
+    rnd = wb.discover("random", shapes32, k=3, space="x", seed=3)
+    control = score_directions(
+        shapes32, rnd, strengths=[-move, move], seeds=seeds, mode="additive", progress=False
+    )
+    scale = scores.factors.index("scale")  # effects are per unit strength: times the largest
+    size = float(scores.effect[0, scale]) * max(strengths)
+    random_size = float(control.effect[:, scale].max()) * move
+    assert size >= 2 * random_size, (scores.table(), control.table())

@@ -157,3 +157,17 @@ def test_ddim_is_the_older_name_of_run_chain(tiny):
     with pytest.warns(FutureWarning, match="ddim is now run_chain"):
         old = wb.ddim(tiny, tiny.noise([0]), grid)
     torch.testing.assert_close(old, run_chain(tiny, tiny.noise([0]), grid), rtol=0, atol=0)
+
+
+def test_the_default_grid_from_a_low_timestep_takes_one_step_per_timestep(tiny):
+    """A chain from a timestep below the preset's step count (shapes64's mixing step 19
+    under its 50-step preset) defaults to one step per timestep instead of failing; from
+    higher up it keeps the preset's count, so every grid that worked is unchanged."""
+    steps = tiny.preset.num_inference_steps
+    low = steps // 2
+    assert make_timesteps(tiny, t_start=low) == list(range(low, -2, -1))
+    assert len(make_timesteps(tiny, t_start=2 * steps)) == steps + 1
+    latents = wb.sampling.invert(tiny, tiny.decode(tiny.noise([0])).clamp(-1, 1), t_stop=low)
+    assert latents.shape == (1, *tiny.sample_shape)
+    with pytest.raises(wb.WorkbenchError, match=rf"num_steps must be in \[1, {low + 1}\]"):
+        make_timesteps(tiny, steps, t_start=low)  # asked for explicitly: still refused

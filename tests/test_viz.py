@@ -78,6 +78,56 @@ def test_explorer_sliders_edit_the_shown_samples(explorer, shapes32):
     assert explorer.seeds == [3, 4, 5] and explorer.shown_seeds() == [3]
 
 
+def test_explorer_edits_ahead_and_shows_kept_positions_without_editing(
+    explorer, shapes32, monkeypatch
+):
+    """After a render the slider positions next to the current one are planned; once
+    computed (prefetch(), what the notebook does between events) a step to one of them
+    shows the kept images, bit for bit wb.edit's, with no edit run."""
+    import workbench.viz.explorer as module
+
+    monkeypatch.setattr(module, "AHEAD", 2)
+    explorer.sliders[1].value = 1.0  # slider 1 moved last: its positions come first
+    planned = [strengths for _, strengths in explorer._plan]
+    assert planned[:4] == [(0.0, 0.75), (0.0, 1.25), (0.0, 0.5), (0.0, 1.5)]
+    assert set(planned[4:]) == {(-0.25, 1.0), (0.25, 1.0), (-0.5, 1.0), (0.5, 1.0)}
+    assert explorer.prefetch() == 8 and "nearby are ready" in explorer.status_w.value
+
+    def no_edit(*args, **kwargs):
+        raise AssertionError("a kept position was edited again")
+
+    monkeypatch.setattr(module, "edit", no_edit)
+    explorer.sliders[0].value = 0.5
+    unit, strength = explorer.directions.combine([0.5, 1.0])
+    alone = wb.edit(shapes32, unit, 0, [strength], seeds=[0, 1, 2], num_steps=20)
+    assert torch.equal(explorer.result.images, alone.images)
+
+
+def test_explorer_edits_ahead_on_the_event_loop_between_events(explorer, monkeypatch):
+    """In a notebook (an event loop runs) the planned positions are computed one per loop
+    turn after the render returns, and the status says when they are ready."""
+    import asyncio
+
+    import workbench.viz.explorer as module
+
+    monkeypatch.setattr(module, "AHEAD", 1)
+
+    async def move() -> list[bool]:
+        explorer.sliders[0].value = 1.0  # returns at once: nothing computed ahead yet
+        waiting = [bool(explorer._plan)]
+        for _ in range(600):
+            await asyncio.sleep(0.05)  # the loop runs the planned steps between these
+            if "nearby are ready" in explorer.status_w.value:
+                break
+        return waiting
+
+    assert asyncio.run(move()) == [True]
+    assert "nearby are ready" in explorer.status_w.value and not explorer._plan
+    seeds = tuple(explorer.shown_seeds())
+    for strengths in [(0.75, 0.0), (1.25, 0.0), (1.0, -0.25), (1.0, 0.25)]:
+        assert explorer._key(seeds, strengths) in explorer._frames
+
+
 def test_explorer_judges_its_directions_on_the_shown_samples(explorer, shapes32, tmp_path):
     from workbench.eval.judge import judge_directions
 
@@ -134,8 +184,9 @@ def test_explorer_saves_and_reloads_named_directions_bit_for_bit(explorer, shape
 
 def test_explorer_controls_follow_the_engine(explorer, tmp_path):
     shown = {n: w.layout.display != "none" for n, w in explorer._controls.items()}
-    assert shown == {
-        "timestep": True, "matrix": False, "attribute": False, "space": False, "box": False,
+    assert shown == {  # two engines' "space" differ (boundary's default h): a control each
+        "timestep": True, "matrix": False, "attribute": False, "boundary:space": False,
+        "random:space": False, "box": False,
     }  # fmt: skip
     explorer.engine_w.value = "attention"
     assert explorer.control("matrix").layout.display != "none"

@@ -89,10 +89,14 @@ def make_timesteps(
     t_start: int | None = None,
     include: Sequence[int] = (),
 ) -> list[int]:
-    """Decreasing DDIM grid of ``num_steps`` (default: the preset's) timesteps from
-    ``t_start`` (default: the whole chain, spaced as the model's scheduler config says),
-    then the clean end ``-1``; see :meth:`Schedule.timesteps`."""
-    num_steps = NUM_STEPS.check(num_steps) or model.preset.num_inference_steps
+    """Decreasing grid of ``num_steps`` timesteps from ``t_start`` (default: the whole
+    chain, spaced as the model's scheduler config says), then the clean end ``-1``; see
+    :meth:`Schedule.timesteps`. ``num_steps`` defaults to the preset's, or to one step per
+    timestep where ``t_start`` is too low for that many (a mixing step of 19 under a
+    50-step preset: 20 steps)."""
+    num_steps = NUM_STEPS.check(num_steps) or min(
+        model.preset.num_inference_steps, model.schedule.max_steps(t_start)
+    )
     return model.schedule.timesteps(num_steps, t_start=t_start, include=include)
 
 

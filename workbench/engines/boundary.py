@@ -36,7 +36,7 @@ from workbench.engines import register_engine
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import INVERSION, NUM_STEPS, PROGRESS, SEED, Option, Spec, validated
-from workbench.sampling import Step, StepHook, invert
+from workbench.sampling import Step, StepHook, invert, make_timesteps, run_chain
 from workbench.trajectories import model_scene, reference_images
 
 # ---------------------------------------------------------------------- mixing step
@@ -44,9 +44,10 @@ from workbench.trajectories import model_scene, reference_images
 #: signed distance at the boundary's step; an h boundary reached through x_t and denoised
 #: with eta 1, as published (the h edit alone barely reaches the decoder: docs/boundary.md).
 #: ``strengths``: the signed distances (in preset steps) the measurements use, the default
-#: of ``workbench edit`` for the set (shapes32, ``large``: ±0.3 h_step moves scale by 3.3
-#: spreads at purity 0.69, 91% valid; ±1 h_step leaves no valid image:
-#: analysis/boundary_defaults.py, docs/measurements/boundary_defaults_shapes32.txt).
+#: of ``workbench edit`` for the set (shapes32, ``large``: ±0.3 h_step moves scale by 0.96
+#: spreads at purity 0.71, 95% valid, 4.8x random x directions of the same move; the x_t
+#: boundary's ±4 x_step leaves no valid image: analysis/boundary_defaults.py,
+#: docs/boundary.md, "What the command line gives by default").
 WORKING_EDIT: dict[str, dict[str, Any]] = {
     "x": {"mode": "distance", "strengths": [-4.0, -2.0, 0.0, 2.0, 4.0]},
     "h": {
@@ -385,6 +386,24 @@ def pull_to_distance(
     return z.detach()
 
 
+def distance_move(
+    model: DiffusionModel, h_set: DirectionSet, strengths: Sequence[float], seeds: Sequence[int]
+) -> torch.Tensor:
+    """How far the recorded edit of an h boundary (``via_x``: the signed distance reached
+    through x_t) moves x_t at its step: the mean ``|move| / x_step`` over the samples of
+    ``seeds``, one per strength ``[S]`` (signed distances in h steps); the size of the
+    random x edit it is compared with."""
+    t = int(h_set.timestep)  # type: ignore[arg-type]
+    grid = make_timesteps(model, None, include=[t])
+    x = run_chain(model, model.noise(list(seeds)), grid[: grid.index(t) + 1], progress=False)
+    out = []
+    for strength in strengths:
+        target = torch.full((x.shape[0],), float(strength) * model.preset.h_step)
+        moved = pull_to_distance(model, h_set, 0, x, t, target.double())
+        out.append(float((moved - x).flatten(1).norm(dim=1).mean()) / model.preset.x_step)
+    return torch.tensor(out)
+
+
 # ---------------------------------------------------------------------- edit mode
 @register_mode(
     "distance",
@@ -496,7 +515,14 @@ OPTIONS = (
         choices=ATTRIBUTES,
         control=True,
     ),
-    Option("space", str, "x", "x_t or h", choices=("x", "h"), control=True),
+    Option(
+        "space",
+        str,
+        "h",
+        "h (its working edit reaches the boundary distance through x_t) or x_t",
+        choices=("h", "x"),
+        control=True,
+    ),
     Option("images", int, 200, "labelled images (half held out)", low=4, high=100_000),
     dataclasses.replace(NUM_STEPS, help="DDIM inversion steps over [0, t] (default: the preset's)"),
     Option(
@@ -522,7 +548,7 @@ def boundary_directions(
     timestep: int | None = None,
     seed: int = 0,
     attribute: str = "large",
-    space: str = "x",
+    space: str = "h",
     images: int = 200,
     num_steps: int | None = None,
     labels: str | Path | None = None,

@@ -155,6 +155,11 @@ class Schedule:
         """alpha-bar at integer timestep ``t``; ``final_alpha_cumprod`` at the clean end -1."""
         return self.final_alpha_cumprod if t < 0 else float(self.alphas_cumprod[t])
 
+    def max_steps(self, t_start: int | None = None) -> int:
+        """The most steps a grid from ``t_start`` (default: the whole chain) can take: one
+        per integer timestep down to 0."""
+        return (self.num_train_timesteps - 1 if t_start is None else int(t_start)) + 1
+
     def timesteps(
         self, num_steps: int, t_start: int | None = None, include: Sequence[int] = ()
     ) -> list[int]:
@@ -387,6 +392,11 @@ class FlowSchedule:
     def _unshifted(self, s: float) -> float:
         k = self.shift
         return s / (k - (k - 1) * s)
+
+    def max_steps(self, t_start: float | None = None) -> int:
+        """The most steps a grid can take: ``num_train_timesteps`` (real timesteps: from
+        any ``t_start``)."""
+        return self.num_train_timesteps
 
     def timesteps(
         self, num_steps: int, t_start: float | None = None, include: Sequence[float] = ()

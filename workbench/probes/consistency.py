@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from workbench.engines.pullback import PROBE_BASIS_OPTIONS, PROBE_TOL_DEG
+from workbench.engines.pullback import PROBE_BASIS_OPTIONS
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import H_POINT, NUM_STEPS, PROGRESS, SEED, TIMESTEPS, Option
@@ -227,7 +227,7 @@ def consistency(
     k: int = 8,
     num_steps: int | None = None,
     seed: int = 0,
-    tol_deg: float = PROBE_TOL_DEG,
+    tol_deg: float = 0.1,
     max_iter: int = 30,
     progress: bool | None = None,
     oversample: int = 4,
@@ -261,7 +261,6 @@ def consistency_bases(
     seeds = list(seeds)
     timesteps = check_timesteps(model, timesteps)
     states = sampled_states(model, seeds, timesteps, num_steps, progress)
-    basis = {"tol_deg": PROBE_TOL_DEG} | basis
     bases = bases_over_timesteps(
         model, states, timesteps, k, seeds[0], progress, sample_seeds=seeds, **basis
     )

@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 
 from workbench.engines.pullback import (
     PROBE_BASIS_OPTIONS,
-    PROBE_TOL_DEG,
     TARGET,
     LocalBasis,
     local_basis,
@@ -261,7 +260,7 @@ def spectrum(
     hutchinson: int = 32,
     num_steps: int | None = None,
     seed: int = 0,
-    tol_deg: float = PROBE_TOL_DEG,
+    tol_deg: float = 0.1,
     max_iter: int = 30,
     progress: bool | None = None,
     target: str = "h",
@@ -300,7 +299,6 @@ def spectrum_values(
     seeds = list(seeds)
     timesteps = check_timesteps(model, timesteps)
     states = sampled_states(model, seeds, timesteps, num_steps, progress)
-    basis = {"tol_deg": PROBE_TOL_DEG} | basis
     bases = bases_over_timesteps(
         model, states, timesteps, k, seeds[0], progress, target=target, sample_seeds=seeds,
         **basis,

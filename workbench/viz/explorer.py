@@ -22,7 +22,13 @@ machine's cores (``threads``) unless told otherwise.
 
 The sliders act together: the edit is along ``sum_i s_i v_i`` (``DirectionSet.combine``),
 by :func:`~workbench.edit` in its additive mode with eta 0, so a saved direction applied
-again to the same seeds reproduces the shown images bit for bit. Everything the widgets do
+again to the same seeds reproduces the shown images bit for bit. Between widget events the
+explorer edits ahead: after each render it computes, one at a time on the kernel's event
+loop (so never beside a cell of the user's, nor in another thread), the slider positions
+next to the current one (:data:`AHEAD` steps either way of each slider, the moved slider
+first), and keeps them (:data:`MAX_FRAME_BYTES`); a slider step to a position computed ahead
+shows the kept images at once. The status line says when the positions nearby are ready;
+:meth:`prefetch` does the same work in a script. Everything the widgets do
 is a method (:meth:`discover`, :meth:`set_strengths`, :meth:`save_direction`,
 :meth:`load_direction`, ...), so the explorer can be driven from code and tested without a
 browser; :meth:`save_html` writes a static, self-contained snapshot.
@@ -30,11 +36,13 @@ browser; :meth:`save_html` writes a static, self-contained snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import html
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +65,10 @@ from workbench.viz.images import image_grid, png_bytes
 MAX_STRENGTH = {"x": 4.0, "h": 16.0}
 #: Strengths at which "judge" edits each direction (in the preset's steps).
 JUDGE_STRENGTHS = (-2.0, 0.0, 2.0)
+#: Slider steps computed ahead on each side of each slider's current value.
+AHEAD = 3
+#: Memory for the edits kept for slider positions (the least recently shown go first).
+MAX_FRAME_BYTES = 256 * 2**20
 
 
 def control_options() -> dict[str, Option]:
@@ -163,6 +175,13 @@ class Explorer:
         self.result: EditResult | None = None
         self.image: np.ndarray | None = None
         self._originals: dict[tuple[int, ...], torch.Tensor] = {}
+        self._rendered = ""  # the last render's status
+        #: edits of slider positions shown or computed ahead, by :meth:`_key`
+        self._frames: OrderedDict[tuple, EditResult] = OrderedDict()
+        self._epoch = 0  # a new direction set: the kept edits are another set's
+        self._plan: list[tuple[tuple[int, ...], tuple[float, ...]]] = []  # nearest first
+        self._stepping = False  # a step of the plan is scheduled on the event loop
+        self._moved = 0  # the slider moved last (planned first)
         self._holding = False
         with self.model.conditioned(prompt, negative_prompt, guidance_scale, class_label):
             pass  # refuses a prompt to an unconditional model, a bad scale (one line)
@@ -216,6 +235,7 @@ class Explorer:
         self.library_w = w.Dropdown(options=self.library.names(), description="library")
         self.load_b = w.Button(description="load")
         self.status_w = w.HTML()
+        self.status_w.add_class("workbench-status")
         self.widget = w.VBox(
             [
                 w.HBox([self.model_w, self.engine_w, self.k_w]),
@@ -349,6 +369,10 @@ class Explorer:
 
         directions.check_model(self.model)
         self.directions = directions
+        self._epoch += 1
+        self._frames.clear()
+        self._plan = []
+        self._moved = 0
         self.scores = None
         self.judge_w.value = ""
         limit = MAX_STRENGTH[directions.space]
@@ -368,7 +392,7 @@ class Explorer:
                 layout=w.Layout(width="520px"),
             )
             slider.add_class("workbench-direction")
-            slider.observe(self._guard(lambda _: self.render()), names="value")
+            slider.observe(self._guard(functools.partial(self._on_slider, i)), names="value")
             self.sliders.append(slider)
         self.sliders_box.children = tuple(self.sliders)
         self.render()
@@ -446,13 +470,41 @@ class Explorer:
                 **self.conditioning(),
             )
         originals = self._originals[seeds]
-        chosen = self.current()
-        if chosen is None:
+        strengths = tuple(self.strengths())
+        if not any(strengths):
             self.result = None
             edited = originals
         else:
-            unit, strength = chosen
-            self.result = edit(
+            self.result = self._frame(seeds, strengths)
+            edited = self.result.images[0]
+        both = torch.stack([originals.cpu(), edited])
+        self.image = image_grid(self.model.to_uint8(both).numpy(), upscale=self.upscale)
+        self.image_w.value = png_bytes(self.image)
+        self.image_w.width = str(self.image.shape[1])  # its own size, not the page's width
+        self.image_label_w.value = self._label(seeds)
+        self._rendered = f"rendered in {time.perf_counter() - started:.2f} s"
+        self._status(self._rendered)
+        self._plan_ahead(seeds, strengths)
+        return self.image
+
+    # ------------------------------------------------------------------ editing ahead
+    def _on_slider(self, index: int, change: dict) -> None:
+        self._moved = index
+        self.render()
+
+    def _key(self, seeds: tuple[int, ...], strengths: tuple[float, ...]) -> tuple:
+        """What an edit of the sliders depends on besides the set (:attr:`_epoch`)."""
+        conditioning = tuple(sorted(self.conditioning().items()))
+        return (self._epoch, seeds, strengths, self.num_steps, conditioning)
+
+    def _frame(self, seeds: tuple[int, ...], strengths: tuple[float, ...]) -> EditResult:
+        """The edit of the shown seeds at these slider values: kept, or computed (exactly
+        :func:`~workbench.edit` along ``DirectionSet.combine``) and kept."""
+        assert self.directions is not None
+        key = self._key(seeds, strengths)
+        if key not in self._frames:
+            unit, strength = self.directions.combine(list(strengths))
+            self._frames[key] = edit(
                 self.model,
                 unit,
                 0,
@@ -461,14 +513,71 @@ class Explorer:
                 num_steps=self.num_steps,
                 **self.conditioning(),
             )
-            edited = self.result.images[0]
-        both = torch.stack([originals.cpu(), edited])
-        self.image = image_grid(self.model.to_uint8(both).numpy(), upscale=self.upscale)
-        self.image_w.value = png_bytes(self.image)
-        self.image_w.width = str(self.image.shape[1])  # its own size, not the page's width
-        self.image_label_w.value = self._label(seeds)
-        self._status(f"rendered in {time.perf_counter() - started:.1f} s")
-        return self.image
+            size = self._frames[key].images.element_size() * self._frames[key].images.numel()
+            while len(self._frames) > max(2, MAX_FRAME_BYTES // max(size, 1)):
+                self._frames.popitem(last=False)
+        self._frames.move_to_end(key)
+        return self._frames[key]
+
+    def _nearby(self, strengths: tuple[float, ...]) -> list[tuple[float, ...]]:
+        """Slider settings near ``strengths``, nearest first: the slider moved last one
+        step either way, two, ... up to :data:`AHEAD`; then the others likewise (each
+        within its range)."""
+        others = [i for i in range(len(self.sliders)) if i != self._moved]
+        order = [(self._moved, j) for j in range(1, AHEAD + 1)]
+        order += [(i, j) for j in range(1, AHEAD + 1) for i in others]
+        out = []
+        for i, j in order:
+            slider = self.sliders[i]
+            for sign in (-1, 1):
+                value = round(strengths[i] + sign * j * slider.step, 6)
+                moved = (*strengths[:i], value, *strengths[i + 1 :])
+                if slider.min <= value <= slider.max and any(moved):
+                    out.append(moved)
+        return out
+
+    def _plan_ahead(self, seeds: tuple[int, ...], strengths: tuple[float, ...]) -> None:
+        """Plan the nearby settings not kept yet and, inside an event loop (a notebook),
+        compute them one per loop turn between widget events."""
+        self._plan = [
+            (seeds, s) for s in self._nearby(strengths) if self._key(seeds, s) not in self._frames
+        ]
+        if not self._plan:
+            self._status(f"{self._rendered}; the slider positions nearby are ready")
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a script: prefetch() computes the plan
+        if not self._stepping:
+            self._stepping = True
+            loop.call_later(0.01, self._step, loop)
+
+    def _step(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One planned edit, then the next on a later loop turn (widget events first)."""
+        try:
+            if self._plan:
+                seeds, strengths = self._plan.pop(0)
+                self._frame(seeds, strengths)
+        except Exception as exc:  # noqa: BLE001 - shown to the user; the plan is dropped
+            self._plan = []
+            self._status(f"editing ahead: {type(exc).__name__}: {exc}", error=True)
+        if self._plan:
+            loop.call_later(0.01, self._step, loop)
+            return
+        self._stepping = False
+        self._status(f"{self._rendered}; the slider positions nearby are ready")
+
+    def prefetch(self) -> int:
+        """Compute the planned slider positions now (what the notebook does between
+        events); returns how many were computed."""
+        done = 0
+        while self._plan:
+            seeds, strengths = self._plan.pop(0)
+            self._frame(seeds, strengths)
+            done += 1
+        self._status(f"{self._rendered}; the slider positions nearby are ready")
+        return done
 
     def _label(self, seeds: Sequence[int]) -> str:
         """What the two rows of the image are: seeds, and the strengths of the edit."""
