@@ -184,11 +184,11 @@ PROBE_BASIS_OPTIONS = basis_options("max_iter", "tol_deg", "oversample", "method
 
 
 def basis_params(k: int = 8, **options: Any) -> dict[str, Any]:
-    """The parameters of a basis from ``options`` (any others ignored; each left out at its
-    :data:`BASIS_OPTIONS` default): what :func:`sample_bases` uses and caches by and what
-    the direction sets record (the target only when it is not h, so that the cache entries
-    of h bases made before targets existed stay valid; ``chunk`` never: it changes the
-    result only by rounding)."""
+    """The parameters of a basis from ``options`` (:data:`BASIS_OPTIONS`, each left out at
+    its default; any other name is refused): what :func:`sample_bases` uses and caches by
+    and what the direction sets record (the target only when it is not h, so that the
+    cache entries of h bases made before targets existed stay valid; ``chunk`` never: it
+    changes the result only by rounding)."""
     unknown = sorted(set(options) - {o.name for o in BASIS_OPTIONS})
     if unknown:
         raise WorkbenchError(f"not a basis option: {unknown[0]!r}")
