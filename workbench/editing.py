@@ -354,7 +354,7 @@ EDIT = Spec(
             cli=False,
         ),
         PROGRESS,
-        Option("batch_size", int, 256, "samples per U-Net call", low=1, high=65536),
+        Option("batch_size", int, 256, "samples per network call", low=1, high=65536),
         BANK,
         *CONDITIONING,
     ),

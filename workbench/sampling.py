@@ -13,7 +13,7 @@ for v-prediction at zero terminal SNR: there eps(x, T) = x whatever the network 
 
 Two hooks, k-diffusion style, take a :class:`Step`:
 
-- ``edit(step)`` runs before the U-Net call and may change ``step.x`` (x-space edit),
+- ``edit(step)`` runs before the network call and may change ``step.x`` (x-space edit),
   set ``step.delta_h`` (additive h edit for this step only), ``step.asymmetric`` (the
   edited prediction forms x0, the unedited one the direction to the next x) and
   ``step.eta``.
@@ -246,7 +246,7 @@ SAMPLE = Spec(
         Option("edit", object, None, "step hooks that edit", cli=False),
         Option("callback", object, None, "step hooks that observe", cli=False),
         PROGRESS,
-        Option("batch_size", int, 256, "samples per U-Net call", low=1, high=65536),
+        Option("batch_size", int, 256, "samples per network call", low=1, high=65536),
         *CONDITIONING,
         Option("decode", bool, True, "latent models: VAE-decode to images (False: latents)"),
     ),

@@ -158,7 +158,7 @@ class Curvedness(ProbeResult):
         Option("interpolation", str, "linear", "path between two x_t", choices=INTERPOLATIONS),
         NUM_STEPS,
         SEED,
-        Option("batch_size", int, 128, "points per U-Net call", low=1, high=65536),
+        Option("batch_size", int, 128, "points per network call", low=1, high=65536),
         PROGRESS,
         H_POINT,
     ),
