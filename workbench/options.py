@@ -391,6 +391,8 @@ class Spec:
             elif o.type is bool:
                 plain = fill and o.default is False  # a command's own switch: --quick
                 kwargs["action"] = "store_true" if plain else argparse.BooleanOptionalAction
+                if plain:
+                    kwargs["help"] = o.help  # off unless given: no default to state
             else:
                 kwargs |= {"action": Renamed, "old": o.aliases}
                 kwargs["type"] = argparse_type(o, self.owner)
