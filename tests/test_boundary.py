@@ -155,7 +155,7 @@ def test_lit_shapes_labels_and_the_engine_follow_the_models_scene(shapes64, shap
     ds = wb.discover(
         "boundary", shapes64, attribute="light-left", images=24, num_steps=3, timestep=19
     )
-    assert ds.labels == ["light-left@x19"] and ds.shape == shapes64.sample_shape
+    assert ds.labels == ["light-left@h19"] and ds.shape == shapes64.h_shape  # h by default
 
 
 def test_mixing_step_search_reports_its_evidence(tiny):
