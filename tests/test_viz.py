@@ -128,6 +128,29 @@ def test_explorer_edits_ahead_on_the_event_loop_between_events(explorer, monkeyp
         assert explorer._key(seeds, strengths) in explorer._frames
 
 
+def test_a_failed_edit_ahead_is_shown_and_stops_the_plan(explorer, monkeypatch):
+    import asyncio
+
+    import workbench.viz.explorer as module
+
+    explorer.sliders[0].value = 1.0  # rendered (no loop here): the plan waits
+
+    def broken(*args, **kwargs):
+        raise wb.WorkbenchError("out of memory, say")
+
+    monkeypatch.setattr(module, "edit", broken)
+
+    async def later() -> None:
+        explorer._plan_ahead(tuple(explorer.shown_seeds()), (1.0, 0.0))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+
+    asyncio.run(later())
+    assert "editing ahead: WorkbenchError: out of memory, say" in explorer.status_w.value
+    assert "ready" not in explorer.status_w.value and not explorer._plan
+    assert not explorer._stepping  # the next render plans and steps again
+
+
 def test_explorer_judges_its_directions_on_the_shown_samples(explorer, shapes32, tmp_path):
     from workbench.eval.judge import judge_directions
 

@@ -497,9 +497,12 @@ class Explorer:
         conditioning = tuple(sorted(self.conditioning().items()))
         return (self._epoch, seeds, strengths, self.num_steps, conditioning)
 
-    def _frame(self, seeds: tuple[int, ...], strengths: tuple[float, ...]) -> EditResult:
+    def _frame(
+        self, seeds: tuple[int, ...], strengths: tuple[float, ...], progress: bool | None = None
+    ) -> EditResult:
         """The edit of the shown seeds at these slider values: kept, or computed (exactly
-        :func:`~workbench.edit` along ``DirectionSet.combine``) and kept."""
+        :func:`~workbench.edit` along ``DirectionSet.combine``; ``progress``: its bar) and
+        kept."""
         assert self.directions is not None
         key = self._key(seeds, strengths)
         if key not in self._frames:
@@ -511,6 +514,7 @@ class Explorer:
                 [strength],
                 seeds=seeds,
                 num_steps=self.num_steps,
+                progress=progress,
                 **self.conditioning(),
             )
             size = self._frames[key].images.element_size() * self._frames[key].images.numel()
@@ -558,10 +562,11 @@ class Explorer:
         try:
             if self._plan:
                 seeds, strengths = self._plan.pop(0)
-                self._frame(seeds, strengths)
+                self._frame(seeds, strengths, progress=False)
         except Exception as exc:  # noqa: BLE001 - shown to the user; the plan is dropped
-            self._plan = []
+            self._plan, self._stepping = [], False
             self._status(f"editing ahead: {type(exc).__name__}: {exc}", error=True)
+            return
         if self._plan:
             loop.call_later(0.01, self._step, loop)
             return
@@ -574,7 +579,7 @@ class Explorer:
         done = 0
         while self._plan:
             seeds, strengths = self._plan.pop(0)
-            self._frame(seeds, strengths)
+            self._frame(seeds, strengths, progress=False)
             done += 1
         self._status(f"{self._rendered}; the slider positions nearby are ready")
         return done
