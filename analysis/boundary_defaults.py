@@ -26,11 +26,18 @@ def main() -> None:
     parser.add_argument("--model", default="shapes32")
     parser.add_argument("--attribute", default="large")
     parser.add_argument("--n-seeds", type=int, default=16)
+    parser.add_argument("--space", default=None, help="h or x (default: the engine's)")
+    parser.add_argument(
+        "--levels",
+        default=None,
+        help="also score +-each of these strengths on its own, e.g. 4,2,1 (default: none)",
+    )
     args = parser.parse_args()
     model = wb.load(args.model, device="cpu")
     seeds = list(range(args.n_seeds))
     began = time.time()
-    ds = wb.discover("boundary", model, attribute=args.attribute, progress=False)
+    space = {} if args.space is None else {"space": args.space}
+    ds = wb.discover("boundary", model, attribute=args.attribute, progress=False, **space)
     edit = ds.params["edit"]
     print(
         f"{args.model}: {ds.space}-space boundary of {args.attribute!r} at t = {ds.timestep}, "
@@ -40,6 +47,10 @@ def main() -> None:
     strengths = [s for s in edit["strengths"] if s != 0]
     scores = score_directions(model, ds, strengths=strengths, seeds=seeds, progress=False)
     print(scores.table())
+    for level in [] if args.levels is None else [float(v) for v in args.levels.split(",")]:
+        alone = score_directions(model, ds, strengths=[-level, level], seeds=seeds, progress=False)
+        print(f"at +-{level:g} alone:")
+        print(alone.table())
     if ds.space == "h" and edit.get("via_x"):
         move = float(distance_move(model, ds, [min(strengths), max(strengths)], seeds).mean())
         print(f"mean x_t move at the end strengths: {move:.2f} x steps")

@@ -370,15 +370,13 @@ class Spec:
         """The options' names, in order."""
         return tuple(o.name for o in self.options)
 
-    def add_arguments(
-        self, parser: argparse.ArgumentParser, skip: Sequence[str] = (), fill: bool | None = None
-    ) -> None:
+    def add_arguments(self, parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
         """One CLI argument per option with ``cli=True``. An option not given is ``None`` on
-        the command line, so it is not passed and the function's default applies; but
-        with ``fill`` (by default for a command's own description, :meth:`command`) the
-        option's default is the argument's, a ``required`` option without a default must
-        be given, and a switch that is off by default is a plain flag (``--quick``)."""
-        fill = self.kind == "command" if fill is None else fill
+        the command line, so it is not passed and the function's default applies; but in
+        a command's own description (kind ``command``, :meth:`command`) the option's
+        default is the argument's, a ``required`` option without a default must be given,
+        and a switch that is off by default is a plain flag (``--quick``)."""
+        fill = self.kind == "command"
         for o in self.options:
             if not o.cli or o.name in skip:
                 continue

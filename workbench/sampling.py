@@ -253,6 +253,15 @@ SAMPLE = Spec(
 )
 
 
+def run_to(
+    model: DiffusionModel, x: torch.Tensor, grid: Sequence[int], t: int, progress: bool = False
+) -> torch.Tensor:
+    """``x`` (at ``grid[0]``, e.g. x_T) carried along ``grid`` down to its timestep ``t``:
+    x_t, or ``x`` itself when ``t`` is where the grid starts."""
+    i = list(grid).index(t)
+    return run_chain(model, x, grid[: i + 1], progress=progress) if i > 0 else x
+
+
 def _sample_checked(fn: Callable) -> Callable:
     return validated(SAMPLE, fn)
 

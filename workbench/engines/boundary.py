@@ -36,7 +36,7 @@ from workbench.engines import register_engine
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import INVERSION, NUM_STEPS, PROGRESS, SEED, Option, Spec, validated
-from workbench.sampling import Step, StepHook, invert, make_timesteps, run_chain
+from workbench.sampling import Step, StepHook, invert, make_timesteps, run_to
 from workbench.trajectories import model_scene, reference_images
 
 # ---------------------------------------------------------------------- mixing step
@@ -46,8 +46,9 @@ from workbench.trajectories import model_scene, reference_images
 #: ``strengths``: the signed distances (in preset steps) the measurements use, the default
 #: of ``workbench edit`` for the set (shapes32, ``large``: ±0.3 h_step moves scale by 0.96
 #: spreads at purity 0.71, 95% valid, 4.8x random x directions of the same move; the x_t
-#: boundary's ±4 x_step leaves no valid image: analysis/boundary_defaults.py,
-#: docs/boundary.md, "What the command line gives by default").
+#: boundary's ±4 x_step leaves no valid image, its ±2 and ±4 together half:
+#: analysis/boundary_defaults.py, docs/boundary.md, "What the command line gives by
+#: default").
 WORKING_EDIT: dict[str, dict[str, Any]] = {
     "x": {"mode": "distance", "strengths": [-4.0, -2.0, 0.0, 2.0, 4.0]},
     "h": {
@@ -395,7 +396,7 @@ def distance_move(
     random x edit it is compared with."""
     t = int(h_set.timestep)  # type: ignore[arg-type]
     grid = make_timesteps(model, None, include=[t])
-    x = run_chain(model, model.noise(list(seeds)), grid[: grid.index(t) + 1], progress=False)
+    x = run_to(model, model.noise(list(seeds)), grid, t)
     out = []
     for strength in strengths:
         target = torch.full((x.shape[0],), float(strength) * model.preset.h_step)

@@ -45,7 +45,7 @@ from workbench.engines.pullback import (
 from workbench.errors import WorkbenchError
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import Option
-from workbench.sampling import make_timesteps, run_chain
+from workbench.sampling import make_timesteps, run_to
 
 #: Default edit timestep, as a fraction of the chain (LOCO-Edit edits at intermediate
 #: noise, where x0_hat is locally linear and J low-rank).
@@ -150,9 +150,7 @@ def local_edit_directions(
     region = region_mask(model, box, mask)
     t = default_timestep(model) if timestep is None else model.check_timestep(timestep)
     grid = make_timesteps(model, num_steps, include=[t])
-    x_t = model.noise([seed])
-    if grid.index(t) > 0:
-        x_t = run_chain(model, x_t, grid[: grid.index(t) + 1], progress=False)
+    x_t = run_to(model, model.noise([seed]), grid, t)
     basis = dict(
         oversample=oversample, max_iter=max_iter, tol_deg=tol_deg, seed=seed,
         dtype=model.dtype, method=method, target=target,

@@ -56,7 +56,7 @@ from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import CACHE, MAX_SEED, NUM_STEPS, SEED, Option, Spec, validated
-from workbench.sampling import make_timesteps, run_chain
+from workbench.sampling import make_timesteps, run_to
 from workbench.stats import principal_angles
 from workbench.store import Cache, as_cache, cache_key
 
@@ -158,27 +158,21 @@ REACH_STEPS = dataclasses.replace(
 )
 #: The options of a basis at x_t, one group for every engine, probe and sweep that computes
 #: one (the pullback and local engines, :func:`local_directions`, the consistency and
-#: spectrum probes, :func:`sample_bases`); :func:`basis_options` gives a subset with an
-#: owner's defaults.
+#: spectrum probes, :func:`sample_bases`); :func:`basis_options` gives a subset.
 BASIS_OPTIONS = (OVERSAMPLE, MAX_ITER, TOL_DEG, METHOD, TARGET, CHUNK, REACH_STEPS)
 
 
-def basis_options(*names: str, **defaults: Any) -> tuple[Option, ...]:
-    """The :data:`BASIS_OPTIONS` named (all of them if none is), in that order, with the
-    owner's ``defaults`` where they differ (``tol_deg=0.5``)."""
-    chosen = [o for o in BASIS_OPTIONS if not names or o.name in names]
-    unknown = set(names) - {o.name for o in chosen} | set(defaults) - {o.name for o in chosen}
+def basis_options(*names: str) -> tuple[Option, ...]:
+    """The :data:`BASIS_OPTIONS` named (all of them if none is), in that order."""
+    unknown = set(names) - {o.name for o in BASIS_OPTIONS}
     if unknown:
         raise ValueError(f"not basis options: {sorted(unknown)}")
-    return tuple(
-        dataclasses.replace(o, default=defaults[o.name]) if o.name in defaults else o
-        for o in chosen
-    )
+    return tuple(o for o in BASIS_OPTIONS if not names or o.name in names)
 
 
 #: The basis options of the probes that compute bases (consistency, spectrum), with the
 #: engines' defaults: on shapes32 their statistics at tol_deg 0.1 and 0.5 agree to four
-#: decimals for one more Krylov iteration (analysis/probe_tolerance.py,
+#: decimals, for 16 s against 15 (analysis/probe_tolerance.py,
 #: docs/measurements/probe_tolerance_shapes32.json), so one default serves both.
 PROBE_BASIS_OPTIONS = basis_options("max_iter", "tol_deg", "oversample", "method", "chunk")
 
@@ -558,9 +552,7 @@ def sample_bases(
     if hit is not None:
         tensors, meta = hit
         return tensors["V"], tensors["s"], meta
-    x_t = model.noise(seeds)
-    if grid.index(t) > 0:
-        x_t = run_chain(model, x_t, grid[: grid.index(t) + 1], progress=False)
+    x_t = run_to(model, model.noise(seeds), grid, t)
     basis = local_basis(
         model,
         x_t,

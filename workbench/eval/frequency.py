@@ -20,6 +20,7 @@ import torch
 
 from workbench.directions import DirectionSet
 from workbench.errors import WorkbenchError, check_finite
+from workbench.eval.judge import edits_with_reference
 from workbench.models.wrapper import DiffusionModel
 
 #: Default cutoff of :func:`high_frequency_share`, as a fraction of the Nyquist radius.
@@ -36,19 +37,26 @@ def _check(images: torch.Tensor, name: str) -> torch.Tensor:
     return images.double()
 
 
+def _spectrum(images: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The power ``[N, H, W]`` of ``images`` (summed over the channels) and each frequency's
+    radius ``[H, W]`` in cycles per image side (of the shorter side)."""
+    x = _check(images, name)
+    h, w = x.shape[-2:]
+    power = torch.fft.fft2(x).abs().pow(2).sum(1)
+    fy = torch.fft.fftfreq(h, dtype=torch.float64) * min(h, w)
+    fx = torch.fft.fftfreq(w, dtype=torch.float64) * min(h, w)
+    return power, torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+
+
 def radial_power(images: torch.Tensor) -> torch.Tensor:
     """Power per radial frequency bin of ``images`` ``[N, C, H, W]`` (summed over the
     channels): ``[N, R]`` with ``R = floor(sqrt(2) min(H, W) / 2) + 2`` bins, bin ``i``
     holding the power at radius ``i`` cycles per image side (rounded)."""
-    x = _check(images, "images")
-    h, w = x.shape[-2:]
-    power = torch.fft.fft2(x).abs().pow(2).sum(1)  # [N, H, W]
-    fy = torch.fft.fftfreq(h, dtype=torch.float64) * min(h, w)
-    fx = torch.fft.fftfreq(w, dtype=torch.float64) * min(h, w)
-    radius = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2).round().long()  # [H, W]
-    bins = int(math.floor(math.sqrt(2) * min(h, w) / 2)) + 2
-    out = torch.zeros(x.shape[0], bins, dtype=torch.float64)
-    out.index_add_(1, radius.flatten(), power.flatten(1))
+    power, radius = _spectrum(images, "images")
+    side = min(images.shape[-2:])
+    bins = int(math.floor(math.sqrt(2) * side / 2)) + 2
+    out = torch.zeros(power.shape[0], bins, dtype=torch.float64)
+    out.index_add_(1, radius.round().long().flatten(), power.flatten(1))
     return out
 
 
@@ -58,16 +66,11 @@ def high_frequency_share(differences: torch.Tensor, cutoff: float = CUTOFF) -> t
     change at all)."""
     if not 0 < cutoff < 1:
         raise WorkbenchError(f"cutoff must be in (0, 1), got {cutoff}")
-    x = _check(differences, "differences")
-    h, w = x.shape[-2:]
-    power = torch.fft.fft2(x).abs().pow(2).sum(1)  # [N, H, W]
-    fy = torch.fft.fftfreq(h, dtype=torch.float64)
-    fx = torch.fft.fftfreq(w, dtype=torch.float64)
-    # the radius as a fraction of Nyquist (0.5 cycles per pixel) along each axis
-    radius = torch.sqrt((fy[:, None] / 0.5) ** 2 + (fx[None, :] / 0.5) ** 2)
+    power, radius = _spectrum(differences, "differences")
+    nyquist = min(differences.shape[-2:]) / 2
     power[:, 0, 0] = 0.0  # the mean change is not a frequency
     total = power.flatten(1).sum(1)
-    high = (power * (radius > cutoff)).flatten(1).sum(1)
+    high = (power * (radius > cutoff * nyquist)).flatten(1).sum(1)
     return torch.where(total > 0, high / total.clamp_min(1e-300), torch.nan)
 
 
@@ -85,8 +88,6 @@ def edit_frequency(
     of the difference images over the directions and both signs ``[N]``, and the RMS
     change over all of them (in [-1, 1] units). One batched edit run
     (:func:`~workbench.eval.judge.edits_with_reference`); ``edit_options`` go to it."""
-    from workbench.eval.judge import edits_with_reference
-
     indices = list(range(len(directions)) if indices is None else indices)
     edits = edits_with_reference(
         model, directions, indices, [-strength, strength], seeds, **edit_options

@@ -67,6 +67,8 @@ MAX_STRENGTH = {"x": 4.0, "h": 16.0}
 JUDGE_STRENGTHS = (-2.0, 0.0, 2.0)
 #: Slider steps computed ahead on each side of each slider's current value.
 AHEAD = 3
+#: What the status line says once the nearby slider positions are computed.
+READY = "the slider positions nearby are ready"
 #: Memory for the edits kept for slider positions (the least recently shown go first).
 MAX_FRAME_BYTES = 256 * 2**20
 
@@ -547,7 +549,7 @@ class Explorer:
             (seeds, s) for s in self._nearby(strengths) if self._key(seeds, s) not in self._frames
         ]
         if not self._plan:
-            self._status(f"{self._rendered}; the slider positions nearby are ready")
+            self._status(f"{self._rendered}; {READY}")
             return
         try:
             loop = asyncio.get_running_loop()
@@ -571,7 +573,7 @@ class Explorer:
             loop.call_later(0.01, self._step, loop)
             return
         self._stepping = False
-        self._status(f"{self._rendered}; the slider positions nearby are ready")
+        self._status(f"{self._rendered}; {READY}")
 
     def prefetch(self) -> int:
         """Compute the planned slider positions now (what the notebook does between
@@ -581,7 +583,7 @@ class Explorer:
             seeds, strengths = self._plan.pop(0)
             self._frame(seeds, strengths, progress=False)
             done += 1
-        self._status(f"{self._rendered}; the slider positions nearby are ready")
+        self._status(f"{self._rendered}; {READY}")
         return done
 
     def _label(self, seeds: Sequence[int]) -> str:
