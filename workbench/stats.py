@@ -69,3 +69,41 @@ def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cos = torch.linalg.svdvals(overlap)[..., :n].clamp(0, 1)  # descending
     sin = torch.linalg.svdvals(b - a @ overlap).flip(-1)[..., :n].clamp(0, 1)  # ascending
     return torch.atan2(sin, cos)
+
+
+#: Bootstrap resamples of the intervals the analysis scripts state.
+N_BOOT = 2000
+
+
+def resample_indices(n: int, n_boot: int = N_BOOT, seed: int = 0) -> torch.Tensor:
+    """``n_boot`` bootstrap resamples of ``n`` items, ``[n_boot, n]`` indices drawn with
+    replacement. The same ``n`` and ``seed`` give the same resamples, so statistics of two
+    sets measured on the same seeds are resampled in pairs."""
+    if n < 1:
+        raise WorkbenchError(f"nothing to resample: n = {n}")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(n, (n_boot, n), generator=gen)
+
+
+def percentile_interval(samples: torch.Tensor, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap ``samples`` (1-D; NaNs left out)."""
+    values = samples.detach().double().reshape(-1)
+    values = values[~values.isnan()]
+    if values.numel() == 0:
+        return (math.nan, math.nan)
+    tail = (1.0 - level) / 2
+    low, high = torch.quantile(values, torch.tensor([tail, 1.0 - tail], dtype=values.dtype))
+    return (float(low), float(high))
+
+
+def proportion_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (scipy's binomial test)."""
+    if n < 1:
+        return (math.nan, math.nan)
+    ci = stats.binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def binomial_p(successes: int, n: int, chance: float) -> float:
+    """One-sided p-value that a proportion ``successes / n`` exceeds ``chance``."""
+    return float(stats.binomtest(successes, n, chance, alternative="greater").pvalue)

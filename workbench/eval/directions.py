@@ -60,7 +60,7 @@ from workbench.eval.judge import (
 )
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import PROGRESS, Spec, validated
-from workbench.stats import spearman
+from workbench.stats import resample_indices, spearman
 from workbench.trajectories import model_scene
 
 if TYPE_CHECKING:
@@ -223,6 +223,54 @@ def _slopes(
         den = (x * x)[keep].sum()
         out.append(float(num / den) / spreads[name] if den > 0 else 0.0)
     return torch.tensor(out)
+
+
+def _seed_sums(
+    changes: dict[str, torch.Tensor],
+    keep: torch.Tensor,
+    s: torch.Tensor,
+    scene: Scene,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sums of :func:`_slopes` kept per seed: numerator and denominator ``[F, N]``."""
+    num, den = [], []
+    for name in scene.factor_names:
+        x = s.abs() if name == "shape" else s
+        num.append(torch.where(keep, x * changes[name].double(), 0.0).sum(0))
+        den.append(torch.where(keep, x * x, 0.0).sum(0))
+    return torch.stack(num), torch.stack(den)
+
+
+def bootstrap_effects(
+    model: DiffusionModel,
+    edits: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    strengths: Sequence[float],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Bootstrap distribution of the **effect** of :func:`score_edits` over the seeds: per
+    resample of the ``N`` seeds (with replacement), each direction's effect on each factor,
+    ``[n_boot, k, F]``. The resamples depend only on ``N``, ``n_boot`` and ``seed``
+    (:func:`workbench.stats.resample_indices`), so two sets edited on the same seeds are
+    resampled in pairs and a ratio of their effects gets an interval. The slope of each
+    factor is a ratio of sums over pairs, so every resample is two sums over per-seed
+    terms; the images are read out once."""
+    scene = model_scene(model)
+    s = torch.tensor([float(v) for v in strengths], dtype=torch.float64)
+    spreads = scene.spreads(model.sample_shape[1])
+    scale = torch.tensor([spreads[name] for name in scene.factor_names], dtype=torch.float64)
+    nums, dens = [], []
+    for edited, unedited in edits:
+        changes, valid = read_changes(scene, edited, unedited)
+        sv = s[:, None].expand_as(valid)
+        num, den = _seed_sums(changes, valid & (sv != 0), sv, scene)
+        nums.append(num)
+        dens.append(den)
+    num, den = torch.stack(nums), torch.stack(dens)  # [k, F, N]
+    idx = resample_indices(num.shape[-1], n_boot, seed)  # [B, N]
+    num_b = num[:, :, idx].sum(-1)  # [k, F, B]
+    den_b = den[:, :, idx].sum(-1)
+    effect = torch.where(den_b > 0, num_b / den_b.clamp_min(1e-300), 0.0).abs() / scale[:, None]
+    return effect.permute(2, 0, 1).float()
 
 
 def level_effects(

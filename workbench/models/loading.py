@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
+from workbench import settings
 from workbench.errors import WorkbenchError
 from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
 from workbench.models.families import UNSUPPORTED, family_for, refusal
@@ -231,6 +232,8 @@ def load(
         hub_kwargs: passed to ``from_pretrained`` (``revision``, ``cache_dir``, ...).
     """
     device, dtype = check_device(device), check_dtype(dtype)
+    if device.type == "cpu":
+        settings.reuse_freed_memory()  # 1.8x faster CPU forward passes (settings)
     name = str(name_or_path)
     if name == "tiny-test":
         unet, scheduler = _build_tiny()
