@@ -1,9 +1,12 @@
 """The seed papers' claims, each tested on a bundled model's ground truth: one table.
 
     python analysis/claims.py --model shapes64 [--quick] \
-        [--out docs/measurements/claims_shapes64]
+        [--out docs/measurements/claims_shapes64.json]
+    python analysis/claims.py --docs docs/claims.md \
+        docs/measurements/claims_shapes32.json docs/measurements/claims_shapes64.json
 
-writes ``OUT.json`` (every number) and ``OUT.md`` (the table). One row per claim of the
+prints the table (markdown) and writes every number to ``--out``; ``--docs`` rewrites the
+table in docs/claims.md from such files, one column per model. One row per claim of the
 three methods the workbench implements (restated in docs/methods.md); each row has the
 test (the factors read out, the score, the control it must beat), a verdict (``holds``,
 ``holds partly``, ``does not hold``, ``cannot be tested here``) by the rule printed in the
@@ -91,6 +94,9 @@ QUICK = Sizes(
     frequency_timesteps=(880, 80),
     timing_repeats=1,
 )
+#: The smallest change of a factor (in spreads, at the largest strength) a row calls an
+#: effect: below it a ratio to random compares two invisible changes.
+VISIBLE = 0.1
 X_STRENGTHS = [-2.0, -1.0, 1.0, 2.0]  # x_step units
 H_STRENGTHS = [-3.0, -1.5, 1.5, 3.0]  # h_step units (the demo's)
 
@@ -192,11 +198,14 @@ class Claims:
         samples = boot[:, best, j] / rboot[:, :, j].mean(1).clamp_min(1e-12)
         purity = boot.max(-1).values / boot.sum(-1).clamp_min(1e-12)  # [B, k]
         rpurity = rboot.max(-1).values / rboot.sum(-1).clamp_min(1e-12)
+        change = float(s.effect[best, j]) * max(abs(v) for v in s.strengths)
         return {
             "best": s.names[best],
             "factor": s.factors[j],
             "dominant": s.dominant,
             "effect": float(s.effect[best, j]),
+            "change": change,
+            "visible": change >= VISIBLE,
             "control_effect": float(r.effect[:, j].mean()),
             "ratio": ratio,
             "ratio_interval": percentile_interval(samples),
@@ -213,15 +222,14 @@ class Claims:
 
     def bank(self) -> Any:
         if self._bank is None:
-            self._bank = trajectory_bank(
-                self.model, n=self.sizes.bank, num_steps=self.steps, h=False, progress=False
-            )
+            # on the preset's grid, as the boundary engine searches and fits
+            self._bank = trajectory_bank(self.model, n=self.sizes.bank, h=False, progress=False)
         return self._bank
 
     # ------------------------------------------------------------------ pullback
     def pullback_disentangled(self) -> Row:
         v = self.versus("pullback", "random-x")
-        lo = v["ratio_interval"][0]
+        lo = v["ratio_interval"][0] if v["visible"] else 0.0
         strong = lo > 1 and v["ratio"] >= 2 and v["purity"] >= 0.6 and v["validity"] >= 0.9
         return Row(
             "pullback-disentangled",
@@ -231,12 +239,13 @@ class Claims:
             f"the preset's x timestep, additive +-1, +-2 x steps on {len(self.seeds)} other "
             "seeds; per direction the dominant factor and purity (its share of the summed "
             "factor effects); control: random x directions of equal norm",
-            "holds: strongest direction >= 2x random on its factor (interval above 1), mean "
-            "purity >= 0.6, validity >= 0.9; partly: interval above 1",
+            f"holds: strongest direction's change >= {VISIBLE} spreads and >= 2x random on its "
+            "factor (interval above 1), mean purity >= 0.6, validity >= 0.9; partly: a "
+            "visible change with the interval above 1",
             _grade(strong, lo > 1),
-            f"{v['best']} moves {v['factor']} {v['ratio']:.1f}x random "
-            f"{_ci(v['ratio_interval'])}; dominant factors {', '.join(v['dominant'])}; purity "
-            f"{v['purity']:.2f} {_ci(v['purity_interval'])} vs random "
+            f"{v['best']} moves {v['factor']} {v['change']:.2f} spreads, {v['ratio']:.1f}x "
+            f"random {_ci(v['ratio_interval'])}; dominant factors {', '.join(v['dominant'])}; "
+            f"purity {v['purity']:.2f} {_ci(v['purity_interval'])} vs random "
             f"{v['control_purity']:.2f}; valid {v['validity']:.2f}",
             v,
         )
@@ -424,18 +433,20 @@ class Claims:
             return self._sets["boundaries"]
         m, bank = self.model, self.bank()
         grid = bank.timesteps  # decreasing, ends at -1
-        mixing = wb.probe("mixing-step", m, n=self.sizes.bank, num_steps=self.steps,
-                          bank=bank, progress=False)  # fmt: skip
+        mixing = wb.probe("mixing-step", m, n=self.sizes.bank, bank=bank, progress=False)
         t_m = mixing.mixing_step
+        preset = m.preset.mixing_step
+        # where the boundaries are fitted: the step found, else the preset's (nearest on the grid)
+        fit = t_m if t_m is not None else min(grid[:-1], key=lambda t: abs(t - (preset or 0)))
         ascending = grid[::-1]  # inverted rows follow the ascending grid
-        candidates = sorted({t for t in grid if t >= 0} & {
-            grid[-2], grid[len(grid) // 2], grid[0], *([t_m] if t_m is not None else [])
-        })  # fmt: skip
+        candidates = sorted(
+            {min(grid[:-1], key=lambda t: abs(t - v)) for v in (0, 100, 250, 500, 1000)} | {fit}
+        )
         real = bank.real
         samples = m.decode(bank.sampled[-1].to(m.device)).cpu()
         attributes = list(SCENE_ATTRIBUTES[model_scene(m).name])
         gen = torch.Generator().manual_seed(0)
-        out: dict[str, Any] = {"mixing_step": t_m, "preset_mixing_step": m.preset.mixing_step,
+        out: dict[str, Any] = {"mixing_step": t_m, "preset_mixing_step": preset, "fit_step": fit,
                                "tolerance": mixing.tolerance, "timesteps": candidates,
                                "attributes": {}}  # fmt: skip
         for attribute in attributes:
@@ -473,30 +484,38 @@ class Claims:
                         "transfer_interval": proportion_interval(transfer, n_smp),
                         "n_test": n_test, "n_sampled": n_smp,
                     }  # fmt: skip
-            out["attributes"][attribute] = {"majority": majority, "fits": rows}
+            sampled_share = float(y_sampled[ok_sampled].float().mean())
+            out["attributes"][attribute] = {
+                "majority": majority,
+                "sampled_majority": max(sampled_share, 1 - sampled_share),
+                "fits": rows,
+            }
         self._sets["boundaries"] = out
         return out
 
     def mixing_step(self) -> Row:
         b = self.boundaries()
-        t_m = b["mixing_step"]
-        large = b["attributes"].get("large", {}).get("fits", {})
-        if t_m is None or not large:
-            verdict, evidence = "does not hold", "the search found no step where the two agree"
-            return Row("mixing-step", "boundary", MIXING_CLAIM, MIXING_TEST, MIXING_RULE,
-                       verdict, evidence, b)  # fmt: skip
-        at = large[f"h{t_m}"]
+        t_m, fit = b["mixing_step"], b["fit_step"]
+        large = b["attributes"]["large"]["fits"]
+        at = large[f"h{fit}"]
         best_t = max((r for r in large.values() if r["space"] == "h"),
                      key=lambda r: r["transfer"])  # fmt: skip
         as_good = at["transfer_interval"][1] >= best_t["transfer"]
-        better_than_chance = at["transfer_interval"][0] > b["attributes"]["large"]["majority"]
+        better_than_chance = (
+            at["transfer_interval"][0] > b["attributes"]["large"]["sampled_majority"]
+        )
+        found = t_m is not None
         return Row(
             "mixing-step", "boundary", MIXING_CLAIM, MIXING_TEST, MIXING_RULE,
-            _grade(as_good and better_than_chance, better_than_chance),
-            f"mixing step t={t_m} (preset {b['preset_mixing_step']}); 'large' h boundary "
+            _grade(found and as_good and better_than_chance, found and better_than_chance),
+            (f"mixing step t={t_m}" if found else "the search found no step where the two "
+             f"populations agree; at the preset's t={fit}")
+            + f" (preset {b['preset_mixing_step']}); 'large' h boundary "
             f"fitted on inverted images there classifies sampled latents "
             f"{at['transfer']:.2f} {_ci(at['transfer_interval'])} (held-out inverted "
-            f"{at['accuracy']:.2f}); best transfer at t={best_t['t']}: {best_t['transfer']:.2f}; "
+            f"{at['accuracy']:.2f}; majority rate of the samples "
+            f"{b['attributes']['large']['sampled_majority']:.2f}); best transfer at "
+            f"t={best_t['t']}: {best_t['transfer']:.2f}; "
             "h transfer by t: "
             + ", ".join(f"{r['t']}: {r['transfer']:.2f}" for r in large.values()
                         if r["space"] == "h"),
@@ -505,10 +524,7 @@ class Claims:
 
     def linear_boundaries(self) -> Row:
         b = self.boundaries()
-        t_m = b["mixing_step"]
-        if t_m is None:
-            return Row("linear-boundaries", "boundary", LINEAR_CLAIM, LINEAR_TEST, LINEAR_RULE,
-                       "cannot be tested here", "no mixing step found", b)  # fmt: skip
+        t_m = b["fit_step"]
         per: dict[str, Any] = {}
         for attribute, a in b["attributes"].items():
             fits = [a["fits"][f"{s}{t_m}"] for s in ("x", "h") if f"{s}{t_m}" in a["fits"]]
@@ -578,9 +594,9 @@ class Claims:
     # ------------------------------------------------------------------ attention
     def attention_robust(self) -> Row:
         found = {name: self.versus(name, "random-h") for name in ("attention-qk", "attention-ov")}
-        best = max(found, key=lambda n: found[n]["ratio"])
+        best = max(found, key=lambda n: found[n]["ratio"] if found[n]["visible"] else 0.0)
         v = found[best]
-        lo = v["ratio_interval"][0]
+        lo = v["ratio_interval"][0] if v["visible"] else 0.0
         strong = lo > 1 and v["ratio"] >= 2 and v["validity"] >= 0.9
         return Row(
             "attention-robust",
@@ -590,12 +606,13 @@ class Claims:
             f"top {self.sizes.k} eigen-directions of the mid-block attention's q-k and o-v "
             "matrices, edited additively in h over the preset's window (+-1.5, +-3 h steps) "
             f"on {len(self.seeds)} seeds; control: random h channel directions, same strengths",
-            "holds: the strongest direction >= 2x random h on its factor (interval above 1) "
-            "with validity >= 0.9; partly: interval above 1",
+            f"holds: the strongest direction's change >= {VISIBLE} spreads and >= 2x random h "
+            "on its factor (interval above 1) with validity >= 0.9; partly: a visible change "
+            "with the interval above 1",
             _grade(strong, lo > 1),
             "; ".join(
-                f"{n}: {f['best']} moves {f['factor']} {f['ratio']:.1f}x random "
-                f"{_ci(f['ratio_interval'])}, valid {f['validity']:.2f}"
+                f"{n}: {f['best']} moves {f['factor']} {f['change']:.2f} spreads, "
+                f"{f['ratio']:.1f}x random {_ci(f['ratio_interval'])}, valid {f['validity']:.2f}"
                 for n, f in found.items()
             ),
             found,
@@ -702,19 +719,35 @@ LINEAR_RULE = (
 )
 
 
-def _markdown(model: str, rows: list[Row], seconds: float, command: str) -> str:
-    lines = [
-        f"# Claims on `{model}`",
-        "",
-        f"`{command}` ({seconds / 60:.1f} min)",
-        "",
-        "| claim | verdict | evidence (95% intervals) | test | rule | s |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        cells = [r.claim, f"**{r.verdict}**", r.evidence, r.test, r.rule, f"{r.seconds:.0f}"]
+#: The markers around the generated table in docs/claims.md.
+BEGIN, END = "<!-- claims table: begin -->", "<!-- claims table: end -->"
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    """The markdown table of one or more runs (``OUT.json`` records, one column each)."""
+    models = [r["model"] for r in records]
+    head = "| claim | " + " | ".join(f"`{m}`" for m in models) + " |"
+    lines = [head, "|" + " --- |" * (len(models) + 1)]
+    by_key = [{row["key"]: row for row in r["rows"]} for r in records]
+    for row in records[0]["rows"]:
+        cells = [f"{row['claim']} <br>*Test:* {row['test']}. <br>*Rule:* {row['rule']}."]
+        for rows in by_key:
+            other = rows.get(row["key"])
+            cells.append(f"**{other['verdict']}**: {other['evidence']}" if other else "not run")
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    runs = "; ".join(f"`{r['command']}`: {r['seconds'] / 60:.0f} min" for r in records)
+    return "\n".join(lines) + f"\n\nRuns ({runs}; 2 CPU cores).\n"
+
+
+def write_docs(path: str, records: list[dict[str, Any]]) -> None:
+    """Replace the table between :data:`BEGIN` and :data:`END` in ``path``."""
+    with open(path) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    write_text(path, f"{head}{BEGIN}\n{table(records)}{END}{tail}")
 
 
 def main() -> None:
@@ -723,23 +756,38 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="toy sizes (a smoke test)")
     parser.add_argument("--rows", default=None, help="comma-separated row keys (default: all)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    parser.add_argument("--out", default=None, help="write every number to this JSON file")
+    parser.add_argument(
+        "--docs",
+        nargs="+",
+        default=None,
+        metavar=("MARKDOWN", "JSON"),
+        help="run nothing: rewrite the table in MARKDOWN (e.g. docs/claims.md) from the "
+        "JSON files of earlier runs, one column each",
+    )
     args = parser.parse_args()
+    if args.docs:
+        records = []
+        for name in args.docs[1:]:
+            with open(name) as f:
+                records.append(json.load(f))
+        write_docs(args.docs[0], records)
+        return
     model = wb.load(args.model, device=args.device)
     sizes = QUICK if args.quick else FULL
     began = time.perf_counter()
     rows = Claims(model, sizes).run(args.rows.split(",") if args.rows else None)
     seconds = time.perf_counter() - began
     command = "python analysis/claims.py --model " + args.model + (" --quick" if args.quick else "")
+    record = {
+        "command": command, "model": args.model, "sizes": dataclasses.asdict(sizes),
+        "seconds": seconds, "torch_threads": torch.get_num_threads(),
+        "rows": [dataclasses.asdict(r) for r in rows],
+    }  # fmt: skip
     print(f"{len(rows)} rows in {seconds / 60:.1f} min")
+    print(table([json.loads(json.dumps(record, default=str))]))
     if args.out:
-        record = {
-            "command": command, "model": args.model, "sizes": dataclasses.asdict(sizes),
-            "seconds": seconds, "torch_threads": torch.get_num_threads(),
-            "rows": [dataclasses.asdict(r) for r in rows],
-        }  # fmt: skip
-        write_text(args.out + ".json", json.dumps(record, indent=1, default=str) + "\n")
-        write_text(args.out + ".md", _markdown(args.model, rows, seconds, command))
+        write_text(args.out, json.dumps(record, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

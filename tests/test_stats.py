@@ -3,6 +3,7 @@ CPU allocator setting."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -90,8 +91,10 @@ def test_reusing_freed_memory_stops_pages_faulting_in_again():
     """)
     faults = {}
     for name in ("system", "reuse"):
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             check=True, env={"WORKBENCH_ALLOCATOR": name, "PATH": ""})  # fmt: skip
+        env = {**os.environ, "WORKBENCH_ALLOCATOR": name}
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+        )
         reusing, count = out.stdout.split()
         assert reusing == str(name == "reuse")
         faults[name] = int(count)
