@@ -521,6 +521,39 @@ def test_micro_batches_make_results_independent_of_the_batch_size(tiny):
         model.micro_batch = 0
 
 
+def test_cpu_models_split_large_network_calls_and_give_the_same_results(monkeypatch):
+    """``wb.load`` on the CPU caps a network call at 2^16 pixels of x (``max_batch``); a
+    call of more samples runs in pieces of at most that many, h read the same way, with
+    the h recorded along the way joined in order, and the results match one call."""
+    model = wb.load("tiny-test", device="cpu")
+    side = model.sample_shape[-1]
+    assert model.max_batch == 2**16 // (side * side)
+    x = model.noise(range(7))
+    whole_out, whole_h = model.raw(x, 500), model.h(x, 500)
+    model.max_batch = 3
+    sizes: list[int] = []
+    raw, forward = model._raw, model._h_of_forward
+    monkeypatch.setattr(model, "_raw", lambda x_t, *a: sizes.append(x_t.shape[0]) or raw(x_t, *a))
+    monkeypatch.setattr(
+        model, "_h_of_forward", lambda x_t, *a: sizes.append(-x_t.shape[0]) or forward(x_t, *a)
+    )
+    out, h = model.raw(x, 500), model.h(x, 500)
+    assert sizes == [3, 3, 1, -3, -3, -1]
+    assert torch.allclose(out, whole_out, atol=1e-5) and torch.allclose(h, whole_h, atol=1e-5)
+    from workbench.sampling import make_timesteps, run_chain
+
+    grid = make_timesteps(model, 2)
+    with model.record_h() as seen:
+        run_chain(model, x, grid)
+    assert all(h.shape == (7, *model.h_shape) for h in seen)
+    model.max_batch = None
+    with model.record_h() as plain:
+        run_chain(model, x, grid)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(seen, plain, strict=True))
+    with pytest.raises(wb.WorkbenchError, match="max_batch must be a positive integer"):
+        model.max_batch = 0
+
+
 def test_without_micro_batches_the_batch_size_moves_results_within_the_bound(tiny):
     """The documented bound (docs/architecture.md, "Determinism"): without micro-batches,
     eta-0 samples of different batch sizes agree within 1e-5 (measured up to 5.3e-6 on

@@ -543,7 +543,7 @@ def _commands() -> dict[str, tuple[Callable, str, tuple[Spec, ...]]]:
     )
     modes = (mode, *(m.spec for m in MODES.values()))
     seeds = dataclasses.replace(SEEDS, default=tuple(range(8)))
-    demo = (_model_options(), DEMO.command())
+    demo = (_model_options("shapes64"), DEMO.command())
     recorded = "default: the set's working strengths, else"
     return {
         "sample": (cmd_sample, SAMPLE.summary, (

@@ -60,7 +60,7 @@ DEMO_DISCOVERIES: dict[str, list[tuple[str, dict, dict]]] = {
             # the h boundary at the preset's mixing step, reached through x_t and denoised
             # with eta 1 as published: the edit that meets the bar on shapes32
             # (docs/boundary.md); strengths are signed h distances in h_step units
-            {"k": 1, "attribute": "large", "space": "h", "num_steps": 20},
+            {"k": 1, "attribute": "large", "space": "h", "num_steps": 10},
             {
                 "mode": "distance",
                 "via_x": True,
@@ -100,15 +100,17 @@ class DemoSettings:
     probes: dict[str, dict] = field(default_factory=dict)
 
 
-#: The default demo: every engine and probe, sized to run in about three minutes on two
-#: CPU cores with shapes32: 20 DDIM steps, 4 seeds per grid, a bank of 64 trajectories.
+#: The default demo: every engine and probe, sized to run in under three minutes on two
+#: CPU cores with shapes64 (the default model): 15 DDIM steps (the fewest at which the
+#: first seeds' samples are all valid on shapes64), 3 seeds per grid, a bank of 48
+#: trajectories.
 DEFAULT = DemoSettings(
-    num_steps=20,
-    seeds=4,
-    bank=64,
-    pca=64,
+    num_steps=15,
+    seeds=3,
+    bank=48,
+    pca=48,
     norm=32,
-    mixing=64,
+    mixing=48,
     umap=32,
     boundary_images=64,
     probes={
@@ -117,8 +119,8 @@ DEFAULT = DemoSettings(
         "consistency": {"n": 3, "timesteps": (999, 600, 200), "max_iter": 10},
     },
 )
-#: ``--full``: the thorough sizes: the preset's steps (50 on shapes32), 6 seeds per grid,
-#: the mixing step from 128 trajectories, 128 boundary images.
+#: ``--full``: the thorough sizes: the preset's steps (50 on both bundled models), 6 seeds
+#: per grid, the mixing step from 128 trajectories, 128 boundary images.
 FULL = DemoSettings(
     num_steps=None,
     seeds=6,

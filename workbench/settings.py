@@ -23,7 +23,7 @@ allocator: str = os.environ.get("WORKBENCH_ALLOCATOR", "reuse")
 #: glibc's ``mallopt`` parameters (malloc.h) and the heap size above which freed memory at
 #: the top of the heap goes back to the system.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-TRIM_BYTES = 1 << 30
+TRIM_BYTES = 1 << 28
 _reusing = False
 
 

@@ -30,7 +30,7 @@ from workbench.models.configs import ARCHITECTURES, ZERO_SNR_V_SCHEDULER
 from workbench.models.families import UNSUPPORTED, family_for, refusal
 from workbench.models.families.base import SCHEDULER_CLASS, pipeline_class
 from workbench.models.presets import NO_SCENE, Preset
-from workbench.models.wrapper import DiffusionModel
+from workbench.models.wrapper import CPU_BATCH_PIXELS, DiffusionModel
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
@@ -287,6 +287,10 @@ def load(
     for module in model.components().values():  # some classes load float64 as float32
         if any(p.is_floating_point() and p.dtype != dtype for p in module.parameters()):
             torch.nn.Module.to(module, dtype=dtype)
+    if device.type == "cpu":  # bounded activations, at no cost in time (wrapper)
+        model.max_batch = max(
+            1, CPU_BATCH_PIXELS // (model.sample_shape[-1] * model.sample_shape[-2])
+        )
     return model.to(device)
 
 

@@ -101,6 +101,19 @@ class _Stop(Exception):  # noqa: N818 - control flow, not an error
         self.value = value
 
 
+#: Pixels of x (samples times height times width) per network call on the CPU
+#: (:attr:`DiffusionModel.max_batch`): 16 samples of 64 x 64, 64 of 32 x 32.
+CPU_BATCH_PIXELS = 1 << 16
+
+
+def _batch_size(name: str, value: int | None) -> int | None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+    ):
+        raise WorkbenchError(f"{name} must be a positive integer or None, got {value!r}")
+    return None if value is None else int(value)
+
+
 class DiffusionModel:
     """A diffusion model: a denoising network plus its noise schedule, and for a latent model
     its VAE, for a text-to-image model its text encoders and tokenizers.
@@ -175,6 +188,13 @@ class DiffusionModel:
         #: see one shape). ``None`` (default): one call per batch, results depend on the
         #: batch size at the 1e-6 level (docs/architecture.md, "Determinism").
         self._micro_batch: int | None = None
+        #: Split a network call of more samples than this into calls of at most this many
+        #: (no padding; ``micro_batch``, when set, takes precedence): it bounds the memory
+        #: of activations. ``None``: no limit. ``wb.load`` sets it on the CPU
+        #: (:data:`CPU_BATCH_PIXELS` pixels of x per call), where a larger call is no
+        #: faster: 64 ``shapes64`` samples in calls of 16 take the time of one call of 64
+        #: and half its peak memory.
+        self._max_batch: int | None = None
         self._h_parts: list | None = None
 
     def _part(name: str) -> property:  # noqa: N805 - a property factory, not a method
@@ -364,11 +384,16 @@ class DiffusionModel:
 
     @micro_batch.setter
     def micro_batch(self, value: int | None) -> None:
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
-        ):
-            raise WorkbenchError(f"micro_batch must be a positive integer or None, got {value!r}")
-        self._micro_batch = None if value is None else int(value)
+        self._micro_batch = _batch_size("micro_batch", value)
+
+    @property
+    def max_batch(self) -> int | None:
+        """Most samples per network call; larger calls are split (see ``__init__``)."""
+        return self._max_batch
+
+    @max_batch.setter
+    def max_batch(self, value: int | None) -> None:
+        self._max_batch = _batch_size("max_batch", value)
 
     # ------------------------------------------------------------------ fingerprint
     @property
@@ -702,7 +727,13 @@ class DiffusionModel:
             ``[B, *h_shape]``.
         """
         self.check_x(x_t)
-        return self._h_of_forward(x_t.to(self.dtype), self._timesteps(t, x_t.shape[0]))
+        x_t, timesteps, m = x_t.to(self.dtype), self._timesteps(t, x_t.shape[0]), self._max_batch
+        if m is None or x_t.shape[0] <= m:
+            return self._h_of_forward(x_t, timesteps)
+        return torch.cat([  # in calls of at most max_batch samples, as raw makes them
+            self._h_of_forward(x_t[i : i + m], timesteps[i : i + m])
+            for i in range(0, x_t.shape[0], m)
+        ])  # fmt: skip
 
     def _h_of_forward(self, x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """h at the current point: the network's forward (the prompt's branch of a
@@ -741,8 +772,10 @@ class DiffusionModel:
         self.check_x(x_t)
         batch = x_t.shape[0]
         timesteps = self._timesteps(t, batch)
-        m = self._micro_batch
-        if m is None or batch == m:
+        m, pad = self._micro_batch, True
+        if m is None:
+            m, pad = self._max_batch, False
+        if m is None or batch == m or (not pad and batch < m):
             return self._raw(x_t, timesteps, delta_h)
         per_sample = delta_h is not None and delta_h.ndim == 4 and delta_h.shape[0] == batch
         outs, sizes = [], []
@@ -752,7 +785,7 @@ class DiffusionModel:
                 n = min(m, batch - i)
                 xs, ts = x_t[i : i + n], timesteps[i : i + n]
                 d = delta_h[i : i + n] if per_sample else delta_h
-                if n < m:  # pad to the fixed shape: every sample sees the same kernels
+                if pad and n < m:  # pad to the fixed shape: every sample sees the same kernels
                     xs = torch.cat([xs, xs.new_zeros(m - n, *xs.shape[1:])])
                     ts = torch.cat([ts, ts[-1:].expand(m - n)])
                     if per_sample:
