@@ -210,6 +210,7 @@ class _Stages:
         finally:
             self.seconds[name] = time.perf_counter() - start
             self.bar.update(round(self.weights.get(name, 0.0)))
+            settings.release_freed_memory()  # each stage's peak, not their sum
 
     def close(self) -> None:
         self.bar.close()

@@ -46,3 +46,11 @@ def reuse_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     _reusing = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_BYTES) == 1
     return _reusing
+
+
+def release_freed_memory() -> None:
+    """Hand the memory the process holds free back to the system (glibc's ``malloc_trim``),
+    where :func:`reuse_freed_memory` keeps it: between the stages of a long run, so that one
+    stage's free heap does not add to the next one's peak."""
+    if _reusing:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
