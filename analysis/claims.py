@@ -50,7 +50,7 @@ from workbench.engines.boundary import (
     svm_normal,
 )
 from workbench.eval.directions import DirectionScores, bootstrap_effects, score_edits
-from workbench.eval.frequency import edit_frequency
+from workbench.eval.frequency import frequency_by_timestep
 from workbench.eval.judge import edits_with_reference
 from workbench.models.wrapper import DiffusionModel
 from workbench.stats import (
@@ -304,20 +304,13 @@ class Claims:
         )
 
     def pullback_coarse_to_fine(self) -> Row:
-        s, m = self.sizes, self.model
-        shares: dict[str, dict[int, torch.Tensor]] = {"pullback": {}, "random": {}}
-        rms: dict[str, dict[int, float]] = {"pullback": {}, "random": {}}
-        for t in s.frequency_timesteps:
-            sets = {
-                "pullback": wb.discover("pullback", m, k=s.k, timestep=t, samples=s.samples,
-                                        num_steps=self.steps),
-                "random": wb.discover("random", m, k=s.k, space="x", timestep=t, seed=3),
-            }  # fmt: skip
-            for name, ds in sets.items():
-                share, change = edit_frequency(
-                    m, ds, 2.0, self.seeds, num_steps=self.steps, progress=False
-                )
-                shares[name][t], rms[name][t] = share, change
+        s = self.sizes
+        measured = frequency_by_timestep(
+            self.model, s.frequency_timesteps, self.seeds, k=s.k, samples=s.samples,
+            num_steps=self.steps,
+        )  # fmt: skip
+        shares = {n: {t: v[0] for t, v in by_t.items()} for n, by_t in measured.items()}
+        rms = {n: {t: v[1] for t, v in by_t.items()} for n, by_t in measured.items()}
         early, late = max(s.frequency_timesteps), min(s.frequency_timesteps)
         idx = resample_indices(len(self.seeds))
         out: dict[str, Any] = {"timesteps": list(s.frequency_timesteps), "strength": 2.0}
@@ -412,10 +405,8 @@ class Claims:
     def _features(self, x: torch.Tensor, t: int, space: str) -> torch.Tensor:
         if space == "x":
             return x.flatten(1).double()
-        with torch.no_grad():
-            h = torch.cat([self.model.h(x[i : i + 64].to(self.model.device), t).cpu()
-                           for i in range(0, x.shape[0], 64)])  # fmt: skip
-        return h.flatten(1).double()
+        with torch.no_grad():  # model.h splits the batch by model.max_batch
+            return self.model.h(x.to(self.model.device), t).cpu().flatten(1).double()
 
     def _labels(self, images: torch.Tensor, attribute: str) -> tuple[torch.Tensor, torch.Tensor]:
         return shapes_labels(images, attribute, model_scene(self.model).name)

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 import workbench as wb
-from workbench.eval.frequency import CUTOFF, edit_frequency
+from workbench.eval.frequency import CUTOFF, frequency_by_timestep
 from workbench.store import write_text
 
 
@@ -46,17 +46,13 @@ def main() -> None:
     model = wb.load(args.model, device="cpu")
     timesteps = [int(t) for t in args.timesteps.split(",")]
     seeds = list(range(1000, 1000 + args.n_seeds))  # not the seeds the directions came from
+    measured = frequency_by_timestep(
+        model, timesteps, seeds, k=args.k, strength=args.strength, num_steps=args.num_steps
+    )
     rows, per_t = [], {}
     for t in timesteps:
-        sets = {
-            "pullback": wb.discover("pullback", model, k=args.k, timestep=t, samples=4,
-                                    num_steps=args.num_steps),
-            "random": wb.discover("random", model, k=args.k, space="x", timestep=t, seed=3),
-        }  # fmt: skip
-        for name, ds in sets.items():
-            shares, rms = edit_frequency(
-                model, ds, args.strength, seeds, num_steps=args.num_steps, progress=False
-            )
+        for name in ("pullback", "random"):
+            shares, rms = measured[name][t]
             shares = shares.numpy()
             per_t[(name, t)] = shares
             rows.append({

@@ -103,7 +103,7 @@ class DemoSettings:
 #: The default demo: every engine and probe, sized to run in under three minutes on two
 #: CPU cores with shapes64 (the default model): 15 DDIM steps (the fewest at which the
 #: first seeds' samples are all valid on shapes64), 3 seeds per grid, a bank of 48
-#: trajectories.
+#: trajectories (analysis/demo_sizes.py, docs/measurements/demo_sizes_shapes64.txt).
 DEFAULT = DemoSettings(
     num_steps=15,
     seeds=3,

@@ -6,9 +6,10 @@
 Linux with glibc, :func:`reuse_freed_memory` runs when a model is first loaded onto the CPU:
 glibc hands every freed block over 32 MiB back to the system, so each large activation of a
 CPU forward pass is a fresh mapping whose pages fault in (zeroed) again, step after step;
-keeping freed memory in the process's heap instead made sampling on ``shapes64`` about 1.8x
-faster on two cores (``analysis/bench_allocator.py``), for a higher resident peak. The
-setting is process-wide; ``"system"`` leaves glibc's behaviour alone.
+keeping freed memory in the process's heap instead made sampling on ``shapes64`` 1.17x
+faster on two cores with 1/29 of the page faults and the same peak
+(``python analysis/bench_allocator.py``, docs/measurements/bench_allocator_shapes64_cpu.txt).
+The setting is process-wide; ``"system"`` leaves glibc's behaviour alone.
 """
 
 from __future__ import annotations

@@ -205,6 +205,22 @@ def summarise(
     return effect_t, signed_t, dom, purity, mono, validity, trend
 
 
+def _seed_sums(
+    changes: dict[str, torch.Tensor],
+    keep: torch.Tensor,
+    s: torch.Tensor,
+    scene: Scene,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numerator and denominator ``[F, N]`` of each factor's slope (:func:`_slopes`), per
+    seed: the sums of x * change and x * x over the pairs ``keep`` of that seed."""
+    num, den = [], []
+    for name in scene.factor_names:
+        x = s.abs() if name == "shape" else s
+        num.append(torch.where(keep, x * changes[name].double(), 0.0).sum(0))
+        den.append(torch.where(keep, x * x, 0.0).sum(0))
+    return torch.stack(num), torch.stack(den)
+
+
 def _slopes(
     changes: dict[str, torch.Tensor],
     keep: torch.Tensor,
@@ -216,28 +232,12 @@ def _slopes(
     strength (|strength| for the shape class) over the pairs ``keep``, in factor spreads."""
     scene = scene or get_scene(None)
     spreads = scene.spreads(size)
-    out = []
-    for name in scene.factor_names:
-        x = s.abs() if name == "shape" else s
-        num = (x * changes[name].double())[keep].sum()
-        den = (x * x)[keep].sum()
-        out.append(float(num / den) / spreads[name] if den > 0 else 0.0)
+    num, den = (v.sum(-1) for v in _seed_sums(changes, keep, s, scene))
+    out = [
+        float(num[i] / den[i]) / spreads[name] if den[i] > 0 else 0.0
+        for i, name in enumerate(scene.factor_names)
+    ]
     return torch.tensor(out)
-
-
-def _seed_sums(
-    changes: dict[str, torch.Tensor],
-    keep: torch.Tensor,
-    s: torch.Tensor,
-    scene: Scene,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sums of :func:`_slopes` kept per seed: numerator and denominator ``[F, N]``."""
-    num, den = [], []
-    for name in scene.factor_names:
-        x = s.abs() if name == "shape" else s
-        num.append(torch.where(keep, x * changes[name].double(), 0.0).sum(0))
-        den.append(torch.where(keep, x * x, 0.0).sum(0))
-    return torch.stack(num), torch.stack(den)
 
 
 def bootstrap_effects(

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from workbench.directions import DirectionSet
+from workbench.engines.pullback import pullback_directions
+from workbench.engines.random import random_directions
 from workbench.errors import WorkbenchError, check_finite
 from workbench.eval.judge import edits_with_reference
 from workbench.models.wrapper import DiffusionModel
@@ -95,3 +97,32 @@ def edit_frequency(
     diffs = torch.stack([edited - reference[None] for edited, reference in edits])  # [k,2,N,..]
     shares = high_frequency_share(diffs.flatten(0, 2), cutoff).reshape(len(indices), 2, -1)
     return shares.nanmean((0, 1)), float(diffs.pow(2).mean().sqrt())
+
+
+def frequency_by_timestep(
+    model: DiffusionModel,
+    timesteps: Sequence[int],
+    seeds: Sequence[int],
+    k: int = 4,
+    samples: int = 4,
+    strength: float = 2.0,
+    num_steps: int = 20,
+) -> dict[str, dict[int, tuple[torch.Tensor, float]]]:
+    """The pullback paper's frequency claim, measured: at each edit timestep the pullback
+    engine's top ``k`` directions there (shared by ``samples`` samples) and ``k`` random x
+    directions (the control, seed 3), each edited at +-``strength`` x steps on ``seeds``
+    (:func:`edit_frequency`). Returns ``{"pullback" | "random": {t: (per-seed high-frequency
+    share [N], RMS change)}}``."""
+    out: dict[str, dict[int, tuple[torch.Tensor, float]]] = {"pullback": {}, "random": {}}
+    for t in timesteps:
+        sets = {
+            "pullback": pullback_directions(
+                model, k=k, timestep=t, samples=samples, num_steps=num_steps
+            ),
+            "random": random_directions(model, k=k, space="x", timestep=t, seed=3),
+        }
+        for name, ds in sets.items():
+            out[name][t] = edit_frequency(
+                model, ds, strength, seeds, num_steps=num_steps, progress=False
+            )
+    return out
