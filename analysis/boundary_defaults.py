@@ -1,10 +1,12 @@
 """The boundary engine's defaults as the command line applies them: ``workbench discover
 boundary --attribute large`` (default space) then ``workbench edit`` with the set's
-recorded working edit (mode, eta, strengths), scored with the read-out, against a random
-x direction moved as far in x_t at the same step.
+recorded working edit (mode, eta, strengths), scored with the read-out, against random
+x directions moved as far in x_t at the same step.
 
     python analysis/boundary_defaults.py --model shapes32 \
         > docs/measurements/boundary_defaults_shapes32.txt
+    python analysis/boundary_defaults.py --model shapes64 --timestep 99 --levels 0.5,1,2 \
+        > docs/measurements/boundary_defaults_shapes64_t99.txt
 
 Prints the fit, the working edit's scores (dominant factor, its spread per unit strength,
 purity, validity), the mean move it makes in x_t (in preset x steps) and the scores of a
@@ -28,6 +30,9 @@ def main() -> None:
     parser.add_argument("--n-seeds", type=int, default=16)
     parser.add_argument("--space", default=None, help="h or x (default: the engine's)")
     parser.add_argument(
+        "--timestep", type=int, default=None, help="fit there (default: the engine's step)"
+    )
+    parser.add_argument(
         "--levels",
         default=None,
         help="also score +-each of these strengths on its own, e.g. 4,2,1 (default: none)",
@@ -36,8 +41,9 @@ def main() -> None:
     model = wb.load(args.model, device="cpu")
     seeds = list(range(args.n_seeds))
     began = time.time()
-    space = {} if args.space is None else {"space": args.space}
-    ds = wb.discover("boundary", model, attribute=args.attribute, progress=False, **space)
+    given = {"space": args.space, "timestep": args.timestep}
+    options = {k: v for k, v in given.items() if v is not None}
+    ds = wb.discover("boundary", model, attribute=args.attribute, progress=False, **options)
     edit = ds.params["edit"]
     print(
         f"{args.model}: {ds.space}-space boundary of {args.attribute!r} at t = {ds.timestep}, "
@@ -51,12 +57,15 @@ def main() -> None:
         alone = score_directions(model, ds, strengths=[-level, level], seeds=seeds, progress=False)
         print(f"at +-{level:g} alone:")
         print(alone.table())
+        if ds.space == "h" and edit.get("via_x"):
+            move = float(distance_move(model, ds, [-level, level], seeds).mean())
+            print(f"mean x_t move: {move:.2f} x steps")
     if ds.space == "h" and edit.get("via_x"):
         move = float(distance_move(model, ds, [min(strengths), max(strengths)], seeds).mean())
         print(f"mean x_t move at the end strengths: {move:.2f} x steps")
     else:
         move = max(abs(s) for s in strengths)
-    rnd = wb.discover("random", model, k=3, space="x", seed=3)
+    rnd = wb.discover("random", model, k=3, space="x", seed=3, timestep=ds.timestep)
     control = score_directions(
         model, rnd, strengths=[-move, move], seeds=seeds, mode="additive", progress=False
     )

@@ -52,6 +52,7 @@ from workbench.engines.boundary import (
 from workbench.eval.directions import DirectionScores, bootstrap_effects, score_edits
 from workbench.eval.frequency import frequency_by_timestep
 from workbench.eval.judge import edits_with_reference
+from workbench.models.presets import Preset
 from workbench.models.wrapper import DiffusionModel
 from workbench.stats import (
     binomial_p,
@@ -538,10 +539,15 @@ class Claims:
 
     def one_step_edit(self) -> Row:
         m = self.model
+        # the claim is about the mixing step itself (not a preset's boundary step), edited
+        # to the engine's default distances (+-0.3 h steps; a preset may tune its own)
         ds = wb.discover("boundary", m, attribute="large", images=self.sizes.boundary_images,
-                         num_steps=self.steps, progress=False)  # fmt: skip
+                         num_steps=self.steps, timestep=m.preset.mixing_step,
+                         progress=False)  # fmt: skip
         edit = dict(ds.params["edit"])
-        strengths = [v for v in edit.pop("strengths") if v != 0]
+        d = Preset().boundary_distance
+        recorded = [v for v in edit.pop("strengths") if v != 0]
+        strengths = [-d, -d / 2, d / 2, d] if ds.space == "h" else recorded
         s, boot = self.scored("boundary", strengths, ds, **edit)
         if ds.space == "h" and edit.get("via_x"):
             move = float(distance_move(m, ds, [min(strengths), max(strengths)],

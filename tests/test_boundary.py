@@ -45,6 +45,27 @@ def _boundary(model, t, seed=1):
     return fit_boundary(model, images, labels, t=t, latents=latents, attribute="toy")
 
 
+def test_the_default_step_and_distances_come_from_the_preset():
+    """Without t the fit lands on the preset's boundary step where it names one, else on
+    its mixing step; an h boundary records distances to +-the preset's boundary_distance
+    (an x boundary its own), which the command line's edit applies."""
+    from workbench.editing import working_strengths
+
+    base = wb.load("tiny-test", device="cpu")
+    there = wb.load("tiny-test", device="cpu", preset=base.preset.replace(
+        boundary_step=300, boundary_distance=1.5))  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 2 == 0
+    latents = torch.randn(40, *base.sample_shape, generator=gen)
+    for model, t, d in ((base, 500, 0.3), (there, 300, 1.5)):
+        fit = fit_boundary(model, torch.zeros_like(latents), labels, latents=latents)
+        assert fit.t == fit.h.timestep == t
+        assert fit.h.params["edit"]["strengths"] == [-d, -d / 2, 0.0, d / 2, d]
+        assert fit.x.params["edit"]["strengths"] == [-4.0, -2.0, 0.0, 2.0, 4.0]
+    edited = wb.edit(there, fit.h, 0, working_strengths(fit.h), seeds=[0], num_steps=4)
+    assert edited.mode == "distance" and edited.strengths == [-1.5, -0.75, 0.0, 0.75, 1.5]
+
+
 def test_fit_boundary_on_given_latents(tiny):
     fit = _boundary(tiny, 500)
     assert fit.x.space == "x" and fit.h.space == "h" and fit.t == 500
@@ -297,28 +318,32 @@ def test_the_cli_edits_a_boundary_file_as_it_records(tiny, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_cli_defaults_move_size_most_and_keep_the_images_valid(shapes32, tmp_path, capsys):
-    """``workbench discover boundary --attribute large --model shapes32`` and then the edit
+@pytest.mark.parametrize("name", ["shapes32", "shapes64"])
+def test_the_cli_defaults_move_size_most_and_keep_the_images_valid(name, request, tmp_path, capsys):
+    """``workbench discover boundary --attribute large --model M`` and then the edit
     ``workbench edit`` makes with no mode or strengths (the set's recorded working edit),
     scored with the read-out on 16 seeds: size is the factor it moves, at least twice as
     far as random x directions moved as far in x_t at the same step, and at least 90% of
-    the edited images stay valid (one object the read-out can read)."""
+    the edited images stay valid (one object the read-out can read). On both bundled
+    models: shapes32 at its mixing step, shapes64 at its preset's boundary step."""
     from workbench.cli import main
     from workbench.engines.boundary import distance_move
     from workbench.eval import score_directions
 
+    model = request.getfixturevalue(name)
     out = tmp_path / "large.safetensors"
-    argv = ["discover", "boundary", "--attribute", "large", "--model", "shapes32"]
+    argv = ["discover", "boundary", "--attribute", "large", "--model", name]
     assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0, capsys.readouterr().err
-    ds = wb.DirectionSet.load(out, model=shapes32)
+    ds = wb.DirectionSet.load(out, model=model)
+    assert ds.timestep == (model.preset.boundary_step or model.preset.mixing_step)
     strengths = [s for s in ds.params["edit"]["strengths"] if s != 0]  # what edit applies
     seeds = range(16)
-    scores = score_directions(shapes32, ds, strengths=strengths, seeds=seeds, progress=False)
+    scores = score_directions(model, ds, strengths=strengths, seeds=seeds, progress=False)
     assert scores.dominant[0] == "scale" and float(scores.validity[0]) >= 0.9, scores.table()
-    move = float(distance_move(shapes32, ds, [min(strengths), max(strengths)], seeds).mean())
-    rnd = wb.discover("random", shapes32, k=3, space="x", seed=3)
+    move = float(distance_move(model, ds, [min(strengths), max(strengths)], seeds).mean())
+    rnd = wb.discover("random", model, k=3, space="x", seed=3, timestep=ds.timestep)
     control = score_directions(
-        shapes32, rnd, strengths=[-move, move], seeds=seeds, mode="additive", progress=False
+        model, rnd, strengths=[-move, move], seeds=seeds, mode="additive", progress=False
     )
     scale = scores.factors.index("scale")  # effects are per unit strength: times the largest
     size = float(scores.effect[0, scale]) * max(strengths)

@@ -684,6 +684,9 @@ def test_a_damaged_network_checkpoint_is_refused_not_filled_at_random(
         ("num_inference_steps", True, "'num_inference_steps' must be an integer >= 1"),
         ("pullback_timesteps", [], "'pullback_timesteps' must name a timestep"),
         ("mixing_step", float("nan"), "'mixing_step' must be finite"),
+        ("boundary_step", -1, "'boundary_step' must be at least 0"),
+        ("boundary_distance", 0.0, "'boundary_distance' must be positive"),
+        ("boundary_distance", "2", "'boundary_distance' must be a number"),
         ("scene", "moon", "'scene' must be one of"),
     ],
 )

@@ -19,13 +19,9 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from workbench.errors import WorkbenchError, one_line
 from workbench.options import CONDITIONING, DEVICE, NUM_STEPS, SEEDS, STRENGTHS, Option, Spec
-
-if TYPE_CHECKING:
-    from workbench.directions import DirectionSet
 
 
 class _Parser(argparse.ArgumentParser):
@@ -206,7 +202,14 @@ def cmd_edit(args: argparse.Namespace) -> None:
     """``workbench edit``: edit seeds along saved directions, grid to PNG."""
     from workbench.data.labelled import image_paths
     from workbench.directions import DirectionSet
-    from workbench.editing import EDIT, MODES, check_edited_paths, edit, edited_paths
+    from workbench.editing import (
+        EDIT,
+        MODES,
+        check_edited_paths,
+        edit,
+        edited_paths,
+        working_strengths,
+    )
 
     out = _out_file(args.out, ".npz", args.overwrite)
     strengths = None if args.strengths is None else list(args.strengths)
@@ -215,7 +218,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     seeds = None if args.image is not None else list(args.seeds or range(8))
     model = _load(args)
     directions = DirectionSet.load(args.directions, model=model)
-    strengths = strengths or _recorded_strengths(directions, [-3.0, 0.0, 3.0])
+    strengths = strengths or working_strengths(directions)
     options = EDIT.from_args(args, skip=_EDIT_OWN) | _mode_options(args, MODES)
     if args.mode is not None:
         options["mode"] = args.mode
@@ -247,7 +250,7 @@ def cmd_judge(args: argparse.Namespace) -> None:
     import json
 
     from workbench.directions import DirectionSet
-    from workbench.editing import MODES
+    from workbench.editing import MODES, working_strengths
     from workbench.eval.judge import JUDGE, judge_directions
     from workbench.store import write_text
 
@@ -255,7 +258,7 @@ def cmd_judge(args: argparse.Namespace) -> None:
     strengths = None if args.strengths is None else list(args.strengths)
     model = _load(args)
     directions = DirectionSet.load(args.directions, model=model)
-    strengths = strengths or _recorded_strengths(directions, [-2.0, -1.0, 0.0, 1.0, 2.0])
+    strengths = strengths or working_strengths(directions, [-2.0, -1.0, 0.0, 1.0, 2.0])
     options = (
         JUDGE.from_args(args, skip=_JUDGE_OWN)
         | _JUDGE_EDIT.from_args(args)
@@ -269,12 +272,6 @@ def cmd_judge(args: argparse.Namespace) -> None:
     if out is not None:
         write_text(out, json.dumps(scores.to_dict(), indent=1) + "\n")
         print(f"wrote {out}")
-
-
-def _recorded_strengths(directions: DirectionSet, default: list[float]) -> list[float]:
-    """A set's working strengths (a boundary's distances), else ``default``."""
-    recorded = (directions.params.get("edit") or {}).get("strengths")
-    return [float(s) for s in recorded] if recorded else default
 
 
 #: The edit options ``workbench judge`` passes on (besides the mode and the prompt).

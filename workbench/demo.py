@@ -47,8 +47,8 @@ from workbench.viz.report import Report
 
 #: What the demo runs per engine: (label, discovery options, edit options). ``k`` in the
 #: discovery options overrides the demo's ``k``; ``strengths`` and ``mode`` in the edit
-#: options override the settings' strengths and the additive mode. Engines added later
-#: extend this table.
+#: options override the settings' strengths and the additive mode; empty edit options take
+#: the edit the set records, if any (a boundary's). Engines added later extend this table.
 DEMO_DISCOVERIES: dict[str, list[tuple[str, dict, dict]]] = {
     "attention": [
         ("attention-qk", {"matrix": "qk"}, {}),
@@ -57,16 +57,11 @@ DEMO_DISCOVERIES: dict[str, list[tuple[str, dict, dict]]] = {
     "boundary": [
         (
             "boundary-large",
-            # the h boundary at the preset's mixing step, reached through x_t and denoised
-            # with eta 1 as published: the edit that meets the bar on shapes32
-            # (docs/boundary.md); strengths are signed h distances in h_step units
+            # the h boundary at the preset's boundary step (else its mixing step),
+            # edited as the set records: reached through x_t, denoised with eta 1, to the
+            # preset's signed h distances (docs/boundary.md)
             {"k": 1, "attribute": "large", "space": "h", "num_steps": 10},
-            {
-                "mode": "distance",
-                "via_x": True,
-                "eta": 1.0,
-                "strengths": [-0.3, -0.15, 0.0, 0.15, 0.3],
-            },
+            {},
         )
     ],
     "local": [("local-centre", {}, {})],  # LOCO-Edit in the centre of the image
@@ -260,7 +255,8 @@ def _engine(
     if _accepts(discover, "progress"):
         options["progress"] = progress
     directions = discover(model, k=options.pop("k", k), **options)
-    edit_options = dict(edit_options)
+    # the set's recorded working edit (a boundary's), where the job names none
+    edit_options = dict(edit_options or directions.params.get("edit") or {})
     strengths = edit_options.pop("strengths", STRENGTHS)
     mode = edit_options.pop("mode", "additive")
     common = dict(seeds=seeds, num_steps=num_steps, mode=mode, progress=progress)

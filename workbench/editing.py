@@ -555,6 +555,20 @@ def edit_set(
     )  # fmt: skip
 
 
+#: The strengths of ``workbench edit`` for a set that records none (preset steps).
+EDIT_STRENGTHS = (-3.0, 0.0, 3.0)
+
+
+def working_strengths(
+    directions: DirectionSet, default: Sequence[float] = EDIT_STRENGTHS
+) -> list[float]:
+    """The strengths a set is edited at by default (``workbench edit`` without
+    ``--strengths``): the ones its working edit records (a boundary's signed distances),
+    else ``default``."""
+    recorded = (directions.params.get("edit") or {}).get("strengths")
+    return [float(s) for s in (recorded or default)]
+
+
 def _recorded_edit(
     directions: DirectionSet, mode: str | None, eta: float | None, options: dict[str, Any]
 ) -> tuple[str, float, dict[str, Any]]:

@@ -1,7 +1,9 @@
 """Boundary directions at the mixing step (docs/methods.md, section 2).
 
 1. The mixing step: found by the ``mixing-step`` probe
-   (:func:`workbench.probes.mixing.find_mixing_step`), recorded in the preset.
+   (:func:`workbench.probes.mixing.find_mixing_step`), recorded in the preset. The engine
+   fits and edits there by default, unless the preset names a ``boundary_step`` (shapes64:
+   its mixing step, t = 19, is too near the data end for a one-step edit to act).
 2. :func:`fit_boundary`: labelled images are DDIM-inverted to the step; a linear SVM
    (``SVC(kernel="linear", C=1)``) is trained on flattened x_t and on flattened h; the
    unit normals n = w / |w| are the directions; held-out accuracy is reported. Unlike the
@@ -44,20 +46,26 @@ from workbench.trajectories import model_scene, reference_images
 #: signed distance at the boundary's step; an h boundary reached through x_t and denoised
 #: with eta 1, as published (the h edit alone barely reaches the decoder: docs/boundary.md).
 #: ``strengths``: the signed distances (in preset steps) the measurements use, the default
-#: of ``workbench edit`` for the set (shapes32, ``large``: ±0.3 h_step moves scale by 0.96
-#: spreads at purity 0.71, 95% valid, 4.8x random x directions of the same move; the x_t
-#: boundary's ±4 x_step leaves no valid image, its ±2 and ±4 together half:
-#: analysis/boundary_defaults.py, docs/boundary.md, "What the command line gives by
-#: default").
+#: of ``workbench edit`` for the set; an h boundary's are ``-d, -d/2, 0, d/2, d`` with d the
+#: preset's ``boundary_distance`` (:func:`working_edit`; shapes32, ``large``: +-0.3 h_step
+#: moves scale by 0.96 spreads at purity 0.71, 95% valid; the x_t boundary's +-4 x_step
+#: leaves no valid image, its +-2 and +-4 together half: analysis/boundary_defaults.py,
+#: docs/boundary.md, "What the command line gives by default").
 WORKING_EDIT: dict[str, dict[str, Any]] = {
     "x": {"mode": "distance", "strengths": [-4.0, -2.0, 0.0, 2.0, 4.0]},
-    "h": {
-        "mode": "distance",
-        "via_x": True,
-        "eta": 1.0,
-        "strengths": [-0.3, -0.15, 0.0, 0.15, 0.3],
-    },
+    "h": {"mode": "distance", "via_x": True, "eta": 1.0},
 }
+
+
+def working_edit(model: DiffusionModel, space: str) -> dict[str, Any]:
+    """The working edit a boundary of ``space`` records on ``model`` (:data:`WORKING_EDIT`;
+    an h boundary's distances from the preset's ``boundary_distance``)."""
+    edit = dict(WORKING_EDIT[space])
+    if space == "h":
+        d = float(model.preset.boundary_distance)
+        edit["strengths"] = [-d, -d / 2, 0.0, d / 2, d]
+    return edit
+
 
 # ---------------------------------------------------------------------- labels
 #: Shapes attributes labelled by the read-out: name -> (factor, predicate on the factor,
@@ -186,7 +194,9 @@ FIT_BOUNDARY = Spec(
         Option(
             "labels", object, None, "[N] booleans or a callable (images from memory)", cli=False
         ),
-        Option("t", int, None, "timestep (default: the preset's mixing step)", low=0),
+        Option(
+            "t", int, None, "timestep (default: the preset's boundary step or mixing step)", low=0
+        ),
         Option("space", str, "both", "x_t, h or both", choices=("x", "h", "both")),
         Option("test_fraction", float, 0.5, "share held out", low=1e-6, high=1 - 1e-6),
         Option("c", float, 1.0, "SVM regularisation C", low=1e-12, high=1e12),
@@ -220,8 +230,8 @@ def fit_boundary(
     positive: str | None = None,
     inversion: str = "ddim",
 ) -> BoundaryFit:
-    """Fit linear boundaries of a binary attribute at timestep ``t`` (default: the preset's
-    mixing step).
+    """Fit linear boundaries of a binary attribute at timestep ``t`` (default:
+    :func:`default_step`, the preset's boundary step or else its mixing step).
 
     Args:
         images: labelled real images ``[N, C, H, W]`` in [-1, 1]; or a folder of two
@@ -239,10 +249,10 @@ def fit_boundary(
             class for images from disk, else ``"attribute"``).
         inversion: ``"ddim"`` or ``"fixed-point"`` (each inversion step solved exactly:
             :func:`workbench.sampling.invert`), recorded with the directions. Either way
-            ``t`` defaults to the preset's mixing step (measured with plain DDIM
-            inversion): on shapes32 the h boundary is as accurate, pure and valid there
-            as at the fixed-point inversion's own, higher mixing step (docs/findings.md,
-            "Inversion").
+            ``t`` defaults to the same step (the mixing step measured with plain DDIM
+            inversion, or the preset's boundary step): on shapes32 the h boundary is as
+            accurate, pure and valid there as at the fixed-point inversion's own, higher
+            mixing step (docs/findings.md, "Inversion").
     """
     if isinstance(images, (str, Path)):
         if labels is not None:
@@ -253,9 +263,7 @@ def fit_boundary(
     elif labels is None:
         raise WorkbenchError("give labels (booleans or a callable) for these images")
     attribute = "attribute" if attribute is None else attribute
-    t = model.preset.mixing_step if t is None else t
-    if t is None:
-        raise WorkbenchError("no mixing step for this model: run find_mixing_step(model) or pass t")
+    t = default_step(model) if t is None else t
     t = model.check_timestep(t)
     images = model.check_real_images(images)
     labels = _check_labels(labels(images) if callable(labels) else labels, images.shape[0])
@@ -318,7 +326,7 @@ def fit_boundary(
                 "conditioned_on": [ds.name(0) for ds in condition if ds.space == name],
                 **({} if inversion == "ddim" else {"inversion": inversion}),
                 # the working edit (docs/boundary.md), what wb.edit uses unless told otherwise
-                "edit": WORKING_EDIT[name],
+                "edit": working_edit(model, name),
             },
             labels=[f"{attribute}@{name}{t}"],
         )
@@ -333,6 +341,16 @@ def fit_boundary(
         test_index=torch.nonzero(test).flatten(),
         seconds=seconds,
     )
+
+
+def default_step(model: DiffusionModel) -> int:
+    """The boundary engine's default timestep: the preset's ``boundary_step``, else its
+    mixing step."""
+    t = model.preset.boundary_step
+    t = model.preset.mixing_step if t is None else t
+    if t is None:
+        raise WorkbenchError("no mixing step for this model: run find_mixing_step(model) or pass t")
+    return t
 
 
 def signed_distance(directions: DirectionSet, z: torch.Tensor, index: int = 0) -> torch.Tensor:
@@ -504,7 +522,7 @@ OPTIONS = (
         "timestep",
         int,
         None,
-        "timestep of the boundary (default: the preset's mixing step)",
+        "timestep of the boundary (default: the preset's boundary step or mixing step)",
         low=0,
         control=True,
     ),
@@ -558,9 +576,10 @@ def boundary_directions(
     progress: bool | None = None,
 ) -> DirectionSet:
     """The boundary normal of the model's scene's ``attribute`` (labelled by the read-out) at
-    ``timestep`` (default: the preset's mixing step), from ``images`` generated images;
-    or, with ``labels`` (a class-folder layout or a CSV, :mod:`workbench.data.labelled`),
-    of the user's attribute whose class ``positive`` is True, from those images."""
+    ``timestep`` (default: the preset's boundary step or mixing step), from ``images``
+    real images of the scene; or, with ``labels`` (a class-folder layout or a CSV,
+    :mod:`workbench.data.labelled`), of the user's attribute whose class ``positive`` is
+    True, from those images."""
     options = {
         "t": timestep, "space": space, "num_steps": num_steps, "seed": seed,
         "inversion": inversion, "progress": progress,

@@ -169,6 +169,7 @@ def scaled_timesteps(model: DiffusionModel, preset: Preset) -> Preset:
         h_window=tuple(at(t) for t in preset.h_window),
         pullback_timesteps=tuple(at(t) for t in preset.pullback_timesteps),
         mixing_step=None if preset.mixing_step is None else at(preset.mixing_step),
+        boundary_step=None if preset.boundary_step is None else at(preset.boundary_step),
     )
 
 

@@ -49,6 +49,7 @@ import torch
 from workbench.data.scenes import Scene, get_scene
 from workbench.data.shapes import Factors
 from workbench.directions import DirectionSet
+from workbench.engines.random import random_directions
 from workbench.eval.judge import (
     INDICES,
     SEEDS,
@@ -305,6 +306,23 @@ SCORE = Spec(
         PROGRESS,
     ),
 )
+
+
+def random_control(
+    model: DiffusionModel, directions: DirectionSet, k: int = 3, seed: int = 3
+) -> DirectionSet:
+    """``k`` random directions where ``directions`` act: the same space, form (full or
+    per-channel h) and timestep or h window; edited additively at the same strengths they
+    are the floor the set's effects are compared with."""
+    options: dict[str, Any] = {"space": directions.space}
+    if directions.space == "h":
+        channel = tuple(directions.vectors.shape[1:]) == tuple(model.h_shape[:1])
+        options["form"] = "channel" if channel else "full"
+    if isinstance(directions.timestep, int):
+        options["timestep"] = directions.timestep
+    else:
+        options["window"] = tuple(directions.timestep)
+    return random_directions(model, k=k, seed=seed, **options)
 
 
 def _score_checked(fn: Callable) -> Callable:

@@ -60,6 +60,11 @@ PRESETS: dict[str, Preset] = {
         pullback_timesteps=(880, 580),
         # workbench probe mixing-step --n 128 --num-steps 50 (docs/shapes64.md)
         mixing_step=19,
+        # too near the data end for a one-step edit (size 0.08 spreads, 72-84% valid); at
+        # t = 199 the h boundary's edit to +-2 h_step moves size 0.29 spreads, 24x random x
+        # at that step, all valid (analysis/boundary_defaults.py, docs/boundary.md)
+        boundary_step=199,
+        boundary_distance=2.0,
         scene="lit-shapes",
     ),
     "tiny-test": Preset(

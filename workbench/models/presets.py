@@ -43,6 +43,13 @@ class Preset:
             (early/coarse first, late/fine last).
         mixing_step: the mixing step found for this model by the boundary engine's search,
             or ``None`` if not measured yet.
+        boundary_step: the timestep at which the boundary engine fits and edits by
+            default; ``None``: the mixing step. Set where the mixing step lies so close to
+            the data end that a one-step edit there cannot move an attribute without
+            breaking the image (shapes64: t = 19, measured in docs/boundary.md).
+        boundary_distance: the largest signed distance (in ``h_step`` units) of an h
+            boundary's recorded working edit (``workbench edit``'s default strengths
+            ``-d, -d/2, 0, d/2, d``).
         scene: the procedural scene with ground truth the model was trained on
             (``workbench.data.scenes``); ``None``: ``shapes`` (presets of older versions);
             :data:`NO_SCENE` (``"none"``): no ground truth, as for a model loaded without
@@ -57,6 +64,8 @@ class Preset:
     asymmetric: bool = True
     pullback_timesteps: tuple[int, ...] = (880, 580)
     mixing_step: int | None = None
+    boundary_step: int | None = None
+    boundary_distance: float = 0.3
     scene: str | None = None
 
     def __post_init__(self) -> None:
@@ -78,8 +87,13 @@ class Preset:
         if not steps:
             raise WorkbenchError("preset field 'pullback_timesteps' must name a timestep")
         object.__setattr__(self, "pullback_timesteps", steps)
-        if self.mixing_step is not None:
-            _number("mixing_step", self.mixing_step, low=0)
+        for name in ("mixing_step", "boundary_step"):
+            if getattr(self, name) is not None:
+                _number(name, getattr(self, name), low=0)
+        if not _number("boundary_distance", self.boundary_distance) > 0:
+            raise WorkbenchError(
+                f"preset field 'boundary_distance' must be positive, got {self.boundary_distance!r}"
+            )
         if not isinstance(self.asymmetric, bool):
             raise WorkbenchError(
                 f"preset field 'asymmetric' must be true or false, got {self.asymmetric!r}"
