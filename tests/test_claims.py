@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,17 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from analysis_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "analysis" / "claims.py"
 
 
 def _claims():
-    spec = importlib.util.spec_from_file_location("claims", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["claims"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("claims")
 
 
 def test_the_docs_table_is_the_one_the_committed_runs_give():

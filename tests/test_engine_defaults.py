@@ -5,21 +5,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).parent.parent / "analysis" / "engine_defaults.py"
+from analysis_scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("engine_defaults", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["engine_defaults"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("engine_defaults")
 
 
 @pytest.mark.slow
