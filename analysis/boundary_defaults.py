@@ -5,7 +5,7 @@ x directions moved as far in x_t at the same step.
 
     python analysis/boundary_defaults.py --model shapes32 \
         > docs/measurements/boundary_defaults_shapes32.txt
-    python analysis/boundary_defaults.py --model shapes64 --timestep 99 --levels 0.5,1,2 \
+    python analysis/boundary_defaults.py --model shapes64 --timestep 99 --levels 0.5,1 \
         > docs/measurements/boundary_defaults_shapes64_t99.txt
 
 Prints the fit, the working edit's scores (dominant factor, its spread per unit strength,
