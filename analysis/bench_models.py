@@ -23,10 +23,12 @@ Measured, each in the same process after one untimed warm-up of its kind:
   per step), VAE decode included: seconds and peak GPU memory (float32, float16, bfloat16).
 - ``pullback k=K``: ``local_basis`` at t = 601 of the seed-0 sample's x_t (conditional branch),
   K = 8 and 50 directions, oversampling 4, tolerance 0.5 degrees, at most 20 iterations:
-  seconds, iterations, peak memory; for the half-precision runs, the largest principal
-  angle to the float32 basis of the same x_t and the largest relative singular-value error.
-``--chunk`` bounds the columns per vmapped pass (memory); without it every column of a
-block goes in one pass, and a run that does not fit is retried with chunk 8.
+  seconds, seconds per iteration, iterations, peak memory, the columns per pass; for the
+  half-precision runs, the largest principal angle to the float32 basis of the same x_t
+  and the largest relative singular-value error.
+``--chunk`` fixes the columns per vmapped pass; without it the basis takes as many as the
+device's free memory allows (``local_basis``), and a run that does not fit all the same
+is retried with chunk 8.
 """
 
 from __future__ import annotations
@@ -257,10 +259,11 @@ def main() -> None:
                 (seconds, basis), chunk = basis_at(model, x_t, args.t, k, args.chunk, dtype, device)
                 entry = {
                     "seconds": seconds,
+                    "seconds_per_iteration": seconds / basis.iterations,
                     "iterations": basis.iterations,
                     "converged": basis.converged,
                     "peak_GiB": peak_gib(device),
-                    "chunk": chunk,
+                    "chunk": basis.chunk if chunk is None else chunk,  # None: all at once
                 }
                 V = basis.V[0].reshape(k, -1).T.float().cpu()
                 s = basis.s[0].float().cpu()

@@ -328,6 +328,40 @@ def test_the_jacobian_safe_attention_is_the_stock_one(name, models):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_attention_in_blocks_of_queries_gives_the_same_products(name, models, monkeypatch):
+    """With blocks of a few queries (a long sequence's case, forced on the tiny model), h
+    and its forward- and reverse-mode products are those of the whole score matrix."""
+    from workbench.models import attention
+
+    model = models[name]
+    safe = {type(model.arch.safe_processor(m)).__name__ for m in model.attention_modules().values()}
+    if not any(n.startswith("JacobianSafe") for n in safe):
+        pytest.skip(f"{name} keeps its own attention processor: {sorted(safe)}")
+    x = model.noise([0, 1])
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(x.shape, generator=gen)
+    u = torch.randn(2, *model.h_shape, generator=gen)
+    f = lambda z: model.h(z, 601)
+    results, calls = [], []
+    blocks = attention._scores_times_values
+    for block in (attention.SCORE_BLOCK, 64):
+        monkeypatch.setattr(attention, "SCORE_BLOCK", block)
+        counted = []
+        monkeypatch.setattr(
+            attention, "_scores_times_values", lambda *a, c=counted: c.append(1) or blocks(*a)
+        )
+        with model.conditioned(**COND[name]), model.jacobian_safe(), torch.enable_grad():
+            h, jv = torch.func.jvp(f, (x,), (v,))
+            _, vjp_fn = torch.func.vjp(f, x)
+            results.append((h, jv, vjp_fn(u)[0]))
+        calls.append(len(counted))
+    assert calls[1] > calls[0] > 0, calls  # the blocks were used
+    for whole, blocked in zip(*results, strict=True):
+        scale = float(whole.abs().max())
+        assert float((whole - blocked).abs().max()) <= 1e-5 * max(scale, 1.0), name
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_the_pullback_basis_matches_the_jacobian(name, built):
     model = wb.load(built[name][0], device="cpu", dtype=torch.float64, **ROWS[name][2])
     with model.conditioned(**COND[name]):

@@ -11,7 +11,13 @@ import workbench
 #: Lowest first; a module may import from its own layer and every layer before it.
 LAYERS = [
     ("workbench.errors", "workbench._version", "workbench.settings"),
-    ("workbench.options", "workbench.store", "workbench.stats", "workbench.display"),
+    (
+        "workbench.options",
+        "workbench.store",
+        "workbench.stats",
+        "workbench.display",
+        "workbench.memory",
+    ),
     ("workbench.data",),
     ("workbench.models",),
     ("workbench.sampling",),

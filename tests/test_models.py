@@ -108,6 +108,33 @@ def test_vjp_and_jvp_are_adjoint_and_vmap_batches(tiny):
     torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("mask", ["none", "bool keys", "bool full", "additive full"])
+def test_attention_in_blocks_of_queries_is_attention_at_once(mask, monkeypatch):
+    """Blocks of queries (a long sequence) give the scores-at-once result, masks
+    included, with sdpa as the reference; its JVP equals the one at once."""
+    from workbench.models import attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=gen, dtype=torch.float64) for n in (50, 40, 40))
+    m = {
+        "none": None,
+        "bool keys": torch.rand(2, 1, 1, 40, generator=gen) > 0.3,
+        "bool full": torch.rand(2, 3, 50, 40, generator=gen) > 0.3,
+        "additive full": torch.randn(2, 3, 50, 40, generator=gen, dtype=torch.float64),
+    }[mask]
+    if m is not None and m.dtype == torch.bool:
+        m[..., 0] = True  # every query keeps a key
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
+    tangents = tuple(torch.randn_like(t) for t in (q, k, v))
+    f = lambda *qkv: attention.softmax_attention(*qkv, 8**-0.5, m)
+    whole, whole_jvp = torch.func.jvp(f, (q, k, v), tangents)
+    monkeypatch.setattr(attention, "SCORE_BLOCK", 7 * 40)  # 7 queries a block, 8 blocks
+    blocked, blocked_jvp = torch.func.jvp(f, (q, k, v), tangents)
+    torch.testing.assert_close(whole, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(blocked, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(blocked_jvp, whole_jvp, rtol=1e-10, atol=1e-12)
+
+
 def test_stock_attention_has_no_forward_ad(tiny):
     """Documents why jacobian_safe exists: if this starts passing, the mode may be dropped."""
     x = tiny.noise([0])

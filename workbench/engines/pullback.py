@@ -42,18 +42,22 @@ map to a region: the basis of the masked Jacobian ``diag(m) J``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from workbench.directions import DirectionSet
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
+from workbench.memory import GIB, MARGIN, TensorBytes, chunk_for, free_bytes
+from workbench.models import attention
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import CACHE, MAX_SEED, NUM_STEPS, SEED, Option, Spec, validated
 from workbench.sampling import make_timesteps, run_to
@@ -96,6 +100,7 @@ class LocalBasis:
         angles: largest principal angle (degrees) between successive top-k subspaces, per
             iteration (max over the batch).
         converged: whether the last angle fell below the tolerance.
+        chunk: columns per vmapped pass at the end (None: all of them in one pass).
     """
 
     V: torch.Tensor
@@ -105,6 +110,7 @@ class LocalBasis:
     iterations: int
     angles: list[float] = field(default_factory=list)
     converged: bool = False
+    chunk: int | None = None
 
     @property
     def k(self) -> int:
@@ -144,7 +150,19 @@ TARGET = Option(
 )
 #: The options of a basis (:func:`local_basis`; the engine and the probes share them).
 CHUNK = Option(
-    "chunk", int, None, "columns per vmapped pass (bounds memory; same result to rounding)", low=1
+    "chunk",
+    int,
+    None,
+    "columns per vmapped pass (default: the most that fit the memory; same result to rounding)",
+    low=1,
+)
+MEMORY = Option(
+    "memory",
+    float,
+    None,
+    "GiB a basis may take on its device, which sets the columns per pass (default: the "
+    "device's free memory)",
+    low=0.001,
 )
 OVERSAMPLE = Option("oversample", int, 4, "extra columns of the iteration (p)", low=0, high=1024)
 MAX_ITER = Option("max_iter", int, 30, "most iterations", low=1, high=10000)
@@ -159,7 +177,7 @@ REACH_STEPS = dataclasses.replace(
 #: The options of a basis at x_t, one group for every engine, probe and sweep that computes
 #: one (the pullback and local engines, :func:`local_directions`, the consistency and
 #: spectrum probes, :func:`sample_bases`); :func:`basis_options` gives a subset.
-BASIS_OPTIONS = (OVERSAMPLE, MAX_ITER, TOL_DEG, METHOD, TARGET, CHUNK, REACH_STEPS)
+BASIS_OPTIONS = (OVERSAMPLE, MAX_ITER, TOL_DEG, METHOD, TARGET, CHUNK, MEMORY, REACH_STEPS)
 
 
 def basis_options(*names: str) -> tuple[Option, ...]:
@@ -174,21 +192,23 @@ def basis_options(*names: str) -> tuple[Option, ...]:
 #: engines' defaults: on shapes32 their statistics at tol_deg 0.1 and 0.5 agree to four
 #: decimals, for 16 s against 15 (analysis/probe_tolerance.py,
 #: docs/measurements/probe_tolerance_shapes32.json), so one default serves both.
-PROBE_BASIS_OPTIONS = basis_options("max_iter", "tol_deg", "oversample", "method", "chunk")
+PROBE_BASIS_OPTIONS = basis_options(
+    "max_iter", "tol_deg", "oversample", "method", "chunk", "memory"
+)
 
 
 def basis_params(k: int = 8, **options: Any) -> dict[str, Any]:
     """The parameters of a basis from ``options`` (:data:`BASIS_OPTIONS`, each left out at
     its default; any other name is refused): what :func:`sample_bases` uses and caches by
     and what the direction sets record (the target only when it is not h, so that the
-    cache entries of h bases made before targets existed stay valid; ``chunk`` never: it
-    changes the result only by rounding)."""
+    cache entries of h bases made before targets existed stay valid; ``chunk`` and
+    ``memory`` never: they change the result only by rounding)."""
     unknown = sorted(set(options) - {o.name for o in BASIS_OPTIONS})
     if unknown:
         raise WorkbenchError(f"not a basis option: {unknown[0]!r}")
     params: dict[str, Any] = {"k": k}
     for o in BASIS_OPTIONS:
-        if o.name != "chunk":
+        if o.name not in ("chunk", "memory"):
             params[o.name] = options.get(o.name, o.default)
     if params["target"] == "h":
         del params["target"]
@@ -207,6 +227,7 @@ LOCAL_BASIS = Spec(
         Option("min_iter", int, 2, "fewest iterations", low=1, high=10000),
         TOL_DEG,
         CHUNK,
+        MEMORY,
         Option("warm_start", object, None, "x-space vectors to start from", cli=False),
         SEED,
         Option(
@@ -241,6 +262,7 @@ def local_basis(
     min_iter: int = 2,
     tol_deg: float = 0.1,
     chunk: int | None = None,
+    memory: float | None = None,
     warm_start: torch.Tensor | None = None,
     seed: int = 0,
     sample_seeds: Sequence[int] | None = None,
@@ -257,6 +279,11 @@ def local_basis(
     Args:
         oversample: extra columns ``p`` carried along (accuracy of the top k).
         chunk: at most this many of the ``k + p`` columns per vmapped pass (memory bound).
+            Without it, the most that fit ``memory`` (:func:`basis_memory`), and half
+            as many again whenever a pass runs out of device memory all the same.
+        memory: GiB the basis may take on its device: its forward pass, its Jacobian
+            products and its linear algebra (:func:`basis_memory`). Default: what the
+            device has free.
         warm_start: ``[B, k', C, H, W]`` or ``[k', C, H, W]`` x-space vectors to start from
             (e.g. the basis at a neighbouring timestep or sample).
         sample_seeds: one seed per sample for its random start; without them the starts
@@ -292,6 +319,8 @@ def local_basis(
         raise WorkbenchError(f"need 1 <= k and k + oversample <= {d}, got k={k}, p={oversample}")
     if model.dtype != dtype:
         raise WorkbenchError(f"model is {model.dtype}; load it with dtype={dtype} for this basis")
+    if chunk is not None and memory is not None:
+        raise WorkbenchError("give chunk (columns per pass) or memory (GiB), not both")
     # QR and SVD have no half-precision kernels: half models do their algebra in float32
     algebra = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     x = x_t.detach().to(model.device, dtype).clone()
@@ -325,18 +354,8 @@ def local_basis(
         start[:, :, :cols] = warm[:, :cols].reshape(b, cols, d).transpose(1, 2)
 
     f, out_shape = target_map(model, t, target, mask, x.device)
-
-    def jv(cols: torch.Tensor) -> torch.Tensor:  # [B, d, w] -> [B, H_dim, w]
-        tangents = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *shape).to(dtype)
-        out = torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1], chunk_size=chunk)(
-            tangents
-        )
-        return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0).to(algebra)
-
-    def jtu(cols: torch.Tensor, vjp_fn: Callable) -> torch.Tensor:  # [B, H_dim, w] -> [B, d, w]
-        cot = cols.permute(2, 0, 1).reshape(cols.shape[2], b, *out_shape).to(dtype)
-        out = torch.func.vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(cot)
-        return out.reshape(cols.shape[2], b, -1).permute(1, 2, 0).to(algebra)
+    products = _Products(f, x, out_shape, algebra, chunk, auto=chunk is None)
+    jv, jtu = products.forward, products.reverse
 
     angles: list[float] = []
     previous = None
@@ -346,21 +365,26 @@ def local_basis(
     blocks: list[torch.Tensor] = []  # Krylov: orthonormal blocks Q_i, J Q_i and J^T J Q_i
     images: list[torch.Tensor] = []
     pulled: list[torch.Tensor] = []
+    m = math.prod(out_shape)
+    budget = None if chunk is not None else _budget(memory, x.device)
     with model.jacobian_safe(), torch.enable_grad():
-        _, vjp_fn = torch.func.vjp(f, x)
+        forward = products.start(count=budget is not None)  # what reverse mode reuses
+        if budget is not None:  # as many columns per pass as fit (basis_memory)
+            kept = min(max_blocks, max_iter) if method == "krylov" else 1
+            need = _need(model, products, forward, width, kept, (target, mask is not None))
+            products.chunk = need.columns_within(budget)
         if start is None:  # J^T Omega: a random start inside the row space of J
-            m = math.prod(out_shape)
-            start = jtu(draw(m).to(x.device, dtype), vjp_fn)
+            start = jtu(draw(m).to(x.device, dtype))
         q = _orth(start)
         for it in range(1, max_iter + 1):
             y = jv(q)  # J Q, [B, m, w]
             if method == "subspace":
                 p_h, _, _ = torch.linalg.svd(y, full_matrices=False)  # P = orth(J Q)
-                z = jtu(p_h, vjp_fn)  # J^T P, [B, d, w]
+                z = jtu(p_h)  # J^T P, [B, d, w]
             else:
                 blocks.append(q)
                 images.append(y)
-                pulled.append(jtu(y, vjp_fn))  # J^T J Q_i
+                pulled.append(jtu(y))  # J^T J Q_i
                 p_h, z = _pull_back_range(torch.cat(images, 2), torch.cat(pulled, 2))
             # Rayleigh-Ritz on the left: P^T J = W S V^T, so V spans J^T P
             v, s, wh = torch.linalg.svd(z, full_matrices=False)
@@ -404,7 +428,212 @@ def local_basis(
         iterations=it,
         angles=angles,
         converged=converged,
+        chunk=products.chunk,
     )
+
+
+def _budget(memory: float | None, device: torch.device) -> int | None:
+    """Bytes a basis may take: ``memory`` GiB, else the device's free memory (None where
+    unknown), less :data:`~workbench.memory.MARGIN` for what the count does not see."""
+    total = free_bytes(device) if memory is None else memory * GIB
+    return None if total is None else int(total * (1 - MARGIN))
+
+
+def _algebra_bytes(b: int, d: int, m: int, width: int, blocks: int, dtype: torch.dtype) -> int:
+    """Bytes of the iteration's own tensors: per block of ``width`` columns a basis of
+    x-space, its image in h and its pull-back (``2 d + m`` numbers a column), ``blocks``
+    blocks kept, two more for the products in flight and the factorisations."""
+    return b * width * (2 * d + m) * (blocks + 2) * torch.finfo(dtype).bits // 8
+
+
+class _Products:
+    """J Q and J^T P for a batch ``x`` ``[B, C, H, W]`` of the map ``f``, by vmapped
+    forward- and reverse-mode passes of ``chunk`` columns at a time (None: all); with
+    ``auto``, a pass that runs out of memory is run again with half as many columns."""
+
+    def __init__(
+        self,
+        f: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        out_shape: tuple[int, ...],
+        algebra: torch.dtype,
+        chunk: int | None,
+        auto: bool,
+    ) -> None:
+        self.f, self.x, self.out_shape, self.algebra = f, x, out_shape, algebra
+        self.chunk, self.auto = chunk, auto
+        self.vjp_fn: Callable | None = None
+
+    def start(self, count: bool = False) -> int:
+        """Run the forward pass that every reverse-mode pass reuses; with ``count``,
+        return the bytes it keeps (:class:`~workbench.memory.TensorBytes`), else 0."""
+        counter = TensorBytes() if count else contextlib.nullcontext()
+        with counter:
+            _, self.vjp_fn = torch.func.vjp(self.f, self.x)
+        return counter.held if count else 0
+
+    def forward(self, cols: torch.Tensor) -> torch.Tensor:
+        """J Q: ``[B, d, w]`` -> ``[B, m, w]``."""
+        w, b = cols.shape[2], self.x.shape[0]
+        tangents = cols.permute(2, 0, 1).reshape(w, *self.x.shape).to(self.x.dtype)
+        push = lambda v: torch.func.jvp(self.f, (self.x,), (v,))[1]
+        out = self._fitting(w, lambda: torch.func.vmap(push, chunk_size=self.chunk)(tangents))
+        return out.reshape(w, b, -1).permute(1, 2, 0).to(self.algebra)
+
+    def reverse(self, cols: torch.Tensor) -> torch.Tensor:
+        """J^T P: ``[B, m, w]`` -> ``[B, d, w]``."""
+        w, b = cols.shape[2], self.x.shape[0]
+        cot = cols.permute(2, 0, 1).reshape(w, b, *self.out_shape).to(self.x.dtype)
+        pull = lambda u: self.vjp_fn(u)[0]
+        out = self._fitting(w, lambda: torch.func.vmap(pull, chunk_size=self.chunk)(cot))
+        return out.reshape(w, b, -1).permute(1, 2, 0).to(self.algebra)
+
+    def _fitting(self, columns: int, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``run()`` (a pass of ``columns`` columns); when it runs out of memory with
+        columns per pass chosen here (``auto``), again with half as many (down to one)."""
+        while True:
+            try:
+                return run()
+            except torch.OutOfMemoryError:
+                now = min(self.chunk or columns, columns)
+                if not self.auto or now == 1:
+                    raise
+                self.chunk = max(1, now // 2)
+                if self.x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+
+@dataclass(frozen=True)
+class _ColumnCost:
+    """Peak bytes of a vmapped pass of the Jacobian products beyond what it is given:
+    ``fixed`` whatever the number of columns, ``per_column`` for each column."""
+
+    fixed: int
+    per_column: int
+
+    _known: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of_products(cls, products: _Products) -> _ColumnCost:
+        """Counted (:class:`~workbench.memory.TensorBytes`) on passes of two and of three
+        columns, forward and reverse mode; the larger slope and intercept of the two (a
+        pass of one column is batched differently and costs less than its share)."""
+        x = products.x
+        b, d, m = x.shape[0], x[0].numel(), math.prod(products.out_shape)
+        slopes, intercepts = [], []
+        chunk, products.chunk = products.chunk, None
+        for product, rows in ((products.forward, d), (products.reverse, m)):
+            peaks = []
+            for width in (2, 3):
+                cols = torch.randn(b, rows, width, device=x.device, dtype=products.algebra)
+                with TensorBytes() as count:
+                    product(cols)
+                peaks.append(count.peak)
+            slope = max(peaks[1] - peaks[0], 1)
+            slopes.append(slope)
+            intercepts.append(max(peaks[0] - 2 * slope, 0))
+        products.chunk = chunk
+        return cls(fixed=max(intercepts), per_column=max(slopes))
+
+    @classmethod
+    def of(cls, model: DiffusionModel, key: tuple) -> _ColumnCost | None:
+        """The cost measured before on ``model`` for ``key``, if any."""
+        return cls._known.get(model, {}).get(key)
+
+    @classmethod
+    def keep(cls, model: DiffusionModel, key: tuple, cost: _ColumnCost) -> None:
+        """Remember ``cost`` for ``model`` and ``key`` while the model lives."""
+        cls._known.setdefault(model, {})[key] = cost
+
+
+@dataclass(frozen=True)
+class BasisMemory:
+    """Bytes a basis takes on its device, as :class:`~workbench.memory.TensorBytes`
+    counts them (tensors only: an allocator's rounding and the kernels' workspaces come on
+    top, which the budgets leave :data:`~workbench.memory.MARGIN` for).
+
+    Attributes:
+        forward: the forward pass that every reverse-mode pass reuses, kept throughout.
+        algebra: the iteration's own tensors (its blocks of columns, their images and
+            pull-backs, the factorisations), an upper bound.
+        fixed: a pass of the Jacobian products, whatever its number of columns.
+        per_column: a pass, for each of its columns.
+        width: the basis' columns, k + oversample.
+    """
+
+    forward: int
+    algebra: int
+    fixed: int
+    per_column: int
+    width: int
+
+    def peak(self, columns: int | None = None) -> int:
+        """Bytes at the peak with ``columns`` per pass (default: all of them at once)."""
+        n = self.width if columns is None else min(columns, self.width)
+        return self.forward + self.algebra + self.fixed + n * self.per_column
+
+    def columns_within(self, budget: int) -> int | None:
+        """The most columns per pass that keep the peak within ``budget`` bytes; None when
+        all of them fit in one pass, a one-line error when not even one column does."""
+        held = self.forward + self.algebra + self.fixed
+        n = chunk_for(self.width, held, self.per_column, budget, "the Jacobian products")
+        return None if n >= self.width else n
+
+
+def basis_memory(
+    model: DiffusionModel,
+    x_t: torch.Tensor,
+    t: int,
+    k: int = 8,
+    oversample: int = 4,
+    method: str = "krylov",
+    max_iter: int = 30,
+    max_blocks: int = 8,
+    target: str = "h",
+    mask: torch.Tensor | None = None,
+) -> BasisMemory:
+    """What :func:`local_basis` with these options takes on the model's device at
+    ``x_t`` ``[B, C, H, W]``, counted on one forward pass and four small passes of the
+    Jacobian products (two and three columns, both modes), without running the basis:
+    e.g. to plan a model's size, dtype or batch for a card (``.peak()``)."""
+    model.check_x(x_t, "x_t")
+    t = model.check_timestep(t)
+    x = x_t.detach().to(model.device, model.dtype).clone()
+    algebra = torch.float32 if model.dtype in (torch.float16, torch.bfloat16) else model.dtype
+    f, out_shape = target_map(model, t, target, mask, x.device)
+    products = _Products(f, x, out_shape, algebra, None, auto=False)
+    kept = min(max_blocks, max_iter) if method == "krylov" else 1
+    with model.jacobian_safe(), torch.enable_grad():
+        forward = products.start(count=True)
+        return _need(model, products, forward, k + oversample, kept)
+
+
+def _need(
+    model: DiffusionModel,
+    products: _Products,
+    forward: int,
+    width: int,
+    kept: int,
+    key: tuple | None = None,
+) -> BasisMemory:
+    """The :class:`BasisMemory` of a basis of ``width`` columns keeping ``kept`` blocks,
+    whose forward pass keeps ``forward`` bytes; the cost of a pass is counted on
+    ``products``, or, with a ``key`` (what else changes it), taken from an earlier count
+    on the same model, activation point, conditioning, batch, dtype and device."""
+    x = products.x
+    cost = None
+    if key is not None:
+        conditioning = model.conditioning
+        described = None if conditioning is None else repr(conditioning.describe())
+        key = (*key, model.h_point, described, x.shape, x.dtype, x.device, attention.SCORE_BLOCK)
+        cost = _ColumnCost.of(model, key)
+    if cost is None:
+        cost = _ColumnCost.of_products(products)
+        if key is not None:
+            _ColumnCost.keep(model, key, cost)
+    m = math.prod(products.out_shape)
+    held = _algebra_bytes(x.shape[0], model.d, m, width, kept, products.algebra)
+    return BasisMemory(forward, held, cost.fixed, cost.per_column, width)
 
 
 def target_map(
@@ -524,9 +753,10 @@ def sample_bases(
     cached: ``(V [B, k, C, H, W], s [B, k], meta)`` with ``meta`` the iterations and
     whether they converged; x_t is reached by DDIM from each seed's x_T. ``options``: the
     :data:`BASIS_OPTIONS` (their defaults where left out); ``chunk`` (columns per vmapped
-    pass) bounds memory only and is not in the cache key (:func:`basis_params`)."""
+    pass) and ``memory`` (GiB) bound memory only and are not in the cache key
+    (:func:`basis_params`)."""
     params = basis_params(k, **options)
-    chunk = options.get("chunk")
+    chunk, memory = options.get("chunk"), options.get("memory")
     store = as_cache(cache)
     seeds = list(seeds)
     grid = make_timesteps(model, params["num_steps"], include=[t])
@@ -567,6 +797,7 @@ def sample_bases(
         method=params["method"],
         target=params.get("target", "h"),
         chunk=chunk,
+        memory=memory,
     )
     meta = {"iterations": basis.iterations, "converged": basis.converged}
     if store is not None:
@@ -603,21 +834,23 @@ def pullback_directions(
     method: str = "krylov",
     target: str = "h",
     chunk: int | None = None,
+    memory: float | None = None,
 ) -> DirectionSet:
     """The local basis at x_t of the sample from ``seed``, x_t reached by DDIM from x_T;
     with ``samples > 1``, the :func:`global_directions` of seeds ``seed .. seed+samples-1``.
 
     ``target="x0"`` (or ``"eps"``) decomposes the Jacobian of the model's prediction of
     the clean sample (of the noise) instead of h's. Cached by model fingerprint, timestep,
-    seeds and parameters (``store.Cache``); ``chunk`` bounds the memory of the Jacobian
-    products (e.g. 16 for Stable Diffusion at k = 50 in bfloat16 on a 24 GB card); it
-    changes the result only by rounding and is not in the cache key.
+    seeds and parameters (``store.Cache``). The Jacobian products take at most ``memory``
+    GiB (default: the device's free memory), in passes of as many columns as fit, or of
+    ``chunk`` columns; either changes the result only by rounding and is not in the cache
+    key.
     """
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
     options = dict(oversample=oversample, max_iter=max_iter, tol_deg=tol_deg, method=method)
     options |= dict(num_steps=num_steps, target=target)
     V, s, meta = sample_bases(
-        model, t, range(seed, seed + samples), cache, k, chunk=chunk, **options
+        model, t, range(seed, seed + samples), cache, k, chunk=chunk, memory=memory, **options
     )
     return directions_from_bases(model, t, V, s, basis_params(k, **options) | {"seed": seed} | meta)
 
@@ -679,6 +912,7 @@ def local_directions(
     method: str = "krylov",
     target: str = "h",
     chunk: int | None = None,
+    memory: float | None = None,
 ) -> list[DirectionSet]:
     """Each sample's own local basis, one :class:`DirectionSet` per seed (one batched
     :func:`local_basis` for all of them). Direction ``i`` of seed ``j``'s set is meant for
@@ -690,7 +924,7 @@ def local_directions(
     t = model.check_timestep(model.preset.x_timestep if timestep is None else timestep)
     options = dict(oversample=oversample, max_iter=max_iter, tol_deg=tol_deg, method=method)
     options |= dict(num_steps=num_steps, target=target)
-    V, s, meta = sample_bases(model, t, seeds, cache, k, chunk=chunk, **options)
+    V, s, meta = sample_bases(model, t, seeds, cache, k, chunk=chunk, memory=memory, **options)
     params = basis_params(k, **options)
     return [
         DirectionSet(

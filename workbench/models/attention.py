@@ -3,7 +3,8 @@
 The fused scaled-dot-product kernels (flash / memory-efficient) have no forward-mode AD
 rule, and on CPU the stock processor returns a non-contiguous tensor on which the next
 GroupNorm's ``view`` fails under ``torch.func.jvp``. This processor computes the attention
-with plain matrix products and returns a contiguous tensor; numerically it equals the
+with plain matrix products (:func:`softmax_attention`, in blocks of queries for long
+sequences) and returns a contiguous tensor; numerically it equals the
 stock :class:`diffusers.models.attention_processor.AttnProcessor2_0`, and on an MMDiT's
 joint attention (SD3: image and text tokens attend together) the stock
 ``JointAttnProcessor2_0``.
@@ -13,6 +14,58 @@ from __future__ import annotations
 
 import torch
 from diffusers.models.attention_processor import Attention
+
+#: Most attention scores (queries x keys, per head and sample) that
+#: :func:`softmax_attention` forms at once: longer sequences go in blocks of queries.
+SCORE_BLOCK = 2**20
+
+
+def softmax_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``softmax(q k^T * scale + mask) v`` with plain matrix products, so that forward-
+    and reverse-mode AD run through it: ``query`` ``[..., L_q, d]``, ``key`` and ``value``
+    ``[..., L_k, d]``, ``mask`` broadcasting to ``[..., L_q, L_k]`` (bool: True keeps a
+    key; else added to the scores). Returns ``[..., L_q, d_v]``.
+
+    Each query's softmax runs over the keys alone, so the queries go in blocks of at most
+    :data:`SCORE_BLOCK` scores per head and sample, the same numbers as all at once: the
+    score matrix of a long sequence (SD-1.5's 4096 tokens: 16.8M scores per head) is never
+    whole, and neither is its tangent under forward mode for every column of a vmapped
+    Jacobian product, nor its gradient under reverse mode.
+    """
+    rows = max(1, SCORE_BLOCK // key.shape[-2])
+    n = query.shape[-2]
+    if rows >= n:
+        return _scores_times_values(query, key, value, scale, mask)
+    parts = []
+    for start in range(0, n, rows):
+        part = mask
+        if mask is not None and mask.ndim >= 2 and mask.shape[-2] != 1:
+            part = mask[..., start : start + rows, :]
+        parts.append(
+            _scores_times_values(query[..., start : start + rows, :], key, value, scale, part)
+        )
+    return torch.cat(parts, dim=-2)
+
+
+def _scores_times_values(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    elif mask is not None:
+        scores = scores + mask
+    return torch.matmul(scores.softmax(dim=-1), value)
 
 
 class JacobianSafeAttnProcessor:
@@ -58,12 +111,12 @@ class JacobianSafeAttnProcessor:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        scores = torch.matmul(query, key.transpose(-1, -2)) * (head_dim**-0.5)
+        mask = None
         if attention_mask is not None:
             mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
-            scores = scores + mask.reshape(batch, attn.heads, -1, mask.shape[-1])
-        weights = scores.softmax(dim=-1)
-        out = torch.matmul(weights, value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+            mask = mask.reshape(batch, attn.heads, -1, mask.shape[-1])
+        out = softmax_attention(query, key, value, head_dim**-0.5, mask)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
         out = attn.to_out[1](attn.to_out[0](out))
         if input_ndim == 4:
             out = out.transpose(-1, -2).reshape(batch, channel, height, width)
@@ -103,8 +156,8 @@ def _joint(
         query = torch.cat([query, c_query], dim=2)
         key = torch.cat([key, c_key], dim=2)
         value = torch.cat([value, c_value], dim=2)
-    weights = (torch.matmul(query, key.transpose(-1, -2)) * (head_dim**-0.5)).softmax(dim=-1)
-    out = torch.matmul(weights, value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+    out = softmax_attention(query, key, value, head_dim**-0.5)
+    out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
     image = attn.to_out[1](attn.to_out[0](out[:, :n_image])).contiguous()
     if context is None:
         return image
@@ -148,12 +201,9 @@ class JacobianSafeFluxProcessor:
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # [B, H, L, d]
-        scores = torch.matmul(query, key.transpose(-1, -2)) * (attn.head_dim**-0.5)
-        if attention_mask is not None and attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, float("-inf"))
-        elif attention_mask is not None:  # an additive mask (Chroma's pipeline passes 0/1)
-            scores = scores + attention_mask
-        out = torch.matmul(scores.softmax(dim=-1), value).transpose(1, 2).flatten(2, 3)
+        # a bool mask keeps the True keys; another is added (Chroma's pipeline passes 0/1)
+        out = softmax_attention(query, key, value, attn.head_dim**-0.5, attention_mask)
+        out = out.transpose(1, 2).flatten(2, 3)
         out = out.to(query.dtype)
         if encoder_hidden_states is None:
             return out.contiguous()

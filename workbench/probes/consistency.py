@@ -233,6 +233,7 @@ def consistency(
     oversample: int = 4,
     method: str = "krylov",
     chunk: int | None = None,
+    memory: float | None = None,
 ) -> Consistency:
     """Consistency of the local bases of ``n`` samples (seeds ``seed..``) at each timestep.
 
@@ -240,9 +241,9 @@ def consistency(
     of ``n`` samples equal those combined from shards of them (:func:`consistency_bases`
     per shard, :func:`consistency_from_bases` on all; what ``wb.sweep`` does)."""
     basis = dict(tol_deg=tol_deg, max_iter=max_iter, oversample=oversample, method=method)
-    bases = consistency_bases(
-        model, range(seed, seed + n), timesteps, k, num_steps, progress, chunk=chunk, **basis
-    )
+    basis |= dict(chunk=chunk, memory=memory)
+    seeds = range(seed, seed + n)
+    bases = consistency_bases(model, seeds, timesteps, k, num_steps, progress, **basis)
     return consistency_from_bases(model, timesteps, **bases)
 
 

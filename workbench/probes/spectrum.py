@@ -267,6 +267,7 @@ def spectrum(
     oversample: int = 4,
     method: str = "krylov",
     chunk: int | None = None,
+    memory: float | None = None,
 ) -> Spectrum:
     """Spectra of J for ``n`` samples (seeds ``seed..``) at each timestep.
 
@@ -276,7 +277,7 @@ def spectrum(
     basis = dict(tol_deg=tol_deg, max_iter=max_iter, oversample=oversample, method=method)
     values = spectrum_values(
         model, range(seed, seed + n), timesteps, k, hutchinson, num_steps, progress, target,
-        chunk=chunk, **basis,
+        chunk=chunk, memory=memory, **basis,
     )  # fmt: skip
     return spectrum_from_values(model, timesteps, target=target, **values)
 

@@ -1,0 +1,179 @@
+"""Memory-bounded Jacobian products: the count of tensor bytes, the columns per pass a
+budget allows, and bases that keep to it with the result of one pass."""
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.engines import pullback
+from workbench.engines.pullback import basis_memory, local_basis
+from workbench.errors import WorkbenchError
+from workbench.memory import GIB, TensorBytes, chunk_for, free_bytes
+
+MB = 2**20
+
+
+def assert_same_basis(a, b):
+    """The same directions up to sign and rounding, and the same singular values."""
+    cos = (a.V * b.V).flatten(2).sum(-1).abs()
+    assert float(cos.min()) > 1 - 1e-6, cos
+    torch.testing.assert_close(a.s, b.s, rtol=1e-5, atol=0)
+
+
+def test_tensor_bytes_counts_what_is_alive_inside_once_per_storage():
+    before = torch.ones(256, 1024)  # 1 MiB made outside: not counted
+    with TensorBytes() as count:
+        a = torch.ones(256, 1024) * 2  # 1 MiB
+        view = a[:10].t()  # a view: no new storage
+        b = a + 1  # 1 MiB more: 2 alive
+        del a, view
+        c = b @ torch.ones(1024, 512)  # 0.5 MiB result (and the 2 MiB operand)
+        zero = torch._efficientzerotensor(1024, 1024)  # no memory behind it
+        kept = before * 1  # 1 MiB
+    assert count.peak == MB + 2 * MB + MB // 2  # b, the ones operand and c
+    assert count.held == MB + MB // 2 + MB  # b, c, kept; the operand is gone
+    del b, c, zero, kept
+    assert count.held == 0
+
+
+def test_tensor_bytes_sees_the_batched_size_under_vmap_and_jvp():
+    """Each of 8 tangent columns is one more batch row inside a vmapped jvp: the count sees
+    the physical batched tensors, so two columns cost more than one."""
+    w = torch.randn(1024, 1024)
+    f = lambda x: torch.tanh(x @ w) @ w
+    x = torch.randn(16, 1024)
+
+    def peak(columns: int) -> int:
+        tangents = torch.randn(columns, 16, 1024)
+        with TensorBytes() as count:
+            torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1])(tangents)
+        return count.peak
+
+    one, eight = peak(1), peak(8)
+    row = 16 * 1024 * 4  # one column's [16, 1024] float32
+    assert eight - one >= 7 * 2 * row  # at least its tangent and its output, per column
+    assert eight < 8 * one
+
+
+def test_chunk_for_fits_the_budget_or_says_what_one_column_needs():
+    assert chunk_for(12, fixed=100, per_column=10, budget=100 + 55) == 5
+    assert chunk_for(12, fixed=100, per_column=10, budget=10**6) == 12
+    with pytest.raises(
+        WorkbenchError, match=r"need about 384\.0 MiB even one column at a time, and 256\.0 MiB is"
+    ):
+        chunk_for(12, fixed=GIB // 4, per_column=GIB // 8, budget=GIB // 4)
+    with pytest.raises(
+        WorkbenchError, match=r"need about 3\.00 GiB .*, and 2\.50 GiB is available"
+    ):
+        chunk_for(12, fixed=2 * GIB, per_column=GIB, budget=5 * GIB // 2)
+
+
+def test_free_bytes_reads_the_cpu_and_knows_when_it_cannot():
+    free = free_bytes("cpu")
+    assert free is not None and 0 < free < 2**50  # Linux: MemAvailable
+    assert free_bytes("meta") is None
+
+
+@pytest.fixture(scope="module")
+def start(shapes32):
+    """x_t of seed 0 at t = 800 and its basis with all 8 columns in one pass."""
+    x = wb.sampling.run_to(
+        shapes32, shapes32.noise([0]), wb.sampling.make_timesteps(shapes32, 10, include=[800]), 800
+    )
+    options = dict(k=4, oversample=4, max_iter=4, min_iter=4)
+    one_pass = local_basis(shapes32, x, 800, chunk=8, **options)
+    return x, options, one_pass
+
+
+def test_a_memory_budget_bounds_the_columns_per_pass_and_the_peak(shapes32, start):
+    """With all columns in one pass a basis takes some peak; half that budget makes it
+    take passes of fewer columns, stay under the budget, and give the same basis."""
+    x, options, one_pass = start
+    with TensorBytes() as whole:
+        local_basis(shapes32, x, 800, chunk=8, **options)
+    chunks = []
+    for share in (1.5, 1.0, 0.9):
+        budget = share * whole.peak / GIB
+        with TensorBytes() as count:
+            basis = local_basis(shapes32, x, 800, memory=budget, **options)
+        assert count.peak <= budget * GIB, (share, count.peak, budget * GIB)
+        assert_same_basis(basis, one_pass)
+        chunks.append(basis.chunk or 8)
+    assert chunks[0] == 8 and chunks[1] < 8 and chunks[2] < chunks[1], chunks
+    with pytest.raises(WorkbenchError, match="Jacobian products need about .* MiB even one column"):
+        local_basis(shapes32, x, 800, memory=0.1 * whole.peak / GIB, **options)
+    with pytest.raises(WorkbenchError, match="chunk .* or memory .*, not both"):
+        local_basis(shapes32, x, 800, chunk=2, memory=1.0, **options)
+
+
+def test_basis_memory_predicts_the_peak_of_each_columns_per_pass(shapes32, start):
+    """The counted cost of a forward pass and four small product passes predicts the
+    peak of the whole basis at every number of columns per pass, to 15%."""
+    x, options, _ = start
+    need = basis_memory(shapes32, x, 800, k=4, oversample=4, max_iter=4)
+    assert need.width == 8 and need.per_column > 0 and need.forward > 0
+    for columns in (1, 3, 8):
+        with TensorBytes() as count:
+            local_basis(shapes32, x, 800, chunk=columns, **options)
+        predicted = need.peak(columns)
+        assert abs(predicted - count.peak) <= 0.15 * count.peak, (columns, predicted, count.peak)
+    assert need.columns_within(need.peak(3) + need.per_column // 2) == 3
+    assert need.columns_within(need.peak() + 1) is None
+
+
+def test_the_default_budget_is_the_free_memory(shapes32, start, monkeypatch):
+    """Without chunk or memory the columns per pass follow what the device has free: all
+    of them where plenty is, fewer where little is, all where it is not known."""
+    x, options, one_pass = start
+    with TensorBytes() as whole:
+        local_basis(shapes32, x, 800, chunk=8, **options)
+    assert local_basis(shapes32, x, 800, **options).chunk is None  # a CPU has plenty
+    monkeypatch.setattr(pullback, "free_bytes", lambda device: int(0.9 * whole.peak))
+    tight = local_basis(shapes32, x, 800, **options)
+    assert tight.chunk is not None and tight.chunk < 8
+    assert_same_basis(tight, one_pass)
+    monkeypatch.setattr(pullback, "free_bytes", lambda device: None)
+    assert local_basis(shapes32, x, 800, **options).chunk is None
+
+
+def test_a_pass_that_runs_out_of_memory_is_retried_with_half_the_columns(
+    shapes32, start, monkeypatch
+):
+    """A pass of more than 2 columns 'runs out of memory' (as a device would): the basis
+    halves its columns per pass until they fit and gives the one-pass result; with a
+    chunk the caller chose, the error is the caller's."""
+    x, options, one_pass = start
+    vmap = torch.func.vmap
+    sizes = []
+
+    def small_device(fn, *args, chunk_size=None, **kwargs):
+        batched = vmap(fn, *args, chunk_size=chunk_size, **kwargs)
+
+        def run(columns):
+            sizes.append(chunk_size)
+            if columns.shape[0] > 2 and (chunk_size is None or chunk_size > 2):
+                raise torch.OutOfMemoryError("out of memory (simulated)")
+            return batched(columns)
+
+        return run
+
+    monkeypatch.setattr(torch.func, "vmap", small_device)
+    basis = local_basis(shapes32, x, 800, **options)
+    assert basis.chunk == 2 and None in sizes and 4 in sizes
+    assert_same_basis(basis, one_pass)
+    with pytest.raises(torch.OutOfMemoryError):
+        local_basis(shapes32, x, 800, chunk=4, **options)
+
+
+def test_the_engine_and_the_probes_take_a_memory_budget(tiny):
+    """``memory`` is a basis option everywhere a basis is made, and not a parameter of the
+    result (the same cache entry)."""
+    options = dict(k=2, timestep=999, num_steps=4, max_iter=3)
+    plain = wb.discover("pullback", tiny, **options)
+    bounded = wb.discover("pullback", tiny, memory=0.5, **options)
+    assert bounded.params == plain.params
+    torch.testing.assert_close(bounded.vectors, plain.vectors, rtol=1e-4, atol=1e-5)
+    probe = wb.probe("consistency", tiny, n=2, timesteps=[999], k=2, num_steps=4, memory=0.5)
+    assert probe.across_samples.shape[-1] == 2
+    with pytest.raises(WorkbenchError, match="memory"):
+        wb.discover("pullback", tiny, memory=0.0, **options)
