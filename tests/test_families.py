@@ -330,13 +330,11 @@ def test_the_jacobian_safe_attention_is_the_stock_one(name, models):
 @pytest.mark.parametrize("name", NAMES)
 def test_attention_in_blocks_of_queries_gives_the_same_products(name, models, monkeypatch):
     """With blocks of a few queries (a long sequence's case, forced on the tiny model), h
-    and its forward- and reverse-mode products are those of the whole score matrix."""
+    and its forward- and reverse-mode products are those of the whole score matrix: in
+    our processors and in the stock ones a family keeps (their SDPA)."""
     from workbench.models import attention
 
     model = models[name]
-    safe = {type(model.arch.safe_processor(m)).__name__ for m in model.attention_modules().values()}
-    if not any(n.startswith("JacobianSafe") for n in safe):
-        pytest.skip(f"{name} keeps its own attention processor: {sorted(safe)}")
     x = model.noise([0, 1])
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(x.shape, generator=gen)
@@ -355,7 +353,10 @@ def test_attention_in_blocks_of_queries_gives_the_same_products(name, models, mo
             _, vjp_fn = torch.func.vjp(f, x)
             results.append((h, jv, vjp_fn(u)[0]))
         calls.append(len(counted))
-    assert calls[1] > calls[0] > 0, calls  # the blocks were used
+    if calls[0] == 0:  # Sana: linear attention, no softmax to take in blocks
+        assert name == "sana", name
+        pytest.skip(f"{name} has no softmax attention")
+    assert calls[1] > calls[0], calls  # the blocks were used
     for whole, blocked in zip(*results, strict=True):
         scale = float(whole.abs().max())
         assert float((whole - blocked).abs().max()) <= 1e-5 * max(scale, 1.0), name

@@ -135,6 +135,38 @@ def test_attention_in_blocks_of_queries_is_attention_at_once(mask, monkeypatch):
     torch.testing.assert_close(blocked_jvp, whole_jvp, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["plain", "causal", "grouped heads", "bool mask"])
+def test_sdpa_in_blocks_is_the_stock_sdpa_and_is_put_back(case, monkeypatch):
+    """Inside ``sdpa_in_blocks`` SDPA (what a family's kept processor calls) goes through
+    the blocks and gives the stock result; the stock function returns on exit, also
+    after an exception."""
+    from workbench.models import attention
+
+    F = torch.nn.functional
+    stock = F.scaled_dot_product_attention
+    gen = torch.Generator().manual_seed(1)
+    heads_kv = 2 if case == "grouped heads" else 4
+    q = torch.randn(2, 4, 30, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, heads_kv, 30, 8, generator=gen, dtype=torch.float64) for _ in "kv")
+    options = {
+        "plain": {},
+        "causal": {"is_causal": True},
+        "grouped heads": {"enable_gqa": True},
+        "bool mask": {"attn_mask": torch.rand(2, 1, 30, 30, generator=gen) > 0.2},
+    }[case]
+    if case == "bool mask":
+        options["attn_mask"][..., 0] = True
+    expected = stock(q, k, v, **options)
+    monkeypatch.setattr(attention, "SCORE_BLOCK", 4 * 30)  # 4 queries a block
+    with attention.sdpa_in_blocks():
+        assert F.scaled_dot_product_attention is not stock
+        blocked = F.scaled_dot_product_attention(q, k, v, **options)
+    torch.testing.assert_close(blocked, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match="inside"), attention.sdpa_in_blocks():
+        raise RuntimeError("inside")
+    assert F.scaled_dot_product_attention is stock
+
+
 def test_stock_attention_has_no_forward_ad(tiny):
     """Documents why jacobian_safe exists: if this starts passing, the mode may be dropped."""
     x = tiny.noise([0])

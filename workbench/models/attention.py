@@ -12,7 +12,11 @@ joint attention (SD3: image and text tokens attend together) the stock
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 #: Most attention scores (queries x keys, per head and sample) that
@@ -66,6 +70,46 @@ def _scores_times_values(
     elif mask is not None:
         scores = scores + mask
     return torch.matmul(scores.softmax(dim=-1), value)
+
+
+@contextlib.contextmanager
+def sdpa_in_blocks() -> Iterator[None]:
+    """Within the block, ``torch.nn.functional.scaled_dot_product_attention`` is
+    :func:`softmax_attention` (blocks of queries, plain matrix products), so the
+    processors a family keeps (Lumina 2's, Kandinsky 3's, HunyuanDiT's) hold no whole
+    score matrix under a vmapped Jacobian product either; the stock function is put back
+    on exit, also after an exception. A call with dropout goes to the stock function."""
+    stock = F.scaled_dot_product_attention
+
+    def sdpa(
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> torch.Tensor:
+        if dropout_p:
+            return stock(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
+                         enable_gqa=enable_gqa)  # fmt: skip
+        if enable_gqa and key.shape[-3] != query.shape[-3]:  # grouped heads share k, v
+            groups = query.shape[-3] // key.shape[-3]
+            key = key.repeat_interleave(groups, dim=-3)
+            value = value.repeat_interleave(groups, dim=-3)
+        if is_causal:
+            n_q, n_k = query.shape[-2], key.shape[-2]
+            causal = torch.ones(n_q, n_k, dtype=torch.bool, device=query.device).tril()
+            attn_mask = causal if attn_mask is None else attn_mask & causal
+        scale = query.shape[-1] ** -0.5 if scale is None else scale
+        return softmax_attention(query, key, value, scale, attn_mask)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = stock
 
 
 class JacobianSafeAttnProcessor:

@@ -880,16 +880,19 @@ class DiffusionModel:
         Swaps every attention processor for the family's Jacobian-safe one (explicit
         softmax attention, contiguous output; equal to the stock processor) and puts the
         originals back on exit, also after an exception; a processor the family keeps
-        runs its ``scaled_dot_product_attention`` on the math backend (the fused kernels
-        have no forward-mode rule). A half-precision network also
-        gets a pre-hook on every linear and convolution layer that casts its input (value
-        and tangent) to the layer's dtype: on CUDA (torch 2.11, an H100) vmapped
-        forward-mode tangents came out of a bfloat16 network's layers in float32 beside
-        bfloat16 values, and the next matrix product refused the mix (which op upcasts was
-        not located: plain ``forward_ad`` without vmap did not show it). The hooks are
+        runs its ``scaled_dot_product_attention`` as explicit attention in blocks of
+        queries (``sdpa_in_blocks``; the fused kernels have no forward-mode rule). A
+        half-precision network also gets a pre-hook on every linear and convolution
+        layer that casts its input (value and tangent) to the layer's dtype: on CUDA
+        (torch 2.11, an H100) vmapped forward-mode tangents came out of a bfloat16
+        network's layers in float32 beside bfloat16 values, and the next matrix product
+        refused the mix (which op upcasts was not located: plain ``forward_ad`` without
+        vmap did not show it). The hooks are
         removed on exit too.
         """
         from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        from workbench.models.attention import sdpa_in_blocks
 
         modules = self.attention_modules()
         saved = {name: module.processor for name, module in modules.items()}
@@ -901,7 +904,8 @@ class DiffusionModel:
                 for module in self.network.modules():
                     if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
                         handles.append(module.register_forward_pre_hook(_cast_input))
-            with sdpa_kernel(SDPBackend.MATH):  # a kept stock processor's SDPA
+            # a kept stock processor's SDPA: in blocks of queries, else the math backend
+            with sdpa_in_blocks(), sdpa_kernel(SDPBackend.MATH):
                 yield
         finally:
             for handle in handles:
