@@ -28,7 +28,8 @@ the linear algebra, a pass's fixed bytes and bytes per column, from a forward pa
 four small product passes) at k = 8 and k = 50, with the attention in blocks of queries
 (``SCORE_BLOCK``, the default) and with every score matrix whole (as before blocks), and
 the peak that gives with all columns in one pass and with 8 and 1 per pass, the
-network's weights added (as ``torch.cuda.max_memory_allocated`` counts them). Tensor
+network's weights added (``--dtype bfloat16``: the model in bfloat16; ``--attention
+blocks``: the blocked attention alone) (as ``torch.cuda.max_memory_allocated`` counts them). Tensor
 bytes do not depend on the device, so a CPU count predicts a GPU's peak up to the
 allocator's rounding and the kernels' workspaces. ``--model sd15`` is Stable Diffusion
 1.5's configs with random weights (``analysis/bench_models.py``), guidance 7.5 on a
@@ -80,14 +81,15 @@ def plan(args) -> list[str]:
     """``--plan``: the counted cost of a basis, attention in blocks and whole."""
     from workbench.models import attention
 
+    dtype = getattr(torch, args.dtype)
     if args.model == "sd15":
         from bench_models import build
 
-        model = build("sd15", "real", args.device, torch.float32)
+        model = build("sd15", "real", args.device, dtype)
         condition = {"prompt": "a photo of a red square", "guidance_scale": 7.5}
         t, x = 601, model.noise([0])
     else:
-        model, condition = load_model(args.model, args.device, torch.float32), {}
+        model, condition = load_model(args.model, args.device, dtype), {}
         t, x = args.t, start_point(model, args.t)
     weights = sum(p.numel() * p.element_size() for p in model.network.parameters())
     weights += sum(
@@ -98,15 +100,17 @@ def plan(args) -> list[str]:
     )
     mib = lambda n: f"{n / 2**20:.0f}"
     lines = [
-        f"$ python analysis/bench_memory.py --model {args.model} --plan",
-        f"{args.model}, float32, batch 1, t={t}, h {list(model.h_shape)}; weights on the "
+        f"$ python analysis/bench_memory.py --model {args.model} --plan --dtype {args.dtype} "
+        f"--attention {args.attention}",
+        f"{args.model}, {args.dtype}, batch 1, t={t}, h {list(model.h_shape)}; weights on the "
         f"device {mib(weights)} MiB; MiB as workbench.memory.TensorBytes counts them",
         f"{'attention':<18}{'k':>4}{'forward':>9}{'algebra':>9}{'fixed':>8}{'per col':>9}"
         f"{'peak all':>10}{'peak 8/pass':>13}{'peak 1/pass':>13}{'+ weights, all':>16}",
     ]
     default_block = attention.SCORE_BLOCK
     with model.conditioned(**condition):
-        for name, block in (("whole scores", 2**62), ("query blocks", default_block)):
+        kinds = [("whole scores", 2**62), ("query blocks", default_block)]
+        for name, block in kinds if args.attention == "both" else kinds[1:]:
             attention.SCORE_BLOCK = block
             try:
                 for k in (8, 50):
@@ -135,6 +139,8 @@ def main() -> None:
     parser.add_argument("--shares", default="1.0,0.8,0.7,0.5")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plan", action="store_true", help="count, run no basis")
+    parser.add_argument("--dtype", default="float32", help="--plan: the model's dtype")
+    parser.add_argument("--attention", default="both", choices=["both", "blocks"], help="--plan")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.plan:

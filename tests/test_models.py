@@ -135,7 +135,9 @@ def test_attention_in_blocks_of_queries_is_attention_at_once(mask, monkeypatch):
     torch.testing.assert_close(blocked_jvp, whole_jvp, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", ["plain", "causal", "grouped heads", "bool mask"])
+@pytest.mark.parametrize(
+    "case", ["plain", "causal", "grouped heads", "bool mask", "additive mask, causal"]
+)
 def test_sdpa_in_blocks_is_the_stock_sdpa_and_is_put_back(case, monkeypatch):
     """Inside ``sdpa_in_blocks`` SDPA (what a family's kept processor calls) goes through
     the blocks and gives the stock result; the stock function returns on exit, also
@@ -153,10 +155,19 @@ def test_sdpa_in_blocks_is_the_stock_sdpa_and_is_put_back(case, monkeypatch):
         "causal": {"is_causal": True},
         "grouped heads": {"enable_gqa": True},
         "bool mask": {"attn_mask": torch.rand(2, 1, 30, 30, generator=gen) > 0.2},
+        "additive mask, causal": {
+            "attn_mask": torch.randn(2, 4, 30, 30, generator=gen, dtype=torch.float64)
+        },
     }[case]
     if case == "bool mask":
         options["attn_mask"][..., 0] = True
-    expected = stock(q, k, v, **options)
+    if case == "additive mask, causal":  # the stock SDPA takes one or the other
+        causal = torch.ones(30, 30, dtype=torch.bool).tril()
+        mask = options["attn_mask"]
+        expected = stock(q, k, v, attn_mask=mask.masked_fill(~causal, float("-inf")))
+        options["is_causal"] = True
+    else:
+        expected = stock(q, k, v, **options)
     monkeypatch.setattr(attention, "SCORE_BLOCK", 4 * 30)  # 4 queries a block
     with attention.sdpa_in_blocks():
         assert F.scaled_dot_product_attention is not stock

@@ -101,7 +101,10 @@ def sdpa_in_blocks() -> Iterator[None]:
         if is_causal:
             n_q, n_k = query.shape[-2], key.shape[-2]
             causal = torch.ones(n_q, n_k, dtype=torch.bool, device=query.device).tril()
-            attn_mask = causal if attn_mask is None else attn_mask & causal
+            if attn_mask is None or attn_mask.dtype == torch.bool:
+                attn_mask = causal if attn_mask is None else attn_mask & causal
+            else:  # an additive mask
+                attn_mask = attn_mask.masked_fill(~causal, float("-inf"))
         scale = query.shape[-1] ** -0.5 if scale is None else scale
         return softmax_attention(query, key, value, scale, attn_mask)
 
