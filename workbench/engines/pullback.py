@@ -101,6 +101,7 @@ class LocalBasis:
             iteration (max over the batch).
         converged: whether the last angle fell below the tolerance.
         chunk: columns per vmapped pass at the end (None: all of them in one pass).
+        width: columns of the iteration, k + oversample (0 where not computed here).
     """
 
     V: torch.Tensor
@@ -111,6 +112,7 @@ class LocalBasis:
     angles: list[float] = field(default_factory=list)
     converged: bool = False
     chunk: int | None = None
+    width: int = 0
 
     @property
     def k(self) -> int:
@@ -429,6 +431,7 @@ def local_basis(
         angles=angles,
         converged=converged,
         chunk=products.chunk,
+        width=width,
     )
 
 

@@ -70,14 +70,15 @@ def residual_frobenius_sq(
     vectors: int = 32,
     seed: int = 0,
     sample_seeds: Sequence[int] | None = None,
+    chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hutchinson estimate of ||J (I - V V^T)||_F^2 per sample, J the Jacobian of the
     batched map ``f`` at ``x`` ``[B, ...]``; ``V`` ``[B, k, ...]`` orthonormal rows.
 
     Returns (estimate ``[B]``, standard error ``[B]``); ``vectors`` >= 2 Gaussian vectors,
-    pushed forward in one vmapped jvp, drawn from ``seed`` for the batch at once or, with
-    ``sample_seeds``, each sample's from its own seed (then a sample's estimate does not
-    depend on the rest of its batch).
+    pushed forward in vmapped jvps of ``chunk`` vectors at a time (None: all at once),
+    drawn from ``seed`` for the batch at once or, with ``sample_seeds``, each sample's
+    from its own seed (then a sample's estimate does not depend on the rest of its batch).
     """
     if vectors < 2:
         raise WorkbenchError(f"vectors must be at least 2, got {vectors}")
@@ -97,7 +98,7 @@ def residual_frobenius_sq(
     flat = z.reshape(vectors, b, -1)
     flat = flat - torch.einsum("pbd,bkd,bke->pbe", flat, basis, basis)
     z = flat.reshape(z.shape)
-    out = torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1])(z)
+    out = torch.func.vmap(lambda v: torch.func.jvp(f, (x,), (v,))[1], chunk_size=chunk)(z)
     sq = out.reshape(vectors, b, -1).double().pow(2).sum(-1)  # [vectors, B]
     return sq.mean(0), sq.std(0) / vectors**0.5
 
@@ -310,7 +311,7 @@ def spectrum_values(
         with model.jacobian_safe():
             rest, rest_se = residual_frobenius_sq(
                 target_map(model, t, target)[0], states[t], basis.V, hutchinson,
-                sample_seeds=seeds,
+                sample_seeds=seeds, chunk=basis.chunk or basis.width or None,  # as the basis
             )  # fmt: skip
         top = basis.s.double().cpu()
         s.append(top.float())
