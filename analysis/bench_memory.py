@@ -43,7 +43,6 @@ import contextlib
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from bench_pullback import load_model, start_point  # analysis/, beside this script
@@ -52,6 +51,7 @@ from workbench.engines.pullback import basis_memory, local_basis
 from workbench.errors import WorkbenchError
 from workbench.memory import GIB, TensorBytes, free_bytes
 from workbench.stats import principal_angles
+from workbench.store import write_text
 
 
 def run(model, x, t, args, count=True, **size) -> tuple[float, int, int | None, object]:
@@ -212,14 +212,11 @@ def main() -> None:
 
 
 def write(lines: list[str], path: str | None) -> None:
-    """Print the table; also write it to ``path`` (a temp file, then renamed)."""
+    """Print the table; also write it to ``path`` (atomically)."""
     text = "\n".join(lines)
     print(text)
     if path:
-        out = Path(path)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+        write_text(path, text + "\n")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import workbench as wb
+from workbench.store import write_text
 
 
 def timed(fn, repeats: int) -> tuple[float, float, torch.Tensor]:
@@ -96,10 +96,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        out = Path(args.out)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+        write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":

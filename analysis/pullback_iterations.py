@@ -33,7 +33,6 @@ import argparse
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -41,6 +40,7 @@ import workbench as wb
 from workbench.engines.pullback import local_basis
 from workbench.sampling import make_timesteps, run_chain
 from workbench.stats import principal_angles
+from workbench.store import write_text
 
 
 def start_points(model: wb.DiffusionModel, t: int, seeds: list[int]) -> torch.Tensor:
@@ -177,10 +177,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        out = Path(args.out)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+        write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":
