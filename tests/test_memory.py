@@ -36,6 +36,15 @@ def test_tensor_bytes_counts_what_is_alive_inside_once_per_storage():
     assert count.held == 0
 
 
+def test_tensor_bytes_passes_over_a_sparse_result():
+    dense = torch.eye(100)
+    with TensorBytes() as count:
+        sparse = dense.to_sparse()  # no plain storage: not counted, not an error
+        again = sparse.to_dense()  # 40,000 bytes
+    assert count.peak >= 40_000 and count.held >= 40_000
+    del again
+
+
 def test_tensor_bytes_sees_the_batched_size_under_vmap_and_jvp():
     """Each of 8 tangent columns is one more batch row inside a vmapped jvp: the count sees
     the physical batched tensors, so two columns cost more than one."""

@@ -72,7 +72,7 @@ class TensorBytes(TorchDispatchMode):
 
     A tensor's storage is counted once however many views share it; storages that
     existed before (the model's weights, inputs) are not counted, nor torch's zero
-    tensors (which hold no memory).
+    tensors (which hold no memory), nor tensors without a plain storage (sparse ones).
     """
 
     def __init__(self) -> None:
@@ -84,7 +84,10 @@ class TensorBytes(TorchDispatchMode):
     def _seen(self, tensor: torch.Tensor) -> None:
         if tensor._is_zerotensor() or tensor.is_meta:
             return
-        storage = tensor.untyped_storage()
+        try:
+            storage = tensor.untyped_storage()
+        except (RuntimeError, NotImplementedError, TypeError):  # sparse and other layouts
+            return
         key = storage._cdata
         if key in self._alive:
             return
