@@ -9,8 +9,9 @@ sampling grid). The reference is that x_t's top-k basis in float64 (block Krylov
 extra columns, run until successive bases move less than 1e-4 degrees). Then every
 method (``subspace``, ``krylov``) with every oversampling ``p`` runs in float32 from the
 seed's own random start, the way the engine runs it, and records after each iteration
-the largest principal angle to the reference. Reported per configuration, over the
-samples (seeds x timesteps):
+the largest principal angle to the reference (``--device cuda``: on the GPU, float32
+with TF32 off unless ``--tf32``, which shows what TF32 costs in iterations and angle).
+Reported per configuration, over the samples (seeds x timesteps):
 
 - ``iters``: the iterations until the angle first falls below ``--target`` degrees
   (median, and the most any sample needed);
@@ -46,7 +47,7 @@ from workbench.store import write_text
 def start_points(model: wb.DiffusionModel, t: int, seeds: list[int]) -> torch.Tensor:
     """x_t ``[B, C, H, W]`` of the seeds' DDIM trajectories (the preset's grid, t on it)."""
     grid = make_timesteps(model, None, include=[t])
-    x = model.noise(seeds)
+    x = model.noise(seeds).to(model.device)
     return run_chain(model, x, grid[: grid.index(t) + 1], progress=False) if grid.index(t) else x
 
 
@@ -89,11 +90,16 @@ def main() -> None:
     parser.add_argument("--methods", default="subspace,krylov")
     parser.add_argument("--target", type=float, default=1.0, help="degrees")
     parser.add_argument("--max-iter", type=int, default=30)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tf32", action="store_true", help="CUDA: TF32 in float32 products")
     parser.add_argument("--out", default=None, help="also write the table here")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    model = wb.load(args.model)
-    model64 = wb.load(args.model, dtype=torch.float64)
+    if args.device.startswith("cuda"):  # float32 means float32 unless --tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    model = wb.load(args.model, device=args.device)
+    model64 = wb.load(args.model, device=args.device, dtype=torch.float64)
     steps = [int(s) for s in (args.timesteps or "200,500,800").split(",")]
     steps = [model.check_timestep(s) for s in steps]
     configs = [(m, int(p)) for m in args.methods.split(",") for p in args.oversamples.split(",")]
@@ -101,7 +107,8 @@ def main() -> None:
     lines = [
         f"$ python analysis/pullback_iterations.py --model {args.model} --timesteps "
         f"{','.join(map(str, steps))} --seeds {args.seeds} --k {args.k} --oversamples "
-        f"{args.oversamples} --methods {args.methods} --target {args.target}",
+        f"{args.oversamples} --methods {args.methods} --target {args.target} --device "
+        f"{args.device}" + (" --tf32" if args.tf32 else ""),
     ]
     for t in steps:
         x = start_points(model, t, seeds)
@@ -133,8 +140,13 @@ def main() -> None:
     samples = len(seeds) * len(steps)
     lines.append(
         f"{args.model}, k={args.k}, target {args.target} deg to a float64 reference, "
-        f"timesteps {steps}, seeds {seeds} ({samples} samples), float32, "
-        f"{torch.get_num_threads()} threads"
+        f"timesteps {steps}, seeds {seeds} ({samples} samples), float32"
+        f"{' with TF32' if args.tf32 else ''}, "
+        + (
+            torch.cuda.get_device_name()
+            if args.device.startswith("cuda")
+            else f"{torch.get_num_threads()} threads"
+        )
     )
     lines.append(
         f"{'method':<10}{'p':>4}{'iters med':>11}{'iters max':>11}{'passes med':>12}"
