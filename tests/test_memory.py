@@ -95,8 +95,9 @@ def start(shapes32):
 
 
 def test_a_memory_budget_bounds_the_columns_per_pass_and_the_peak(shapes32, start):
-    """With all columns in one pass a basis takes some peak; half that budget makes it
-    take passes of fewer columns, stay under the budget, and give the same basis."""
+    """With all columns in one pass a basis takes some peak; a budget of that peak or
+    less makes it take passes of fewer columns, stay within the budget and give the same
+    basis; a budget below one column's need is refused in one line."""
     x, options, one_pass = start
     with TensorBytes() as whole:
         local_basis(shapes32, x, 800, chunk=8, **options)
