@@ -12,10 +12,10 @@ budget gave, the measured peak (bytes of tensors alive at once inside the call,
 above what was allocated before), whether it stayed within the budget, the seconds and
 their ratio to the one-pass basis (run side by side, ``--repeats`` times each, taking
 turns, median, without the count, which slows every operator call), and the largest
-principal angle to the one-pass basis; beside the peak,
-the ``estimate`` that ``basis_memory`` gives for that many columns per pass. A budget
-below what one column per pass needs is refused, in one line. A last row gives
-the default budget (the device's free memory) on this machine.
+principal angle to the one-pass basis; beside the peak, the ``estimate`` that
+``basis_memory`` gives for that many columns per pass. A budget below what one column
+per pass needs is refused, in one line. A last row gives the default budget (the
+device's free memory) on this machine.
 
 ``--model random:NAME`` builds the architecture ``NAME`` of
 ``workbench.models.configs.ARCHITECTURES`` with random weights (seed 0).
@@ -25,12 +25,13 @@ the default budget (the device's free memory) on this machine.
 
 ``--plan`` runs no basis: it counts what one takes (``basis_memory``: the forward pass,
 the linear algebra, a pass's fixed bytes and bytes per column, from a forward pass and
-four small product passes) at k = 8 and k = 50, with the attention in blocks of queries
-(``SCORE_BLOCK``, the default) and with every score matrix whole (as before blocks), and
-the peak that gives with all columns in one pass and with 8 and 1 per pass, the
-network's weights added (``--dtype bfloat16``: the model in bfloat16; ``--attention
-blocks``: the blocked attention alone) (as ``torch.cuda.max_memory_allocated`` counts them). Tensor
-bytes do not depend on the device, so a CPU count predicts a GPU's peak up to the
+four small product passes, counted once and used for k = 8 and k = 50), with the
+attention in blocks of queries (``SCORE_BLOCK``, the default) and with every score
+matrix whole (as before blocks), and the peak that gives with all columns in one pass
+and with 8 and 1 per pass, and with all at once plus the network's weights (as
+``torch.cuda.max_memory_allocated`` counts them). ``--dtype bfloat16``: the model in
+bfloat16; ``--attention blocks``: the blocked attention alone. Tensor bytes do not
+depend on the device, so a CPU count predicts a GPU's peak up to the
 allocator's rounding and the kernels' workspaces. ``--model sd15`` is Stable Diffusion
 1.5's configs with random weights (``analysis/bench_models.py``), guidance 7.5 on a
 prompt, x_T of seed 0 at t = 601.
@@ -149,13 +150,12 @@ def main() -> None:
     model = load_model(args.model, args.device, torch.float32)
     x = start_point(model, args.t).expand(args.batch, -1, -1, -1).clone()
     width = args.k + args.oversample
-    run(model, x, args.t, args, chunk=width)  # untimed: kernels, allocations, cost probe
-    run(model, x, args.t, args, memory=1e3)
-    _, whole, _, one_pass = run(model, x, args.t, args, chunk=width)
-    ref = one_pass.V.reshape(args.batch, args.k, -1).transpose(1, 2).double()
-    need = basis_memory(
+    run(model, x, args.t, args, count=False, chunk=width)  # untimed: kernels, allocations
+    need = basis_memory(  # the count every budget below reuses
         model, x, args.t, k=args.k, oversample=args.oversample, max_iter=args.max_iter
     )
+    _, whole, _, one_pass = run(model, x, args.t, args, chunk=width)
+    ref = one_pass.V.reshape(args.batch, args.k, -1).transpose(1, 2).double()
     shares = [float(s) for s in args.shares.split(",")]
     budgets = [("one pass", dict(chunk=width), None)]
     budgets += [(f"{s:.2f} of it", dict(memory=s * whole / GIB), s * whole) for s in shares]

@@ -307,3 +307,23 @@ def test_principal_angles_refuses_rows_for_columns():
     q, _ = torch.linalg.qr(torch.randn(10, 3))
     with pytest.raises(wb.WorkbenchError, match="orthonormal columns .* transpose"):
         principal_angles(q.T, q.T)  # rows [3, 10]: k = 10 > d = 3
+
+
+@pytest.mark.parametrize("method, oversample", [("krylov", 0), ("subspace", 4)])
+def test_the_iteration_study_reads_the_engines_own_stop_off_one_run(shapes32, method, oversample):
+    """analysis/pullback_iterations.py runs every iteration once and reads where the
+    engine's rule (0.1 degrees, at least 2 iterations) would stop each sample off the
+    successive angles; the engine run with its own rule stops each sample there."""
+    from analysis_scripts import load_script
+
+    study = load_script("pullback_iterations")
+    x = shapes32.noise([0, 5])
+    reference = torch.eye(shapes32.d, 4, dtype=torch.float64)[None].expand(2, -1, -1)
+    _, moved, _ = study.trace(shapes32, x, 800, 4, oversample, method, [0, 5], reference, 12)
+    stops = study.default_stop(moved)
+    for j, seed in enumerate([0, 5]):
+        own = local_basis(
+            shapes32, x[j : j + 1], 800, k=4, oversample=oversample, max_iter=12,
+            method=method, sample_seeds=[seed],
+        )  # fmt: skip
+        assert own.iterations == stops[j], (method, seed, own.iterations, stops)

@@ -49,7 +49,7 @@ import math
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -370,10 +370,11 @@ def local_basis(
     m = math.prod(out_shape)
     budget = None if chunk is not None else _budget(memory, x.device)
     with model.jacobian_safe(), torch.enable_grad():
-        forward = products.start(count=budget is not None)  # what reverse mode reuses
-        if budget is not None:  # as many columns per pass as fit (basis_memory)
+        if budget is None:
+            products.start()  # the forward pass that reverse mode reuses
+        else:  # as many columns per pass as fit (basis_memory)
             kept = min(max_blocks, max_iter) if method == "krylov" else 1
-            need = _need(model, products, forward, width, kept, (target, mask is not None))
+            need = _need(model, products, width, kept, (target, mask is not None))
             products.chunk = need.columns_within(budget)
         if start is None:  # J^T Omega: a random start inside the row space of J
             start = jtu(draw(m).to(x.device, dtype))
@@ -506,47 +507,33 @@ class _Products:
                     torch.cuda.empty_cache()
 
 
-@dataclass(frozen=True)
-class _ColumnCost:
-    """Peak bytes of a vmapped pass of the Jacobian products beyond what it is given:
-    ``fixed`` whatever the number of columns, ``per_column`` for each column."""
+#: Counted costs (bytes of the forward pass kept, of a pass whatever its width, of a
+#: column), per model and then per everything else that changes them (:func:`_need`).
+_COUNTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    fixed: int
-    per_column: int
 
-    _known: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
-
-    @classmethod
-    def of_products(cls, products: _Products) -> _ColumnCost:
-        """Counted (:class:`~workbench.memory.TensorBytes`) on passes of two and of three
-        columns, forward and reverse mode; the larger slope and intercept of the two (a
-        pass of one column is batched differently and costs less than its share)."""
-        x = products.x
-        b, d, m = x.shape[0], x[0].numel(), math.prod(products.out_shape)
-        slopes, intercepts = [], []
-        chunk, products.chunk = products.chunk, None
-        for product, rows in ((products.forward, d), (products.reverse, m)):
-            peaks = []
-            for width in (2, 3):
-                cols = torch.randn(b, rows, width, device=x.device, dtype=products.algebra)
-                with TensorBytes() as count:
-                    product(cols)
-                peaks.append(count.peak)
-            slope = max(peaks[1] - peaks[0], 1)
-            slopes.append(slope)
-            intercepts.append(max(peaks[0] - 2 * slope, 0))
-        products.chunk = chunk
-        return cls(fixed=max(intercepts), per_column=max(slopes))
-
-    @classmethod
-    def of(cls, model: DiffusionModel, key: tuple) -> _ColumnCost | None:
-        """The cost measured before on ``model`` for ``key``, if any."""
-        return cls._known.get(model, {}).get(key)
-
-    @classmethod
-    def keep(cls, model: DiffusionModel, key: tuple, cost: _ColumnCost) -> None:
-        """Remember ``cost`` for ``model`` and ``key`` while the model lives."""
-        cls._known.setdefault(model, {})[key] = cost
+def _pass_cost(products: _Products) -> tuple[int, int]:
+    """Bytes of a vmapped pass of the products beyond what it is given: whatever its
+    number of columns, and per column. Counted (:class:`~workbench.memory.TensorBytes`)
+    on passes of two and of three columns, forward and reverse mode; the larger intercept
+    and slope of the two (a pass of one column is batched differently and costs less
+    than its share)."""
+    x = products.x
+    b, d, m = x.shape[0], x[0].numel(), math.prod(products.out_shape)
+    slopes, intercepts = [], []
+    chunk, products.chunk = products.chunk, None
+    for product, rows in ((products.forward, d), (products.reverse, m)):
+        peaks = []
+        for width in (2, 3):
+            cols = torch.randn(b, rows, width, device=x.device, dtype=products.algebra)
+            with TensorBytes() as count:
+                product(cols)
+            peaks.append(count.peak)
+        slope = max(peaks[1] - peaks[0], 1)
+        slopes.append(slope)
+        intercepts.append(max(peaks[0] - 2 * slope, 0))
+    products.chunk = chunk
+    return max(intercepts), max(slopes)
 
 
 @dataclass(frozen=True)
@@ -597,8 +584,9 @@ def basis_memory(
 ) -> BasisMemory:
     """What :func:`local_basis` with these options takes on the model's device at
     ``x_t`` ``[B, C, H, W]``, counted on one forward pass and four small passes of the
-    Jacobian products (two and three columns, both modes), without running the basis:
-    e.g. to plan a model's size, dtype or batch for a card (``.peak()``)."""
+    Jacobian products (two and three columns, both modes; the count :func:`local_basis`
+    makes and reuses), without running the basis: e.g. to plan a model's size, dtype or
+    batch for a card (``.peak()``)."""
     model.check_x(x_t, "x_t")
     t = model.check_timestep(t)
     x = x_t.detach().to(model.device, model.dtype).clone()
@@ -607,36 +595,30 @@ def basis_memory(
     products = _Products(f, x, out_shape, algebra, None, auto=False)
     kept = min(max_blocks, max_iter) if method == "krylov" else 1
     with model.jacobian_safe(), torch.enable_grad():
-        forward = products.start(count=True)
-        return _need(model, products, forward, k + oversample, kept)
+        return _need(model, products, k + oversample, kept, (target, mask is not None))
 
 
 def _need(
-    model: DiffusionModel,
-    products: _Products,
-    forward: int,
-    width: int,
-    kept: int,
-    key: tuple | None = None,
+    model: DiffusionModel, products: _Products, width: int, kept: int, what: tuple
 ) -> BasisMemory:
-    """The :class:`BasisMemory` of a basis of ``width`` columns keeping ``kept`` blocks,
-    whose forward pass keeps ``forward`` bytes; the cost of a pass is counted on
-    ``products``, or, with a ``key`` (what else changes it), taken from an earlier count
-    on the same model, activation point, conditioning, batch, dtype and device."""
+    """Run the forward pass that reverse mode reuses (``products.start``) and return the
+    :class:`BasisMemory` of a basis of ``width`` columns keeping ``kept`` blocks. The
+    forward pass and a pass of the products are counted the first time; later bases on
+    the same model with the same map (``what``: its target and mask), activation point,
+    conditioning, batch, dtype, device and attention blocks take the earlier count."""
     x = products.x
-    cost = None
-    if key is not None:
-        conditioning = model.conditioning
-        described = None if conditioning is None else repr(conditioning.describe())
-        key = (*key, model.h_point, described, x.shape, x.dtype, x.device, attention.SCORE_BLOCK)
-        cost = _ColumnCost.of(model, key)
-    if cost is None:
-        cost = _ColumnCost.of_products(products)
-        if key is not None:
-            _ColumnCost.keep(model, key, cost)
+    conditioning = model.conditioning
+    described = None if conditioning is None else repr(conditioning.describe())
+    key = (*what, model.h_point, described, x.shape, x.dtype, x.device, attention.SCORE_BLOCK)
+    counted = _COUNTED.setdefault(model, {})
+    if key in counted:
+        products.start()
+    else:
+        counted[key] = (products.start(count=True), *_pass_cost(products))
+    forward, fixed, per_column = counted[key]
     m = math.prod(products.out_shape)
     held = _algebra_bytes(x.shape[0], model.d, m, width, kept, products.algebra)
-    return BasisMemory(forward, held, cost.fixed, cost.per_column, width)
+    return BasisMemory(forward, held, fixed, per_column, width)
 
 
 def target_map(
