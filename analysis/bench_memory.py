@@ -25,12 +25,14 @@ device's free memory) on this machine.
 
 ``--plan`` runs no basis: it counts what one takes (``basis_memory``: the forward pass,
 the linear algebra, a pass's fixed bytes and bytes per column, from a forward pass and
-four small product passes, counted once and used for k = 8 and k = 50), with the
-attention in blocks of queries (``SCORE_BLOCK``, the default) and with every score
-matrix whole (as before blocks), and the peak that gives with all columns in one pass
-and with 8 and 1 per pass, and with all at once plus the network's weights (as
+four small product passes, counted once and used for k = 8 and k = 50), for three
+ways of differentiating the attention: every score matrix whole under PyTorch's AD (as
+before blocks), blocks of queries (``SCORE_BLOCK``) under PyTorch's AD, and blocks with
+the recomputing rule (``RECOMPUTE``, the default: a reverse pass keeps no
+probabilities); and the peak that gives with all columns in one pass and with 8 and 1
+per pass, and with all at once plus the network's weights (as
 ``torch.cuda.max_memory_allocated`` counts them). ``--dtype bfloat16``: the model in
-bfloat16; ``--attention blocks``: the blocked attention alone. Tensor bytes do not
+bfloat16; ``--attention default``: the default rule alone. Tensor bytes do not
 depend on the device, so a CPU count predicts a GPU's peak up to the
 allocator's rounding and the kernels' workspaces. ``--model sd15`` is Stable Diffusion
 1.5's configs with random weights (``analysis/bench_models.py``), guidance 7.5 on a
@@ -108,11 +110,15 @@ def plan(args) -> list[str]:
         f"{'attention':<18}{'k':>4}{'forward':>9}{'algebra':>9}{'fixed':>8}{'per col':>9}"
         f"{'peak all':>10}{'peak 8/pass':>13}{'peak 1/pass':>13}{'+ weights, all':>16}",
     ]
-    default_block = attention.SCORE_BLOCK
+    default_block, default_rule = attention.SCORE_BLOCK, attention.RECOMPUTE
     with model.conditioned(**condition):
-        kinds = [("whole scores", 2**62), ("query blocks", default_block)]
-        for name, block in kinds if args.attention == "both" else kinds[1:]:
-            attention.SCORE_BLOCK = block
+        kinds = [
+            ("whole, autograd", 2**62, False),
+            ("blocks, autograd", default_block, False),
+            ("blocks, recomputed", default_block, True),
+        ]
+        for name, block, rule in kinds if args.attention == "all" else kinds[2:]:
+            attention.SCORE_BLOCK, attention.RECOMPUTE = block, rule
             try:
                 for k in (8, 50):
                     need = basis_memory(model, x, t, k=k, oversample=4)
@@ -124,7 +130,7 @@ def plan(args) -> list[str]:
                     )
                     print(lines[-1], flush=True)
             finally:
-                attention.SCORE_BLOCK = default_block
+                attention.SCORE_BLOCK, attention.RECOMPUTE = default_block, default_rule
     return lines
 
 
@@ -141,7 +147,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plan", action="store_true", help="count, run no basis")
     parser.add_argument("--dtype", default="float32", help="--plan: the model's dtype")
-    parser.add_argument("--attention", default="both", choices=["both", "blocks"], help="--plan")
+    parser.add_argument(
+        "--attention", default="all", choices=["all", "default"], help="--plan: which rows"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.plan:

@@ -331,7 +331,8 @@ def test_the_jacobian_safe_attention_is_the_stock_one(name, models):
 def test_attention_in_blocks_of_queries_gives_the_same_products(name, models, monkeypatch):
     """With blocks of a few queries (a long sequence's case, forced on the tiny model), h
     and its forward- and reverse-mode products are those of the whole score matrix: in
-    our processors and in the stock ones a family keeps (their SDPA)."""
+    our processors and in the stock ones a family keeps (their SDPA); and those of the
+    recomputing attention rule are those of plain AD through the matrix products."""
     from workbench.models import attention
 
     model = models[name]
@@ -341,12 +342,13 @@ def test_attention_in_blocks_of_queries_gives_the_same_products(name, models, mo
     u = torch.randn(2, *model.h_shape, generator=gen)
     f = lambda z: model.h(z, 601)
     results, calls = [], []
-    blocks = attention._scores_times_values
-    for block in (attention.SCORE_BLOCK, 64):
+    probabilities = attention._probabilities
+    for block, recompute in ((attention.SCORE_BLOCK, True), (64, True), (64, False)):
         monkeypatch.setattr(attention, "SCORE_BLOCK", block)
+        monkeypatch.setattr(attention, "RECOMPUTE", recompute)
         counted = []
         monkeypatch.setattr(
-            attention, "_scores_times_values", lambda *a, c=counted: c.append(1) or blocks(*a)
+            attention, "_probabilities", lambda *a, c=counted: c.append(1) or probabilities(*a)
         )
         with model.conditioned(**COND[name]), model.jacobian_safe(), torch.enable_grad():
             h, jv = torch.func.jvp(f, (x,), (v,))
@@ -357,9 +359,10 @@ def test_attention_in_blocks_of_queries_gives_the_same_products(name, models, mo
         assert name == "sana", name
         pytest.skip(f"{name} has no softmax attention")
     assert calls[1] > calls[0], calls  # the blocks were used
-    for whole, blocked in zip(*results, strict=True):
-        scale = float(whole.abs().max())
-        assert float((whole - blocked).abs().max()) <= 1e-5 * max(scale, 1.0), name
+    for other in results[1:]:
+        for whole, blocked in zip(results[0], other, strict=True):
+            scale = float(whole.abs().max())
+            assert float((whole - blocked).abs().max()) <= 1e-5 * max(scale, 1.0), name
 
 
 @pytest.mark.parametrize("name", NAMES)

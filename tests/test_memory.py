@@ -187,3 +187,21 @@ def test_the_engine_and_the_probes_take_a_memory_budget(tiny):
     assert probe.across_samples.shape[-1] == 2
     with pytest.raises(WorkbenchError, match="memory"):
         wb.discover("pullback", tiny, memory=0.0, **options)
+
+
+def test_the_flux_count_extends_to_deeper_networks_exactly():
+    """``analysis/count_flux.py`` counts FLUX.1-dev's basis on three shallow networks and
+    extends each part of the count block by block: on a small FLUX config the extension
+    gives what deeper networks count (forward pass kept, a pass's fixed bytes and bytes
+    per column; the linear algebra does not change) within 2%."""
+    import argparse
+
+    from analysis_scripts import load_script
+
+    count_flux = load_script("count_flux")
+    args = argparse.Namespace(dtype="float32", heads=2, head_dim=32, text_dim=64, text=16, side=32)
+    counts = {shape: count_flux.count(args, *shape)[0] for shape in count_flux.SHAPES}
+    for deeper in ((3, 2), (4, 3)):
+        counted, extended = count_flux.count(args, *deeper)[0], count_flux.extend(counts, *deeper)
+        for part in (*count_flux.PARTS, "algebra"):
+            assert getattr(extended, part) == pytest.approx(getattr(counted, part), rel=0.02), part

@@ -108,13 +108,7 @@ def test_vjp_and_jvp_are_adjoint_and_vmap_batches(tiny):
     torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("mask", ["none", "bool keys", "bool full", "additive full"])
-def test_attention_in_blocks_of_queries_is_attention_at_once(mask, monkeypatch):
-    """Blocks of queries (a long sequence) give the scores-at-once result, masks
-    included, with sdpa as the reference; its JVP equals the one at once."""
-    from workbench.models import attention
-
-    gen = torch.Generator().manual_seed(0)
+def _qkv_and_mask(mask: str, gen: torch.Generator):
     q, k, v = (torch.randn(2, 3, n, 8, generator=gen, dtype=torch.float64) for n in (50, 40, 40))
     m = {
         "none": None,
@@ -124,15 +118,114 @@ def test_attention_in_blocks_of_queries_is_attention_at_once(mask, monkeypatch):
     }[mask]
     if m is not None and m.dtype == torch.bool:
         m[..., 0] = True  # every query keeps a key
+    return (q, k, v), m
+
+
+MASKS = ["none", "bool keys", "bool full", "additive full"]
+
+
+@pytest.mark.parametrize("mask", MASKS)
+def test_attention_in_blocks_of_queries_is_attention_at_once(mask, monkeypatch):
+    """Blocks of queries (a long sequence) give the scores-at-once result, masks
+    included, with sdpa as the reference; its JVP equals the one at once (both rules)."""
+    from workbench.models import attention
+
+    (q, k, v), m = _qkv_and_mask(mask, torch.Generator().manual_seed(0))
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
     tangents = tuple(torch.randn_like(t) for t in (q, k, v))
     f = lambda *qkv: attention.softmax_attention(*qkv, 8**-0.5, m)
-    whole, whole_jvp = torch.func.jvp(f, (q, k, v), tangents)
-    monkeypatch.setattr(attention, "SCORE_BLOCK", 7 * 40)  # 7 queries a block, 8 blocks
-    blocked, blocked_jvp = torch.func.jvp(f, (q, k, v), tangents)
-    torch.testing.assert_close(whole, expected, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(blocked, expected, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(blocked_jvp, whole_jvp, rtol=1e-10, atol=1e-12)
+    for recompute in (True, False):
+        monkeypatch.setattr(attention, "RECOMPUTE", recompute)
+        monkeypatch.setattr(attention, "SCORE_BLOCK", 2**20)
+        whole, whole_jvp = torch.func.jvp(f, (q, k, v), tangents)
+        monkeypatch.setattr(attention, "SCORE_BLOCK", 7 * 40)  # 7 queries a block, 8 blocks
+        blocked, blocked_jvp = torch.func.jvp(f, (q, k, v), tangents)
+        torch.testing.assert_close(whole, expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(blocked, expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(blocked_jvp, whole_jvp, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("block", [2**20, 7 * 40])
+def test_recomputed_attention_has_the_derivatives_of_plain_autograd(mask, block, monkeypatch):
+    """The recomputing rule's vmapped JVPs and VJPs (a Jacobian product's columns) and
+    plain ``backward`` equal PyTorch's AD through the explicit matrix products, in one
+    block and in eight; a tangent that is zero for some of q, k, v is taken too."""
+    from workbench.models import attention
+
+    monkeypatch.setattr(attention, "SCORE_BLOCK", block)
+    gen = torch.Generator().manual_seed(1)
+    qkv, m = _qkv_and_mask(mask, gen)
+    tangents = [torch.randn(5, *t.shape, generator=gen, dtype=t.dtype) for t in qkv]
+    cot = torch.randn(5, 2, 3, 50, 8, generator=gen, dtype=torch.float64)
+    results = []
+    f = lambda *x: attention.softmax_attention(*x, 8**-0.5, m)
+    for recompute in (True, False):
+        monkeypatch.setattr(attention, "RECOMPUTE", recompute)
+        push = torch.func.vmap(lambda *t: torch.func.jvp(f, qkv, t)[1])(*tangents)
+        only_k = torch.func.jvp(lambda k: f(qkv[0], k, qkv[2]), (qkv[1],), (tangents[1][0],))[1]
+        pull = torch.func.vmap(torch.func.vjp(f, *qkv)[1])(cot)
+        leaves = [t.clone().requires_grad_() for t in qkv]
+        (f(*leaves) * cot[0]).sum().backward()
+        results.append((push, only_k, *pull, *(leaf.grad for leaf in leaves)))
+    assert results[0][1].abs().max() > 0.1  # the keys alone move the output
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # torch's vmap fallback
+def test_recomputed_attention_under_a_vmap_of_samples_with_one_shared_tangent(monkeypatch):
+    """A batch of samples vmapped with one tangent (and one cotangent) for all of them:
+    the rule's in-place steps meet an operand with a vmapped dimension the block lacks,
+    and give plain AD's derivatives all the same."""
+    from workbench.models import attention
+
+    gen = torch.Generator().manual_seed(3)
+    queries = torch.randn(4, 2, 3, 20, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, 3, 16, 8, generator=gen, dtype=torch.float64) for _ in "kv")
+    shared = torch.randn(2, 3, 20, 8, generator=gen, dtype=torch.float64)
+    f = lambda q: attention.softmax_attention(q, k, v, 0.3)
+    results = []
+    for recompute in (True, False):
+        monkeypatch.setattr(attention, "RECOMPUTE", recompute)
+        push = torch.func.vmap(lambda q: torch.func.jvp(f, (q,), (shared,))[1])(queries)
+        pull = torch.func.vmap(lambda q: torch.func.vjp(f, q)[1](shared)[0])(queries)
+        results.append((push, pull))
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_recomputed_attention_keeps_no_probabilities_for_the_reverse_pass(monkeypatch):
+    """A reverse pass through the recomputing rule keeps q, k, v and the output (the
+    size of the activations), not the [L_q, L_k] probabilities plain AD keeps; a mask
+    that depends on the input is refused rather than given a wrong derivative."""
+    from workbench.models import attention
+
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 256, 8, generator=gen, requires_grad=True) for _ in "qkv")
+    kept = {}
+    for recompute in (True, False):
+        monkeypatch.setattr(attention, "RECOMPUTE", recompute)
+        sizes = []
+
+        def pack(t, sizes=sizes):
+            sizes.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            attention.softmax_attention(q, k, v, 8**-0.5).sum().backward()
+        kept[recompute] = sum(sizes)
+    activations = 4 * q.numel()  # q, k, v, out
+    assert kept[True] <= activations, kept
+    assert kept[False] >= 2 * 256 * 256, kept  # a probability matrix per head
+    monkeypatch.setattr(attention, "RECOMPUTE", True)
+    mask = torch.zeros(1, 2, 256, 256)
+    with pytest.raises(ValueError, match="mask depends on the input"):
+        torch.func.jvp(
+            lambda m: attention.softmax_attention(q.detach(), k.detach(), v.detach(), 0.3, m),
+            (mask,),
+            (torch.ones_like(mask),),
+        )
 
 
 @pytest.mark.parametrize(

@@ -605,11 +605,12 @@ def _need(
     :class:`BasisMemory` of a basis of ``width`` columns keeping ``kept`` blocks. The
     forward pass and a pass of the products are counted the first time; later bases on
     the same model with the same map (``what``: its target and mask), activation point,
-    conditioning, batch, dtype, device and attention blocks take the earlier count."""
+    conditioning, batch, dtype, device and attention rule and blocks take the earlier count."""
     x = products.x
     conditioning = model.conditioning
     described = None if conditioning is None else repr(conditioning.describe())
-    key = (*what, model.h_point, described, x.shape, x.dtype, x.device, attention.SCORE_BLOCK)
+    rule = (attention.SCORE_BLOCK, attention.RECOMPUTE)
+    key = (*what, model.h_point, described, x.shape, x.dtype, x.device, *rule)
     counted = _COUNTED.setdefault(model, {})
     if key in counted:
         products.start()

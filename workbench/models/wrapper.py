@@ -877,11 +877,12 @@ class DiffusionModel:
     def jacobian_safe(self) -> Iterator[None]:
         """Within the block, ``torch.func.jvp``/``vjp``/``vmap`` run through :meth:`h`.
 
-        Swaps every attention processor for the family's Jacobian-safe one (explicit
-        softmax attention, contiguous output; equal to the stock processor) and puts the
-        originals back on exit, also after an exception; a processor the family keeps
-        runs its ``scaled_dot_product_attention`` as explicit attention in blocks of
-        queries (``sdpa_in_blocks``; the fused kernels have no forward-mode rule). A
+        Swaps every attention processor for the family's Jacobian-safe one (attention
+        whose derivatives recompute the probabilities in blocks of queries, contiguous
+        output; equal to the stock processor) and puts the originals back on exit, also
+        after an exception; a processor the family keeps runs its
+        ``scaled_dot_product_attention`` the same way (``sdpa_in_blocks``; the fused
+        kernels have no forward-mode rule of their own). A
         half-precision network also gets a pre-hook on every linear and convolution
         layer that casts its input (value and tangent) to the layer's dtype: on CUDA
         (torch 2.11, an H100) vmapped forward-mode tangents came out of a bfloat16
