@@ -30,10 +30,28 @@ def test_tensor_bytes_counts_what_is_alive_inside_once_per_storage():
         c = b @ torch.ones(1024, 512)  # 0.5 MiB result (and the 2 MiB operand)
         zero = torch._efficientzerotensor(1024, 1024)  # no memory behind it
         kept = before * 1  # 1 MiB
+        outside = before.t()  # a view of storage made outside: not counted
+        before.mul_(2)  # written in place: not new either
     assert count.peak == MB + 2 * MB + MB // 2  # b, the ones operand and c
     assert count.held == MB + MB // 2 + MB  # b, c, kept; the operand is gone
-    del b, c, zero, kept
+    del b, c, zero, kept, outside
     assert count.held == 0
+
+
+def test_tensor_bytes_does_not_count_the_weights_a_network_uses():
+    """A linear layer's forward takes a transposed view of its weight: the weights
+    existed before, so a deeper stack of layers peaks no higher than a shallow one
+    (only one layer's activations are alive at a time)."""
+
+    def peak(depth: int) -> int:
+        torch.manual_seed(0)
+        layers = [torch.nn.Linear(256, 256) for _ in range(depth)]
+        net = torch.nn.Sequential(*layers, torch.nn.GELU()).requires_grad_(False)
+        with TensorBytes() as count:
+            net(torch.ones(64, 256))
+        return count.peak
+
+    assert peak(8) == peak(2) <= 3 * 64 * 256 * 4  # a layer's input and output at most
 
 
 def test_tensor_bytes_passes_over_a_sparse_result():
