@@ -15,6 +15,7 @@ columns, bytes per column) and a budget into the most columns per pass that fit.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from pathlib import Path
@@ -107,10 +108,22 @@ class TensorBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:  # noqa: ANN001
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        aliased = _aliased(func)
+        if aliased == "all":  # views, in-place and out= results: an operand's storage
+            return out
         given: set[int] = set()  # the operands' storages, which existed before the call
-        tree_map_only(torch.Tensor, lambda t: _add_storage(t, given), (args, kwargs))
+        if aliased == "some":
+            tree_map_only(torch.Tensor, lambda t: _add_storage(t, given), (args, kwargs))
         tree_map_only(torch.Tensor, lambda t: self._seen(t, given), out)
         return out
+
+
+@functools.cache
+def _aliased(func: Any) -> str:
+    """Which of the operator's results share an operand's storage, by its schema:
+    ``"all"`` (a view, an in-place or out= operator), ``"some"`` or ``"none"``."""
+    shared = [r.alias_info is not None for r in func._schema.returns]
+    return "all" if shared and all(shared) else "some" if any(shared) else "none"
 
 
 def _storage(tensor: torch.Tensor) -> torch.UntypedStorage | None:
