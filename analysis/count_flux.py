@@ -39,9 +39,10 @@ import torch
 import workbench as wb
 from workbench.engines.pullback import BasisMemory, basis_memory
 from workbench.models.families.flux import Flux
-from workbench.store import write_text
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+here = Path(__file__).resolve().parent
+sys.path[:0] = [str(here), str(here.parent / "tests")]
+from bench_memory import write  # noqa: E402  (print, and write atomically)
 from tiny_families import FLUX_SCHEDULER  # noqa: E402  (FLUX.1-dev's scheduler config)
 
 #: FLUX.1-dev's transformer config (its ``transformer/config.json``).
@@ -200,10 +201,7 @@ def main() -> None:
             f"{gib(wide.peak(8)):>12}{'':>12}{gib(need.peak() + weights):>8}"
             f"{gib(need.peak(1) + weights):>11}{gib(wide.peak(8) + weights):>12}"
         )
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        write_text(args.out, text + "\n")
+    write(lines, args.out)
 
 
 if __name__ == "__main__":
