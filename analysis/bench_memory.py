@@ -107,8 +107,9 @@ def plan(args) -> list[str]:
         f"--attention {args.attention}",
         f"{args.model}, {args.dtype}, batch 1, t={t}, h {list(model.h_shape)}; weights on the "
         f"device {mib(weights)} MiB; MiB as workbench.memory.TensorBytes counts them",
-        f"{'attention':<18}{'k':>4}{'forward':>9}{'algebra':>9}{'fixed':>8}{'per col':>9}"
-        f"{'peak all':>10}{'peak 8/pass':>13}{'peak 1/pass':>13}{'+ weights, all':>16}",
+        f"{'attention':<18}{'k':>4}{'ritz':>5}{'forward':>9}{'held':>7}{'algebra':>9}"
+        f"{'fixed':>8}{'per col':>9}{'peak all':>10}{'peak 8/pass':>13}{'peak 1/pass':>13}"
+        f"{'+ weights, all':>16}",
     ]
     default_block, default_rule = attention.SCORE_BLOCK, attention.RECOMPUTE
     with model.conditioned(**condition):
@@ -121,14 +122,16 @@ def plan(args) -> list[str]:
             attention.SCORE_BLOCK, attention.RECOMPUTE = block, rule
             try:
                 for k in (8, 50):
-                    need = basis_memory(model, x, t, k=k, oversample=4)
-                    lines.append(
-                        f"{name:<18}{k:>4}{mib(need.forward):>9}{mib(need.algebra):>9}"
-                        f"{mib(need.fixed):>8}{mib(need.per_column):>9}{mib(need.peak()):>10}"
-                        f"{mib(need.peak(8)):>13}{mib(need.peak(1)):>13}"
-                        f"{mib(need.peak() + weights):>16}"
-                    )
-                    print(lines[-1], flush=True)
+                    for ritz in ("h", "x") if rule else ("h",):  # x: the default rule's only
+                        need = basis_memory(model, x, t, k=k, oversample=4, ritz=ritz)
+                        lines.append(
+                            f"{name:<18}{k:>4}{ritz:>5}{mib(need.forward):>9}"
+                            f"{mib(need.held):>7}{mib(need.algebra):>9}{mib(need.fixed):>8}"
+                            f"{mib(need.per_column):>9}{mib(need.peak()):>10}"
+                            f"{mib(need.peak(8)):>13}{mib(need.peak(1)):>13}"
+                            f"{mib(need.peak() + weights):>16}"
+                        )
+                        print(lines[-1], flush=True)
             finally:
                 attention.SCORE_BLOCK, attention.RECOMPUTE = default_block, default_rule
     return lines
@@ -159,9 +162,18 @@ def main() -> None:
     x = start_point(model, args.t).expand(args.batch, -1, -1, -1).clone()
     width = args.k + args.oversample
     run(model, x, args.t, args, count=False, chunk=width)  # untimed: kernels, allocations
-    need = basis_memory(  # the count every budget below reuses
-        model, x, args.t, k=args.k, oversample=args.oversample, max_iter=args.max_iter
-    )
+    need = {  # the count every budget below reuses, with either Ritz step
+        ritz: basis_memory(
+            model,
+            x,
+            args.t,
+            k=args.k,
+            oversample=args.oversample,
+            max_iter=args.max_iter,
+            ritz=ritz,
+        )  # fmt: skip
+        for ritz in ("h", "x")
+    }
     _, whole, _, one_pass = run(model, x, args.t, args, chunk=width)
     ref = one_pass.V.reshape(args.batch, args.k, -1).transpose(1, 2).double()
     shares = [float(s) for s in args.shares.split(",")]
@@ -179,7 +191,8 @@ def main() -> None:
         angle = principal_angles(
             ref, basis.V.reshape(args.batch, args.k, -1).transpose(1, 2).double()
         )
-        rows[name] = (basis.chunk or width, peak, device_peak, float(angle.max()) * 180 / math.pi)
+        degrees = float(angle.max()) * 180 / math.pi
+        rows[name] = (basis.chunk or width, basis.ritz, peak, device_peak, degrees)
     for _ in range(args.repeats):  # the configurations take turns
         for name, size, _ in budgets:
             if not isinstance(rows[name], str):
@@ -195,7 +208,7 @@ def main() -> None:
         f"--max-iter {args.max_iter} --shares {args.shares} --repeats {args.repeats}",
         f"{args.model}, t={args.t}, batch {args.batch}, k={args.k}, p={args.oversample} "
         f"({width} columns), {args.max_iter} iterations, float32, {args.device}, {where}",
-        f"{'budget':<14}{'MiB':>10}{'columns/pass':>14}{'peak MiB':>10}{'estimate':>10}"
+        f"{'budget':<14}{'MiB':>10}{'columns/pass':>14}{'ritz':>6}{'peak MiB':>10}{'estimate':>10}"
         f"{'device MiB':>12}"
         f"{'within':>8}{'s (median)':>12}{'vs one pass':>13}{'deg to one pass':>17}",
     ]
@@ -204,7 +217,7 @@ def main() -> None:
         if isinstance(rows[name], str):
             lines.append(f"{name:<14}{budget / 2**20:>10.1f}  refused: {rows[name]}")
             continue
-        cols, peak, device_peak, angle = rows[name]
+        cols, ritz, peak, device_peak, angle = rows[name]
         secs = statistics.median(seconds[name])
         within = (
             "-" if budget is None else ("yes" if max(peak, device_peak or 0) <= budget else "NO")
@@ -212,8 +225,8 @@ def main() -> None:
         shown = "-" if budget is None else f"{budget / 2**20:.1f}"
         on_device = "-" if device_peak is None else f"{device_peak / 2**20:.1f}"
         lines.append(
-            f"{name:<14}{shown:>10}{cols:>14}{peak / 2**20:>10.1f}"
-            f"{need.peak(cols) / 2**20:>10.1f}{on_device:>12}"
+            f"{name:<14}{shown:>10}{cols:>14}{ritz:>6}{peak / 2**20:>10.1f}"
+            f"{need[ritz].peak(cols) / 2**20:>10.1f}{on_device:>12}"
             f"{within:>8}{secs:>12.2f}{base / secs:>12.2f}x{angle:>17.4f}"
         )
     write(lines, args.out)

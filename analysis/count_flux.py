@@ -1,6 +1,12 @@
 """What a pullback basis takes on FLUX.1-dev, counted on the CPU from shallow copies.
 
-    python analysis/count_flux.py --out docs/measurements/basis_memory_flux_dev_cpu.txt
+    python analysis/count_flux.py --out docs/measurements/basis_memory_flux_dev_counted_cpu.txt
+    python analysis/count_flux.py \
+        --counted docs/measurements/basis_memory_flux_dev_counted_cpu.txt \
+        --out docs/measurements/basis_memory_flux_dev_cpu.txt
+
+The second takes the counts of the first (24 min) and applies the bounds on the
+iteration's own tensors that ``local_basis`` uses now, which are computed, not counted.
 
 FLUX.1-dev's transformer (``FluxTransformer2DModel``: 19 dual-stream and 38 single-stream
 blocks of width 3072, 24 heads of 128; 12B parameters) does not fit this machine's
@@ -9,11 +15,12 @@ through the first 19 + 10 of them. What a basis holds grows with the blocks befo
 a way a few blocks show: what the forward pass keeps for the reverse pass adds up block
 by block, while a pass's transient tensors (a block's attention, its tangents per
 column) do not. So this counts (``workbench.engines.pullback.basis_memory``: the forward
-pass, the linear algebra, a pass's fixed bytes and bytes per column) with random weights
-at the real width and token count (1024 px: 4096 image tokens, and FLUX's 512 T5 tokens)
-on networks of two dual-stream blocks and one single-stream block, and of one more
-block of either kind, h at the last block each time, takes what the one more block of
-each kind adds to each part of the count, and extends that to ``--dual`` + ``--single``
+pass, the linear algebra with an h-space and with an x-space Ritz step, a pass's fixed
+bytes and bytes per column) with random weights at the real width and token count
+(1024 px: 4096 image tokens, and FLUX's 512 T5 tokens) on networks of two dual-stream
+blocks and one single-stream block, and of one more block of either kind, h at the last
+block each time, takes what the one more block of each kind adds to each part of the
+count, and extends that to ``--dual`` + ``--single``
 blocks (19 + 10: h at ``single.9``). On a small config (``tests/test_memory.py``) the
 forward pass kept and a pass's fixed bytes grow by the same amount with every block of
 a kind, and the bytes per column do not grow once both kinds are there (a pass's
@@ -37,7 +44,7 @@ from pathlib import Path
 import torch
 
 import workbench as wb
-from workbench.engines.pullback import BasisMemory, basis_memory
+from workbench.engines.pullback import BasisMemory, _algebra_bytes, basis_memory
 from workbench.models.families.flux import Flux
 
 here = Path(__file__).resolve().parent
@@ -110,9 +117,13 @@ def build(args, dual: int, single: int) -> wb.DiffusionModel:
     return model
 
 
-def count(args, dual: int, single: int) -> tuple[BasisMemory, BasisMemory]:
-    """``basis_memory`` of bases of 8 and 50 directions (p = 4) on ``dual`` + ``single``
-    blocks (the second reuses the first's count: one more forward pass)."""
+#: The bases counted: (Ritz step, directions), p = 4.
+RUNS = (("h", 8), ("h", 50), ("x", 8), ("x", 50))
+
+
+def count(args, dual: int, single: int) -> tuple[BasisMemory, ...]:
+    """``basis_memory`` of the bases of :data:`RUNS` on ``dual`` + ``single`` blocks (all
+    but the first reuse its count: one more forward pass each)."""
     model = build(args, dual, single)
     gen = torch.Generator().manual_seed(0)
     dtype = model.dtype
@@ -123,7 +134,7 @@ def count(args, dual: int, single: int) -> tuple[BasisMemory, BasisMemory]:
     embeds = {key: value.to(dtype) for key, value in embeds.items()}
     with model.conditioned(prompt_embeds=embeds, guidance_scale=3.5):
         x = model.noise([0])
-        return tuple(basis_memory(model, x, 601, k=k, oversample=4) for k in (8, 50))
+        return tuple(basis_memory(model, x, 601, k=k, oversample=4, ritz=ritz) for ritz, k in RUNS)
 
 
 #: The networks counted: two dual-stream blocks and one single-stream block, and one
@@ -143,6 +154,36 @@ def extend(counts: dict[tuple[int, int], BasisMemory], dual: int, single: int) -
         for part in PARTS
     }
     return dataclasses.replace(base, **parts)
+
+
+def recounted(args, path: str) -> dict[tuple[int, int], tuple[BasisMemory, ...]]:
+    """The bases of :data:`RUNS` on the networks of :data:`SHAPES` from the counted parts
+    (:data:`PARTS`, GiB) of an earlier output of this script at ``path``, with the
+    iteration's own bytes as ``local_basis`` bounds them now (they are not counted: see
+    ``workbench.engines.pullback._algebra_bytes``). x is FLUX's 64 packed latent channels
+    per image token and h at a single-stream block its image tokens' width."""
+    tokens = (args.side // 2) ** 2
+    d, m = DEV["in_channels"] * tokens, tokens * args.heads * args.head_dim
+    found = {}
+    for line in Path(path).read_text().splitlines():
+        name, numbers = line[:20].strip(), line[20:].split()
+        if not name.endswith("(counted)"):
+            continue
+        shape = tuple(int(n) for n in name.split(" (")[0].split(" + "))
+        if shape in SHAPES:
+            numbers = numbers[1:] if numbers[0] in ("h", "x") else numbers  # a Ritz column
+            forward, fixed, per_column = (float(numbers[i]) * 2**30 for i in (0, -8, -7))
+            found[shape] = [int(forward), int(fixed), int(per_column)]
+    if set(found) != set(SHAPES):
+        raise SystemExit(f"{path} has no counted rows for {sorted(set(SHAPES) - set(found))}")
+    runs = {}
+    for shape, (forward, fixed, per_column) in found.items():
+        needs = []
+        for ritz, k in RUNS:
+            held, peak = _algebra_bytes(1, d, m, k + 4, 8, torch.float32, ritz)
+            needs.append(BasisMemory(forward, peak, fixed, per_column, k + 4, held, ritz))
+        runs[shape] = tuple(needs)
+    return runs
 
 
 def weight_bytes(args) -> int:
@@ -166,41 +207,52 @@ def main() -> None:
     parser.add_argument("--dual", type=int, default=19, help="dual-stream blocks up to h")
     parser.add_argument("--single", type=int, default=10, help="single-stream blocks up to h")
     parser.add_argument("--check", default=None, help="D,S: also count D + S blocks")
+    parser.add_argument(
+        "--counted", default=None, help="an earlier output: take its counted parts from it"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     began = time.perf_counter()
-    counts = {shape: count(args, *shape) for shape in SHAPES}
-    by_k = [{shape: pair[i] for shape, pair in counts.items()} for i in (0, 1)]
-    rows = [(f"{d} + {s} (counted)", *counts[d, s]) for d, s in counts]
+    if args.counted:
+        counts = recounted(args, args.counted)
+    else:
+        counts = {shape: count(args, *shape) for shape in SHAPES}
+    by_run = [{shape: runs[i] for shape, runs in counts.items()} for i in range(len(RUNS))]
+    rows = [(f"{d} + {s} (counted)", counts[d, s]) for d, s in counts]
     if args.check:
         dual, single = (int(n) for n in args.check.split(","))
-        rows.append((f"{dual} + {single} (counted)", *count(args, dual, single)))
-        rows.append((f"{dual} + {single} (extended)", *(extend(c, dual, single) for c in by_k)))
+        rows.append((f"{dual} + {single} (counted)", count(args, dual, single)))
+        rows.append((f"{dual} + {single} (extended)", [extend(c, dual, single) for c in by_run]))
     target = (args.dual, args.single)
-    rows.append((f"{target[0]} + {target[1]} (extended)", *(extend(c, *target) for c in by_k)))
+    rows.append((f"{target[0]} + {target[1]} (extended)", [extend(c, *target) for c in by_run]))
     weights = weight_bytes(args)
     gib = lambda n: f"{n / 2**30:.2f}"
     lines = [
         f"$ python analysis/count_flux.py --dtype {args.dtype} --heads {args.heads} "
         f"--head-dim {args.head_dim} --text-dim {args.text_dim} --text {args.text} "
         f"--side {args.side} --dual {args.dual} --single {args.single}"
-        + (f" --check {args.check}" if args.check else ""),
+        + (f" --check {args.check}" if args.check else "")
+        + (f" --counted {args.counted}" if args.counted else ""),
         f"FLUX transformer, {args.heads} heads x {args.head_dim}, {args.dtype}, batch 1, "
         f"{(args.side // 2) ** 2} image + {args.text} text tokens, t=601, k=8 and 50, p=4; "
         f"weights of the full transformer {weights / 2**30:.1f} GiB; GiB as "
-        f"workbench.memory.TensorBytes counts them; {time.perf_counter() - began:.0f} s",
-        f"{'blocks to h':<20}{'forward':>9}{'algebra k8/k50':>16}{'fixed':>8}{'per col':>9}"
-        f"{'k8 all':>9}{'k8 1/pass':>11}{'k50 8/pass':>12}"
-        f"{'+ weights:':>12}{'k8 all':>8}{'k8 1/pass':>11}{'k50 8/pass':>12}",
+        f"workbench.memory.TensorBytes counts them; Ritz step in h or x (local_basis' "
+        f"ritz); {time.perf_counter() - began:.0f} s",
+        f"{'blocks to h':<20}{'ritz':>5}{'forward':>9}{'held k8/k50':>14}"
+        f"{'algebra k8/k50':>16}{'fixed':>8}{'per col':>9}{'k8 all':>9}{'k8 1/pass':>11}"
+        f"{'k50 8/pass':>12}{'+ weights:':>12}{'k8 all':>8}{'k8 1/pass':>11}{'k50 8/pass':>12}",
     ]
-    for name, need, wide in rows:
-        lines.append(
-            f"{name:<20}{gib(need.forward):>9}"
-            f"{gib(need.algebra) + '/' + gib(wide.algebra):>16}{gib(need.fixed):>8}"
-            f"{gib(need.per_column):>9}{gib(need.peak()):>9}{gib(need.peak(1)):>11}"
-            f"{gib(wide.peak(8)):>12}{'':>12}{gib(need.peak() + weights):>8}"
-            f"{gib(need.peak(1) + weights):>11}{gib(wide.peak(8) + weights):>12}"
-        )
+    for name, runs in rows:
+        for ritz in ("h", "x"):
+            need, wide = (runs[RUNS.index((ritz, k))] for k in (8, 50))
+            lines.append(
+                f"{name:<20}{ritz:>5}{gib(need.forward):>9}"
+                f"{gib(need.held) + '/' + gib(wide.held):>14}"
+                f"{gib(need.algebra) + '/' + gib(wide.algebra):>16}{gib(need.fixed):>8}"
+                f"{gib(need.per_column):>9}{gib(need.peak()):>9}{gib(need.peak(1)):>11}"
+                f"{gib(wide.peak(8)):>12}{'':>12}{gib(need.peak() + weights):>8}"
+                f"{gib(need.peak(1) + weights):>11}{gib(wide.peak(8) + weights):>12}"
+            )
     write(lines, args.out)
 
 

@@ -115,23 +115,130 @@ def start(shapes32):
 def test_a_memory_budget_bounds_the_columns_per_pass_and_the_peak(shapes32, start):
     """With all columns in one pass a basis takes some peak; a budget of that peak or
     less makes it take passes of fewer columns, stay within the budget and give the same
-    basis; a budget below one column's need is refused in one line."""
+    basis; a budget below one column's need, or below the Ritz step's, is refused in one
+    line naming which."""
     x, options, one_pass = start
     with TensorBytes() as whole:
-        local_basis(shapes32, x, 800, chunk=8, **options)
+        local_basis(shapes32, x, 800, chunk=8, ritz="h", **options)
     chunks = []
     for share in (1.5, 1.0, 0.9):
         budget = share * whole.peak / GIB
         with TensorBytes() as count:
-            basis = local_basis(shapes32, x, 800, memory=budget, **options)
+            basis = local_basis(shapes32, x, 800, memory=budget, ritz="h", **options)
         assert count.peak <= budget * GIB, (share, count.peak, budget * GIB)
         assert_same_basis(basis, one_pass)
         chunks.append(basis.chunk or 8)
     assert chunks[0] == 8 and chunks[1] < 8 and chunks[2] < chunks[1], chunks
-    with pytest.raises(WorkbenchError, match="Jacobian products need about .* MiB even one column"):
-        local_basis(shapes32, x, 800, memory=0.1 * whole.peak / GIB, **options)
+    options = options | dict(max_iter=2, min_iter=2)  # two Krylov blocks: a light Ritz step
+    need = basis_memory(shapes32, x, 800, k=4, oversample=4, max_iter=2)
+    usable = 1 - pullback.MARGIN  # of a budget, what a basis plans to use
+    one_column = need.forward + need.held + need.fixed + need.per_column
+    ritz_step = need.forward + need.algebra
+    assert ritz_step < one_column  # here a pass of one column takes more than the Ritz step
+    for needed, message in (
+        (one_column, "Jacobian products need about .* MiB even one column"),
+        (ritz_step, "linear algebra needs about .* MiB"),
+    ):
+        with pytest.raises(WorkbenchError, match=message):
+            local_basis(shapes32, x, 800, memory=0.99 * needed / usable / GIB, ritz="h", **options)
     with pytest.raises(WorkbenchError, match="chunk .* or memory .*, not both"):
         local_basis(shapes32, x, 800, chunk=2, memory=1.0, **options)
+
+
+def test_an_x_space_ritz_step_is_taken_where_it_lets_more_columns_fit(shapes32, start):
+    """With ``ritz="auto"`` a budget that holds every column in one pass with the x-space
+    Ritz step but not with the h-space one takes the x-space step (one pass, within the
+    budget, the same basis); a budget that holds both takes the h-space step, and so does
+    a basis given its columns per pass; a budget that holds neither is refused with the
+    x-space step's need."""
+    x, options, one_pass = start
+    options = options | dict(max_iter=8, min_iter=8)  # 8 Krylov blocks: the Ritz step counts
+    h_space, x_space = (
+        basis_memory(shapes32, x, 800, k=4, oversample=4, max_iter=8, ritz=ritz)
+        for ritz in ("h", "x")
+    )
+    assert x_space.algebra < h_space.algebra and x_space.held < h_space.held
+    usable = 1 - pullback.MARGIN
+    between = (x_space.peak() + h_space.peak()) / 2 / usable / GIB
+    assert h_space.columns_within(int(between * GIB * usable)) is not None  # h: fewer per pass
+    with TensorBytes() as count:
+        auto = local_basis(shapes32, x, 800, memory=between, **options)
+    assert auto.ritz == "x" and auto.chunk is None and count.peak <= between * GIB
+    reference = local_basis(shapes32, x, 800, chunk=8, ritz="h", **options)
+    assert reference.ritz == "h"
+    assert_same_basis(auto, reference)
+    plenty = local_basis(shapes32, x, 800, memory=10 * between, **options)
+    assert plenty.ritz == "h" and plenty.chunk is None
+    assert local_basis(shapes32, x, 800, chunk=3, **options).ritz == "h"
+    too_little = 0.9 * (x_space.forward + x_space.algebra) / usable / GIB  # neither fits
+    with pytest.raises(WorkbenchError, match=r"linear algebra .*\(max_blocks\) or fewer"):
+        local_basis(shapes32, x, 800, memory=too_little, **options)  # the x-space need
+    with pytest.raises(WorkbenchError, match="ritz"):
+        basis_memory(shapes32, x, 800, ritz="auto")
+
+
+class _Explicit:
+    """Stands in for a network's Jacobian products: an explicit matrix ``J`` ``[m, d]``,
+    whose products cost nothing but their results, so that a count of a basis is the count
+    of its own linear algebra; records what is alive when each pass starts."""
+
+    J: torch.Tensor
+    count: TensorBytes | None = None
+    held = 0
+
+    def __init__(self, f, x, out_shape, algebra, chunk, auto):
+        self.x, self.out_shape, self.algebra, self.chunk = x, out_shape, algebra, chunk
+
+    def start(self, count=False):
+        return 0
+
+    def _note(self):
+        if _Explicit.count is not None:
+            _Explicit.held = max(_Explicit.held, _Explicit.count.held)
+
+    def forward(self, cols):
+        self._note()
+        return torch.einsum("md,bdw->bmw", self.J, cols)
+
+    def reverse(self, cols):
+        self._note()
+        return torch.einsum("md,bmw->bdw", self.J, cols)
+
+
+@pytest.mark.parametrize("ritz", ["h", "x"])
+def test_the_linear_algebra_takes_what_its_bounds_say(shapes32, monkeypatch, ritz):
+    """The iteration's own tensors, counted with products that cost nothing (an explicit
+    Jacobian) for an h smaller and 16 times larger than x, after one and eight Krylov
+    blocks: the most alive at once and the most alive when a pass starts are within the
+    bounds the budgets use, and not over 1.7 times them; an x-space step keeps no
+    h-space block."""
+    d = shapes32.d
+    monkeypatch.setattr(pullback, "_Products", _Explicit)
+    x = torch.randn(1, *shapes32.sample_shape, generator=torch.Generator().manual_seed(0))
+    held = {}
+    for m in (512, 16 * d):
+        gen = torch.Generator().manual_seed(1)
+        _Explicit.J = torch.randn(m, d, generator=gen) * torch.logspace(0, -3, d)
+        monkeypatch.setattr(pullback, "target_map", lambda *args, m=m: (None, (m,)))
+        for blocks in (1, 8):
+            _Explicit.held = 0
+            with TensorBytes() as count:
+                _Explicit.count = count
+                basis = local_basis(
+                    shapes32, x, 800, k=8, oversample=4, max_iter=blocks, min_iter=blocks,
+                    tol_deg=0, chunk=12, ritz=ritz,
+                )  # fmt: skip
+            _Explicit.count = None
+            assert basis.ritz == ritz and basis.U.shape == (1, 8, m)
+            bound_held, bound_peak = pullback._algebra_bytes(
+                1, d, m, 12, blocks, torch.float32, ritz
+            )
+            assert count.peak <= bound_peak <= 1.7 * count.peak, (m, blocks, count.peak)
+            assert _Explicit.held <= bound_held <= 1.7 * _Explicit.held, (m, blocks)
+            held[m, blocks] = _Explicit.held
+    big = 16 * d
+    grown = (held[big, 8] - held[512, 8]) / (big - 512) / (8 * 12) / 4  # h numbers a column
+    assert grown > 0.9 if ritz == "h" else grown < 0.2, grown
 
 
 def test_basis_memory_predicts_the_peak_of_each_columns_per_pass(shapes32, start):
@@ -221,5 +328,5 @@ def test_the_flux_count_extends_to_deeper_networks_exactly():
     counts = {shape: count_flux.count(args, *shape)[0] for shape in count_flux.SHAPES}
     for deeper in ((3, 2), (4, 3)):
         counted, extended = count_flux.count(args, *deeper)[0], count_flux.extend(counts, *deeper)
-        for part in (*count_flux.PARTS, "algebra"):
+        for part in (*count_flux.PARTS, "algebra", "held"):
             assert getattr(extended, part) == pytest.approx(getattr(counted, part), rel=0.02), part

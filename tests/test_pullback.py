@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.engines.pullback import _pull_back_range, local_basis
+from workbench.engines.pullback import _pull_back_gram, _pull_back_range, local_basis
 from workbench.stats import principal_angles
 
 T = 600
@@ -243,6 +243,50 @@ def test_left_ritz_step_reuses_the_reverse_passes(setup):
     torch.testing.assert_close(z[0], jac.T @ p_h[0], rtol=0, atol=1e-10)
     projector = p_h[0] @ p_h[0].T  # P spans J K
     torch.testing.assert_close(projector @ y, y, rtol=0, atol=1e-10)
+
+
+def test_an_x_space_ritz_step_needs_no_image_in_h(setup):
+    """From x-space alone (K and J^T J K, through the Gram matrix K^T J^T J K), the Ritz
+    step gets the J^T P of the h-space step (the same J^T P P^T J) and leaves out a
+    direction of J K with a negligible singular value; a basis with it gives the h-space
+    step's basis, and U = J V / |J V| from one forward pass."""
+    model, x, jac, _, _, _ = setup
+    null = torch.linalg.svd(jac)[2][-1]  # J is 512 x 768: a direction it maps to zero
+    gen = torch.Generator().manual_seed(3)
+    columns = torch.randn(768, 6, generator=gen, dtype=torch.float64)
+    k_space = torch.linalg.qr(torch.cat([columns, null[:, None]], 1))[0]  # J K has rank 6
+    y = jac @ k_space
+    _, z_h = _pull_back_range(y[None], (jac.T @ y)[None])
+    z_x = _pull_back_gram(k_space[None], (jac.T @ y)[None])
+    assert z_x.shape == (1, 768, 6)
+    torch.testing.assert_close(z_x[0] @ z_x[0].T, z_h[0] @ z_h[0].T, rtol=0, atol=1e-9)
+    options = dict(k=8, oversample=4, tol_deg=0.05, max_iter=60, dtype=torch.float64)
+    h_space = local_basis(model, x, T, ritz="h", **options)
+    x_space = local_basis(model, x, T, ritz="x", **options)
+    assert (h_space.ritz, x_space.ritz) == ("h", "x")
+    assert x_space.iterations == h_space.iterations
+    torch.testing.assert_close(x_space.s, h_space.s, rtol=1e-9, atol=0)
+    for i in range(2):
+        angle = principal_angles(x_space.V[i].reshape(8, -1).T, h_space.V[i].reshape(8, -1).T)
+        assert float(angle.max()) * 180 / math.pi < 1e-6
+    jv = (jac @ x_space.V[0].reshape(8, -1).T).T
+    torch.testing.assert_close(x_space.U[0].reshape(8, -1), jv / jv.norm(dim=1, keepdim=True))
+    cos = (x_space.U * h_space.U).flatten(2).sum(-1)  # h: P W, the same up to the Ritz accuracy
+    assert float(cos.min()) > 1 - 1e-6
+
+
+def test_an_x_space_ritz_step_keeps_float32_accuracy():
+    """In float32 the Gram matrix squares the condition number, yet on tiny-test's slowly
+    decaying spectrum (k = 16) the x-space basis is the h-space one to 0.01 degrees."""
+    model = wb.load("tiny-test", device="cpu")
+    x = model.noise([0, 1])
+    options = dict(k=16, oversample=4, tol_deg=0.05, max_iter=40)
+    h_space = local_basis(model, x, T, ritz="h", **options)
+    x_space = local_basis(model, x, T, ritz="x", **options)
+    torch.testing.assert_close(x_space.s, h_space.s, rtol=1e-4, atol=0)
+    for i in range(2):
+        angle = principal_angles(x_space.V[i].reshape(16, -1).T, h_space.V[i].reshape(16, -1).T)
+        assert float(angle.max()) * 180 / math.pi < 0.01
 
 
 @pytest.mark.parametrize("dtype, bound_deg", [(torch.float16, 1.0), (torch.bfloat16, 5.0)])

@@ -28,6 +28,13 @@ and the Ritz step runs on P = orth(J K), with J^T P taken from the stored J^T J 
 extra pass); after ``max_blocks`` blocks it restarts from the current Ritz vectors, which
 bounds what it stores. ``method="subspace"`` keeps only Q (steps 2-4 as written).
 
+Where h is much larger than x (a transformer's tokens: FLUX's h is 48 times its x), the
+Krylov blocks' images J Q_i dominate what the iteration stores. With ``ritz="x"`` the
+Ritz step keeps none of them: the Gram matrix of J K is K^T (J^T J K), from x-space
+alone, and J^T P follows from its eigendecomposition (:func:`_pull_back_gram`); U is then
+J V / |J V|, one forward pass of k columns at the end. ``ritz="auto"`` (the default)
+takes it where the memory budget would otherwise shrink the columns per pass.
+
 Runs under ``model.jacobian_safe()`` (forward-mode AD through attention). Samples do not
 interact in the U-Net (GroupNorm and attention act per sample), so one batched JVP gives
 each sample's own J v.
@@ -56,7 +63,7 @@ import torch
 from workbench.directions import DirectionSet
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
-from workbench.memory import GIB, MARGIN, TensorBytes, chunk_for, free_bytes
+from workbench.memory import GIB, MARGIN, TensorBytes, chunk_for, free_bytes, gib
 from workbench.models import attention
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import CACHE, MAX_SEED, NUM_STEPS, SEED, Option, Spec, validated
@@ -75,15 +82,27 @@ class _Stopped:
         self.top = self.s = self.u = None
 
     def keep(
-        self, rows: torch.Tensor, top: torch.Tensor, s: torch.Tensor, p_h: torch.Tensor,
-        wh: torch.Tensor,
-    ) -> None:  # fmt: skip
-        """Record the current iteration for the samples where ``rows`` ``[B]`` is True."""
-        u = p_h @ wh.transpose(1, 2)[:, :, : self.k]  # left singular vectors: P W
+        self, rows: torch.Tensor, top: torch.Tensor, s: torch.Tensor, u: torch.Tensor | None
+    ) -> None:
+        """Record the current iteration for the samples where ``rows`` ``[B]`` is True:
+        its top-k Ritz vectors, values and left vectors ``u`` (None after an x-space Ritz
+        step, which has none: :meth:`images`)."""
         s = s[:, : self.k]
         if self.top is None:
-            self.top, self.s, self.u = top.clone(), s.clone(), u.clone()
-        self.top[rows], self.s[rows], self.u[rows] = top[rows], s[rows], u[rows]
+            self.top, self.s = top.clone(), s.clone()
+        self.top[rows], self.s[rows] = top[rows], s[rows]
+        if u is not None:
+            if self.u is None:
+                self.u = u.clone()
+            self.u[rows] = u[rows]
+
+    def images(self, jv: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The left vectors ``[B, m, k]``: those kept, or else J V / |J V| by one forward
+        pass of the k kept Ritz vectors (``jv``: J Q)."""
+        if self.u is not None:
+            return self.u
+        u = jv(self.top)
+        return u / u.norm(dim=1, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny)
 
 
 @dataclass
@@ -102,6 +121,8 @@ class LocalBasis:
         converged: whether the last angle fell below the tolerance.
         chunk: columns per vmapped pass at the end (None: all of them in one pass).
         width: columns of the iteration, k + oversample (0 where not computed here).
+        ritz: where the Krylov Rayleigh-Ritz step ran, ``"h"`` or ``"x"``
+            (:func:`local_basis`).
     """
 
     V: torch.Tensor
@@ -113,6 +134,7 @@ class LocalBasis:
     converged: bool = False
     chunk: int | None = None
     width: int = 0
+    ritz: str = "h"
 
     @property
     def k(self) -> int:
@@ -139,6 +161,31 @@ def _pull_back_range(
     keep = int((sy > rtol * sy[:, :1]).sum(1).min())
     w = wh[:, :keep].transpose(1, 2) / sy[:, None, :keep]
     return p_h[:, :, :keep], z @ w
+
+
+def _pull_back_gram(space: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``J^T P`` ``[B, d, r]`` for P an orthonormal basis of the span of ``J K`` from x-space
+    alone: the orthonormal ``space`` K ``[B, d, n]`` and ``z = J^T J K`` ``[B, d, n]``.
+
+    The Gram matrix of J K is K^T z = W S^2 W^T (eigendecomposition, in float64), so
+    P = J K W S^{-1} and J^T P = z W S^{-1}, without J K itself (h-space, m numbers a
+    column, may be many times the size of x-space). A Gram matrix squares the condition
+    number: directions of J K with s below ``sqrt(GRAM_FLOOR[dtype])`` s_max are left out
+    (about 3e-3 s_max in float32, 3e-7 in float64), since their W is lost to rounding.
+    """
+    gram = (space.transpose(1, 2) @ z).double()
+    gram = (gram + gram.transpose(1, 2)) / 2
+    lam, w = torch.linalg.eigh(gram)  # ascending
+    lam, w = lam.flip(-1), w.flip(-1)
+    floor = GRAM_FLOOR[z.dtype] * lam[:, :1]
+    keep = int((lam > floor).sum(1).min())
+    w = w[:, :, :keep] / lam[:, None, :keep].sqrt()
+    return z @ w.to(z.dtype)
+
+
+#: Eigenvalues of a Gram matrix K^T J^T J K below this share of the largest are rounding
+#: (:func:`_pull_back_gram`): some hundred times the unit roundoff of the products.
+GRAM_FLOOR = {torch.float32: 1e-5, torch.float64: 1e-13}
 
 
 #: What the Jacobian maps x_t to (module docstring).
@@ -171,6 +218,15 @@ MAX_ITER = Option("max_iter", int, 30, "most iterations", low=1, high=10000)
 TOL_DEG = Option("tol_deg", float, 0.1, "stop when the basis moves less (degrees)", low=0, high=90)
 METHOD = Option(
     "method", str, "krylov", "block Krylov or subspace iteration", choices=("krylov", "subspace")
+)
+RITZ = Option(
+    "ritz",
+    str,
+    "auto",
+    "where the Krylov Ritz step finds J K's span: h (its images) or x (a Gram matrix; "
+    "for an h much larger than x); auto: x where that lets more columns per pass fit",
+    choices=("auto", "h", "x"),
+    cli=False,
 )
 #: The sampling steps that reach x_t from x_T before a basis is computed there.
 REACH_STEPS = dataclasses.replace(
@@ -245,6 +301,7 @@ LOCAL_BASIS = Spec(
         Option("max_blocks", int, 8, "Krylov blocks before a restart", low=1, high=1000),
         TARGET,
         Option("mask", object, None, "weights on the x0/eps output [C|1, H, W]", cli=False),
+        RITZ,
     ),
 )
 
@@ -274,6 +331,7 @@ def local_basis(
     max_blocks: int = 8,
     target: str = "h",
     mask: torch.Tensor | None = None,
+    ritz: str = "auto",
 ) -> LocalBasis:
     """Top-``k`` right singular vectors of dh/dx_t at ``x_t`` ``[B, C, H, W]``, timestep ``t``
     (of dx0/dx_t or deps/dx_t with ``target``, masked on the output by ``mask``).
@@ -311,6 +369,15 @@ def local_basis(
             ``U`` then has the output's shape.
         mask: weights ``[C, H, W]``, ``[1, H, W]`` or ``[H, W]`` multiplying an x0 or eps
             output (a region's 0/1 mask: the masked Jacobian).
+        ritz: Krylov only: where its Rayleigh-Ritz step finds the span of J K. ``"h"``
+            keeps every block's image J Q_i (m numbers a column) and takes an SVD of
+            them; ``"x"`` keeps none and takes the Gram matrix K^T J^T J K from x-space
+            (:func:`_pull_back_gram`: it resolves singular values down to about 3e-3 of
+            the largest in float32, and ``U`` then costs one forward pass of k columns
+            at the end: J V / |J V|); ``"auto"``: ``"x"`` where the memory budget would
+            otherwise run the products in fewer columns per pass (or not at all), as for
+            a FLUX transformer whose h is 48 times its x, else ``"h"`` (always ``"h"``
+            with ``chunk`` given).
     """
     model.check_x(x_t, "x_t")
     check_finite("x_t", x_t)
@@ -323,6 +390,8 @@ def local_basis(
         raise WorkbenchError(f"model is {model.dtype}; load it with dtype={dtype} for this basis")
     if chunk is not None and memory is not None:
         raise WorkbenchError("give chunk (columns per pass) or memory (GiB), not both")
+    if method == "subspace":
+        ritz = "h"  # it keeps one block: nothing to save
     # QR and SVD have no half-precision kernels: half models do their algebra in float32
     algebra = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     x = x_t.detach().to(model.device, dtype).clone()
@@ -372,9 +441,11 @@ def local_basis(
     with model.jacobian_safe(), torch.enable_grad():
         if budget is None:
             products.start()  # the forward pass that reverse mode reuses
+            ritz = "h" if ritz == "auto" else ritz
         else:  # as many columns per pass as fit (basis_memory)
             kept = min(max_blocks, max_iter) if method == "krylov" else 1
-            need = _need(model, products, width, kept, (target, mask is not None))
+            needs = _need(model, products, width, kept, (target, mask is not None))
+            need, ritz = _ritz_within(needs, budget, ritz)
             products.chunk = need.columns_within(budget)
         if start is None:  # J^T Omega: a random start inside the row space of J
             start = jtu(draw(m).to(x.device, dtype))
@@ -386,12 +457,20 @@ def local_basis(
                 z = jtu(p_h)  # J^T P, [B, d, w]
             else:
                 blocks.append(q)
-                images.append(y)
                 pulled.append(jtu(y))  # J^T J Q_i
-                p_h, z = _pull_back_range(torch.cat(images, 2), torch.cat(pulled, 2))
+                if ritz == "h":
+                    images.append(y)
+                    p_h, z = _pull_back_range(torch.cat(images, 2), torch.cat(pulled, 2))
+                else:  # the span of J K from x-space: no h-space block is kept
+                    p_h, z = None, _pull_back_gram(torch.cat(blocks, 2), torch.cat(pulled, 2))
+                del y
             # Rayleigh-Ritz on the left: P^T J = W S V^T, so V spans J^T P
             v, s, wh = torch.linalg.svd(z, full_matrices=False)
-            top = v[:, :, :k]
+            u = None if p_h is None else p_h @ wh.transpose(1, 2)[:, :, :k]  # left: P W
+            restart = method == "subspace" or len(blocks) == max_blocks
+            following = v[:, :, :width].clone() if restart else None
+            top = v[:, :, :k].clone()
+            del v, wh, p_h, z  # only what the passes need stays while they run
             if callback is not None:
                 callback(it, top)
             if previous is not None:
@@ -399,7 +478,7 @@ def local_basis(
                 angles.append(float(moved[~done].amax()))
                 newly = (moved < tol_deg) & ~done if it >= min_iter else torch.zeros_like(done)
                 if bool(newly.any()):  # these samples stop here; the rest go on
-                    final.keep(newly, top, s, p_h, wh)
+                    final.keep(newly, top, s, u)
                     done |= newly
                 if bool(done.all()):
                     converged = True
@@ -407,8 +486,8 @@ def local_basis(
             previous = top
             if it == max_iter:
                 break
-            if method == "subspace" or len(blocks) == max_blocks:
-                q = v[:, :, :width]  # orth(J^T P): the next subspace, or the Krylov restart
+            if restart:
+                q = following  # orth(J^T P): the next subspace, or the Krylov restart
                 blocks, images, pulled = [], [], []
                 continue
             space = torch.cat(blocks, 2)
@@ -418,8 +497,10 @@ def local_basis(
             for _ in range(2):  # block Gram-Schmidt against the space, twice for stability
                 z = z - space @ (space.transpose(1, 2) @ z)
             q = _orth(z)
-    final.keep(~done, top, s, p_h, wh)  # the samples still moving: their last iteration
-    top, s_k, u_h = final.top, final.s, final.u
+        final.keep(~done, top, s, u)  # the samples still moving: their last iteration
+        del blocks, images, pulled
+        u_h = final.images(jv)
+    top, s_k = final.top, final.s
     check_finite("local basis", s_k)
     V = top.transpose(1, 2).reshape(b, k, *shape)
     U = u_h.transpose(1, 2).reshape(b, k, *out_shape)
@@ -433,6 +514,7 @@ def local_basis(
         converged=converged,
         chunk=products.chunk,
         width=width,
+        ritz=ritz,
     )
 
 
@@ -443,11 +525,51 @@ def _budget(memory: float | None, device: torch.device) -> int | None:
     return None if total is None else int(total * (1 - MARGIN))
 
 
-def _algebra_bytes(b: int, d: int, m: int, width: int, blocks: int, dtype: torch.dtype) -> int:
-    """Bytes of the iteration's own tensors: per block of ``width`` columns a basis of
-    x-space, its image in h and its pull-back (``2 d + m`` numbers a column), ``blocks``
-    blocks kept, two more for the products in flight and the factorisations."""
-    return b * width * (2 * d + m) * (blocks + 2) * torch.finfo(dtype).bits // 8
+def _algebra_bytes(
+    b: int, d: int, m: int, width: int, blocks: int, dtype: torch.dtype, ritz: str = "h"
+) -> tuple[int, int]:
+    """Bytes of the iteration's own tensors, upper bounds: ``(held, peak)``, what it keeps
+    while a pass of the products runs and the most at once in its Ritz step, for
+    ``blocks`` blocks of ``width`` columns kept and ``ritz`` (:data:`ALGEBRA`)."""
+    n = width * blocks
+    held_x, held_h, peak_x, peak_h, start = ALGEBRA
+    if ritz == "h":
+        held, peak = held_x * d * n + held_h * m * n, peak_x * d * n + peak_h * m * n
+    else:  # one block's image in flight; the random start drawn in float64
+        held, peak = held_x * d * n + m * width, peak_x * d * n + start * m * width
+    size = b * torch.finfo(dtype).bits // 8
+    return int(size * held), int(size * peak)
+
+
+#: The iteration's own tensors in numbers per column of its kept blocks
+#: (:func:`_algebra_bytes`): held while a pass runs, per number of x (the blocks, their
+#: pull-backs, the Ritz vectors) and of h (the blocks' images, with an h-space step);
+#: at the peak of the Ritz step, per number of x (concatenations, factorisations) and of
+#: h (the images, their concatenation, SVD and left factor); and with an x-space step,
+#: per h number of one block, the random start (drawn in float64). Counted with
+#: :class:`~workbench.memory.TensorBytes` on explicit Jacobians (tests/test_memory.py):
+#: held 2.1-3.3 d + 1.0-1.1 m, peak 5.3-6.4 d + 2.7-3.1 m (h-space step).
+ALGEBRA = (3.5, 1.1, 6.5, 3.25, 3)
+
+
+def _ritz_within(needs: dict[str, BasisMemory], budget: int, ritz: str) -> tuple[BasisMemory, str]:
+    """The memory and the Ritz step of a basis (``needs``: by step, from :func:`_need`):
+    ``ritz``, or for ``"auto"`` the x-space step where it lets the products run in more
+    columns per pass within ``budget`` bytes than the h-space one, or where neither fits
+    (its need is the smaller one to report)."""
+    if ritz != "auto":
+        return needs[ritz], ritz
+
+    def columns(need: BasisMemory) -> int:
+        try:
+            fit = need.columns_within(budget)
+        except WorkbenchError:
+            return 0
+        return need.width if fit is None else fit
+
+    fits = {step: columns(need) for step, need in needs.items()}
+    ritz = "h" if fits["h"] >= fits["x"] and fits["h"] else "x"  # x: the smaller refusal
+    return needs[ritz], ritz
 
 
 class _Products:
@@ -544,11 +666,15 @@ class BasisMemory:
 
     Attributes:
         forward: the forward pass that every reverse-mode pass reuses, kept throughout.
-        algebra: the iteration's own tensors (its blocks of columns, their images and
-            pull-backs, the factorisations), an upper bound.
+        algebra: the iteration's own tensors at the peak of its Ritz step (its blocks of
+            columns, their pull-backs and images, concatenations and factorisations), an
+            upper bound.
+        held: the iteration's own tensors kept while a pass of the products runs (its
+            blocks), an upper bound.
         fixed: a pass of the Jacobian products, whatever its number of columns.
         per_column: a pass, for each of its columns.
         width: the basis' columns, k + oversample.
+        ritz: the Krylov Ritz step it is for, ``"h"`` or ``"x"`` (:func:`local_basis`).
     """
 
     forward: int
@@ -556,16 +682,28 @@ class BasisMemory:
     fixed: int
     per_column: int
     width: int
+    held: int = 0
+    ritz: str = "h"
 
     def peak(self, columns: int | None = None) -> int:
-        """Bytes at the peak with ``columns`` per pass (default: all of them at once)."""
+        """Bytes at the peak with ``columns`` per pass (default: all of them at once): in
+        a pass of the products or in a Ritz step, whichever takes more."""
         n = self.width if columns is None else min(columns, self.width)
-        return self.forward + self.algebra + self.fixed + n * self.per_column
+        in_pass = self.held + self.fixed + n * self.per_column
+        return self.forward + max(in_pass, self.algebra)
 
     def columns_within(self, budget: int) -> int | None:
         """The most columns per pass that keep the peak within ``budget`` bytes; None when
-        all of them fit in one pass, a one-line error when not even one column does."""
-        held = self.forward + self.algebra + self.fixed
+        all of them fit in one pass, a one-line error when not even one column does or
+        the Ritz step does not fit."""
+        if self.forward + self.algebra > budget:
+            other = ", ritz='x'" if self.ritz == "h" else ""
+            raise WorkbenchError(
+                f"the basis' linear algebra needs about {gib(self.forward + self.algebra)} "
+                f"with its forward pass, and {gib(budget)} is available: give a larger "
+                f"memory budget, fewer Krylov blocks (max_blocks){other} or fewer samples"
+            )
+        held = self.forward + self.held + self.fixed
         n = chunk_for(self.width, held, self.per_column, budget, "the Jacobian products")
         return None if n >= self.width else n
 
@@ -581,12 +719,16 @@ def basis_memory(
     max_blocks: int = 8,
     target: str = "h",
     mask: torch.Tensor | None = None,
+    ritz: str = "h",
 ) -> BasisMemory:
     """What :func:`local_basis` with these options takes on the model's device at
     ``x_t`` ``[B, C, H, W]``, counted on one forward pass and four small passes of the
     Jacobian products (two and three columns, both modes; the count :func:`local_basis`
     makes and reuses), without running the basis: e.g. to plan a model's size, dtype or
-    batch for a card (``.peak()``)."""
+    batch for a card (``.peak()``). ``ritz``: the Krylov Ritz step, ``"h"`` or ``"x"``
+    (what ``"auto"`` picks depends on the budget: :func:`local_basis`)."""
+    if ritz not in ("h", "x"):
+        raise WorkbenchError(f"ritz must be 'h' or 'x' here, got {ritz!r}")
     model.check_x(x_t, "x_t")
     t = model.check_timestep(t)
     x = x_t.detach().to(model.device, model.dtype).clone()
@@ -594,15 +736,18 @@ def basis_memory(
     f, out_shape = target_map(model, t, target, mask, x.device)
     products = _Products(f, x, out_shape, algebra, None, auto=False)
     kept = min(max_blocks, max_iter) if method == "krylov" else 1
+    if method == "subspace":
+        ritz = "h"
     with model.jacobian_safe(), torch.enable_grad():
-        return _need(model, products, k + oversample, kept, (target, mask is not None))
+        return _need(model, products, k + oversample, kept, (target, mask is not None))[ritz]
 
 
 def _need(
     model: DiffusionModel, products: _Products, width: int, kept: int, what: tuple
-) -> BasisMemory:
+) -> dict[str, BasisMemory]:
     """Run the forward pass that reverse mode reuses (``products.start``) and return the
-    :class:`BasisMemory` of a basis of ``width`` columns keeping ``kept`` blocks. The
+    :class:`BasisMemory` of a basis of ``width`` columns keeping ``kept`` blocks, with an
+    h-space and with an x-space Ritz step (by ``"h"`` and ``"x"``). The
     forward pass and a pass of the products are counted the first time; later bases on
     the same model with the same map (``what``: its target and mask), activation point,
     conditioning, batch, dtype, device and attention rule and blocks take the earlier count."""
@@ -618,8 +763,11 @@ def _need(
         counted[key] = (products.start(count=True), *_pass_cost(products))
     forward, fixed, per_column = counted[key]
     m = math.prod(products.out_shape)
-    held = _algebra_bytes(x.shape[0], model.d, m, width, kept, products.algebra)
-    return BasisMemory(forward, held, fixed, per_column, width)
+    needs = {}
+    for ritz in ("h", "x"):
+        held, peak = _algebra_bytes(x.shape[0], model.d, m, width, kept, products.algebra, ritz)
+        needs[ritz] = BasisMemory(forward, peak, fixed, per_column, width, held, ritz)
+    return needs
 
 
 def target_map(
