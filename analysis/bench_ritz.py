@@ -41,14 +41,7 @@ def flux_small() -> tuple[wb.DiffusionModel, int, dict]:
 
     args = argparse.Namespace(dtype="float32", heads=12, head_dim=64, text_dim=64, text=16, side=32)
     model = count_flux.build(args, 2, 1)
-    gen = torch.Generator().manual_seed(0)
-    embeds = {
-        "encoder_hidden_states": torch.randn(1, args.text, args.text_dim, generator=gen),
-        "pooled_projections": torch.randn(
-            1, count_flux.DEV["pooled_projection_dim"], generator=gen
-        ),
-    }
-    return model, 601, dict(prompt_embeds=embeds, guidance_scale=3.5)
+    return model, 601, count_flux.conditioning(args, model.dtype)
 
 
 def load(name: str) -> tuple[wb.DiffusionModel, int, dict]:

@@ -125,16 +125,20 @@ def count(args, dual: int, single: int) -> tuple[BasisMemory, ...]:
     """``basis_memory`` of the bases of :data:`RUNS` on ``dual`` + ``single`` blocks (all
     but the first reuse its count: one more forward pass each)."""
     model = build(args, dual, single)
+    with model.conditioned(**conditioning(args, model.dtype)):
+        x = model.noise([0])
+        return tuple(basis_memory(model, x, 601, k=k, oversample=4, ritz=ritz) for ritz, k in RUNS)
+
+
+def conditioning(args, dtype: torch.dtype) -> dict:
+    """Random T5 and CLIP embeddings (seed 0) as ``prompt_embeds``, guidance 3.5."""
     gen = torch.Generator().manual_seed(0)
-    dtype = model.dtype
     embeds = {
         "encoder_hidden_states": torch.randn(1, args.text, args.text_dim, generator=gen),
         "pooled_projections": torch.randn(1, DEV["pooled_projection_dim"], generator=gen),
     }
     embeds = {key: value.to(dtype) for key, value in embeds.items()}
-    with model.conditioned(prompt_embeds=embeds, guidance_scale=3.5):
-        x = model.noise([0])
-        return tuple(basis_memory(model, x, 601, k=k, oversample=4, ritz=ritz) for ritz, k in RUNS)
+    return dict(prompt_embeds=embeds, guidance_scale=3.5)
 
 
 #: The networks counted: two dual-stream blocks and one single-stream block, and one

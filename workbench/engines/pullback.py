@@ -547,8 +547,8 @@ def _algebra_bytes(
 #: at the peak of the Ritz step, per number of x (concatenations, factorisations) and of
 #: h (the images, their concatenation, SVD and left factor); and with an x-space step,
 #: per h number of one block, the random start (drawn in float64). Counted with
-#: :class:`~workbench.memory.TensorBytes` on explicit Jacobians (tests/test_memory.py):
-#: held 2.1-3.3 d + 1.0-1.1 m, peak 5.3-6.4 d + 2.7-3.1 m (h-space step).
+#: :class:`~workbench.memory.TensorBytes` on explicit Jacobians, tests/test_memory.py
+#: holds every count within these bounds and the bounds within 1.7x of the counts.
 ALGEBRA = (3.5, 1.1, 6.5, 3.25, 3)
 
 
