@@ -5,9 +5,12 @@
     python analysis/bench_memory.py --model random:celebahq256 --device cuda --k 50
 
 One x_t (seed 0's DDIM trajectory at ``--t``, ``--batch`` samples), one basis with every
-column in one pass (``chunk = k + p``), then one basis per budget, the budgets being
+column in one pass (``chunk = k + p``), the same with its blocks checkpointed
+(``checkpoint="on"``: the time a reverse-mode pass's second forward pass through the
+blocks costs), then one basis per budget, the budgets being
 shares (``--shares``) of the one-pass basis' peak. Per row: the columns per pass the
-budget gave, the measured peak (bytes of tensors alive at once inside the call,
+budget gave, the Ritz step and whether the blocks were checkpointed (what
+``"auto"`` chose for either), the measured peak (bytes of tensors alive at once inside the call,
 ``workbench.memory.TensorBytes``; on a GPU also ``torch.cuda.max_memory_allocated``
 above what was allocated before), whether it stayed within the budget, the seconds and
 their ratio to the one-pass basis (run side by side, ``--repeats`` times each, taking
@@ -29,7 +32,8 @@ four small product passes, counted once and used for k = 8 and k = 50), for thre
 ways of differentiating the attention: every score matrix whole under PyTorch's AD (as
 before blocks), blocks of queries (``SCORE_BLOCK``) under PyTorch's AD, and blocks with
 the recomputing rule (``RECOMPUTE``, the default: a reverse pass keeps no
-probabilities); and the peak that gives with all columns in one pass and with 8 and 1
+probabilities), the last also with checkpointed blocks (``ckpt``); and the peak that
+gives with all columns in one pass and with 8 and 1
 per pass, and with all at once plus the network's weights (as
 ``torch.cuda.max_memory_allocated`` counts them). ``--dtype bfloat16``: the model in
 bfloat16; ``--attention default``: the default rule alone. Tensor bytes do not
@@ -107,7 +111,7 @@ def plan(args) -> list[str]:
         f"--attention {args.attention}",
         f"{args.model}, {args.dtype}, batch 1, t={t}, h {list(model.h_shape)}; weights on the "
         f"device {mib(weights)} MiB; MiB as workbench.memory.TensorBytes counts them",
-        f"{'attention':<18}{'k':>4}{'ritz':>5}{'forward':>9}{'held':>7}{'algebra':>9}"
+        f"{'attention':<18}{'k':>4}{'ritz':>5}{'ckpt':>5}{'forward':>9}{'held':>7}{'algebra':>9}"
         f"{'fixed':>8}{'per col':>9}{'peak all':>10}{'peak 8/pass':>13}{'peak 1/pass':>13}"
         f"{'+ weights, all':>16}",
     ]
@@ -121,12 +125,15 @@ def plan(args) -> list[str]:
         for name, block, rule in kinds if args.attention == "all" else kinds[2:]:
             attention.SCORE_BLOCK, attention.RECOMPUTE = block, rule
             try:
+                ways = [(ritz, on) for on in (False, True) for ritz in ("h", "x")]
                 for k in (8, 50):
-                    for ritz in ("h", "x") if rule else ("h",):  # x: the default rule's only
-                        need = basis_memory(model, x, t, k=k, oversample=4, ritz=ritz)
+                    for ritz, on in ways if rule else ways[:1]:  # the default rule's only
+                        need = basis_memory(
+                            model, x, t, k=k, oversample=4, ritz=ritz, checkpoint=on
+                        )
                         lines.append(
-                            f"{name:<18}{k:>4}{ritz:>5}{mib(need.forward):>9}"
-                            f"{mib(need.held):>7}{mib(need.algebra):>9}{mib(need.fixed):>8}"
+                            f"{name:<18}{k:>4}{ritz:>5}{'yes' if on else 'no':>5}"
+                            f"{mib(need.forward):>9}{mib(need.held):>7}{mib(need.algebra):>9}{mib(need.fixed):>8}"
                             f"{mib(need.per_column):>9}{mib(need.peak()):>10}"
                             f"{mib(need.peak(8)):>13}{mib(need.peak(1)):>13}"
                             f"{mib(need.peak() + weights):>16}"
@@ -162,8 +169,8 @@ def main() -> None:
     x = start_point(model, args.t).expand(args.batch, -1, -1, -1).clone()
     width = args.k + args.oversample
     run(model, x, args.t, args, count=False, chunk=width)  # untimed: kernels, allocations
-    need = {  # the count every budget below reuses, with either Ritz step
-        ritz: basis_memory(
+    need = {  # the count every budget below reuses, for each Ritz step and checkpointing
+        (ritz, on): basis_memory(
             model,
             x,
             args.t,
@@ -171,13 +178,16 @@ def main() -> None:
             oversample=args.oversample,
             max_iter=args.max_iter,
             ritz=ritz,
+            checkpoint=on,
         )  # fmt: skip
         for ritz in ("h", "x")
+        for on in (False, True)
     }
     _, whole, _, one_pass = run(model, x, args.t, args, chunk=width)
     ref = one_pass.V.reshape(args.batch, args.k, -1).transpose(1, 2).double()
     shares = [float(s) for s in args.shares.split(",")]
     budgets = [("one pass", dict(chunk=width), None)]
+    budgets.append(("one pass, ckpt", dict(chunk=width, checkpoint="on"), None))
     budgets += [(f"{s:.2f} of it", dict(memory=s * whole / GIB), s * whole) for s in shares]
     budgets.append(("free memory", {}, free_bytes(x.device)))
     seconds: dict[str, list[float]] = {name: [] for name, _, _ in budgets}
@@ -192,7 +202,14 @@ def main() -> None:
             ref, basis.V.reshape(args.batch, args.k, -1).transpose(1, 2).double()
         )
         degrees = float(angle.max()) * 180 / math.pi
-        rows[name] = (basis.chunk or width, basis.ritz, peak, device_peak, degrees)
+        rows[name] = (
+            basis.chunk or width,
+            basis.ritz,
+            basis.checkpoint,
+            peak,
+            device_peak,
+            degrees,
+        )
     for _ in range(args.repeats):  # the configurations take turns
         for name, size, _ in budgets:
             if not isinstance(rows[name], str):
@@ -208,16 +225,17 @@ def main() -> None:
         f"--max-iter {args.max_iter} --shares {args.shares} --repeats {args.repeats}",
         f"{args.model}, t={args.t}, batch {args.batch}, k={args.k}, p={args.oversample} "
         f"({width} columns), {args.max_iter} iterations, float32, {args.device}, {where}",
-        f"{'budget':<14}{'MiB':>10}{'columns/pass':>14}{'ritz':>6}{'peak MiB':>10}{'estimate':>10}"
+        f"{'budget':<16}{'MiB':>8}{'columns/pass':>14}{'ritz':>6}{'ckpt':>6}{'peak MiB':>10}"
+        f"{'estimate':>10}"
         f"{'device MiB':>12}"
         f"{'within':>8}{'s (median)':>12}{'vs one pass':>13}{'deg to one pass':>17}",
     ]
     base = statistics.median(seconds["one pass"])
     for name, _, budget in budgets:
         if isinstance(rows[name], str):
-            lines.append(f"{name:<14}{budget / 2**20:>10.1f}  refused: {rows[name]}")
+            lines.append(f"{name:<16}{budget / 2**20:>8.1f}  refused: {rows[name]}")
             continue
-        cols, ritz, peak, device_peak, angle = rows[name]
+        cols, ritz, on, peak, device_peak, angle = rows[name]
         secs = statistics.median(seconds[name])
         within = (
             "-" if budget is None else ("yes" if max(peak, device_peak or 0) <= budget else "NO")
@@ -225,8 +243,8 @@ def main() -> None:
         shown = "-" if budget is None else f"{budget / 2**20:.1f}"
         on_device = "-" if device_peak is None else f"{device_peak / 2**20:.1f}"
         lines.append(
-            f"{name:<14}{shown:>10}{cols:>14}{ritz:>6}{peak / 2**20:>10.1f}"
-            f"{need[ritz].peak(cols) / 2**20:>10.1f}{on_device:>12}"
+            f"{name:<16}{shown:>8}{cols:>14}{ritz:>6}{'yes' if on else 'no':>6}"
+            f"{peak / 2**20:>10.1f}{need[ritz, on].peak(cols) / 2**20:>10.1f}{on_device:>12}"
             f"{within:>8}{secs:>12.2f}{base / secs:>12.2f}x{angle:>17.4f}"
         )
     write(lines, args.out)

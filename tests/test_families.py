@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from pathlib import Path
 
@@ -363,6 +364,34 @@ def test_attention_in_blocks_of_queries_gives_the_same_products(name, models, mo
         for whole, blocked in zip(results[0], other, strict=True):
             scale = float(whole.abs().max())
             assert float((whole - blocked).abs().max()) <= 1e-5 * max(scale, 1.0), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checkpointed_blocks_give_the_same_reverse_products(name, models):
+    """With every block checkpointed (the forward pass keeps what each block is given and
+    a reverse-mode pass runs the blocks again) J^T u of h and of x0 are those of keeping
+    the whole forward pass, the forward pass keeps less, and no block's forward is left
+    replaced."""
+    from workbench.engines.pullback import _Products, target_map
+
+    model = models[name]
+    x = model.noise([0, 1])
+    blocks = [model.arch.module(point) for point in model.h_points()]
+    gen = torch.Generator().manual_seed(0)
+    with model.conditioned(**COND[name]), model.jacobian_safe(), torch.enable_grad():
+        for target in ("h", "x0"):
+            f, shape = target_map(model, 601, target)
+            u = torch.randn(2, math.prod(shape), 3, generator=gen)
+            kept, pulled = [], []
+            for on in (False, True):
+                products = _Products(f, x, shape, torch.float32, None, False, blocks=blocks)
+                products.checkpoint = on
+                kept.append(products.start(count=True))
+                pulled.append(products.reverse(u))
+            assert kept[1] < kept[0], (target, kept)
+            scale = float(pulled[0].abs().max())
+            assert float((pulled[0] - pulled[1]).abs().max()) <= 1e-5 * max(scale, 1.0), target
+    assert all("forward" not in block.__dict__ for block in blocks)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -8,7 +8,7 @@ import workbench as wb
 from workbench.engines import pullback
 from workbench.engines.pullback import basis_memory, local_basis
 from workbench.errors import WorkbenchError
-from workbench.memory import GIB, TensorBytes, chunk_for, free_bytes
+from workbench.memory import GIB, TensorBytes, checkpointed, chunk_for, free_bytes
 
 MB = 2**20
 
@@ -118,6 +118,7 @@ def test_a_memory_budget_bounds_the_columns_per_pass_and_the_peak(shapes32, star
     basis; a budget below one column's need, or below the Ritz step's, is refused in one
     line naming which."""
     x, options, one_pass = start
+    options = options | dict(checkpoint="off")  # the forward pass kept, as counted here
     with TensorBytes() as whole:
         local_basis(shapes32, x, 800, chunk=8, ritz="h", **options)
     chunks = []
@@ -152,7 +153,7 @@ def test_an_x_space_ritz_step_is_taken_where_it_lets_more_columns_fit(shapes32, 
     a basis given its columns per pass; a budget that holds neither is refused with the
     x-space step's need."""
     x, options, one_pass = start
-    options = options | dict(max_iter=8, min_iter=8)  # 8 Krylov blocks: the Ritz step counts
+    options = options | dict(max_iter=8, min_iter=8, checkpoint="off")  # the Ritz step counts
     h_space, x_space = (
         basis_memory(shapes32, x, 800, k=4, oversample=4, max_iter=8, ritz=ritz)
         for ritz in ("h", "x")
@@ -171,7 +172,7 @@ def test_an_x_space_ritz_step_is_taken_where_it_lets_more_columns_fit(shapes32, 
     assert plenty.ritz == "h" and plenty.chunk is None
     assert local_basis(shapes32, x, 800, chunk=3, **options).ritz == "h"
     too_little = 0.9 * (x_space.forward + x_space.algebra) / usable / GIB  # neither fits
-    with pytest.raises(WorkbenchError, match=r"linear algebra .*\(max_blocks\) or fewer"):
+    with pytest.raises(WorkbenchError, match=r"linear algebra .*\(max_blocks\), checkpoint"):
         local_basis(shapes32, x, 800, memory=too_little, **options)  # the x-space need
     with pytest.raises(WorkbenchError, match="ritz"):
         basis_memory(shapes32, x, 800, ritz="auto")
@@ -186,8 +187,9 @@ class _Explicit:
     count: TensorBytes | None = None
     held = 0
 
-    def __init__(self, f, x, out_shape, algebra, chunk, auto):
+    def __init__(self, f, x, out_shape, algebra, chunk, auto, blocks=()):
         self.x, self.out_shape, self.algebra, self.chunk = x, out_shape, algebra, chunk
+        self.checkpoint = False
 
     def start(self, count=False):
         return 0
@@ -241,19 +243,81 @@ def test_the_linear_algebra_takes_what_its_bounds_say(shapes32, monkeypatch, rit
     assert grown > 0.9 if ritz == "h" else grown < 0.2, grown
 
 
-def test_basis_memory_predicts_the_peak_of_each_columns_per_pass(shapes32, start):
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_basis_memory_predicts_the_peak_of_each_columns_per_pass(shapes32, start, checkpoint):
     """The counted cost of a forward pass and four small product passes predicts the
-    peak of the whole basis at every number of columns per pass, to 15%."""
+    peak of the whole basis at every number of columns per pass, to 15%, with the
+    forward pass kept and with checkpointed blocks."""
     x, options, _ = start
-    need = basis_memory(shapes32, x, 800, k=4, oversample=4, max_iter=4)
+    need = basis_memory(shapes32, x, 800, k=4, oversample=4, max_iter=4, checkpoint=checkpoint)
     assert need.width == 8 and need.per_column > 0 and need.forward > 0
+    assert need.checkpoint is checkpoint
+    on = "on" if checkpoint else "off"
     for columns in (1, 3, 8):
         with TensorBytes() as count:
-            local_basis(shapes32, x, 800, chunk=columns, **options)
+            basis = local_basis(shapes32, x, 800, chunk=columns, checkpoint=on, **options)
+        assert basis.checkpoint is checkpoint
         predicted = need.peak(columns)
         assert abs(predicted - count.peak) <= 0.15 * count.peak, (columns, predicted, count.peak)
     assert need.columns_within(need.peak(3) + need.per_column // 2) == 3
     assert need.columns_within(need.peak() + 1) is None
+
+
+def test_blocks_are_checkpointed_where_that_lets_more_columns_fit(shapes32, start):
+    """Checkpointed blocks keep a fraction of the forward pass and give the same basis;
+    with ``checkpoint="auto"`` a budget that holds every column in one pass with them but
+    not without takes them (one pass, within the budget), one that holds both does not,
+    and one that holds neither is refused with the checkpointed need."""
+    x, options, one_pass = start
+    kept, checkpointed = (
+        basis_memory(shapes32, x, 800, k=4, oversample=4, max_iter=4, checkpoint=on)
+        for on in (False, True)
+    )
+    assert checkpointed.forward < 0.25 * kept.forward  # the blocks' inputs only
+    assert checkpointed.peak() < kept.peak()
+    usable = 1 - pullback.MARGIN
+    between = (checkpointed.peak() + kept.peak()) / 2 / usable / GIB
+    assert kept.columns_within(int(between * GIB * usable)) is not None
+    with TensorBytes() as count:
+        auto = local_basis(shapes32, x, 800, memory=between, **options)
+    assert auto.checkpoint and auto.chunk is None and count.peak <= between * GIB
+    assert_same_basis(auto, one_pass)
+    plenty = local_basis(shapes32, x, 800, memory=10 * between, **options)
+    assert not plenty.checkpoint and plenty.chunk is None
+    assert not local_basis(shapes32, x, 800, chunk=3, **options).checkpoint
+    too_little = 0.9 * (checkpointed.forward + checkpointed.algebra) / usable / GIB
+    with pytest.raises(WorkbenchError, match=r"linear algebra .*\(max_blocks\), ritz='x' or"):
+        local_basis(shapes32, x, 800, memory=too_little, ritz="h", **options)
+    with pytest.raises(WorkbenchError, match="ritz='x', checkpoint='on' or"):
+        local_basis(shapes32, x, 800, memory=too_little, ritz="h", checkpoint="off", **options)
+
+
+def test_checkpointed_modules_get_their_own_forward_back():
+    """Within ``checkpointed`` a module's backward pass runs its forward again (the
+    gradient is the same); on exit, also after an exception, the module's forward is its
+    own again, a forward set on the instance before included."""
+    calls = []
+
+    class Counted(torch.nn.Linear):
+        def forward(self, x):
+            calls.append(x.shape)
+            return super().forward(x)
+
+    first, second = Counted(4, 4), torch.nn.Sequential(torch.nn.Linear(4, 4))
+    own = second.forward
+    second.forward = own  # set on the instance: put back as it was
+    x = torch.randn(3, 4, requires_grad=True)
+    plain = torch.autograd.grad(second(torch.tanh(first(x))).sum(), x)[0]
+    with checkpointed([first, second]):
+        out = second(torch.tanh(first(x))).sum()
+    assert "forward" not in first.__dict__ and second.__dict__["forward"] is own
+    assert len(calls) == 2
+    again = torch.autograd.grad(out, x)[0]  # the graph made inside still runs
+    assert len(calls) == 3  # the backward pass ran the forward again
+    torch.testing.assert_close(again, plain)
+    with pytest.raises(RuntimeError, match="boom"), checkpointed([first, second]):
+        raise RuntimeError("boom")
+    assert "forward" not in first.__dict__ and second.__dict__["forward"] is own
 
 
 def test_the_default_budget_is_the_free_memory(shapes32, start, monkeypatch):

@@ -11,19 +11,26 @@ workspace, so budgets keep a margin (:data:`MARGIN`).
 
 :func:`chunk_for` turns a measured cost (bytes that do not depend on the number of
 columns, bytes per column) and a budget into the most columns per pass that fit.
+:func:`checkpointed` trades time for memory in a reverse-mode pass: within it a
+module's forward keeps only its inputs and runs again when the backward pass reaches it
+(activation checkpointing).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import weakref
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
+from torch.utils.checkpoint import checkpoint
 
 from workbench.errors import WorkbenchError
 
@@ -153,6 +160,30 @@ def chunk_for(
             "fewer samples at once, or load the model in bfloat16"
         )
     return max(1, min(width, math.floor(room / max(per_column, 1))))
+
+
+@contextlib.contextmanager
+def checkpointed(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Within the block, a forward pass through each of ``modules`` keeps for autograd
+    only what the module was given, and its backward pass runs the module's forward
+    again first (torch's non-reentrant ``checkpoint``): a reverse-mode pass then holds
+    one module's activations at a time instead of all of them, for one more forward pass
+    of each module per backward pass. Not for ``torch.func.vjp``, which refuses it (run
+    the backward pass with ``torch.autograd.grad``). The modules' own ``forward`` come
+    back on exit, also after an exception; graphs built inside keep working after it."""
+    patched: list[tuple[nn.Module, Any]] = []
+    try:
+        for module in modules:
+            own = module.__dict__.get("forward")  # an instance's forward set before ours
+            module.forward = functools.partial(checkpoint, module.forward, use_reentrant=False)
+            patched.append((module, own))
+        yield
+    finally:
+        for module, own in reversed(patched):
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
 
 
 def gib(n: int) -> str:

@@ -59,11 +59,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from workbench.directions import DirectionSet
 from workbench.engines import register_engine
 from workbench.errors import WorkbenchError, check_finite
-from workbench.memory import GIB, MARGIN, TensorBytes, chunk_for, free_bytes, gib
+from workbench.memory import (
+    GIB,
+    MARGIN,
+    TensorBytes,
+    checkpointed,
+    chunk_for,
+    free_bytes,
+    gib,
+)
 from workbench.models import attention
 from workbench.models.wrapper import DiffusionModel
 from workbench.options import CACHE, MAX_SEED, NUM_STEPS, SEED, Option, Spec, validated
@@ -123,6 +132,8 @@ class LocalBasis:
         width: columns of the iteration, k + oversample (0 where not computed here).
         ritz: where the Krylov Rayleigh-Ritz step ran, ``"h"`` or ``"x"``
             (:func:`local_basis`).
+        checkpoint: whether its reverse-mode passes ran the network's blocks again
+            instead of keeping their activations (:func:`local_basis`).
     """
 
     V: torch.Tensor
@@ -135,6 +146,7 @@ class LocalBasis:
     chunk: int | None = None
     width: int = 0
     ritz: str = "h"
+    checkpoint: bool = False
 
     @property
     def k(self) -> int:
@@ -228,6 +240,16 @@ RITZ = Option(
     choices=("auto", "h", "x"),
     cli=False,
 )
+CHECKPOINT = Option(
+    "checkpoint",
+    str,
+    "auto",
+    "activation checkpointing: reverse-mode passes run the network's blocks again instead "
+    "of keeping their activations (on, off; auto: on where that lets more columns per "
+    "pass fit the memory)",
+    choices=("auto", "on", "off"),
+    cli=False,
+)
 #: The sampling steps that reach x_t from x_T before a basis is computed there.
 REACH_STEPS = dataclasses.replace(
     NUM_STEPS, help="sampling steps over [0, T] to reach x_t (default: the preset's)"
@@ -302,6 +324,7 @@ LOCAL_BASIS = Spec(
         TARGET,
         Option("mask", object, None, "weights on the x0/eps output [C|1, H, W]", cli=False),
         RITZ,
+        CHECKPOINT,
     ),
 )
 
@@ -332,6 +355,7 @@ def local_basis(
     target: str = "h",
     mask: torch.Tensor | None = None,
     ritz: str = "auto",
+    checkpoint: str = "auto",
 ) -> LocalBasis:
     """Top-``k`` right singular vectors of dh/dx_t at ``x_t`` ``[B, C, H, W]``, timestep ``t``
     (of dx0/dx_t or deps/dx_t with ``target``, masked on the output by ``mask``).
@@ -378,6 +402,14 @@ def local_basis(
             otherwise run the products in fewer columns per pass (or not at all), as for
             a FLUX transformer whose h is 48 times its x, else ``"h"`` (always ``"h"``
             with ``chunk`` given).
+        checkpoint: ``"on"``: the forward pass that the reverse-mode passes reuse keeps
+            only each network block's input (every activation point, :meth:`h_points`),
+            and each reverse-mode pass runs the blocks again, one at a time, as it reaches
+            them (activation checkpointing: one more forward pass per reverse-mode pass,
+            the forward's activations held for one block instead of all of them);
+            ``"off"``: everything kept; ``"auto"``: ``"on"`` where the memory budget
+            would otherwise run the products in fewer columns per pass (or not at all),
+            after the Ritz step's choice (``"off"`` with ``chunk`` given).
     """
     model.check_x(x_t, "x_t")
     check_finite("x_t", x_t)
@@ -425,7 +457,9 @@ def local_basis(
         start[:, :, :cols] = warm[:, :cols].reshape(b, cols, d).transpose(1, 2)
 
     f, out_shape = target_map(model, t, target, mask, x.device)
-    products = _Products(f, x, out_shape, algebra, chunk, auto=chunk is None)
+    blocks = [model.arch.module(point) for point in model.h_points()]
+    products = _Products(f, x, out_shape, algebra, chunk, auto=chunk is None, blocks=blocks)
+    products.checkpoint = checkpoint == "on"
     jv, jtu = products.forward, products.reverse
 
     angles: list[float] = []
@@ -444,8 +478,8 @@ def local_basis(
             ritz = "h" if ritz == "auto" else ritz
         else:  # as many columns per pass as fit (basis_memory)
             kept = min(max_blocks, max_iter) if method == "krylov" else 1
-            needs = _need(model, products, width, kept, (target, mask is not None))
-            need, ritz = _ritz_within(needs, budget, ritz)
+            what = (target, mask is not None)
+            need, ritz = _plan(model, products, width, kept, what, budget, ritz, checkpoint)
             products.chunk = need.columns_within(budget)
         if start is None:  # J^T Omega: a random start inside the row space of J
             start = jtu(draw(m).to(x.device, dtype))
@@ -515,6 +549,7 @@ def local_basis(
         chunk=products.chunk,
         width=width,
         ritz=ritz,
+        checkpoint=products.checkpoint,
     )
 
 
@@ -559,23 +594,58 @@ def _ritz_within(needs: dict[str, BasisMemory], budget: int, ritz: str) -> tuple
     (its need is the smaller one to report)."""
     if ritz != "auto":
         return needs[ritz], ritz
-
-    def columns(need: BasisMemory) -> int:
-        try:
-            fit = need.columns_within(budget)
-        except WorkbenchError:
-            return 0
-        return need.width if fit is None else fit
-
-    fits = {step: columns(need) for step, need in needs.items()}
+    fits = {step: _columns(need, budget) for step, need in needs.items()}
     ritz = "h" if fits["h"] >= fits["x"] and fits["h"] else "x"  # x: the smaller refusal
     return needs[ritz], ritz
+
+
+def _columns(need: BasisMemory, budget: int) -> int:
+    """Columns per pass that ``need`` fits within ``budget`` bytes (0: none)."""
+    try:
+        fit = need.columns_within(budget)
+    except WorkbenchError:
+        return 0
+    return need.width if fit is None else fit
+
+
+def _plan(
+    model: DiffusionModel,
+    products: _Products,
+    width: int,
+    kept: int,
+    what: tuple,
+    budget: int,
+    ritz: str,
+    checkpoint: str,
+) -> tuple[BasisMemory, str]:
+    """The memory and the Ritz step of a basis within ``budget`` bytes (:func:`_need`,
+    :func:`_ritz_within`), with ``products`` set for it and their forward pass run. With
+    ``checkpoint="auto"``, activation checkpointing only where it lets more columns per
+    pass fit than keeping the forward pass does (or where neither fits: its need is the
+    smaller one to report): it costs a forward pass per reverse-mode pass."""
+    best: tuple[int, BasisMemory, str] | None = None
+    for on in {"on": (True,), "off": (False,), "auto": (False, True)}[checkpoint]:
+        products.checkpoint = on
+        need, step = _ritz_within(_need(model, products, width, kept, what), budget, ritz)
+        fit = _columns(need, budget)
+        if best is None or fit > best[0] or fit == best[0] == 0:
+            best = (fit, need, step)
+        if fit == width:
+            break
+    _, need, step = best
+    if products.checkpoint != need.checkpoint:  # the forward pass run last is the other
+        products.checkpoint = need.checkpoint
+        products.start()
+    return need, step
 
 
 class _Products:
     """J Q and J^T P for a batch ``x`` ``[B, C, H, W]`` of the map ``f``, by vmapped
     forward- and reverse-mode passes of ``chunk`` columns at a time (None: all); with
-    ``auto``, a pass that runs out of memory is run again with half as many columns."""
+    ``auto``, a pass that runs out of memory is run again with half as many columns.
+    With ``checkpoint`` set, the forward pass that the reverse-mode passes reuse keeps
+    only what each of ``blocks`` is given, and every reverse-mode pass runs each block
+    again (:func:`~workbench.memory.checkpointed`)."""
 
     def __init__(
         self,
@@ -585,17 +655,28 @@ class _Products:
         algebra: torch.dtype,
         chunk: int | None,
         auto: bool,
+        blocks: Sequence[nn.Module] = (),
     ) -> None:
         self.f, self.x, self.out_shape, self.algebra = f, x, out_shape, algebra
-        self.chunk, self.auto = chunk, auto
-        self.vjp_fn: Callable | None = None
+        self.chunk, self.auto, self.blocks = chunk, auto, blocks
+        self.checkpoint = False
+        self.pull: Callable[[torch.Tensor], torch.Tensor] | None = None  # u -> J^T u
 
     def start(self, count: bool = False) -> int:
-        """Run the forward pass that every reverse-mode pass reuses; with ``count``,
-        return the bytes it keeps (:class:`~workbench.memory.TensorBytes`), else 0."""
+        """Run the forward pass that every reverse-mode pass reuses (again, letting go of
+        an earlier one first); with ``count``, return the bytes it keeps
+        (:class:`~workbench.memory.TensorBytes`), else 0."""
+        self.pull = None
         counter = TensorBytes() if count else contextlib.nullcontext()
         with counter:
-            _, self.vjp_fn = torch.func.vjp(self.f, self.x)
+            if self.checkpoint:  # torch.func.vjp refuses checkpoints: autograd's graph
+                x = self.x.detach().requires_grad_(True)
+                with checkpointed(self.blocks):
+                    out = self.f(x)
+                self.pull = functools.partial(_pull_through, out, x)
+            else:
+                _, vjp_fn = torch.func.vjp(self.f, self.x)
+                self.pull = lambda u: vjp_fn(u)[0]
         return counter.held if count else 0
 
     def forward(self, cols: torch.Tensor) -> torch.Tensor:
@@ -610,8 +691,7 @@ class _Products:
         """J^T P: ``[B, m, w]`` -> ``[B, d, w]``."""
         w, b = cols.shape[2], self.x.shape[0]
         cot = cols.permute(2, 0, 1).reshape(w, b, *self.out_shape).to(self.x.dtype)
-        pull = lambda u: self.vjp_fn(u)[0]
-        out = self._fitting(w, lambda: torch.func.vmap(pull, chunk_size=self.chunk)(cot))
+        out = self._fitting(w, lambda: torch.func.vmap(self.pull, chunk_size=self.chunk)(cot))
         return out.reshape(w, b, -1).permute(1, 2, 0).to(self.algebra)
 
     def _fitting(self, columns: int, run: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -627,6 +707,14 @@ class _Products:
                 self.chunk = max(1, now // 2)
                 if self.x.device.type == "cuda":
                     torch.cuda.empty_cache()
+
+
+def _pull_through(out: torch.Tensor, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """J^T u through the autograd graph from ``x`` to ``out`` (kept for the next pass):
+    ``u`` has the shape of ``out``, the result that of ``x`` (under ``torch.func.vmap``
+    a batch of them: functorch's batching, which has rules that ``is_grads_batched``
+    lacks)."""
+    return torch.autograd.grad(out, x, u, retain_graph=True)[0]
 
 
 #: Counted costs (bytes of the forward pass kept, of a pass whatever its width, of a
@@ -675,6 +763,9 @@ class BasisMemory:
         per_column: a pass, for each of its columns.
         width: the basis' columns, k + oversample.
         ritz: the Krylov Ritz step it is for, ``"h"`` or ``"x"`` (:func:`local_basis`).
+        checkpoint: whether it is for reverse-mode passes that run the blocks again
+            (activation checkpointing, :func:`local_basis`): then ``forward`` holds the
+            blocks' inputs only, and a pass (``fixed``) one block's activations more.
     """
 
     forward: int
@@ -684,6 +775,7 @@ class BasisMemory:
     width: int
     held: int = 0
     ritz: str = "h"
+    checkpoint: bool = False
 
     def peak(self, columns: int | None = None) -> int:
         """Bytes at the peak with ``columns`` per pass (default: all of them at once): in
@@ -698,6 +790,7 @@ class BasisMemory:
         the Ritz step does not fit."""
         if self.forward + self.algebra > budget:
             other = ", ritz='x'" if self.ritz == "h" else ""
+            other += ", checkpoint='on'" if not self.checkpoint else ""
             raise WorkbenchError(
                 f"the basis' linear algebra needs about {gib(self.forward + self.algebra)} "
                 f"with its forward pass, and {gib(budget)} is available: give a larger "
@@ -720,13 +813,15 @@ def basis_memory(
     target: str = "h",
     mask: torch.Tensor | None = None,
     ritz: str = "h",
+    checkpoint: bool = False,
 ) -> BasisMemory:
     """What :func:`local_basis` with these options takes on the model's device at
     ``x_t`` ``[B, C, H, W]``, counted on one forward pass and four small passes of the
     Jacobian products (two and three columns, both modes; the count :func:`local_basis`
     makes and reuses), without running the basis: e.g. to plan a model's size, dtype or
-    batch for a card (``.peak()``). ``ritz``: the Krylov Ritz step, ``"h"`` or ``"x"``
-    (what ``"auto"`` picks depends on the budget: :func:`local_basis`)."""
+    batch for a card (``.peak()``). ``ritz``: the Krylov Ritz step, ``"h"`` or ``"x"``;
+    ``checkpoint``: reverse-mode passes that run the blocks again (what ``"auto"`` picks
+    for either depends on the budget: :func:`local_basis`)."""
     if ritz not in ("h", "x"):
         raise WorkbenchError(f"ritz must be 'h' or 'x' here, got {ritz!r}")
     model.check_x(x_t, "x_t")
@@ -734,7 +829,9 @@ def basis_memory(
     x = x_t.detach().to(model.device, model.dtype).clone()
     algebra = torch.float32 if model.dtype in (torch.float16, torch.bfloat16) else model.dtype
     f, out_shape = target_map(model, t, target, mask, x.device)
-    products = _Products(f, x, out_shape, algebra, None, auto=False)
+    blocks = [model.arch.module(point) for point in model.h_points()]
+    products = _Products(f, x, out_shape, algebra, None, auto=False, blocks=blocks)
+    products.checkpoint = bool(checkpoint)
     kept = min(max_blocks, max_iter) if method == "krylov" else 1
     if method == "subspace":
         ritz = "h"
@@ -747,15 +844,17 @@ def _need(
 ) -> dict[str, BasisMemory]:
     """Run the forward pass that reverse mode reuses (``products.start``) and return the
     :class:`BasisMemory` of a basis of ``width`` columns keeping ``kept`` blocks, with an
-    h-space and with an x-space Ritz step (by ``"h"`` and ``"x"``). The
+    h-space and with an x-space Ritz step (by ``"h"`` and ``"x"``), with or without
+    activation checkpointing as ``products`` is set. The
     forward pass and a pass of the products are counted the first time; later bases on
     the same model with the same map (``what``: its target and mask), activation point,
-    conditioning, batch, dtype, device and attention rule and blocks take the earlier count."""
+    conditioning, batch, dtype, device, attention rule and blocks and checkpointing take
+    the earlier count."""
     x = products.x
     conditioning = model.conditioning
     described = None if conditioning is None else repr(conditioning.describe())
     rule = (attention.SCORE_BLOCK, attention.RECOMPUTE)
-    key = (*what, model.h_point, described, x.shape, x.dtype, x.device, *rule)
+    key = (*what, model.h_point, described, x.shape, x.dtype, x.device, *rule, products.checkpoint)
     counted = _COUNTED.setdefault(model, {})
     if key in counted:
         products.start()
@@ -766,7 +865,9 @@ def _need(
     needs = {}
     for ritz in ("h", "x"):
         held, peak = _algebra_bytes(x.shape[0], model.d, m, width, kept, products.algebra, ritz)
-        needs[ritz] = BasisMemory(forward, peak, fixed, per_column, width, held, ritz)
+        needs[ritz] = BasisMemory(
+            forward, peak, fixed, per_column, width, held, ritz, products.checkpoint
+        )
     return needs
 
 
