@@ -13,11 +13,15 @@ def _script():
     return load_script("engine_defaults")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "engine"),
-    # each on the bundled model where its space acts: x on shapes32, h on shapes64
-    [("shapes32", "pullback"), ("shapes64", "attention"), ("shapes64", "pca")],
+    # each on the bundled model where its space acts: x on shapes32, h on shapes64; the
+    # shapes64 checks take 5-12 min each on 2 cores, so they are `long` (not in CI)
+    [
+        pytest.param("shapes32", "pullback", marks=pytest.mark.slow),
+        pytest.param("shapes64", "attention", marks=pytest.mark.long),
+        pytest.param("shapes64", "pca", marks=pytest.mark.long),
+    ],
 )
 def test_the_default_edit_moves_a_factor_and_keeps_the_images_valid(name, engine, request):
     """Direction 0 of the default set at the default strengths moves its dominant factor
