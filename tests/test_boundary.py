@@ -317,8 +317,13 @@ def test_the_cli_edits_a_boundary_file_as_it_records(tiny, tmp_path, capsys):
     assert np.allclose(saved["strengths"], fit.h.params["edit"]["strengths"])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["shapes32", "shapes64"])
+@pytest.mark.parametrize(
+    "name",  # shapes64's takes about 9 min on 2 cores: `long` (not in CI)
+    [
+        pytest.param("shapes32", marks=pytest.mark.slow),
+        pytest.param("shapes64", marks=pytest.mark.long),
+    ],
+)
 def test_the_cli_defaults_move_size_most_and_keep_the_images_valid(name, request, tmp_path, capsys):
     """``workbench discover boundary --attribute large --model M`` and then the edit
     ``workbench edit`` makes with no mode or strengths (the set's recorded working edit),
