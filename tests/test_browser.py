@@ -142,6 +142,27 @@ def lab(tmp_path_factory):
         log.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_kernel_left(request):
+    """After each test that used JupyterLab, shut its kernels down: a closed page leaves
+    its kernel running, and an explorer's kernel goes on computing, slowing the next test."""
+    yield
+    if "lab" in request.fixturenames:
+        url, token, _ = request.getfixturevalue("lab")
+        for kernel in _lab_api(url, token, "/api/kernels"):
+            _lab_api(url, token, f"/api/kernels/{kernel['id']}", "DELETE")
+
+
+def _lab_api(url: str, token: str, path: str, method: str = "GET"):
+    """A call to the Jupyter server's REST API; its JSON answer (None if empty)."""
+    request = urllib.request.Request(
+        f"{url}{path}", method=method, headers={"Authorization": f"token {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        body = answer.read()
+    return json.loads(body) if body else None
+
+
 def _console(page) -> list[str]:
     messages: list[str] = []
     page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
