@@ -457,7 +457,7 @@ def local_basis(
         start[:, :, :cols] = warm[:, :cols].reshape(b, cols, d).transpose(1, 2)
 
     f, out_shape = target_map(model, t, target, mask, x.device)
-    blocks = [model.arch.module(point) for point in model.h_points()]
+    blocks = _blocks(model)
     products = _Products(f, x, out_shape, algebra, chunk, auto=chunk is None, blocks=blocks)
     products.checkpoint = checkpoint == "on"
     jv, jtu = products.forward, products.reverse
@@ -709,6 +709,11 @@ class _Products:
                     torch.cuda.empty_cache()
 
 
+def _blocks(model: DiffusionModel) -> list[nn.Module]:
+    """The network's blocks that checkpointing wraps: one per activation point."""
+    return [model.arch.module(point) for point in model.h_points()]
+
+
 def _pull_through(out: torch.Tensor, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """J^T u through the autograd graph from ``x`` to ``out`` (kept for the next pass):
     ``u`` has the shape of ``out``, the result that of ``x`` (under ``torch.func.vmap``
@@ -829,7 +834,7 @@ def basis_memory(
     x = x_t.detach().to(model.device, model.dtype).clone()
     algebra = torch.float32 if model.dtype in (torch.float16, torch.bfloat16) else model.dtype
     f, out_shape = target_map(model, t, target, mask, x.device)
-    blocks = [model.arch.module(point) for point in model.h_points()]
+    blocks = _blocks(model)
     products = _Products(f, x, out_shape, algebra, None, auto=False, blocks=blocks)
     products.checkpoint = bool(checkpoint)
     kept = min(max_blocks, max_iter) if method == "krylov" else 1
