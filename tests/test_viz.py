@@ -86,7 +86,7 @@ def test_explorer_edits_ahead_and_shows_kept_positions_without_editing(
     shows the kept images, bit for bit wb.edit's, with no edit run."""
     import workbench.viz.explorer as module
 
-    monkeypatch.setattr(module, "AHEAD", 2)
+    explorer.ahead = 2
     explorer.sliders[1].value = 1.0  # slider 1 moved last: its positions come first
     planned = [strengths for _, strengths in explorer._plan]
     assert planned[:4] == [(0.0, 0.75), (0.0, 1.25), (0.0, 0.5), (0.0, 1.5)]
@@ -103,14 +103,12 @@ def test_explorer_edits_ahead_and_shows_kept_positions_without_editing(
     assert torch.equal(explorer.result.images, alone.images)
 
 
-def test_explorer_edits_ahead_on_the_event_loop_between_events(explorer, monkeypatch):
+def test_explorer_edits_ahead_on_the_event_loop_between_events(explorer):
     """In a notebook (an event loop runs) the planned positions are computed one per loop
     turn after the render returns, and the status says when they are ready."""
     import asyncio
 
-    import workbench.viz.explorer as module
-
-    monkeypatch.setattr(module, "AHEAD", 1)
+    explorer.ahead = 1
 
     async def move() -> list[bool]:
         explorer.sliders[0].value = 1.0  # returns at once: nothing computed ahead yet
@@ -126,6 +124,22 @@ def test_explorer_edits_ahead_on_the_event_loop_between_events(explorer, monkeyp
     seeds = tuple(explorer.shown_seeds())
     for strengths in [(0.75, 0.0), (1.25, 0.0), (1.0, -0.25), (1.0, 0.25)]:
         assert explorer._key(seeds, strengths) in explorer._frames
+
+
+def test_ahead_sets_how_far_the_explorer_edits_ahead(shapes32, tmp_path):
+    """``ahead=1``: one step either way of each slider is planned after a render;
+    ``ahead=0``: nothing is, and the status says the positions nearby are ready at once; a
+    negative ``ahead`` is refused in one line naming it."""
+    options = dict(engine="pullback", k=2, seeds=[0], library=tmp_path, num_steps=20)
+    one = Explorer(shapes32, ahead=1, **options)
+    one.sliders[0].value = 1.0
+    assert sorted(s for _, s in one._plan) == [(0.75, 0.0), (1.0, -0.25), (1.0, 0.25), (1.25, 0.0)]
+    none = Explorer(shapes32, ahead=0, **options)
+    none.sliders[0].value = 1.0
+    assert not none._plan and "nearby are ready" in none.status_w.value
+    with pytest.raises(wb.WorkbenchError, match="ahead") as error:
+        Explorer(shapes32, ahead=-1, **options)
+    assert "\n" not in str(error.value)
 
 
 def test_a_failed_edit_ahead_is_shown_and_stops_the_plan(explorer, monkeypatch):

@@ -25,9 +25,10 @@ by :func:`~workbench.edit` in its additive mode with eta 0, so a saved direction
 again to the same seeds reproduces the shown images bit for bit. Between widget events the
 explorer edits ahead: after each render it computes, one at a time on the kernel's event
 loop (so never beside a cell of the user's, nor in another thread), the slider positions
-next to the current one (:data:`AHEAD` steps either way of each slider, the moved slider
-first), and keeps them (:data:`MAX_FRAME_BYTES`); a slider step to a position computed ahead
-shows the kept images at once. The status line says when the positions nearby are ready;
+next to the current one (``ahead`` steps, :data:`AHEAD` by default, either way of each
+slider, the moved slider first; ``ahead=0`` turns this off), and keeps them
+(:data:`MAX_FRAME_BYTES`); a slider step to a position computed ahead shows the kept
+images at once. The status line says when the positions nearby are ready;
 :meth:`prefetch` does the same work in a script. Everything the widgets do
 is a method (:meth:`discover`, :meth:`set_strengths`, :meth:`save_direction`,
 :meth:`load_direction`, ...), so the explorer can be driven from code and tested without a
@@ -108,6 +109,10 @@ class Explorer:
         num_steps: sampling steps (default: the preset's).
         batch: how many samples are shown side by side.
         upscale: pixel size of the shown images.
+        threads: torch's CPU threads (default: the cores this process may use; 0 leaves
+            torch's setting).
+        ahead: slider steps edited ahead on each side of each slider's value (each
+            position is one edit of the shown seeds: fewer where edits are slow; 0: none).
     """
 
     @functools.partial(
@@ -134,6 +139,14 @@ class Explorer:
                     low=0,
                     high=4096,
                 ),
+                Option(
+                    "ahead",
+                    int,
+                    AHEAD,
+                    "slider steps edited ahead on each side of each slider (0: none)",
+                    low=0,
+                    high=64,
+                ),
                 *CONDITIONING,
             ),
         ),
@@ -155,6 +168,7 @@ class Explorer:
         guidance_scale: float | None = None,
         class_label: int | None = None,
         threads: int | None = None,
+        ahead: int = AHEAD,
     ) -> None:
         import ipywidgets as w
 
@@ -170,6 +184,7 @@ class Explorer:
         )
         self.num_steps = num_steps
         self.upscale = upscale
+        self.ahead = ahead
         self.extra = dict(options or {})
         self.directions: DirectionSet | None = None
         #: the directions' scores without ground truth (after :meth:`judge`)
@@ -527,11 +542,11 @@ class Explorer:
 
     def _nearby(self, strengths: tuple[float, ...]) -> list[tuple[float, ...]]:
         """Slider settings near ``strengths``, nearest first: the slider moved last one
-        step either way, two, ... up to :data:`AHEAD`; then the others likewise (each
+        step either way, two, ... up to :attr:`ahead`; then the others likewise (each
         within its range)."""
         others = [i for i in range(len(self.sliders)) if i != self._moved]
-        order = [(self._moved, j) for j in range(1, AHEAD + 1)]
-        order += [(i, j) for j in range(1, AHEAD + 1) for i in others]
+        order = [(self._moved, j) for j in range(1, self.ahead + 1)]
+        order += [(i, j) for j in range(1, self.ahead + 1) for i in others]
         out = []
         for i, j in order:
             slider = self.sliders[i]
