@@ -4,9 +4,14 @@
     python analysis/count_flux.py \
         --counted docs/measurements/basis_memory_flux_dev_counted_cpu.txt \
         --out docs/measurements/basis_memory_flux_dev_cpu.txt
+    python analysis/count_flux.py --checkpoint \
+        --out docs/measurements/basis_memory_flux_dev_checkpointed_cpu.txt
 
 The second takes the counts of the first (24 min) and applies the bounds on the
 iteration's own tensors that ``local_basis`` uses now, which are computed, not counted.
+The third counts the reverse-mode passes that run the blocks again (``local_basis``'
+``checkpoint``): the forward pass then keeps the blocks' inputs only (not run to the
+end yet: on 2 cores its first network took more than 36 min).
 
 FLUX.1-dev's transformer (``FluxTransformer2DModel``: 19 dual-stream and 38 single-stream
 blocks of width 3072, 24 heads of 128; 12B parameters) does not fit this machine's
@@ -127,7 +132,10 @@ def count(args, dual: int, single: int) -> tuple[BasisMemory, ...]:
     model = build(args, dual, single)
     with model.conditioned(**conditioning(args, model.dtype)):
         x = model.noise([0])
-        return tuple(basis_memory(model, x, 601, k=k, oversample=4, ritz=ritz) for ritz, k in RUNS)
+        return tuple(
+            basis_memory(model, x, 601, k=k, oversample=4, ritz=ritz, checkpoint=args.checkpoint)
+            for ritz, k in RUNS
+        )
 
 
 def conditioning(args, dtype: torch.dtype) -> dict:
@@ -185,7 +193,9 @@ def recounted(args, path: str) -> dict[tuple[int, int], tuple[BasisMemory, ...]]
         needs = []
         for ritz, k in RUNS:
             held, peak = _algebra_bytes(1, d, m, k + 4, 8, torch.float32, ritz)
-            needs.append(BasisMemory(forward, peak, fixed, per_column, k + 4, held, ritz))
+            needs.append(
+                BasisMemory(forward, peak, fixed, per_column, k + 4, held, ritz, args.checkpoint)
+            )
         runs[shape] = tuple(needs)
     return runs
 
@@ -212,6 +222,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=10, help="single-stream blocks up to h")
     parser.add_argument("--check", default=None, help="D,S: also count D + S blocks")
     parser.add_argument(
+        "--checkpoint", action="store_true", help="reverse-mode passes that run the blocks again"
+    )
+    parser.add_argument(
         "--counted", default=None, help="an earlier output: take its counted parts from it"
     )
     parser.add_argument("--out", default=None)
@@ -236,12 +249,14 @@ def main() -> None:
         f"--head-dim {args.head_dim} --text-dim {args.text_dim} --text {args.text} "
         f"--side {args.side} --dual {args.dual} --single {args.single}"
         + (f" --check {args.check}" if args.check else "")
+        + (" --checkpoint" if args.checkpoint else "")
         + (f" --counted {args.counted}" if args.counted else ""),
         f"FLUX transformer, {args.heads} heads x {args.head_dim}, {args.dtype}, batch 1, "
         f"{(args.side // 2) ** 2} image + {args.text} text tokens, t=601, k=8 and 50, p=4; "
         f"weights of the full transformer {weights / 2**30:.1f} GiB; GiB as "
         f"workbench.memory.TensorBytes counts them; Ritz step in h or x (local_basis' "
-        f"ritz); {time.perf_counter() - began:.0f} s",
+        f"ritz); blocks {'checkpointed' if args.checkpoint else 'kept'}; "
+        f"{time.perf_counter() - began:.0f} s",
         f"{'blocks to h':<20}{'ritz':>5}{'forward':>9}{'held k8/k50':>14}"
         f"{'algebra k8/k50':>16}{'fixed':>8}{'per col':>9}{'k8 all':>9}{'k8 1/pass':>11}"
         f"{'k50 8/pass':>12}{'+ weights:':>12}{'k8 all':>8}{'k8 1/pass':>11}{'k50 8/pass':>12}",

@@ -378,19 +378,23 @@ def test_the_engine_and_the_probes_take_a_memory_budget(tiny):
         wb.discover("pullback", tiny, memory=0.0, **options)
 
 
-def test_the_flux_count_extends_to_deeper_networks_exactly():
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["kept", "checkpointed"])
+def test_the_flux_count_extends_to_deeper_networks_exactly(checkpoint):
     """``analysis/count_flux.py`` counts FLUX.1-dev's basis on three shallow networks and
     extends each part of the count block by block: on a small FLUX config the extension
     gives what deeper networks count (forward pass kept, a pass's fixed bytes and bytes
-    per column; the linear algebra does not change) within 2%."""
+    per column; the linear algebra does not change) within 2%, with the blocks' forward
+    kept and with them checkpointed (run again by each reverse-mode pass)."""
     import argparse
 
     from analysis_scripts import load_script
 
     count_flux = load_script("count_flux")
-    args = argparse.Namespace(dtype="float32", heads=2, head_dim=32, text_dim=64, text=16, side=32)
+    args = argparse.Namespace(
+        dtype="float32", heads=2, head_dim=32, text_dim=64, text=16, side=32, checkpoint=checkpoint
+    )
     counts = {shape: count_flux.count(args, *shape)[0] for shape in count_flux.SHAPES}
-    for deeper in ((3, 2), (4, 3)):
-        counted, extended = count_flux.count(args, *deeper)[0], count_flux.extend(counts, *deeper)
-        for part in (*count_flux.PARTS, "algebra", "held"):
-            assert getattr(extended, part) == pytest.approx(getattr(counted, part), rel=0.02), part
+    deeper = (4, 3)  # two more blocks of each kind than the base, 2 + 1
+    counted, extended = count_flux.count(args, *deeper)[0], count_flux.extend(counts, *deeper)
+    for part in (*count_flux.PARTS, "algebra", "held"):
+        assert getattr(extended, part) == pytest.approx(getattr(counted, part), rel=0.02), part
