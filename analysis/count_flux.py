@@ -11,7 +11,8 @@ The second takes the counts of the first (24 min) and applies the bounds on the
 iteration's own tensors that ``local_basis`` uses now, which are computed, not counted.
 The third counts the reverse-mode passes that run the blocks again (``local_basis``'
 ``checkpoint``): the forward pass then keeps the blocks' inputs only (not run to the
-end yet: on 2 cores its first network took more than 36 min).
+end yet: on 2 cores, other jobs beside it part of the time, its first network took more
+than 36 min).
 
 FLUX.1-dev's transformer (``FluxTransformer2DModel``: 19 dual-stream and 38 single-stream
 blocks of width 3072, 24 heads of 128; 12B parameters) does not fit this machine's

@@ -307,9 +307,10 @@ def test_quickstart_runs_in_jupyterlab_and_the_explorer_slider_edits(browser, la
     label = explorer.locator(".workbench-image-label").inner_text()
     assert "top row: samples" in label and "seeds" in label, label
 
-    # move the first slider with the keyboard, as a user does; one step, timed from the key
-    # press to the new image in the page (the latency a user feels)
-    latencies, waits = _slider_steps(page, explorer, steps=2)  # the second after replanning
+    # move the first slider with the keyboard, as a user does; two steps (the second after
+    # the explorer planned again), each timed from the key press to the new image in the
+    # page (the latency a user feels)
+    latencies, waits = _slider_steps(page, explorer, steps=2)
     _write_latency("shapes32", latencies, waits)
     page.wait_for_timeout(500)
     after = image.screenshot()
